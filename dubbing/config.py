@@ -1,0 +1,158 @@
+"""Configuration: YAML defaults, presets and one file per target language, validated by pydantic.
+
+Order of precedence (later wins): configs/defaults.yaml, configs/presets/<preset>.yaml, the user's
+config file, then per language configs/languages/<lang>.yaml and the user's `languages: {<lang>: ...}`.
+Every file is validated on its own first, so an error names the file that holds the bad key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dubbing.errors import DubbingError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ASRConfig(Section):
+    backend: Literal["faster-whisper", "openai-whisper", "transformers"] = "faster-whisper"
+    model: str = "whisper-base"
+    compute_type: str = "int8"
+    language: str | None = None  # None: detect
+    beam_size: int = Field(5, ge=1, le=10)
+    vad: bool = True
+
+
+class TranslateConfig(Section):
+    backend: str = "apertium"
+    model: str | None = None
+    glossary: dict[str, str] = Field(default_factory=dict)  # source term -> forced translation (same: keep)
+    formality: Literal["default", "formal", "informal"] = "default"
+
+
+class TTSConfig(Section):
+    backend: str = "espeak"
+    voice: str | None = None  # backend voice for every speaker unless `voices` names one
+    voices: dict[str, str] = Field(default_factory=dict)  # speaker -> voice
+
+
+class TimingConfig(Section):
+    max_speedup: float = Field(1.25, ge=1.0, le=1.4)
+
+
+class MixConfig(Section):
+    loudness_lufs: float = Field(-16.0, ge=-40, le=-5)
+
+
+class LanguageConfig(Section):
+    """Everything that is chosen per target language."""
+
+    name: str = ""
+    translate: TranslateConfig = Field(default_factory=TranslateConfig)
+    tts: TTSConfig = Field(default_factory=TTSConfig)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+
+
+class Settings(Section):
+    preset: str = "draft"
+    asr: ASRConfig = Field(default_factory=ASRConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
+    language_defaults: LanguageConfig = Field(default_factory=LanguageConfig)
+    languages: dict[str, LanguageConfig] = Field(default_factory=dict)
+    max_parallel_languages: int = Field(2, ge=1, le=16)
+
+    def for_language(self, code: str) -> LanguageConfig:
+        try:
+            return self.languages[code]
+        except KeyError:
+            raise DubbingError(f"no configuration for language {code!r}; available: "
+                               f"{', '.join(sorted(self.languages))} (add configs/languages/{code}.yaml)") from None
+
+
+def config_dir() -> Path:
+    if env := os.environ.get("DUBBING_CONFIG_DIR"):
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise DubbingError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise DubbingError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DubbingError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict, source: Path) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, err["loc"][:-1])
+            raise DubbingError(f"{source}: unknown key {key!r}; allowed: {', '.join(allowed)}") from None
+        raise DubbingError(f"{source}: key {key!r}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif getattr(annotation, "__args__", None):  # dict[str, LanguageConfig]: next part is the key
+            inner = annotation.__args__[-1]
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                model = inner
+    return sorted(model.model_fields)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def available_languages() -> list[str]:
+    return sorted(p.stem for p in (config_dir() / "languages").glob("*.yaml"))
+
+
+def load_settings(preset: str = "draft", user_config: Path | None = None) -> Settings:
+    root = config_dir()
+    layers: list[tuple[Path, dict]] = [(root / "defaults.yaml", _read_yaml(root / "defaults.yaml"))]
+    preset_file = root / "presets" / f"{preset}.yaml"
+    if not preset_file.exists():
+        presets = sorted(p.stem for p in (root / "presets").glob("*.yaml"))
+        raise DubbingError(f"unknown preset {preset!r}; available: {', '.join(presets)}")
+    layers.append((preset_file, _read_yaml(preset_file)))
+    if user_config is not None:
+        layers.append((Path(user_config), _read_yaml(Path(user_config))))
+    merged: dict = {}
+    for source, data in layers:
+        _validate(Settings, data, source)
+        merged = _merge(merged, data)
+    merged["preset"] = preset
+    user_languages = merged.pop("languages", {}) or {}
+    language_defaults = merged.get("language_defaults", {})
+    languages = {}
+    for path in sorted((root / "languages").glob("*.yaml")):
+        data = _read_yaml(path)
+        _validate(LanguageConfig, data, path)
+        languages[path.stem] = _merge(_merge(language_defaults, data), user_languages.get(path.stem, {}))
+    for code, data in user_languages.items():  # languages only the user's file defines
+        languages.setdefault(code, _merge(language_defaults, data))
+    merged["languages"] = languages
+    return _validate(Settings, merged, user_config or root)  # type: ignore[return-value]

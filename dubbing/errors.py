@@ -1,0 +1,8 @@
+"""The one error type for failures a user can fix (bad input, missing tools or models).
+
+The CLI turns it into a one-line message and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+
+class DubbingError(Exception):
+    """A user-facing failure with a message that says what to do."""

@@ -1,0 +1,128 @@
+"""Media in and out: probing, audio extraction, muxing. ffmpeg is always called with argument lists."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from dubbing.errors import DubbingError
+from dubbing.files import atomic_path
+from dubbing.tools import ffmpeg_input, require_tool, run
+from dubbing.types import ANALYSIS_RATE, MIX_RATE, MediaInfo
+
+
+def probe(path: Path) -> MediaInfo:
+    """Read duration and stream properties; a clear error for missing, empty or non-media files."""
+    path = Path(path)
+    if not path.exists():
+        raise DubbingError(f"input not found: {path}")
+    if path.is_dir():
+        raise DubbingError(f"input is a folder, not a media file: {path}")
+    if path.stat().st_size == 0:
+        raise DubbingError(f"input is empty (0 bytes): {path}")
+    ffprobe = require_tool("ffprobe", "ffmpeg")
+    proc = subprocess.run([ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+                           ffmpeg_input(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DubbingError(f"not a readable media file: {path}")
+    data = json.loads(proc.stdout or "{}")
+    streams = data.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video"
+                  and not s.get("disposition", {}).get("attached_pic")), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None and audio is None:
+        raise DubbingError(f"no audio or video stream in {path}")
+    duration = float(data.get("format", {}).get("duration") or 0.0)
+    if duration <= 0:
+        raise DubbingError(f"media has no duration (truncated or corrupt?): {path}")
+    fps = None
+    if video is not None:
+        rate = video.get("avg_frame_rate") or video.get("r_frame_rate") or "0/1"
+        fps = float(Fraction(rate)) if rate not in ("0/0", "") else None
+    return MediaInfo(
+        path=str(path),
+        duration_s=duration,
+        has_video=video is not None,
+        has_audio=audio is not None,
+        width=video.get("width") if video else None,
+        height=video.get("height") if video else None,
+        fps=fps,
+        video_codec=video.get("codec_name") if video else None,
+        pix_fmt=video.get("pix_fmt") if video else None,
+        audio_codec=audio.get("codec_name") if audio else None,
+        sample_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
+        channels=audio.get("channels") if audio else None,
+    )
+
+
+def extract_audio(path: Path, out: Path, *, rate: int, mono: bool) -> Path:
+    """Decode the first audio stream to a WAV at `rate` (float32 for analysis, 16-bit stereo for mixing)."""
+    ffmpeg = require_tool("ffmpeg", "ffmpeg")
+    codec = ["-c:a", "pcm_f32le"] if mono else ["-c:a", "pcm_s16le"]
+    channels = ["-ac", "1"] if mono else ["-ac", "2"]
+    with atomic_path(out) as tmp:
+        run([ffmpeg, "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(path), "-map", "0:a:0", "-vn",
+              *channels, "-ar", str(rate), *codec, "-f", "wav", str(tmp)], f"extracting audio from {path}")
+    return Path(out)
+
+
+def extract_analysis_audio(path: Path, out: Path) -> Path:
+    """16 kHz mono: what ASR, VAD and speaker models read."""
+    return extract_audio(path, out, rate=ANALYSIS_RATE, mono=True)
+
+
+def extract_mix_audio(path: Path, out: Path) -> Path:
+    """48 kHz stereo: kept at full quality for separation and mixing."""
+    return extract_audio(path, out, rate=MIX_RATE, mono=False)
+
+
+def read_audio(path: Path, rate: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
+    """Read a WAV as float32; resample when `rate` differs (soxr via librosa)."""
+    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    audio = data.mean(axis=1) if mono else data
+    if rate is not None and sr != rate:
+        import librosa
+
+        audio = librosa.resample(audio, orig_sr=sr, target_sr=rate, axis=0)
+        sr = rate
+    return audio.astype(np.float32), sr
+
+
+def write_audio(path: Path, audio: np.ndarray, rate: int) -> Path:
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), audio, rate, format="WAV", subtype="PCM_16")
+    return Path(path)
+
+
+def mux(video: Path, audio: Path, out: Path, *, subtitles: Path | None = None, language: str | None = None,
+        duration_s: float | None = None) -> Path:
+    """Put new audio (and a soft subtitle track) under the original video stream, without re-encoding it."""
+    ffmpeg = require_tool("ffmpeg", "ffmpeg")
+    cmd = [ffmpeg, "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(video), "-i", ffmpeg_input(audio)]
+    maps = ["-map", "0:v:0", "-map", "1:a:0"]
+    if subtitles is not None:
+        cmd += ["-i", ffmpeg_input(subtitles)]
+        maps += ["-map", "2:s:0", "-c:s", "mov_text"]
+        if language:
+            maps += ["-metadata:s:s:0", f"language={_iso639_2(language)}"]
+    cmd += maps + ["-c:v", "copy", "-c:a", "aac", "-b:a", "192k"]
+    if language:
+        cmd += ["-metadata:s:a:0", f"language={_iso639_2(language)}"]
+    if duration_s is not None:
+        cmd += ["-t", f"{duration_s:.3f}"]
+    with atomic_path(out) as tmp:
+        run(cmd + ["-movflags", "+faststart", "-f", "mp4", str(tmp)], f"writing {out}")
+    return Path(out)
+
+
+_ISO639_2 = {"en": "eng", "es": "spa", "pt": "por", "fr": "fra", "it": "ita", "de": "deu", "ca": "cat",
+             "gl": "glg", "ro": "ron", "nl": "nld", "ja": "jpn", "zh": "zho", "ru": "rus", "eo": "epo"}
+
+
+def _iso639_2(code: str) -> str:
+    return _ISO639_2.get(code, code)

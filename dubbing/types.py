@@ -1,0 +1,115 @@
+"""Shared data types: the only thing stages exchange."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+ANALYSIS_RATE = 16_000  # what ASR, VAD and speaker models read
+MIX_RATE = 48_000  # full quality, for separation and mixing
+
+
+class MediaInfo(BaseModel):
+    path: str
+    duration_s: float
+    has_video: bool
+    has_audio: bool
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    video_codec: str | None = None
+    pix_fmt: str | None = None
+    audio_codec: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+
+
+class Word(BaseModel):
+    start: float
+    end: float
+    word: str
+    probability: float | None = None
+    speaker: str | None = None
+
+
+class Utterance(BaseModel):
+    start: float
+    end: float
+    text: str
+    speaker: str = "S1"
+    words: list[Word] = Field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+class Transcript(BaseModel):
+    language: str
+    duration_s: float
+    utterances: list[Utterance] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({u.speaker for u in self.utterances})
+
+
+class ScriptLine(BaseModel):
+    """One translated line and the slot it must fit."""
+
+    index: int
+    speaker: str
+    start: float
+    end: float
+    source_text: str
+    text: str
+    estimated_s: float | None = None
+    synth_s: float | None = None
+    speed: float | None = None
+    voice: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class Script(BaseModel):
+    source_language: str
+    language: str
+    translator: str
+    pivot: str | None = None
+    lines: list[ScriptLine] = Field(default_factory=list)
+
+
+class PlacedClip(BaseModel):
+    """A synthesised line placed on the dub timeline."""
+
+    index: int
+    start: float
+    end: float
+    speed: float
+    over_limit: bool = False
+
+
+class DubTrack(BaseModel):
+    language: str
+    voice_path: str
+    sample_rate: int
+    duration_s: float
+    clips: list[PlacedClip] = Field(default_factory=list)
+
+
+class LanguageOutputs(BaseModel):
+    video: str | None = None
+    audio: str
+    voice: str
+    srt: str
+    vtt: str
+    script: str
+    report: str
+
+
+class Manifest(BaseModel):
+    source: str
+    source_language: str
+    duration_s: float
+    speakers: list[str]
+    transcript: str
+    outputs: dict[str, LanguageOutputs] = Field(default_factory=dict)
