@@ -30,13 +30,19 @@ class FasterWhisperTranscriber:
 
     name = "faster-whisper"
 
-    def __init__(self, model: str = "whisper-base", *, compute_type: str = "int8", beam_size: int = 5,
-                 vad: bool = True, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: str = "whisper-base",
+        *,
+        compute_type: str = "int8",
+        beam_size: int = 5,
+        vad: bool = True,
+        device: str = "cpu",
+    ) -> None:
         from faster_whisper import WhisperModel
 
         path = Path(model) if Path(model).exists() else models.resolve(model)
-        self.model = WhisperModel(str(path), device=device, compute_type=compute_type,
-                                  cpu_threads=os.cpu_count() or 1)
+        self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=os.cpu_count() or 1)
         self.beam_size = beam_size
         self.vad = vad
 
@@ -46,13 +52,25 @@ class FasterWhisperTranscriber:
         samples = decode_audio(str(audio), sampling_rate=16_000)
         duration = len(samples) / 16_000
         segments, info = self.model.transcribe(
-            samples, language=language, beam_size=self.beam_size, word_timestamps=True,
-            vad_filter=self.vad, condition_on_previous_text=False,
+            samples,
+            language=language,
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            vad_filter=self.vad,
+            condition_on_previous_text=False,
         )
         utterances = []
         for seg in segments:
-            words = [Word(start=round(w.start, 3), end=round(w.end, 3), word=w.word.strip(),
-                          probability=round(w.probability, 3)) for w in (seg.words or []) if w.word.strip()]
+            words = [
+                Word(
+                    start=round(w.start, 3),
+                    end=round(w.end, 3),
+                    word=w.word.strip(),
+                    probability=round(w.probability, 3),
+                )
+                for w in (seg.words or [])
+                if w.word.strip()
+            ]
             text = seg.text.strip()
             if not text or not words:
                 continue

@@ -16,14 +16,24 @@ from rich.table import Table
 from dubbing import __version__, models
 from dubbing.errors import DubbingError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Translate and dub videos, offline first.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Translate and dub videos, offline first.",
+)
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 REQUIRED_MODELS = ("whisper-base", "silero-vad", "kokoro-82m", "kokoro-voices", "campplus", "face-mesh")
-TOOLS = (("ffmpeg", "ffmpeg"), ("ffprobe", "ffmpeg"), ("espeak-ng", "espeak-ng"), ("apertium", "apertium"),
-         ("sox", "sox"), ("rubberband", "rubberband-cli"))
+TOOLS = (
+    ("ffmpeg", "ffmpeg"),
+    ("ffprobe", "ffmpeg"),
+    ("espeak-ng", "espeak-ng"),
+    ("apertium", "apertium"),
+    ("sox", "sox"),
+    ("rubberband", "rubberband-cli"),
+)
 
 
 def _quiet_environment() -> None:
@@ -64,8 +74,9 @@ def run(
     for column in ("language", "video", "subtitles", "report"):
         table.add_column(column)
     for lang, outputs in manifest.outputs.items():
-        table.add_row(lang, str(out / outputs.video) if outputs.video else "-", str(out / outputs.srt),
-                      str(out / outputs.report))
+        table.add_row(
+            lang, str(out / outputs.video) if outputs.video else "-", str(out / outputs.srt), str(out / outputs.report)
+        )
     console.print(table)
     console.print(f"manifest: {out / 'manifest.json'}")
 
@@ -89,8 +100,9 @@ def models_command(
         style = {"available": "green", "missing": "yellow", "corrupt": "red"}[status.state]
         where = str(status.path) if status.path else status.message
         problems += status.state == "corrupt"
-        table.add_row(name, spec.task, spec.license, f"{spec.size_mb:g} MB", f"[{style}]{status.state}[/{style}]",
-                      where)
+        table.add_row(
+            name, spec.task, spec.license, f"{spec.size_mb:g} MB", f"[{style}]{status.state}[/{style}]", where
+        )
     console.print(table)
     if problems:
         raise typer.Exit(1)
@@ -109,8 +121,7 @@ def doctor() -> None:
     table.add_column("detail")
     for tool, package in TOOLS:
         path = shutil.which(tool)
-        table.add_row(tool, "[green]ok[/green]" if path else "[red]missing[/red]",
-                      path or f"apt-get install {package}")
+        table.add_row(tool, "[green]ok[/green]" if path else "[red]missing[/red]", path or f"apt-get install {package}")
         if not path:
             problems.append(tool)
     settings = load_settings()
@@ -120,8 +131,11 @@ def doctor() -> None:
             continue
         for mode in cfg.translate.model.split("+"):
             ok = (APERTIUM_MODES / f"{mode}.mode").exists()
-            table.add_row(f"apertium {mode} ({lang})", "[green]ok[/green]" if ok else "[red]missing[/red]",
-                          "" if ok else f"apt-get install apertium-{mode}")
+            table.add_row(
+                f"apertium {mode} ({lang})",
+                "[green]ok[/green]" if ok else "[red]missing[/red]",
+                "" if ok else f"apt-get install apertium-{mode}",
+            )
             if not ok:
                 problems.append(f"apertium {mode}")
     for name in models.REGISTRY:

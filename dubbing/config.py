@@ -72,8 +72,10 @@ class Settings(Section):
         try:
             return self.languages[code]
         except KeyError:
-            raise DubbingError(f"no configuration for language {code!r}; available: "
-                               f"{', '.join(sorted(self.languages))} (add configs/languages/{code}.yaml)") from None
+            raise DubbingError(
+                f"no configuration for language {code!r}; available: "
+                f"{', '.join(sorted(self.languages))} (add configs/languages/{code}.yaml)"
+            ) from None
 
 
 def config_dir() -> Path:

@@ -26,14 +26,19 @@ def probe(path: Path) -> MediaInfo:
     if path.stat().st_size == 0:
         raise DubbingError(f"input is empty (0 bytes): {path}")
     ffprobe = require_tool("ffprobe", "ffmpeg")
-    proc = subprocess.run([ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-                           ffmpeg_input(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", ffmpeg_input(path)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise DubbingError(f"not a readable media file: {path}")
     data = json.loads(proc.stdout or "{}")
     streams = data.get("streams", [])
-    video = next((s for s in streams if s.get("codec_type") == "video"
-                  and not s.get("disposition", {}).get("attached_pic")), None)
+    video = next(
+        (s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")),
+        None,
+    )
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     if video is None and audio is None:
         raise DubbingError(f"no audio or video stream in {path}")
@@ -66,8 +71,28 @@ def extract_audio(path: Path, out: Path, *, rate: int, mono: bool) -> Path:
     codec = ["-c:a", "pcm_f32le"] if mono else ["-c:a", "pcm_s16le"]
     channels = ["-ac", "1"] if mono else ["-ac", "2"]
     with atomic_path(out) as tmp:
-        run([ffmpeg, "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(path), "-map", "0:a:0", "-vn",
-              *channels, "-ar", str(rate), *codec, "-f", "wav", str(tmp)], f"extracting audio from {path}")
+        run(
+            [
+                ffmpeg,
+                "-nostdin",
+                "-y",
+                "-v",
+                "error",
+                "-i",
+                ffmpeg_input(path),
+                "-map",
+                "0:a:0",
+                "-vn",
+                *channels,
+                "-ar",
+                str(rate),
+                *codec,
+                "-f",
+                "wav",
+                str(tmp),
+            ],
+            f"extracting audio from {path}",
+        )
     return Path(out)
 
 
@@ -99,8 +124,15 @@ def write_audio(path: Path, audio: np.ndarray, rate: int) -> Path:
     return Path(path)
 
 
-def mux(video: Path, audio: Path, out: Path, *, subtitles: Path | None = None, language: str | None = None,
-        duration_s: float | None = None) -> Path:
+def mux(
+    video: Path,
+    audio: Path,
+    out: Path,
+    *,
+    subtitles: Path | None = None,
+    language: str | None = None,
+    duration_s: float | None = None,
+) -> Path:
     """Put new audio (and a soft subtitle track) under the original video stream, without re-encoding it."""
     ffmpeg = require_tool("ffmpeg", "ffmpeg")
     cmd = [ffmpeg, "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(video), "-i", ffmpeg_input(audio)]
@@ -120,8 +152,22 @@ def mux(video: Path, audio: Path, out: Path, *, subtitles: Path | None = None, l
     return Path(out)
 
 
-_ISO639_2 = {"en": "eng", "es": "spa", "pt": "por", "fr": "fra", "it": "ita", "de": "deu", "ca": "cat",
-             "gl": "glg", "ro": "ron", "nl": "nld", "ja": "jpn", "zh": "zho", "ru": "rus", "eo": "epo"}
+_ISO639_2 = {
+    "en": "eng",
+    "es": "spa",
+    "pt": "por",
+    "fr": "fra",
+    "it": "ita",
+    "de": "deu",
+    "ca": "cat",
+    "gl": "glg",
+    "ro": "ron",
+    "nl": "nld",
+    "ja": "jpn",
+    "zh": "zho",
+    "ru": "rus",
+    "eo": "epo",
+}
 
 
 def _iso639_2(code: str) -> str:

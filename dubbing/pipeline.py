@@ -76,20 +76,22 @@ def layout_for(video: Path, out: Path) -> RunLayout:
 def probe_source(video: Path) -> MediaInfo:
     info = media.probe(video)
     if not info.has_audio:
-        raise DubbingError(f"{video} has no audio track: there is no speech to dub "
-                           f"(use `dub lipsync VIDEO AUDIO` to give it new audio)")
+        raise DubbingError(
+            f"{video} has no audio track: there is no speech to dub "
+            f"(use `dub lipsync VIDEO AUDIO` to give it new audio)"
+        )
     return info
 
 
 def extract_audio(video: Path, layout: RunLayout) -> tuple[Path, Path]:
-    return (media.extract_analysis_audio(video, layout.analysis_wav),
-            media.extract_mix_audio(video, layout.mix_wav))
+    return (media.extract_analysis_audio(video, layout.analysis_wav), media.extract_mix_audio(video, layout.mix_wav))
 
 
 def transcribe(audio: Path, settings: Settings, layout: RunLayout) -> Transcript:
     cfg = settings.asr
-    transcriber = asr.get_transcriber(cfg.backend, model=cfg.model, compute_type=cfg.compute_type,
-                                      beam_size=cfg.beam_size, vad=cfg.vad)
+    transcriber = asr.get_transcriber(
+        cfg.backend, model=cfg.model, compute_type=cfg.compute_type, beam_size=cfg.beam_size, vad=cfg.vad
+    )
     transcript = transcriber.transcribe(audio, language=cfg.language)
     for warning in transcript.warnings:
         log.warning(warning)
@@ -98,20 +100,29 @@ def transcribe(audio: Path, settings: Settings, layout: RunLayout) -> Transcript
 
 
 def translate_script(transcript: Transcript, lang: str, cfg: LanguageConfig, layout: RunLayout) -> Script:
-    translator = translate.get_translator(cfg.translate.backend, source=transcript.language, target=lang,
-                                          model=cfg.translate.model)
+    translator = translate.get_translator(
+        cfg.translate.backend, source=transcript.language, target=lang, model=cfg.translate.model
+    )
     sources = [u.text for u in transcript.utterances]
     texts = translator.translate(sources)
-    lines = [ScriptLine(index=i, speaker=u.speaker, start=u.start, end=u.end, source_text=u.text, text=t)
-             for i, (u, t) in enumerate(zip(transcript.utterances, texts, strict=True))]
-    script = Script(source_language=transcript.language, language=lang, translator=translator.name,
-                    pivot=translator.pivot, lines=lines)
+    lines = [
+        ScriptLine(index=i, speaker=u.speaker, start=u.start, end=u.end, source_text=u.text, text=t)
+        for i, (u, t) in enumerate(zip(transcript.utterances, texts, strict=True))
+    ]
+    script = Script(
+        source_language=transcript.language,
+        language=lang,
+        translator=translator.name,
+        pivot=translator.pivot,
+        lines=lines,
+    )
     write_json(layout.script(lang), script.model_dump())
     return script
 
 
-def synthesize_track(script: Script, cfg: LanguageConfig, duration_s: float, layout: RunLayout
-                     ) -> tuple[Script, DubTrack]:
+def synthesize_track(
+    script: Script, cfg: LanguageConfig, duration_s: float, layout: RunLayout
+) -> tuple[Script, DubTrack]:
     """Speak each line, sped up only as far as its slot needs (up to the language's limit), placed at its
     original start on a timeline as long as the source."""
     synth = tts.get_synthesizer(cfg.tts.backend)
@@ -131,43 +142,62 @@ def synthesize_track(script: Script, cfg: LanguageConfig, duration_s: float, lay
             audio, rate = synth.synthesize(line.text, language=script.language, voice=voice, speed=fit.speed)
         clip_s = len(audio) / rate
         notes = [f"over the slot by {clip_s - fit.available_s:.2f}s at the maximum speed-up"] if fit.over_limit else []
-        lines.append(line.model_copy(update={"synth_s": round(clip_s, 3), "speed": fit.speed, "voice": voice,
-                                             "notes": line.notes + notes}))
+        lines.append(
+            line.model_copy(
+                update={"synth_s": round(clip_s, 3), "speed": fit.speed, "voice": voice, "notes": line.notes + notes}
+            )
+        )
         clips.append((line.start, audio))
-        placed.append(PlacedClip(index=line.index, start=line.start, end=round(line.start + clip_s, 3),
-                                 speed=fit.speed, over_limit=fit.over_limit))
+        placed.append(
+            PlacedClip(
+                index=line.index,
+                start=line.start,
+                end=round(line.start + clip_s, 3),
+                speed=fit.speed,
+                over_limit=fit.over_limit,
+            )
+        )
     rate = rate or 24_000
     voice_track = timing.place_clips(clips, rate, duration_s)
     voice_path = media.write_audio(layout.output(script.language, ".voice.wav"), voice_track, rate)
     fitted = script.model_copy(update={"lines": lines})
     write_json(layout.script(script.language), fitted.model_dump())
-    track = DubTrack(language=script.language, voice_path=str(voice_path), sample_rate=rate,
-                     duration_s=duration_s, clips=placed)
+    track = DubTrack(
+        language=script.language, voice_path=str(voice_path), sample_rate=rate, duration_s=duration_s, clips=placed
+    )
     return fitted, track
 
 
 def mix_audio(track: DubTrack, settings: Settings, layout: RunLayout) -> Path:
-    return mix.mix(Path(track.voice_path), layout.output(track.language, ".wav"),
-                   loudness_lufs=settings.mix.loudness_lufs)
+    return mix.mix(
+        Path(track.voice_path), layout.output(track.language, ".wav"), loudness_lufs=settings.mix.loudness_lufs
+    )
 
 
 def write_subtitles(script: Script, layout: RunLayout) -> tuple[Path, Path]:
     lang = script.language
-    return subtitles.write_subtitles(((line.start, line.end, line.text) for line in script.lines),
-                                     layout.output(lang, ".srt"), layout.output(lang, ".vtt"))
+    return subtitles.write_subtitles(
+        ((line.start, line.end, line.text) for line in script.lines),
+        layout.output(lang, ".srt"),
+        layout.output(lang, ".vtt"),
+    )
 
 
 def write_source_subtitles(transcript: Transcript, layout: RunLayout) -> tuple[Path, Path]:
     name = f"{layout.name}.{transcript.language}"
-    return subtitles.write_subtitles(((u.start, u.end, u.text) for u in transcript.utterances),
-                                     layout.source_dir / f"{name}.srt", layout.source_dir / f"{name}.vtt")
+    return subtitles.write_subtitles(
+        ((u.start, u.end, u.text) for u in transcript.utterances),
+        layout.source_dir / f"{name}.srt",
+        layout.source_dir / f"{name}.vtt",
+    )
 
 
 def render_video(video: Path, info: MediaInfo, audio: Path, srt: Path, lang: str, layout: RunLayout) -> Path | None:
     if not info.has_video:
         return None
-    return media.mux(video, audio, layout.output(lang, ".mp4"), subtitles=srt, language=lang,
-                     duration_s=info.duration_s)
+    return media.mux(
+        video, audio, layout.output(lang, ".mp4"), subtitles=srt, language=lang, duration_s=info.duration_s
+    )
 
 
 def write_report(script: Script, track: DubTrack, layout: RunLayout) -> Path:
@@ -195,10 +225,16 @@ def language_outputs(lang: str, video: Path | None, layout: RunLayout) -> Langua
     )
 
 
-def write_manifest(video: Path, info: MediaInfo, transcript: Transcript, outputs: dict[str, LanguageOutputs],
-                   layout: RunLayout) -> Manifest:
-    manifest = Manifest(source=str(video), source_language=transcript.language, duration_s=info.duration_s,
-                        speakers=transcript.speakers, transcript=layout.relative(layout.transcript),
-                        outputs=outputs)
+def write_manifest(
+    video: Path, info: MediaInfo, transcript: Transcript, outputs: dict[str, LanguageOutputs], layout: RunLayout
+) -> Manifest:
+    manifest = Manifest(
+        source=str(video),
+        source_language=transcript.language,
+        duration_s=info.duration_s,
+        speakers=transcript.speakers,
+        transcript=layout.relative(layout.transcript),
+        outputs=outputs,
+    )
     write_json(layout.out / "manifest.json", manifest.model_dump())
     return manifest

@@ -30,7 +30,7 @@ def make_cues(lines: Iterable[tuple[float, float, str]]) -> list[Cue]:
         wrapped = textwrap.wrap(" ".join(text.split()), MAX_CHARS)
         if not wrapped:
             continue
-        chunks = ["\n".join(wrapped[j: j + MAX_LINES]) for j in range(0, len(wrapped), MAX_LINES)]
+        chunks = ["\n".join(wrapped[j : j + MAX_LINES]) for j in range(0, len(wrapped), MAX_LINES)]
         next_start = items[i + 1][0] if i + 1 < len(items) else None
         stretched_end = max(end, start + MIN_DURATION_S)
         if next_start is not None:

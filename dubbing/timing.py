@@ -16,8 +16,9 @@ class Fit:
     over_limit: bool  # even at the maximum speed-up the clip runs past its slot
 
 
-def plan_speed(clip_s: float, start: float, next_start: float | None, end_of_timeline: float,
-               max_speedup: float) -> Fit:
+def plan_speed(
+    clip_s: float, start: float, next_start: float | None, end_of_timeline: float, max_speedup: float
+) -> Fit:
     """Speed up only as much as needed to end before the next line; never slow down to fill a slot."""
     limit = next_start if next_start is not None else end_of_timeline
     available = max(limit - start, 1e-3)
@@ -39,5 +40,5 @@ def place_clips(clips: list[tuple[float, np.ndarray]], rate: int, duration_s: fl
         piece = audio[: max(0, min(len(audio), stop - begin, total - begin))].astype(np.float32).copy()
         if len(piece) < len(audio) and len(piece) > fade:
             piece[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
-        timeline[begin: begin + len(piece)] += piece
+        timeline[begin : begin + len(piece)] += piece
     return timeline

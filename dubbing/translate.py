@@ -71,8 +71,10 @@ class ApertiumTranslator:
         self.binary = require_tool("apertium", "apertium")
         for mode in self.modes:
             if not (APERTIUM_MODES / f"{mode}.mode").exists():
-                raise DubbingError(f"apertium pair {mode} is not installed; install it with: "
-                                   f"apt-get install apertium-{mode} (or run scripts/setup)")
+                raise DubbingError(
+                    f"apertium pair {mode} is not installed; install it with: "
+                    f"apt-get install apertium-{mode} (or run scripts/setup)"
+                )
 
     @property
     def pivot(self) -> str | None:
@@ -87,8 +89,7 @@ class ApertiumTranslator:
         # One line per input line: newlines inside a line would break the alignment.
         text = "\n".join(" ".join(line.split()) for line in lines) + "\n"
         for mode in self.modes:
-            proc = subprocess.run([self.binary, "-u", "-f", "txt", mode], input=text, capture_output=True,
-                                  text=True)
+            proc = subprocess.run([self.binary, "-u", "-f", "txt", mode], input=text, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise DubbingError(f"apertium {mode} failed: {proc.stderr.strip()[-200:]}")
             text = proc.stdout

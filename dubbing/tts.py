@@ -16,13 +16,13 @@ from dubbing.tools import require_tool
 class Synthesizer(Protocol):
     name: str
 
-    def synthesize(self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
-                   ) -> tuple[np.ndarray, int]:
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
         """Speak `text`; `speed` > 1 speaks faster. Returns mono float32 samples and their rate."""
         ...
 
-    def voices(self, language: str) -> list[str]:
-        ...
+    def voices(self, language: str) -> list[str]: ...
 
 
 class EspeakSynthesizer:
@@ -39,15 +39,21 @@ class EspeakSynthesizer:
         rows = proc.stdout.splitlines()[1:]
         return [row.split()[3] for row in rows if len(row.split()) > 3]
 
-    def synthesize(self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
-                   ) -> tuple[np.ndarray, int]:
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
         wpm = str(int(round(self.base_wpm * speed)))
         # Text goes through stdin, never the argument list: a line starting with '-' stays text.
-        proc = subprocess.run([self.binary, "-v", voice or language, "-s", wpm, "--stdout"],
-                              input=text.encode("utf-8"), capture_output=True)
+        proc = subprocess.run(
+            [self.binary, "-v", voice or language, "-s", wpm, "--stdout"],
+            input=text.encode("utf-8"),
+            capture_output=True,
+        )
         if proc.returncode != 0 or not proc.stdout:
-            raise DubbingError(f"espeak-ng cannot speak {language!r} with voice {voice or language!r}: "
-                               f"{proc.stderr.decode(errors='replace').strip()[-200:]}")
+            raise DubbingError(
+                f"espeak-ng cannot speak {language!r} with voice {voice or language!r}: "
+                f"{proc.stderr.decode(errors='replace').strip()[-200:]}"
+            )
         audio, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32")
         return _trim_silence(audio), rate
 
@@ -55,7 +61,7 @@ class EspeakSynthesizer:
 def _trim_silence(audio: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
     """Drop leading and trailing silence so a clip's length is its speech."""
     loud = np.flatnonzero(np.abs(audio) > threshold)
-    return audio[loud[0]: loud[-1] + 1] if loud.size else audio[:0]
+    return audio[loud[0] : loud[-1] + 1] if loud.size else audio[:0]
 
 
 BACKENDS: dict[str, type] = {"espeak": EspeakSynthesizer}

@@ -25,8 +25,15 @@ report = task(pipeline.write_report, name="report", cache_policy=NO_CACHE)
 
 
 @flow(name="dub-language", flow_run_name="dub-{lang}")
-def dub_language(video: Path, info: MediaInfo, transcript: Transcript, lang: str, cfg: LanguageConfig,
-                 settings: Settings, layout: pipeline.RunLayout) -> LanguageOutputs:
+def dub_language(
+    video: Path,
+    info: MediaInfo,
+    transcript: Transcript,
+    lang: str,
+    cfg: LanguageConfig,
+    settings: Settings,
+    layout: pipeline.RunLayout,
+) -> LanguageOutputs:
     script = translate(transcript, lang, cfg, layout)
     script, track = synthesize(script, cfg, info.duration_s, layout)
     audio = mix(track, settings, layout)
@@ -37,8 +44,9 @@ def dub_language(video: Path, info: MediaInfo, transcript: Transcript, lang: str
 
 
 @flow(name="dub-video", flow_run_name="dub-{video.name}")
-def dub_video(video: Path, languages: list[str], out: Path, preset: str = "draft",
-              config: Path | None = None) -> Manifest:
+def dub_video(
+    video: Path, languages: list[str], out: Path, preset: str = "draft", config: Path | None = None
+) -> Manifest:
     settings = load_settings(preset, config)
     layout = pipeline.layout_for(video, out)
     lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
