@@ -174,12 +174,13 @@ def mix_audio(track: DubTrack, settings: Settings, layout: RunLayout) -> Path:
     )
 
 
-def write_subtitles(script: Script, layout: RunLayout) -> tuple[Path, Path]:
+def write_subtitles(script: Script, duration_s: float, layout: RunLayout) -> tuple[Path, Path]:
     lang = script.language
     return subtitles.write_subtitles(
         ((line.start, line.end, line.text) for line in script.lines),
         layout.output(lang, ".srt"),
         layout.output(lang, ".vtt"),
+        duration_s,
     )
 
 
@@ -189,6 +190,7 @@ def write_source_subtitles(transcript: Transcript, layout: RunLayout) -> tuple[P
         ((u.start, u.end, u.text) for u in transcript.utterances),
         layout.source_dir / f"{name}.srt",
         layout.source_dir / f"{name}.vtt",
+        transcript.duration_s,
     )
 
 

@@ -22,8 +22,9 @@ class Cue:
     text: str
 
 
-def make_cues(lines: Iterable[tuple[float, float, str]]) -> list[Cue]:
-    """Wrap each (start, end, text); text too long for one cue is split, sharing the time by length."""
+def make_cues(lines: Iterable[tuple[float, float, str]], duration_s: float | None = None) -> list[Cue]:
+    """Wrap each (start, end, text); text too long for one cue is split, sharing the time by length.
+    No cue outlasts `duration_s`, so subtitles never lengthen the media they are muxed into."""
     items = sorted(lines)
     cues: list[Cue] = []
     for i, (start, end, text) in enumerate(items):
@@ -31,7 +32,7 @@ def make_cues(lines: Iterable[tuple[float, float, str]]) -> list[Cue]:
         if not wrapped:
             continue
         chunks = ["\n".join(wrapped[j : j + MAX_LINES]) for j in range(0, len(wrapped), MAX_LINES)]
-        next_start = items[i + 1][0] if i + 1 < len(items) else None
+        next_start = items[i + 1][0] if i + 1 < len(items) else duration_s
         stretched_end = max(end, start + MIN_DURATION_S)
         if next_start is not None:
             stretched_end = max(end, min(stretched_end, next_start))
@@ -62,6 +63,8 @@ def to_vtt(cues: list[Cue]) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def write_subtitles(lines: Iterable[tuple[float, float, str]], srt: Path, vtt: Path) -> tuple[Path, Path]:
-    cues = make_cues(lines)
+def write_subtitles(
+    lines: Iterable[tuple[float, float, str]], srt: Path, vtt: Path, duration_s: float | None = None
+) -> tuple[Path, Path]:
+    cues = make_cues(lines, duration_s)
     return write_text(srt, to_srt(cues)), write_text(vtt, to_vtt(cues))

@@ -37,7 +37,7 @@ def dub_language(
     script = translate(transcript, lang, cfg, layout)
     script, track = synthesize(script, cfg, info.duration_s, layout)
     audio = mix(track, settings, layout)
-    srt, _vtt = subtitles(script, layout)
+    srt, _vtt = subtitles(script, info.duration_s, layout)
     video_out = render(video, info, audio, srt, lang, layout)
     report(script, track, layout)
     return pipeline.language_outputs(lang, video_out, layout)

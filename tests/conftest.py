@@ -38,10 +38,21 @@ def make_speech(path: Path, text: str, voice: str = "en", rate_wpm: int = 160) -
     return path
 
 
-def make_video(path: Path, seconds: float = 3.0, *, audio: Path | None = None, size: str = "320x240",
-               fps: int = 25) -> Path:
+def make_video(
+    path: Path, seconds: float = 3.0, *, audio: Path | None = None, size: str = "320x240", fps: int = 25
+) -> Path:
     """A test-pattern video with `audio` as its soundtrack, or with no audio stream when `audio` is None."""
-    cmd = ["ffmpeg", "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate={fps}:d={seconds}"]
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-y",
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc=size={size}:rate={fps}:d={seconds}",
+    ]
     if audio is not None:
         cmd += ["-i", str(audio), "-shortest"]
     cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)]

@@ -1,0 +1,72 @@
+"""`dub run` end to end on a real talking-head clip: the output contract of DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from fractions import Fraction
+
+import pytest
+import soundfile as sf
+
+from tests.conftest import media_file
+
+pytestmark = pytest.mark.slow
+
+
+def ffprobe(path) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def run_es(tmp_path_factory):
+    video = media_file("vrt_face1.mp4")
+    out = tmp_path_factory.mktemp("run") / "out dir"  # a space in the path on purpose
+    proc = subprocess.run(
+        [sys.executable, "-m", "dubbing.cli", "run", str(video), "--languages", "es", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return video, out
+
+
+def test_manifest_follows_the_contract(run_es):
+    video, out = run_es
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source_language"] == "en"
+    assert manifest["speakers"]
+    es = manifest["outputs"]["es"]
+    for key in ("video", "audio", "voice", "srt", "vtt", "script", "report"):
+        assert (out / es[key]).is_file(), key
+    transcript = json.loads((out / manifest["transcript"]).read_text())
+    first = transcript["utterances"][0]
+    assert {"start", "end", "speaker", "text", "words"} <= set(first)
+    assert {"start", "end", "word"} <= set(first["words"][0])
+    script = json.loads((out / es["script"]).read_text())
+    assert all(line["speed"] <= 1.4 for line in script["lines"])
+
+
+def test_dubbed_video_keeps_picture_and_has_spanish_audio_and_subtitles(run_es):
+    video, out = run_es
+    source, dubbed = ffprobe(video), ffprobe(out / "es" / "vrt_face1.es.mp4")
+    src_v = next(s for s in source["streams"] if s["codec_type"] == "video")
+    kinds = {s["codec_type"]: s for s in dubbed["streams"]}
+    assert set(kinds) == {"video", "audio", "subtitle"}
+    assert (kinds["video"]["width"], kinds["video"]["height"]) == (src_v["width"], src_v["height"])
+    assert kinds["video"]["r_frame_rate"] == src_v["r_frame_rate"]
+    assert kinds["video"]["nb_frames"] == src_v["nb_frames"]
+    frame = 1 / float(Fraction(src_v["r_frame_rate"]))
+    assert abs(float(dubbed["format"]["duration"]) - float(source["format"]["duration"])) <= frame + 0.03
+    srt = (out / "es" / "vrt_face1.es.srt").read_text()
+    assert "ayuda" in srt.lower()  # "asking for help" -> "pidiendo ayuda"
+    voice, rate = sf.read(out / "es" / "vrt_face1.es.voice.wav")
+    assert abs(voice).max() > 0.05 and rate > 8000
