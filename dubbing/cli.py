@@ -6,6 +6,8 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -56,20 +58,22 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
     preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+    dask: Annotated[
+        str | None, typer.Option(help="Run the language subflows on a Dask cluster at this address.")
+    ] = None,
 ) -> None:
     """Dub VIDEO into each language: video, audio, subtitles, script and report per language."""
     from dubbing import pipeline
-    from dubbing.config import load_settings
 
     langs = _split_languages(languages)
-    settings = load_settings(preset, config)  # validate config and languages before any work
-    for lang in langs:
-        settings.for_language(lang)
+    _check_settings(preset, config, langs)
     pipeline.probe_source(video)
 
     from flows.dub_video import dub_video
 
-    manifest = dub_video(video=video, languages=langs, out=out, preset=preset, config=config)
+    flow = dub_video if dask is None else dub_video.with_options(task_runner=_dask_runner(dask))
+    with _progress_bars():
+        manifest = flow(video=video, languages=langs, out=out, preset=preset, config=config)
     table = Table(title=f"dubbed {video.name}", show_lines=False)
     for column in ("language", "video", "subtitles", "report"):
         table.add_column(column)
@@ -79,6 +83,227 @@ def run(
         )
     console.print(table)
     console.print(f"manifest: {out / 'manifest.json'}")
+
+
+@app.command()
+def batch(
+    source: Annotated[Path, typer.Argument(help="A folder of videos, or a manifest (.csv/.yaml: video, languages).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; one subfolder per video.")] = Path("out"),
+    languages: Annotated[str | None, typer.Option("--languages", "-l", help="Languages for every video.")] = None,
+    preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
+    redo: Annotated[bool, typer.Option("--redo", help="Also re-run videos already dubbed.")] = False,
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+) -> None:
+    """Dub many videos; one failure does not stop the others."""
+    from dubbing import batch as batch_plan
+
+    langs = _split_languages(languages) if languages else []
+    items = batch_plan.plan(source, out, langs, preset, only_new=not redo)  # validates before any work
+    for item in items:
+        _check_settings(item.preset, config, item.languages)
+
+    from flows.localize_batch import localize_batch
+
+    with _progress_bars():
+        results = localize_batch(
+            source=source, out=out, languages=langs, preset=preset, only_new=not redo, config=config
+        )
+    table = Table(title=f"batch {source}")
+    for column in ("video", "languages", "status", "detail"):
+        table.add_column(column)
+    for row in results:
+        table.add_row(row["video"], row["languages"], row["status"], row["detail"])
+    console.print(table)
+    if any(row["status"] == "failed" for row in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    source: Annotated[Path, typer.Argument(help="The folder to watch (or a manifest file).")],
+    languages: Annotated[str, typer.Option("--languages", "-l", help="Target languages, e.g. es,pt,fr.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
+    cron: Annotated[str, typer.Option(help="When to run (cron syntax, server time).")] = "0 2 * * *",
+    preset: Annotated[str, typer.Option(help="Config preset.")] = "draft",
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+) -> None:
+    """Serve a scheduled deployment: dub everything new in SOURCE on a cron schedule (needs `dub server`)."""
+    langs = _split_languages(languages)
+    _check_settings(preset, None, langs)
+    if not source.exists():
+        raise DubbingError(f"batch source not found: {source}")
+    if not os.environ.get("PREFECT_API_URL"):
+        raise DubbingError(
+            "scheduled runs need a Prefect server: start `dub server`, then "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    from flows.localize_batch import serve as serve_batch
+
+    serve_batch(source.resolve(), out.resolve(), langs, cron, preset, name)
+
+
+@app.command()
+def server(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for the API and UI.")] = 4200,
+) -> None:
+    """Start the local Prefect server and its UI (SQLite by default; see README for PostgreSQL)."""
+    prefect = Path(sys.executable).with_name("prefect")
+    console.print(f"UI: http://{host}:{port}  (export PREFECT_API_URL=http://{host}:{port}/api in other shells)")
+    os.execv(str(prefect), [str(prefect), "server", "start", "--host", host, "--port", str(port)])
+
+
+def _check_settings(preset: str, config: Path | None, languages: list[str]) -> None:
+    """Validate config and language codes before any work starts."""
+    from dubbing.config import load_settings
+
+    settings = load_settings(preset, config)
+    for lang in languages:
+        settings.for_language(lang)
+
+
+def _dask_runner(address: str):
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise DubbingError("the Dask runner needs the `dask` extra: pip install prefect-dask distributed") from None
+    return DaskTaskRunner(address=address)
+
+
+@contextmanager
+def _progress_bars() -> Iterator[None]:
+    """One bar per language (and one for the shared source stages), showing the stage and percentage."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    from dubbing import progress
+
+    stages = {None: SOURCE_STAGES}
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=err_console)
+    rows: dict[str | None, int] = {}
+    done: dict[str | None, set[str]] = {}
+
+    def on_event(event: progress.Event) -> None:
+        key = event.language
+        if key not in rows:
+            rows[key] = bars.add_task(key or "source", total=len(stages.get(key, LANGUAGE_STAGES)))
+            done[key] = set()
+        cached = " (cached)" if event.detail == "cached" else ""
+        if event.fraction >= 1.0:
+            done[key].add(event.stage)
+            if cached:
+                bars.console.print(f"{key or 'source'}: {event.stage} reused from the cache")
+        label = f"{key or 'source':>6}: {event.stage}{cached}"
+        bars.update(rows[key], completed=len(done[key]), description=label)
+
+    with bars, progress.listening(on_event):
+        yield
+
+
+SOURCE_STAGES = ("probe", "extract-audio", "transcribe", "source-subtitles")
+LANGUAGE_STAGES = ("translate", "synthesize-and-fit", "mix", "subtitles", "render-video", "report")
+
+
+@app.command("translate")
+def translate_command(
+    target: Annotated[str, typer.Option("--to", help="Target language, e.g. es (its configs/languages file).")],
+    source: Annotated[str, typer.Option("--from", help="Source language, e.g. en.")] = "en",
+    backend: Annotated[str | None, typer.Option(help="Override the language's translation backend.")] = None,
+    model: Annotated[str | None, typer.Option(help="Override the backend's model.")] = None,
+    preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+) -> None:
+    """Translate lines from stdin to stdout, one line out for every line in, as a run would for that language."""
+    from dubbing import translate
+    from dubbing.config import TranslateConfig, load_settings
+
+    cfg = load_settings(preset, config).for_language(target.lower()).translate
+    if backend and backend not in translate.BACKENDS:
+        raise DubbingError(f"unknown translation backend {backend!r}; available: {', '.join(translate.BACKENDS)}")
+    if backend or model:
+        overrides = {"backend": backend or cfg.backend, "model": model, "pivot": None if backend else cfg.pivot}
+        cfg = TranslateConfig.model_validate({**cfg.model_dump(), **overrides})
+    translator = translate.translator_for(cfg, source.lower(), target.lower())
+    lines = sys.stdin.read().splitlines()
+    for line in translator.translate(lines):
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+@app.command("lipsync")
+def lipsync_command(
+    video: Annotated[Path, typer.Argument(help="The video whose speaking face gets the new audio.")],
+    audio: Annotated[Path, typer.Argument(help="The new speech (any audio file, or a video's audio).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4, .mov, .mkv, .webm).")],
+    offset_ms: Annotated[float, typer.Option("--offset-ms", help="Delay the audio by N ms (negative: earlier).")] = 0.0,
+    resolution: Annotated[
+        str | None, typer.Option(help="Output size: 720p, 1080p or WxH (default: the source's).")
+    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
+    backend: Annotated[str, typer.Option(help="Renderer: classical or wav2lip-onnx.")] = "classical",
+    model_path: Annotated[Path | None, typer.Option(help="wav2lip-onnx: the exported model.")] = None,
+) -> None:
+    """Re-voice VIDEO with AUDIO: the speaking face mouths the new audio; the rest of the picture is kept."""
+    from dubbing import lipsync
+
+    options = {"model_path": model_path} if backend == "wav2lip-onnx" else {}
+    result = lipsync.lipsync_video(
+        video, audio, out, offset_ms=offset_ms, backend=backend, backend_options=options, fmt=fmt, resolution=resolution
+    )
+    if result.animated_frames == 0:
+        err_console.print(f"warning: no face found in {video}; the picture is unchanged, only the audio is new")
+    console.print(
+        f"{result.out}: {result.frames} frames, a face animated in {result.animated_frames} ({result.renderer})"
+    )
+
+
+@app.command()
+def avatar(
+    photo: Annotated[Path, typer.Argument(help="A photo with one clearly visible face.")],
+    audio: Annotated[Path, typer.Argument(help="The speech the face should say.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4, .mov, .mkv, .webm).")],
+    fps: Annotated[float, typer.Option(help="Frame rate.", min=1, max=120)] = 25.0,
+    resolution: Annotated[
+        str | None, typer.Option(help="Output size: 720p, 1080p or WxH (default: the photo's).")
+    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for blinks and head motion.")] = 0,
+) -> None:
+    """Make a talking video from one PHOTO: mouth driven by AUDIO, natural blinks, slight head motion, breathing."""
+    from dubbing.lipsync.avatar import make_avatar
+
+    result = make_avatar(photo, audio, out, fps=fps, resolution=resolution, fmt=fmt, seed=seed)
+    console.print(f"{result.out}: {result.frames} frames at {fps:g} fps")
+
+
+@app.command("inspect")
+def inspect_command(
+    video: Annotated[Path, typer.Argument(help="The video to check before a dub or lipsync.")],
+    sheet: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Contact sheet PNG (default: NAME.inspect.png).")
+    ] = None,
+    max_faces: Annotated[int, typer.Option(help="Faces tracked per frame.", min=1, max=8)] = 2,
+) -> None:
+    """Track the faces of VIDEO, write a contact sheet with the tracked face and mouth region drawn on sampled
+    frames, and warn about what would make a lipsync poor."""
+    from dubbing import lipsync
+    from dubbing.lipsync.inspect import contact_sheet, sample_indices
+    from dubbing.lipsync.video import probe_video
+
+    stream = probe_video(video)
+    kept: dict = {}
+    faces, data = lipsync.analyse(
+        video, None, max_faces=max_faces, keep=tuple(sample_indices(stream.frames)), kept=kept
+    )
+    sheet = sheet or Path(f"{video.stem}.inspect.png")
+    contact_sheet(kept, data, sheet)
+    console.print(
+        f"{video}: {data.width}x{data.height}, {data.fps:.2f} fps, {data.frames} frames, {faces.faces} face track(s)"
+    )
+    for check in faces.checks:
+        err_console.print(f"warning: {check.message}", highlight=False)
+    if not faces.checks:
+        console.print("no problems found")
+    console.print(f"contact sheet: {sheet}")
 
 
 @app.command("models")
@@ -166,8 +391,13 @@ def _root(
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not verbose:  # Prefect and httpx speak through their own handlers or not at all
+        handler.addFilter(lambda record: not record.name.startswith(("prefect", "httpx")))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    if not verbose:  # progress bars show the stages; Prefect's own run logs still reach its API and UI
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 
 def main() -> None:

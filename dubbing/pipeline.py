@@ -6,25 +6,32 @@ task and add nothing but orchestration, so every step runs (and is tested) witho
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dubbing import asr, media, mix, subtitles, timing, translate, tts
+from dubbing import asr, diarize, media, mix, separate, speaker_embedding, subtitles, timing, translate, tts, voice
 from dubbing.config import LanguageConfig, Settings
 from dubbing.errors import DubbingError
 from dubbing.files import write_json
 from dubbing.types import (
     DubTrack,
+    FaceTracks,
     LanguageOutputs,
     Manifest,
     MediaInfo,
     PlacedClip,
     Script,
     ScriptLine,
+    SourceSpeaker,
+    SpeakerProfile,
+    SpeakerTurn,
     Transcript,
+    VoiceMatch,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,14 @@ class RunLayout:
     @property
     def transcript(self) -> Path:
         return self.source_dir / "transcript.json"
+
+    @property
+    def speakers_dir(self) -> Path:
+        return self.source_dir / "speakers"
+
+    @property
+    def speaker_profiles(self) -> Path:
+        return self.source_dir / "speakers.json"
 
     def language_dir(self, lang: str) -> Path:
         return self.out / lang
@@ -88,89 +103,282 @@ def extract_audio(video: Path, layout: RunLayout) -> tuple[Path, Path]:
 
 
 def transcribe(audio: Path, settings: Settings, layout: RunLayout) -> Transcript:
+    """ASR (words with times), then diarization (who speaks when), then the words grouped into speaker-labelled
+    dubbing lines; writes transcript.json."""
     cfg = settings.asr
     transcriber = asr.get_transcriber(
         cfg.backend, model=cfg.model, compute_type=cfg.compute_type, beam_size=cfg.beam_size, vad=cfg.vad
     )
     transcript = transcriber.transcribe(audio, language=cfg.language)
+    dcfg = settings.diarize
+    turns: list[SpeakerTurn] = []
+    if transcript.utterances and dcfg.backend != "none":
+        options = {"merge_cos": dcfg.merge_cos} if dcfg.backend == "campplus" else {}
+        turns = diarize.get_diarizer(dcfg.backend, **options).diarize(audio, speakers=dcfg.speakers)
+    transcript = diarize.attribute(
+        transcript, turns, min_s=dcfg.min_line_s, max_s=dcfg.max_line_s, pause_s=dcfg.pause_s
+    )
     for warning in transcript.warnings:
         log.warning(warning)
     write_json(layout.transcript, transcript.model_dump())
     return transcript
 
 
+def speaker_profiles(
+    transcript: Transcript, analysis_wav: Path, layout: RunLayout, reference_audio: Path | None = None
+) -> list[SpeakerProfile]:
+    """A profile per speaker (embedding, median pitch, clean reference clip) for voice matching; writes
+    source/speakers/S*.reference.wav and source/speakers.json. `reference_audio` (e.g. the separated voice at
+    full quality) is where the clips are cut from; default the analysis audio."""
+    profiles = diarize.speaker_profiles(transcript, analysis_wav, layout.speakers_dir, reference_audio=reference_audio)
+    write_json(layout.speaker_profiles, [p.model_dump() for p in profiles])
+    return profiles
+
+
 def translate_script(transcript: Transcript, lang: str, cfg: LanguageConfig, layout: RunLayout) -> Script:
-    translator = translate.get_translator(
-        cfg.translate.backend, source=transcript.language, target=lang, model=cfg.translate.model
-    )
+    """Translate every utterance, then the length pass: estimate each line's spoken length for the language's
+    TTS, and where it will not fit its slot at the allowed speed-up, take a shorter rendering (recorded per line)."""
+    translator = translate.translator_for(cfg.translate, transcript.language, lang)
     sources = [u.text for u in transcript.utterances]
     texts = translator.translate(sources)
+    fits = translate.fit_to_slots(
+        translator,
+        sources,
+        texts,
+        starts=[u.start for u in transcript.utterances],
+        end_of_timeline=transcript.duration_s,
+        tts_backend=cfg.tts.backend,
+        max_speedup=cfg.timing.max_speedup,
+        shorten=cfg.translate.length_aware,
+    )
     lines = [
-        ScriptLine(index=i, speaker=u.speaker, start=u.start, end=u.end, source_text=u.text, text=t)
-        for i, (u, t) in enumerate(zip(transcript.utterances, texts, strict=True))
+        ScriptLine(
+            index=i,
+            speaker=u.speaker,
+            start=u.start,
+            end=u.end,
+            source_text=u.text,
+            text=fit.text,
+            estimated_s=fit.estimated_s,
+            slot_s=fit.slot_s,
+            length_action=fit.action,
+            first_text=fit.original_text,
+            notes=fit.notes,
+        )
+        for i, (u, fit) in enumerate(zip(transcript.utterances, fits, strict=True))
     ]
     script = Script(
         source_language=transcript.language,
         language=lang,
         translator=translator.name,
         pivot=translator.pivot,
+        length_basis=f"{cfg.tts.backend} speech rate for {lang}, up to {cfg.timing.max_speedup:g}x speed-up",
         lines=lines,
     )
     write_json(layout.script(lang), script.model_dump())
     return script
 
 
+Shorten = Callable[[ScriptLine, float, float], "str | None"]
+"""Hook into translation: (line, seconds it must fit, seconds it takes now) -> a shorter text, or None."""
+
+
+def synthesizer_for(cfg: LanguageConfig) -> tts.Synthesizer:
+    """The language's TTS backend; XTTS (cloning) instead whenever its weights are cached and allowed."""
+    if cfg.tts.clone_when_available and cfg.tts.match != "none" and tts.xtts_available():
+        return tts.get_synthesizer("xtts")
+    return tts.get_synthesizer(cfg.tts.backend)
+
+
+def source_speakers(
+    transcript: Transcript, audio: Path, layout: RunLayout, profiles: list | None = None, max_s: float = 30.0
+) -> list[SourceSpeaker]:
+    """What voice matching needs per speaker. Diarization's profiles when given; otherwise a reference clip cut
+    from `audio` (the separated speech when there is one) over each speaker's utterances, up to `max_s`."""
+    if profiles:
+        return [
+            SourceSpeaker(speaker=p.speaker, reference_clip=p.reference_clip, median_pitch_hz=p.median_pitch_hz)
+            for p in profiles
+        ]
+    samples, rate = media.read_audio(audio)
+    speakers = []
+    for speaker in transcript.speakers:
+        pieces, total = [], 0
+        for u in sorted((u for u in transcript.utterances if u.speaker == speaker), key=lambda u: -u.duration):
+            piece = samples[int(u.start * rate) : int(u.end * rate)]
+            pieces.append(piece)
+            total += len(piece)
+            if total >= max_s * rate:
+                break
+        if total < speaker_embedding.MIN_SECONDS * rate:
+            continue  # too little speech to match: the speaker gets the default voice
+        clip = media.write_audio(layout.source_dir / "speakers" / f"{speaker}.wav", np.concatenate(pieces), rate)
+        speakers.append(SourceSpeaker(speaker=speaker, reference_clip=str(clip)))
+    return speakers
+
+
+def match_voices(speakers: list[SourceSpeaker], lang: str, cfg: LanguageConfig, layout: RunLayout) -> dict:
+    """Pick each speaker's voice for this language (once per video and language); written to voices.json."""
+    synth = synthesizer_for(cfg)
+    text = voice.probe_text(lang)
+    bank_voices = synth.voices(lang)
+    bank = voice.VoiceBank(
+        backend=synth.name,
+        speak=lambda v: synth.synthesize(text, language=lang, voice=v),
+        voices=bank_voices,
+        default_voice=cfg.tts.voice or getattr(synth, "default_voice", None) or (bank_voices or [lang])[0],
+        can_blend=hasattr(synth, "style"),
+        clones=synth.clones,
+    )
+    matcher = voice.get_matcher("clone" if synth.clones else cfg.tts.match)
+    matches = matcher.match(speakers, bank, dict(cfg.tts.voices)) if speakers else {}
+    write_json(layout.language_dir(lang) / "voices.json", {k: v.model_dump() for k, v in matches.items()})
+    return matches
+
+
+def _speak_line(
+    synth: tts.Synthesizer,
+    text: str,
+    lang: str,
+    match: VoiceMatch,
+    window: timing.Window,
+    estimator: timing.RateEstimator,
+    max_speedup: float,
+) -> tuple[np.ndarray, int, float, timing.Fit]:
+    """Synthesise one line at the speed it needs (guessed from the voice's rate so far, so usually once),
+    apply the speaker's voice shift, and conform it to its fitted length. Returns audio, rate, natural length
+    and the fit."""
+
+    def say(speed: float) -> tuple[np.ndarray, int]:
+        audio, rate = synth.synthesize(text, language=lang, voice=match.voice, speed=speed)
+        return voice.shift_voice(audio, rate, match), rate
+
+    guess = estimator.estimate(text)
+    speed = timing.plan_speed(guess, window, max_speedup).speed if guess else 1.0
+    audio, rate = say(speed)
+    natural_s = len(audio) / rate * speed  # engine rate controls are close to proportional
+    fit = timing.plan_speed(natural_s, window, max_speedup)
+    if abs(fit.speed / speed - 1.0) > 0.08:  # the guess was off: synthesise at the right rate
+        speed = fit.speed
+        audio, rate = say(speed)
+        natural_s = len(audio) / rate * speed
+        fit = timing.plan_speed(natural_s, window, max_speedup)
+    estimator.update(text, natural_s)
+    return timing.conform(audio, rate, fit.target_s), rate, natural_s, fit
+
+
 def synthesize_track(
-    script: Script, cfg: LanguageConfig, duration_s: float, layout: RunLayout
+    script: Script,
+    cfg: LanguageConfig,
+    duration_s: float,
+    layout: RunLayout,
+    voices: dict[str, VoiceMatch] | None = None,
+    shorten: Shorten | None = None,
 ) -> tuple[Script, DubTrack]:
-    """Speak each line, sped up only as far as its slot needs (up to the language's limit), placed at its
-    original start on a timeline as long as the source."""
-    synth = tts.get_synthesizer(cfg.tts.backend)
-    max_speedup = cfg.timing.max_speedup
-    starts = [line.start for line in script.lines]
+    """Speak each line in its speaker's voice at its original start, fitted to its slot (timing rules in
+    dubbing.timing); a line that cannot fit even at the maximum speed-up goes to `shorten` once. Writes
+    NAME.LANG.voice.wav (the dub alone) and script.json (slot, synthesised length, speed and voice per line)."""
+    synth = synthesizer_for(cfg)
+    voices = dict(voices or {})
+    tcfg = cfg.timing
+    lines_in = sorted(script.lines, key=lambda line: line.start)
+    estimators: dict[str, timing.RateEstimator] = {}
     clips: list[tuple[float, np.ndarray]] = []
     placed: list[PlacedClip] = []
     lines: list[ScriptLine] = []
     rate = None
-    for i, line in enumerate(script.lines):
-        voice = cfg.tts.voices.get(line.speaker, cfg.tts.voice)
-        audio, rate = synth.synthesize(line.text, language=script.language, voice=voice)
-        natural_s = len(audio) / rate
-        next_start = starts[i + 1] if i + 1 < len(starts) else None
-        fit = timing.plan_speed(natural_s, line.start, next_start, duration_s, max_speedup)
-        if fit.speed > 1.0:
-            audio, rate = synth.synthesize(line.text, language=script.language, voice=voice, speed=fit.speed)
+    for i, line in enumerate(lines_in):
+        nxt = lines_in[i + 1] if i + 1 < len(lines_in) else None
+        window = timing.window_for(
+            line.start,
+            line.end,
+            line.speaker,
+            (nxt.start, nxt.speaker) if nxt else None,
+            duration_s,
+            far_gap_s=tcfg.far_gap_s,
+            guard_s=tcfg.guard_s,
+        )
+        match = voices.get(line.speaker) or VoiceMatch(
+            speaker=line.speaker, backend=synth.name, voice=cfg.tts.voices.get(line.speaker, cfg.tts.voice) or ""
+        )
+        if not match.voice:
+            match = match.model_copy(update={"voice": getattr(synth, "default_voice", None) or script.language})
+        estimator = estimators.setdefault(match.voice, timing.RateEstimator())
+        text, notes = line.text, list(line.notes)
+        if not text.strip():
+            lines.append(line.model_copy(update={"synth_s": 0.0, "speed": 1.0, "voice": match.label}))
+            continue
+        fit_args = (script.language, match, window, estimator, tcfg.max_speedup)
+        audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
+        if fit.over_limit and shorten is not None and tcfg.shorten:
+            shorter = shorten(line, fit.available_s * tcfg.max_speedup, natural_s)
+            if shorter and shorter.strip() and shorter != text:
+                notes.append(f"shortened by the translation stage (was: {text})")
+                text = shorter
+                audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
         clip_s = len(audio) / rate
-        notes = [f"over the slot by {clip_s - fit.available_s:.2f}s at the maximum speed-up"] if fit.over_limit else []
+        if fit.over_limit:
+            notes.append(
+                f"does not fit: {natural_s:.2f}s of speech for {fit.available_s:.2f}s even at x{tcfg.max_speedup}; "
+                f"cut by {clip_s - fit.available_s:.2f}s"
+            )
         lines.append(
             line.model_copy(
-                update={"synth_s": round(clip_s, 3), "speed": fit.speed, "voice": voice, "notes": line.notes + notes}
+                update={
+                    "text": text,
+                    "synth_s": round(clip_s, 3),
+                    "natural_s": round(natural_s, 3),
+                    "fit_end": round(window.hard_end, 3),
+                    "speed": fit.speed,
+                    "voice": match.label,
+                    "notes": notes,
+                }
             )
         )
         clips.append((line.start, audio))
-        placed.append(
-            PlacedClip(
-                index=line.index,
-                start=line.start,
-                end=round(line.start + clip_s, 3),
-                speed=fit.speed,
-                over_limit=fit.over_limit,
-            )
-        )
+        end = min(line.start + clip_s, window.hard_end)
+        clip = PlacedClip(index=line.index, start=line.start, end=round(end, 3), speed=fit.speed)
+        placed.append(clip.model_copy(update={"over_limit": fit.over_limit}))
     rate = rate or 24_000
     voice_track = timing.place_clips(clips, rate, duration_s)
     voice_path = media.write_audio(layout.output(script.language, ".voice.wav"), voice_track, rate)
     fitted = script.model_copy(update={"lines": lines})
     write_json(layout.script(script.language), fitted.model_dump())
     track = DubTrack(
-        language=script.language, voice_path=str(voice_path), sample_rate=rate, duration_s=duration_s, clips=placed
+        language=script.language,
+        voice_path=str(voice_path),
+        sample_rate=rate,
+        duration_s=duration_s,
+        clips=placed,
+        voices=voices,
     )
     return fitted, track
 
 
-def mix_audio(track: DubTrack, settings: Settings, layout: RunLayout) -> Path:
+def separate_audio(transcript: Transcript, settings: Settings, layout: RunLayout) -> tuple[Path, Path] | None:
+    """Split the original (48 kHz) audio into speech and background, gated by the transcript's speech times;
+    None when separation is off. Runs once per video."""
+    cfg = settings.separate
+    if cfg.backend == "none":
+        return None
+    speech = [(u.start, u.end) for u in transcript.utterances]
+    separator = separate.get_separator(cfg.backend)
+    return separator.separate(
+        layout.mix_wav, layout.source_dir / "speech.wav", layout.source_dir / "background.wav", speech=speech
+    )
+
+
+def mix_audio(track: DubTrack, settings: Settings, layout: RunLayout, background: Path | None = None) -> Path:
+    """The final mix: dub voice over the background (ducked under the dub), loudness-normalised (EBU R128).
+    `background` defaults to the separated background of this run when it exists."""
+    if background is None and (layout.source_dir / "background.wav").exists():
+        background = layout.source_dir / "background.wav"
     return mix.mix(
-        Path(track.voice_path), layout.output(track.language, ".wav"), loudness_lufs=settings.mix.loudness_lufs
+        Path(track.voice_path),
+        layout.output(track.language, ".wav"),
+        background=background,
+        loudness_lufs=settings.mix.loudness_lufs,
+        duck_db=settings.mix.duck_db,
     )
 
 
@@ -194,12 +402,81 @@ def write_source_subtitles(transcript: Transcript, layout: RunLayout) -> tuple[P
     )
 
 
-def render_video(video: Path, info: MediaInfo, audio: Path, srt: Path, lang: str, layout: RunLayout) -> Path | None:
+def render_video(
+    video: Path, info: MediaInfo, audio: Path, srt: Path, lang: str, layout: RunLayout, picture: Path | None = None
+) -> Path | None:
+    """Mux the dub audio and subtitles under the picture: the lipsynced one when `picture` is given."""
     if not info.has_video:
         return None
     return media.mux(
-        video, audio, layout.output(lang, ".mp4"), subtitles=srt, language=lang, duration_s=info.duration_s
+        picture or video, audio, layout.output(lang, ".mp4"), subtitles=srt, language=lang, duration_s=info.duration_s
     )
+
+
+def track_faces(
+    video: Path, info: MediaInfo, transcript: Transcript, settings: Settings, layout: RunLayout
+) -> FaceTracks | None:
+    """Once per video: track faces, pick each line's speaking face, and check the input for lipsync.
+    Its `checks` (no face, profile, low resolution, several faces, covered mouth, cuts) belong in every report."""
+    if not info.has_video or not settings.lipsync.enabled:
+        return None
+    from dubbing import lipsync  # mediapipe and OpenCV load only when a run has a picture
+
+    faces, _data = lipsync.analyse(
+        video,
+        layout.source_dir / "faces.npz",
+        lines=[(u.start, u.end) for u in transcript.utterances],
+        source_audio=layout.analysis_wav if layout.analysis_wav.exists() else None,
+        max_faces=settings.lipsync.max_faces,
+    )
+    write_json(layout.source_dir / "faces.json", faces.model_dump())
+    for check in faces.checks:
+        log.warning("lipsync: %s", check.message)
+    return faces
+
+
+def render_lipsync(
+    video: Path, faces: FaceTracks | None, script: Script, track: DubTrack, settings: Settings, layout: RunLayout
+) -> Path | None:
+    """Per language: the picture with each line's speaker mouthing the dub voice (None: no face, keep the
+    original picture; the report says so)."""
+    cfg = settings.lipsync
+    if faces is None or not cfg.enabled or faces.faces == 0:
+        return None
+    from dubbing import lipsync
+
+    texts = {line.index: line.text for line in script.lines}
+    lines = [(c.start, c.end, texts.get(c.index, "")) for c in track.clips] if cfg.phonemes else None
+    out = layout.language_dir(script.language) / f"{layout.name}.{script.language}.picture.mp4"
+    options = {"model_path": cfg.model_path} if cfg.backend == "wav2lip-onnx" else {"strength": cfg.strength}
+    result = lipsync.render_dub(
+        video,
+        faces,
+        Path(track.voice_path),
+        out,
+        lines=lines,
+        language=script.language,
+        backend=cfg.backend,
+        backend_options=options,
+        crf=cfg.crf,
+        preset=cfg.preset,
+    )
+    return result.out
+
+
+def lipsync_report(faces: FaceTracks | None, picture: Path | None) -> dict:
+    """The lipsync part of a language's report: what was animated and the input checks."""
+    if faces is None:
+        return {"applied": False, "reason": "no video or lipsync disabled", "checks": []}
+    return {
+        "applied": picture is not None,
+        "reason": None if picture is not None else "no face found: the original picture is kept",
+        "faces": faces.faces,
+        "face_frames": faces.face_frames,
+        "scene_cuts": faces.scene_cuts,
+        "line_faces": faces.line_faces,
+        "checks": [c.model_dump() for c in faces.checks],
+    }
 
 
 def write_report(script: Script, track: DubTrack, layout: RunLayout) -> Path:
@@ -224,6 +501,25 @@ def language_outputs(lang: str, video: Path | None, layout: RunLayout) -> Langua
         vtt=layout.relative(layout.output(lang, ".vtt")),
         script=layout.relative(layout.script(lang)),
         report=layout.relative(layout.report(lang)),
+    )
+
+
+def target_languages(languages: list[str], source_language: str) -> list[str]:
+    """The languages to dub into: a target equal to the source is skipped with a warning."""
+    if source_language in languages:
+        log.warning("skipping %s: it is the source language", source_language)
+    return [lang for lang in languages if lang != source_language]
+
+
+def report_markdown(report_path: Path, layout: RunLayout) -> str:
+    """A short QA summary of one language's report, for the Prefect UI."""
+    report = json.loads(Path(report_path).read_text())
+    rows = "\n".join(f"| {key} | {value} |" for key, value in report.items() if not isinstance(value, dict | list))
+    flagged = report.get("lines_over_limit") or []
+    return (
+        f"### {layout.name}: {report.get('language')}\n\n| figure | value |\n|---|---|\n{rows}\n\n"
+        f"Lines over the speed limit: {', '.join(map(str, flagged)) or 'none'}\n\n"
+        f"Outputs: `{layout.language_dir(report.get('language', ''))}`\n"
     )
 
 

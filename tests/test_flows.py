@@ -1,0 +1,117 @@
+"""Prefect flows under a test harness: states, cache hits on rerun, retries, batch isolation, Dask."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.sorting import TaskRunSort
+from prefect.testing.utilities import prefect_test_harness
+
+from dubbing.errors import DubbingError
+from flows.dub_video import dub_video, stage
+from flows.localize_batch import localize_batch
+from tests.conftest import make_speech, make_video
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("clip")
+    speech = make_speech(folder / "speech.wav", "Hello, my name is John. I like to eat apples in the morning.")
+    return make_video(folder / "talk.mp4", seconds=4.5, audio=speech)
+
+
+def task_states_since(t0: datetime) -> dict[str, list[str]]:
+    """Task run name -> state names, for runs created since t0, as the Prefect API (and UI) shows them."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200)
+    states: dict[str, list[str]] = {}
+    for run in runs:
+        if run.created and run.created >= t0:
+            states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+    return states
+
+
+def test_rerun_reuses_every_stage_and_a_new_language_runs_alone(clip, tmp_path):
+    out = tmp_path / "out"
+    t0 = datetime.now(UTC)
+    first = dub_video(video=clip, languages=["es"], out=out, return_state=True)
+    assert first.is_completed()
+    first_states = task_states_since(t0)
+    assert first_states["transcribe"] == ["Completed"]
+    assert json.loads((out / "manifest.json").read_text())["outputs"]["es"]["video"] == "es/talk.es.mp4"
+
+    t1 = datetime.now(UTC)
+    dub_video(video=clip, languages=["es", "pt"], out=out)
+    states = task_states_since(t1)
+    assert states["transcribe"] == ["Cached"]
+    assert states["extract-audio"] == ["Cached"]
+    # es was finished: its stages come from the cache; pt is new and runs.
+    assert sorted(states["translate"]) == ["Cached", "Completed"]
+    assert sorted(states["synthesize-and-fit"]) == ["Cached", "Completed"]
+    assert set(json.loads((out / "manifest.json").read_text())["outputs"]) == {"es", "pt"}
+
+
+def test_changed_input_is_not_served_from_cache(clip, tmp_path):
+    out = tmp_path / "out"
+    dub_video(video=clip, languages=["es"], out=out)
+    other = make_video(tmp_path / "other.mp4", seconds=3.0, audio=make_speech(tmp_path / "s.wav", "Good night."))
+    t0 = datetime.now(UTC)
+    dub_video(video=other, languages=["es"], out=out)
+    assert task_states_since(t0)["transcribe"] == ["Completed"]
+
+
+def test_transient_failures_are_retried_and_user_errors_are_not(tmp_path):
+    calls = {"flaky": 0, "bad": 0}
+
+    def flaky(marker: str) -> str:
+        calls["flaky"] += 1
+        if calls["flaky"] < 2:
+            raise ConnectionError("service unavailable")
+        return marker
+
+    def bad(marker: str) -> str:
+        calls["bad"] += 1
+        raise DubbingError("unknown language")
+
+    flaky_task = stage(flaky, "flaky", retries=2, cached=False).with_options(retry_delay_seconds=0)
+    bad_task = stage(bad, "bad", retries=2, cached=False).with_options(retry_delay_seconds=0)
+    assert flaky_task("ok") == "ok" and calls["flaky"] == 2
+    with pytest.raises(DubbingError):
+        bad_task("x")
+    assert calls["bad"] == 1
+
+
+def test_batch_isolates_a_bad_video(clip, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.mp4").write_bytes(clip.read_bytes())
+    (folder / "broken.mp4").write_text("not a video")
+    results = localize_batch(source=folder, out=tmp_path / "out", languages=["es"])
+    status = {Path(r["video"]).name: r for r in results}
+    assert status["good.mp4"]["status"] == "done"
+    assert status["broken.mp4"]["status"] == "failed"
+    assert "not a readable media file" in status["broken.mp4"]["detail"]
+    assert (tmp_path / "out" / "good" / "manifest.json").exists()
+    again = localize_batch(source=folder, out=tmp_path / "out", languages=["es"])
+    assert {Path(r["video"]).name: r["status"] for r in again}["good.mp4"] == "skipped"
+
+
+def test_language_subflows_run_on_a_local_dask_cluster(clip, tmp_path):
+    pytest.importorskip("prefect_dask")
+    from prefect_dask import DaskTaskRunner
+
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 1, "processes": False, "threads_per_worker": 2})
+    manifest = dub_video.with_options(task_runner=runner)(video=clip, languages=["es", "ca"], out=tmp_path / "o")
+    assert set(manifest.outputs) == {"es", "ca"}
