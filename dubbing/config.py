@@ -30,11 +30,23 @@ class ASRConfig(Section):
     vad: bool = True
 
 
+TranslateBackend = Literal["apertium", "bergamot", "transformers", "openai-compatible"]
+
+
 class TranslateConfig(Section):
-    backend: str = "apertium"
-    model: str | None = None
+    backend: TranslateBackend = "apertium"
+    model: str | None = None  # apertium modes ("eng-spa+es-fr"), a model name from `dub models`, or a folder
     glossary: dict[str, str] = Field(default_factory=dict)  # source term -> forced translation (same: keep)
-    formality: Literal["default", "formal", "informal"] = "default"
+    formality: Literal["default", "formal", "informal"] = "default"  # openai-compatible only
+    pivot: str | None = None  # go through this language: `backend` into it, `pivot_backend` out of it
+    pivot_backend: TranslateBackend | None = None  # default: `backend`
+    pivot_model: str | None = None
+    length_aware: bool = True  # estimate each line's spoken length; ask for shorter renderings that fit
+    beams: int = Field(4, ge=1, le=16)  # transformers: beam size
+    base_url: str | None = None  # openai-compatible: e.g. http://localhost:11434/v1 (Ollama)
+    api_key_env: str | None = None  # openai-compatible: the environment variable holding the key
+    timeout_s: float = Field(60.0, gt=0, le=600)  # openai-compatible: per request
+    max_retries: int = Field(2, ge=0, le=10)  # openai-compatible: retries of a malformed reply
 
 
 class TTSConfig(Section):

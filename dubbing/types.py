@@ -63,7 +63,10 @@ class ScriptLine(BaseModel):
     end: float
     source_text: str
     text: str
-    estimated_s: float | None = None
+    estimated_s: float | None = None  # spoken length of `text` predicted by the translate stage, at speed 1.0
+    slot_s: float | None = None  # time from start to the next line's start (or the end): what the estimate must fit
+    length_action: str | None = None  # fits | shortened | shortened_over | over | empty (see translate.isochrony)
+    first_text: str | None = None  # the translation before it was shortened
     synth_s: float | None = None
     speed: float | None = None
     voice: str | None = None
@@ -74,7 +77,8 @@ class Script(BaseModel):
     source_language: str
     language: str
     translator: str
-    pivot: str | None = None
+    pivot: str | None = None  # the language(s) translated through when no direct route exists
+    length_basis: str | None = None  # what the lines' estimated_s were computed for (TTS backend, speed-up)
     lines: list[ScriptLine] = Field(default_factory=list)
 
 

@@ -1,37 +1,19 @@
-"""Machine translation: source lines to target-language lines, one out for every one in.
-
-Backends implement `Translator`; `get_translator(name, source=..., target=..., model=...)` picks one.
-"""
+"""Debian's rule-based Apertium: offline and fast; weak on idiom. Unknown words pass through unmarked."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
-from typing import Protocol
 
 from dubbing.errors import DubbingError
 from dubbing.tools import require_tool
-
-
-class Translator(Protocol):
-    name: str
-    source: str
-    target: str
-
-    def translate(self, lines: list[str]) -> list[str]:
-        """Translate each line; the result has exactly as many lines as the input."""
-        ...
-
-    @property
-    def pivot(self) -> str | None:
-        """The intermediate language when the pair is chained, else None."""
-        ...
-
+from dubbing.translate.base import LanguagePairError
+from dubbing.translate.condense import condense
 
 APERTIUM_MODES = Path("/usr/share/apertium/modes")
 
-# Debian's pairs from English, direct or through Spanish; each value is a chain of apertium modes.
+# Debian's pairs, direct or through Spanish; each value is a chain of apertium modes. Debian ships no pair from
+# English into French, Italian or Portuguese, and none at all into Romanian (only ro-es).
 APERTIUM_ROUTES: dict[tuple[str, str], list[str]] = {
     ("en", "es"): ["eng-spa"],
     ("en", "ca"): ["eng-cat"],
@@ -44,18 +26,28 @@ APERTIUM_ROUTES: dict[tuple[str, str], list[str]] = {
     ("es", "fr"): ["es-fr"],
     ("es", "it"): ["spa-ita"],
     ("pt", "es"): ["pt-es"],
+    ("pt", "fr"): ["pt-es", "es-fr"],
+    ("pt", "it"): ["pt-es", "spa-ita"],
+    ("pt", "en"): ["pt-es", "spa-eng"],
     ("fr", "es"): ["fr-es"],
+    ("fr", "en"): ["fr-es", "spa-eng"],
     ("it", "es"): ["ita-spa"],
+    ("it", "en"): ["ita-spa", "spa-eng"],
     ("ro", "es"): ["ro-es"],
+    ("ro", "en"): ["ro-es", "spa-eng"],
     ("gl", "en"): ["gl-en"],
     ("ca", "en"): ["cat-eng"],
 }
 
-_MODE_TO_CODE = {"eng": "en", "spa": "es", "cat": "ca", "ita": "it"}
+_MODE_TO_CODE = {"eng": "en", "spa": "es", "cat": "ca", "ita": "it", "por": "pt", "fra": "fr", "glg": "gl", "ron": "ro"}
+
+
+def _code(part: str) -> str:
+    return _MODE_TO_CODE.get(part, part.split("_")[0])
 
 
 class ApertiumTranslator:
-    """Debian's rule-based Apertium: offline and fast; weak on idiom. Unknown words pass through unmarked."""
+    """Apertium pairs chained where Debian has no direct one; shorter lines by condensing the source."""
 
     name = "apertium"
 
@@ -63,11 +55,14 @@ class ApertiumTranslator:
         self.source, self.target = source, target
         if model:
             self.modes = model.split("+")
+            ends = (_code(self.modes[0].split("-")[0]), _code(self.modes[-1].split("-")[-1]))
+            if ends != (source.split("-")[0], target.split("-")[0]):
+                raise LanguagePairError(f"apertium modes {model} go {ends[0]}->{ends[1]}, not {source}->{target}")
         elif (source, target) in APERTIUM_ROUTES:
             self.modes = APERTIUM_ROUTES[(source, target)]
         else:
             pairs = ", ".join(f"{s}->{t}" for s, t in APERTIUM_ROUTES)
-            raise DubbingError(f"apertium has no route {source}->{target}; available: {pairs}")
+            raise LanguagePairError(f"apertium has no route {source}->{target}; it has: {pairs}")
         self.binary = require_tool("apertium", "apertium")
         for mode in self.modes:
             if not (APERTIUM_MODES / f"{mode}.mode").exists():
@@ -80,8 +75,7 @@ class ApertiumTranslator:
     def pivot(self) -> str | None:
         if len(self.modes) < 2:
             return None
-        middle = self.modes[0].split("-")[1]
-        return _MODE_TO_CODE.get(middle, middle)
+        return "+".join(_code(mode.split("-")[1]) for mode in self.modes[:-1])
 
     def translate(self, lines: list[str]) -> list[str]:
         if not lines:
@@ -96,21 +90,8 @@ class ApertiumTranslator:
         out = text.rstrip("\n").split("\n")
         if len(out) != len(lines):
             raise RuntimeError(f"apertium returned {len(out)} lines for {len(lines)}")
-        return [_tidy(line) for line in out]
+        return out
 
-
-def _tidy(line: str) -> str:
-    """Apertium leaves spaces before punctuation and around line starts."""
-    line = re.sub(r"\s+([.,;:!?])", r"\1", line)
-    return " ".join(line.split())
-
-
-BACKENDS: dict[str, type] = {"apertium": ApertiumTranslator}
-
-
-def get_translator(backend: str, *, source: str, target: str, model: str | None = None) -> Translator:
-    try:
-        cls = BACKENDS[backend]
-    except KeyError:
-        raise DubbingError(f"unknown translation backend {backend!r}; available: {', '.join(BACKENDS)}") from None
-    return cls(source=source, target=target, model=model)
+    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
+        candidates = condense(lines[index], self.source)
+        return self.translate(candidates) if candidates else []

@@ -1,0 +1,129 @@
+"""Measure how fast each TTS backend speaks each language, for the length estimates of the translate stage.
+
+For every (backend, language) it speaks up to N sentences at speed 1.0, trims leading and trailing silence (as
+the TTS stage does) and prints syllables per second (the constant stored in dubbing/translate/isochrony.py),
+characters per second, and how well each predicts a single line's length (median absolute relative error).
+
+    .venv/bin/python benchmarks/calibrate_speech_rate.py [--sentences 15] [--backends espeak,kokoro]
+
+Sentences: the hand-written references of benchmarks/data/mt_en.tsv for es and pt, the English sources for en,
+Apertium renderings for ca/gl (from English) and fr/it (from the Spanish references): their translation
+quality does not matter here, only that they are text in that language. German is written out below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dubbing import translate  # noqa: E402
+from dubbing.translate.isochrony import count_letters, count_syllables  # noqa: E402
+
+GERMAN = [
+    "Guten Morgen, wie hast du geschlafen?",
+    "Ich gehe in den Supermarkt, brauchst du etwas?",
+    "Kannst du mir helfen, diese Kisten zu tragen?",
+    "Wir treffen uns um acht Uhr im Restaurant.",
+    "Ich weiß nicht, wo ich meine Schlüssel gelassen habe.",
+    "Das Wetter ist heute wunderschön.",
+    "Meine Schwester wohnt in einer kleinen Stadt an der Küste.",
+    "Vielen Dank für deine Hilfe.",
+    "Wann fährt der Zug ab?",
+    "Ich arbeite seit drei Jahren hier.",
+    "Könntest du bitte etwas langsamer sprechen?",
+    "Die Kinder spielen im Garten.",
+    "Ich glaube, es wird heute Nachmittag regnen.",
+    "Wir müssen Brot, Milch und Eier kaufen.",
+    "Sie hat mich gestern angerufen, um mir die Neuigkeit zu erzählen.",
+]
+ESPEAK_VOICE = {"en": "en-us", "es": "es", "pt": "pt-br", "fr": "fr", "it": "it", "de": "de", "ca": "ca", "gl": "es"}
+KOKORO_LANG = {"en": "en-us", "es": "es", "pt": "pt-br", "fr": "fr-fr", "it": "it", "de": "de", "ca": "ca"}
+TRIM_THRESHOLD = 1e-3  # the TTS stage's silence threshold
+UNITS = {"syllables": count_syllables, "letters": count_letters, "chars": lambda s: len(s.replace(" ", ""))}
+
+
+def load_sentences(n: int) -> dict[str, list[str]]:
+    rows = [
+        line.rstrip("\n").split("\t")
+        for line in (ROOT / "benchmarks/data/mt_en.tsv").read_text(encoding="utf-8").splitlines(True)
+        if line.strip() and not line.startswith("#")
+    ]
+    en, es, pt = ([r[i] for r in rows[:n]] for i in range(3))
+    return {
+        "en": en,
+        "es": es,
+        "pt": pt,
+        "ca": translate.get_translator("apertium", source="en", target="ca").translate(en),
+        "gl": translate.get_translator("apertium", source="en", target="gl").translate(en),
+        "fr": translate.get_translator("apertium", source="es", target="fr").translate(es),
+        "it": translate.get_translator("apertium", source="es", target="it").translate(es),
+        "de": GERMAN[:n],
+    }
+
+
+def trimmed_seconds(audio: np.ndarray, rate: int) -> float:
+    loud = np.flatnonzero(np.abs(audio) > TRIM_THRESHOLD)
+    return (loud[-1] + 1 - loud[0]) / rate if loud.size else 0.0
+
+
+def espeak_speaker():
+    from dubbing.tts import EspeakSynthesizer
+
+    synth = EspeakSynthesizer()
+    return lambda text, lang: trimmed_seconds(*synth.synthesize(text, language=lang, voice=ESPEAK_VOICE[lang]))
+
+
+def kokoro_speaker():
+    from kokoro_onnx import Kokoro
+
+    from dubbing import models
+
+    kokoro = Kokoro(str(models.resolve("kokoro-82m")), str(models.resolve("kokoro-voices")))
+    return lambda text, lang: trimmed_seconds(*kokoro.create(text, voice="jf_alpha", speed=1.0, lang=KOKORO_LANG[lang]))
+
+
+def measure(speak, sentences: list[str], lang: str) -> dict[str, float]:
+    seconds = [speak(s, lang) for s in sentences]
+    result = {"s": sum(seconds)}
+    for unit, count in UNITS.items():
+        counts = [count(s) for s in sentences]
+        rate = sum(counts) / sum(seconds)
+        result[unit] = rate
+        result[f"{unit}_err"] = statistics.median(abs(n / rate - s) / s for n, s in zip(counts, seconds, strict=True))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=15)
+    parser.add_argument("--backends", default="espeak,kokoro")
+    parser.add_argument("--languages", default="en,es,pt,fr,it,de,ca,gl")
+    args = parser.parse_args()
+    corpus = load_sentences(args.sentences)
+    speakers = {"espeak": espeak_speaker, "kokoro": kokoro_speaker}
+    head = " | ".join(f"{u}/s" for u in UNITS) + " | " + " | ".join(f"line error ({u})" for u in UNITS)
+    print(f"| TTS | language | sentences | audio s | {head} |")
+    print("|---|---|---|---|" + "---|" * 2 * len(UNITS))
+    for backend in args.backends.split(","):
+        speak = speakers[backend]()
+        for lang in args.languages.split(","):
+            if (backend == "kokoro" and lang not in KOKORO_LANG) or (backend == "espeak" and lang not in ESPEAK_VOICE):
+                continue
+            started = time.time()
+            m = measure(speak, corpus[lang], lang)
+            rates = " | ".join(f"{m[u]:.2f}" for u in UNITS)
+            errors = " | ".join(f"{m[u + '_err']:.1%}" for u in UNITS)
+            print(f"| {backend} | {lang} | {len(corpus[lang])} | {m['s']:.1f} | {rates} | {errors} |", flush=True)
+            print(f"  ({time.time() - started:.0f}s wall)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

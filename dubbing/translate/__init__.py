@@ -1,0 +1,199 @@
+"""Machine translation: source lines to target-language lines, one out for every one in, length-aware.
+
+Backends implement `Translator` (translate, and shorten for lines that will not fit their slot):
+`apertium` (Debian, offline), `bergamot` (English<->Portuguese, offline), `transformers` (Opus-MT, NLLB,
+M2M100 from the Hugging Face cache) and `openai-compatible` (any chat-completions server). Two backends chain
+through a pivot language where one has no direct pair. `get_translator(name, source=..., target=..., model=...)`
+picks one backend; `translator_for(cfg, source, target)` builds what a language config asks for, glossary
+and orthography fixes included. `isochrony` estimates spoken length and shortens lines that will not fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dubbing.errors import DubbingError
+from dubbing.translate import isochrony
+from dubbing.translate.apertium import APERTIUM_MODES, APERTIUM_ROUTES, ApertiumTranslator
+from dubbing.translate.base import Glossary, LanguagePairError, Translator, finish
+from dubbing.translate.bergamot import BERGAMOT_MODELS, BergamotTranslator
+from dubbing.translate.hub import HubTranslator
+from dubbing.translate.llm import OpenAICompatibleTranslator
+
+__all__ = [
+    "APERTIUM_MODES",
+    "APERTIUM_ROUTES",
+    "BACKENDS",
+    "ChainTranslator",
+    "ConfiguredTranslator",
+    "Translator",
+    "available_routes",
+    "fit_to_slots",
+    "isochrony",
+    "get_translator",
+    "translator_for",
+]
+
+log = logging.getLogger(__name__)
+
+BACKENDS: dict[str, type] = {
+    "apertium": ApertiumTranslator,
+    "bergamot": BergamotTranslator,
+    "transformers": HubTranslator,
+    "openai-compatible": OpenAICompatibleTranslator,
+}
+# Options each backend accepts beyond source, target and model.
+_OPTIONS = {
+    "transformers": {"beams", "batch_size"},
+    "openai-compatible": {"base_url", "api_key_env", "glossary", "formality", "timeout_s", "max_retries", "batch_size"},
+}
+# Backends that take instructions: the glossary and formality go to them, not through placeholders.
+_INSTRUCTABLE = {"openai-compatible"}
+
+
+def available_routes() -> str:
+    """The offline pairs, for error messages (hub and LLM backends depend on what the user has)."""
+    apertium = ", ".join(f"{s}->{t}" for s, t in APERTIUM_ROUTES)
+    bergamot = ", ".join(f"{s}->{t}" for s, t in BERGAMOT_MODELS)
+    return (
+        f"apertium: {apertium}; bergamot: {bergamot}; transformers: any pair of a local Opus-MT/NLLB/M2M100 model; "
+        "openai-compatible: any pair your server's model knows"
+    )
+
+
+def get_translator(backend: str, *, source: str, target: str, model: str | None = None, **options: Any) -> Translator:
+    """One backend for one pair; options a backend does not take are ignored."""
+    try:
+        cls = BACKENDS[backend]
+    except KeyError:
+        raise DubbingError(f"unknown translation backend {backend!r}; available: {', '.join(BACKENDS)}") from None
+    accepted = {k: v for k, v in options.items() if k in _OPTIONS.get(backend, set()) and v is not None}
+    return cls(source=source, target=target, model=model, **accepted)
+
+
+class ChainTranslator:
+    """Two backends through a pivot language (English -> Portuguese by Bergamot -> Spanish by Apertium)."""
+
+    def __init__(self, first: Translator, second: Translator) -> None:
+        self.first, self.second = first, second
+        self.name = f"{first.name}+{second.name}"
+        self.source, self.target = first.source, second.target
+
+    @property
+    def pivot(self) -> str | None:
+        return "+".join(p for p in (self.first.pivot, self.first.target, self.second.pivot) if p)
+
+    def translate(self, lines: list[str]) -> list[str]:
+        return self.second.translate(self.first.translate(lines))
+
+    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
+        middle = self.first.shorten(lines, index, "", max_chars)
+        return self.second.translate(middle) if middle else []
+
+
+class ConfiguredTranslator:
+    """A backend (or chain) with the language's glossary and the target's orthography fixes around it."""
+
+    def __init__(self, inner: Translator, glossary: dict[str, str] | None = None, *, placeholders: bool = True) -> None:
+        self.inner = inner
+        self.name, self.source, self.target = inner.name, inner.source, inner.target
+        self.glossary = Glossary(glossary)
+        self.placeholders = placeholders and bool(self.glossary)
+
+    @property
+    def pivot(self) -> str | None:
+        return self.inner.pivot
+
+    def _protect(self, lines: list[str]) -> tuple[list[str], list[list[str]]]:
+        if not self.placeholders:
+            return list(lines), [[] for _ in lines]
+        pairs = [self.glossary.protect(line) for line in lines]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def _finish(self, source: str, text: str, renderings: list[str]) -> str:
+        return finish(source, self.glossary.restore(text, renderings) if renderings else text, self.target)
+
+    def translate(self, lines: list[str]) -> list[str]:
+        protected, renderings = self._protect(lines)
+        out = self.inner.translate(protected)
+        if len(out) != len(lines):
+            raise RuntimeError(f"{self.name} returned {len(out)} lines for {len(lines)}")
+        return [self._finish(s, t, r) for s, t, r in zip(lines, out, renderings, strict=True)]
+
+    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
+        protected, renderings = self._protect(lines)
+        candidates = self.inner.shorten(protected, index, current, max_chars)
+        return [self._finish(lines[index], c, renderings[index]) for c in candidates]
+
+    def required_terms(self, source: str) -> list[str]:
+        """Glossary renderings a translation of `source` must keep (checked when choosing shorter lines)."""
+        return self.glossary.required(source)
+
+
+def translator_for(cfg: Any, source: str, target: str) -> ConfiguredTranslator:
+    """What a language's `translate` config asks for (a dubbing.config.TranslateConfig): one backend, or two
+    through `pivot`; glossary and formality applied. When the configured backend has no route for this source
+    language (the config is per target; the source is detected), Apertium's direct route is used if it has one."""
+    try:
+        return _configured(cfg, source, target)
+    except LanguagePairError as exc:
+        if (source, target) not in APERTIUM_ROUTES:
+            raise LanguagePairError(
+                f"no translation route {source}->{target} with {cfg.backend}; available offline: {available_routes()}"
+            ) from None
+        log.warning("%s; using apertium for %s->%s instead", exc, source, target)
+        return ConfiguredTranslator(ApertiumTranslator(source=source, target=target), cfg.glossary)
+
+
+def _configured(cfg: Any, source: str, target: str) -> ConfiguredTranslator:
+    options = {
+        name: getattr(cfg, name, None)
+        for name in ("base_url", "api_key_env", "timeout_s", "max_retries", "beams", "formality", "batch_size")
+    }
+    options["glossary"] = cfg.glossary
+    if cfg.formality != "default" and cfg.backend not in _INSTRUCTABLE:
+        log.warning("%s cannot be asked for %s address; translate.formality is ignored", cfg.backend, cfg.formality)
+    pivot = getattr(cfg, "pivot", None)
+    if pivot and pivot not in (source, target):
+        second_backend = getattr(cfg, "pivot_backend", None) or cfg.backend
+        first = get_translator(cfg.backend, source=source, target=pivot, model=cfg.model, **options)
+        second = get_translator(
+            second_backend, source=pivot, target=target, model=getattr(cfg, "pivot_model", None), **options
+        )
+        inner: Translator = ChainTranslator(first, second)
+        instructable = cfg.backend in _INSTRUCTABLE and second_backend in _INSTRUCTABLE
+    else:
+        inner = get_translator(cfg.backend, source=source, target=target, model=cfg.model, **options)
+        instructable = cfg.backend in _INSTRUCTABLE
+    return ConfiguredTranslator(inner, cfg.glossary, placeholders=not instructable)
+
+
+def fit_to_slots(
+    translator: ConfiguredTranslator,
+    sources: list[str],
+    texts: list[str],
+    *,
+    starts: list[float],
+    end_of_timeline: float,
+    tts_backend: str,
+    max_speedup: float,
+    shorten: bool = True,
+) -> list[isochrony.LineFit]:
+    """Estimate each translated line's spoken length against its slot; shorten those that will not fit."""
+
+    def ask(index: int, current: str, max_chars: int) -> list[str]:
+        return translator.shorten(sources, index, current, max_chars)
+
+    def keep(index: int, current: str, candidate: str) -> bool:
+        return isochrony.faithful(current, candidate, translator.required_terms(sources[index]))
+
+    return isochrony.fit_lines(
+        texts,
+        isochrony.slots(starts, end_of_timeline),
+        language=translator.target,
+        tts_backend=tts_backend,
+        max_speedup=max_speedup,
+        shorten=ask if shorten else None,
+        keep=keep,
+    )

@@ -1,0 +1,172 @@
+"""What every translation backend shares: the protocol, glossary protection, and target orthography fixes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+from dubbing.errors import DubbingError
+
+
+class Translator(Protocol):
+    name: str
+    source: str
+    target: str
+
+    @property
+    def pivot(self) -> str | None:
+        """The intermediate language when the pair is chained, else None."""
+        ...
+
+    def translate(self, lines: list[str]) -> list[str]:
+        """Translate each line; the result has exactly as many lines as the input (neighbours are context)."""
+        ...
+
+    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
+        """Shorter renderings of `lines[index]` (whose translation is `current`), aiming at `max_chars`,
+        most faithful first; [] when the backend has no way to make one."""
+        ...
+
+
+class LanguagePairError(DubbingError):
+    """A backend has no route for a language pair (the message lists the ones it has)."""
+
+
+LANGUAGE_NAMES = {
+    "en": "English",
+    "es": "Spanish",
+    "pt": "Portuguese",
+    "fr": "French",
+    "it": "Italian",
+    "de": "German",
+    "ca": "Catalan",
+    "gl": "Galician",
+    "ro": "Romanian",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "ru": "Russian",
+    "uk": "Ukrainian",
+    "ja": "Japanese",
+    "zh": "Chinese",
+    "ko": "Korean",
+    "ar": "Arabic",
+    "hi": "Hindi",
+    "tr": "Turkish",
+    "sv": "Swedish",
+    "eu": "Basque",
+    "eo": "Esperanto",
+}
+
+
+def language_name(code: str) -> str:
+    return LANGUAGE_NAMES.get(code.split("-")[0].lower(), code)
+
+
+class Glossary:
+    """Source terms with a fixed rendering ("Prefect": "Prefect" keeps a name; "dub": "doblar" forces a word).
+
+    Backends without a way to take instructions get each term swapped for a placeholder (ZX0, ZX1, ...)
+    that both Apertium and Bergamot carry through unchanged, and swapped back afterwards."""
+
+    PREFIX = "ZX"
+
+    def __init__(self, terms: dict[str, str] | None = None) -> None:
+        self.terms = dict(terms or {})
+        ordered = sorted(self.terms, key=len, reverse=True)  # longest first: "New York Times" before "New York"
+        self._pattern = (
+            re.compile(r"(?<!\w)(" + "|".join(re.escape(t) for t in ordered) + r")(?!\w)", re.IGNORECASE)
+            if ordered
+            else None
+        )
+        self._lookup = {t.lower(): t for t in self.terms}
+
+    def __bool__(self) -> bool:
+        return bool(self.terms)
+
+    def protect(self, text: str) -> tuple[str, list[str]]:
+        """Replace glossary terms with placeholders; returns the text and each placeholder's rendering."""
+        if self._pattern is None:
+            return text, []
+        renderings: list[str] = []
+
+        def swap(match: re.Match) -> str:
+            renderings.append(self.terms[self._lookup[match.group(1).lower()]])
+            return f"{self.PREFIX}{len(renderings) - 1}"
+
+        return self._pattern.sub(swap, text), renderings
+
+    def restore(self, text: str, renderings: Sequence[str]) -> str:
+        for i in reversed(range(len(renderings))):  # ZX10 before ZX1
+            text = re.sub(rf"{self.PREFIX}\s?{i}(?!\d)", lambda _m, r=renderings[i]: r, text, flags=re.IGNORECASE)
+        return text
+
+    def required(self, source: str) -> list[str]:
+        """Renderings that a translation of `source` must contain."""
+        return self.protect(source)[1]
+
+
+def tidy(line: str) -> str:
+    """Collapse whitespace and drop the spaces some engines leave before punctuation."""
+    line = re.sub(r"\s+([.,;:!?])", r"\1", line)
+    return " ".join(line.split())
+
+
+_QUESTION_START = re.compile(
+    r",\s+(?=(?:do|does|did|can|could|would|will|shall|should|is|are|was|were|have|has|how|what|where|when|why|"
+    r"who|which|right|ok|okay|eh)\b)",
+    re.IGNORECASE,
+)
+
+
+def spanish_marks(source: str, text: str) -> str:
+    """Spanish opens questions and exclamations with ¿ and ¡. Engines that skip them get them back: the
+    question starts after the comma where the English one does ("Hi, how are you?"), else at the sentence."""
+    if "¿" in text or "¡" in text:
+        return text
+    out = []
+    for src, sent in zip(_sentences(source), _sentences(text), strict=False):
+        mark = {"?": "¿", "!": "¡"}.get(sent.rstrip()[-1:]) if sent.strip() else None
+        if mark:
+            clause_commas = len(src.split(",")) - 1
+            split = _QUESTION_START.search(src) if mark == "¿" else None
+            if split and clause_commas and sent.count(",") >= src[: split.start() + 1].count(","):
+                k = src[: split.start() + 1].count(",")
+                head, tail = _split_after_comma(sent, k)
+                sent = f"{head} {mark}{tail.lstrip()}"
+            else:
+                lead = len(sent) - len(sent.lstrip())
+                sent = sent[:lead] + mark + sent[lead:]
+        out.append(sent)
+    if len(_sentences(text)) != len(out):  # sentence counts differ: leave the line as the engine wrote it
+        return text
+    return "".join(out)
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])(?=\s)", text) if s]
+
+
+def _split_after_comma(text: str, k: int) -> tuple[str, str]:
+    parts = text.split(",")
+    return ",".join(parts[:k]) + ",", ",".join(parts[k:])
+
+
+def match_case(source: str, text: str) -> str:
+    """A line that starts with a capital in the source starts with one in the translation."""
+    if source[:1].isupper() and text[:1].islower():
+        return text[0].upper() + text[1:]
+    return text
+
+
+def finish(source: str, text: str, target: str) -> str:
+    """The orthography fixes applied to every backend's output."""
+    text = tidy(text)
+    if not text:
+        return text
+    if not source.rstrip().endswith(",") and text.endswith(","):  # Bergamot's "Hello" -> "Olá,"
+        text = text[:-1]
+    text = match_case(source.strip(), text)
+    if target.split("-")[0] == "es":
+        text = spanish_marks(source.strip(), text)
+    return text

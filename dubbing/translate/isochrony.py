@@ -1,0 +1,182 @@
+"""Length awareness: how long a translated line will take to speak, and whether it fits its slot.
+
+A line's slot runs from its start to the next line's start (or the end of the media), the same window the
+timing stage fits clips into; the voice stage may speed speech up by at most `max_speedup`. A line whose
+estimate exceeds slot x max_speedup is flagged, and `fit_lines` asks the translator for shorter renderings.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+# Characters (not counting spaces; punctuation counts, since it makes pauses) spoken per second at speed 1.0,
+# per TTS backend and language. Measured by benchmarks/calibrate_speech_rate.py (2026-11-24): each backend spoke
+# 15 everyday sentences per language (the hand-written references of benchmarks/data/mt_en.tsv for es/pt, the
+# English sources, Apertium renderings for ca/gl/fr/it, hand-written German); clip length with leading and
+# trailing silence trimmed as the TTS stage does; rate = total characters / total seconds. espeak-ng at 165
+# words per minute (the TTS stage's base rate; voices en-us, es, pt-br, fr, it, de, ca, and es for gl);
+# Kokoro-82M int8 with voice jf_alpha via kokoro-onnx 0.6.1 (en-us, es, pt-br, fr-fr, it, de, ca). Characters
+# predicted a single line's length within a median 2-9% (syllables: 3-12%, letters: 3-9%).
+CHAR_RATES: dict[str, dict[str, float]] = {
+    "espeak": {"en": 15.38, "es": 14.50, "pt": 13.40, "fr": 18.75, "it": 14.95, "de": 15.74, "ca": 14.72, "gl": 14.01},
+    "kokoro": {"en": 15.90, "es": 13.65, "pt": 12.64, "fr": 16.53, "it": 13.69, "de": 13.63, "ca": 13.43},
+}
+# A language or backend that was not measured: the median of the measured rates.
+DEFAULT_RATE = 14.5
+
+_VOWELS = "aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœ"
+_VOWEL_GROUP = re.compile(f"[{_VOWELS}]+")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_DIGITS = re.compile(r"\d+")
+
+
+def count_syllables(text: str) -> int:
+    """Vowel groups per word, at least one per word: a crude but language-neutral syllable count.
+
+    Digits are spoken as words, so each digit counts as two syllables."""
+    total = 0
+    for word in _WORD.findall(text.lower()):
+        digits = sum(len(d) for d in _DIGITS.findall(word))
+        letters = _DIGITS.sub("", word)
+        groups = len(_VOWEL_GROUP.findall(letters)) if letters else 0
+        total += max(groups, 1 if letters else 0) + 2 * digits
+    return total
+
+
+def count_letters(text: str) -> int:
+    """Letters and digits: what a TTS engine has to pronounce, without spaces and punctuation."""
+    return sum(ch.isalnum() for ch in text)
+
+
+def count_chars(text: str) -> int:
+    """What the rates are measured in: characters other than whitespace."""
+    return sum(not ch.isspace() for ch in text)
+
+
+def char_rate(tts_backend: str, language: str) -> float:
+    rates = CHAR_RATES.get(tts_backend, {})
+    base = language.split("-")[0].lower()
+    return rates.get(language) or rates.get(base) or DEFAULT_RATE
+
+
+def estimate_seconds(text: str, language: str, tts_backend: str) -> float:
+    """Spoken length of `text` at speed 1.0 with the given TTS backend (0 for text with nothing to say)."""
+    if not count_letters(text):
+        return 0.0
+    return round(count_chars(unicodedata.normalize("NFC", text)) / char_rate(tts_backend, language), 3)
+
+
+def slots(starts: Sequence[float], end_of_timeline: float) -> list[float]:
+    """Each line's window: from its start to the next start, or to the end of the timeline."""
+    limits = list(starts[1:]) + [end_of_timeline]
+    return [round(max(limit - start, 1e-3), 3) for start, limit in zip(starts, limits, strict=True)]
+
+
+@dataclass
+class LineFit:
+    """What the length pass found and did for one line (recorded in script.json)."""
+
+    text: str
+    estimated_s: float
+    slot_s: float
+    # "fits", "shortened" (a shorter rendering fits), "shortened_over" (the shortest still does not fit),
+    # "over" (too long at the maximum speed-up and nothing shorter was found), "empty"
+    action: str
+    original_text: str | None = None  # the first translation, when it was replaced
+    original_estimate_s: float | None = None
+    candidates: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+Shortener = Callable[[int, str, int], list[str]]  # (line index, current text, target characters) -> candidates
+Judge = Callable[[int, str, str], bool]  # (line index, current text, candidate) -> faithful enough to use
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+
+
+def faithful(original: str, candidate: str, required: Sequence[str] = (), min_ratio: float = 0.4) -> bool:
+    """A shorter rendering may drop words, not facts: every number and glossary term stays, and it keeps at
+    least `min_ratio` of the characters (an n-best entry cut to a few words is not a translation)."""
+    if count_chars(candidate) < min_ratio * count_chars(original):
+        return False
+    if sorted(_NUMBER.findall(original)) != sorted(_NUMBER.findall(candidate)):
+        return False
+    return all(term.lower() in candidate.lower() for term in required)
+
+
+def fits(estimated_s: float, slot_s: float, max_speedup: float) -> bool:
+    return estimated_s <= slot_s * max_speedup + 1e-6
+
+
+def fit_lines(
+    texts: Sequence[str],
+    slot_seconds: Sequence[float],
+    *,
+    language: str,
+    tts_backend: str,
+    max_speedup: float,
+    shorten: Shortener | None,
+    keep: Judge | None = None,
+) -> list[LineFit]:
+    """Estimate every line; for lines that will not fit even at `max_speedup`, ask `shorten` for candidates.
+
+    Among candidates that `keep` accepts as faithful, the first that fits wins (candidates come in the
+    backend's order of preference: least condensed or best scored first), so a line is cut no more than it
+    needs; when none fits, the shortest faithful one is kept, and the line is marked "over"."""
+    results = []
+    for i, (text, slot_s) in enumerate(zip(texts, slot_seconds, strict=True)):
+        estimate = estimate_seconds(text, language, tts_backend)
+        if not text.strip():
+            results.append(LineFit(text, estimate, slot_s, "empty"))
+            continue
+        if fits(estimate, slot_s, max_speedup) or shorten is None:
+            results.append(LineFit(text, estimate, slot_s, "fits" if fits(estimate, slot_s, max_speedup) else "over"))
+            continue
+        results.append(_shorten_line(i, text, estimate, slot_s, language, tts_backend, max_speedup, shorten, keep))
+    return results
+
+
+def _shorten_line(
+    index: int,
+    text: str,
+    estimate: float,
+    slot_s: float,
+    language: str,
+    tts_backend: str,
+    max_speedup: float,
+    shorten: Shortener,
+    keep: Judge | None,
+) -> LineFit:
+    budget_s = slot_s * max_speedup
+    target_chars = max(8, int(len(text) * budget_s / max(estimate, 1e-3)))
+    candidates = [c for c in dict.fromkeys(c.strip() for c in shorten(index, text, target_chars)) if c and c != text]
+    kept = [c for c in candidates if (keep or _faithful_enough)(index, text, c)]
+    scored = [(c, estimate_seconds(c, language, tts_backend)) for c in kept]
+    shorter = [(c, e) for c, e in scored if e < estimate]
+    fitting = [(c, e) for c, e in shorter if fits(e, slot_s, max_speedup)]
+    notes = [f"{len(candidates)} shorter candidates, {len(kept)} kept as faithful"]
+    if fitting:
+        best, best_s = fitting[0]
+        action = "shortened"
+    elif shorter:
+        best, best_s = min(shorter, key=lambda pair: pair[1])
+        action = "shortened_over"
+        notes.append(f"shortest faithful rendering still needs {best_s / slot_s:.2f}x speed-up")
+    else:
+        return LineFit(text, estimate, slot_s, "over", candidates=len(candidates), notes=notes)
+    return LineFit(
+        best,
+        best_s,
+        slot_s,
+        action,
+        original_text=text,
+        original_estimate_s=estimate,
+        candidates=len(candidates),
+        notes=notes,
+    )
+
+
+def _faithful_enough(index: int, original: str, candidate: str) -> bool:
+    return faithful(original, candidate)

@@ -1,0 +1,183 @@
+"""Any OpenAI-compatible chat-completions endpoint (OpenAI, Ollama, vLLM, llama.cpp server) as a translator.
+
+Lines go in small batches with their neighbours as context, the glossary and formality in the instructions, and
+the reply must be JSON of a fixed shape: a reply that does not parse or has the wrong number of lines is sent
+back with the reason and retried. The API key is read from the environment variable the config names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from functools import partial
+
+import httpx
+
+from dubbing.errors import DubbingError
+from dubbing.translate.base import language_name
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You translate the spoken lines of a video for dubbing. Translate each line of `lines` from {source} to "
+    "{target}, naturally and as it would be spoken, about as long as the original (it must fit the same time). "
+    "`context_before` and `context_after` are neighbouring lines, for meaning only: do not translate them. "
+    '{glossary}{formality}Reply with JSON only: {{"translations": [one string per line, same order]}}.'
+)
+SHORTEN_PROMPT = (
+    "You condense dubbing lines. Give up to 3 renderings in {target} of the {source} `line`, each at most "
+    "{max_chars} characters, keeping its meaning, names and numbers; drop only what a listener would not miss. "
+    "`context_before` and `context_after` are neighbouring lines. {glossary}{formality}"
+    'Reply with JSON only: {{"candidates": [strings, most faithful first]}}.'
+)
+
+
+class MalformedReply(ValueError):
+    """The model's reply is not the JSON asked for (the message says why, and goes back to the model)."""
+
+
+class OpenAICompatibleTranslator:
+    name = "openai-compatible"
+    pivot = None
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        target: str,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key_env: str | None = None,
+        glossary: dict[str, str] | None = None,
+        formality: str = "default",
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        batch_size: int = 8,
+        context_lines: int = 2,
+    ) -> None:
+        if not base_url or not model:
+            raise DubbingError(
+                "openai-compatible translation needs translate.base_url and translate.model in the language config "
+                "(e.g. base_url: http://localhost:11434/v1, model: qwen2.5:7b)"
+            )
+        self.source, self.target, self.model = source, target, model
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.glossary = dict(glossary or {})
+        self.formality = formality
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.batch_size, self.context_lines = batch_size, context_lines
+        headers = {"Content-Type": "application/json"}
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise DubbingError(f"environment variable {api_key_env} (translate.api_key_env) is not set")
+            headers["Authorization"] = f"Bearer {key}"
+        self.client = httpx.Client(headers=headers, timeout=timeout_s)
+
+    def _instructions(self, template: str, **extra: object) -> str:
+        glossary = ""
+        if self.glossary:
+            pairs = "; ".join(f'"{s}" stays "{t}"' if s == t else f'"{s}" -> "{t}"' for s, t in self.glossary.items())
+            glossary = f"Glossary, always use these renderings: {pairs}. "
+        formality = "" if self.formality == "default" else f"Use the {self.formality} form of address. "
+        return template.format(
+            source=language_name(self.source),
+            target=language_name(self.target),
+            glossary=glossary,
+            formality=formality,
+            **extra,
+        )
+
+    def _context(self, lines: list[str], start: int, stop: int) -> dict[str, list[str]]:
+        return {
+            "context_before": lines[max(0, start - self.context_lines) : start],
+            "context_after": lines[stop : stop + self.context_lines],
+        }
+
+    def translate(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        system = self._instructions(SYSTEM_PROMPT)
+        for start in range(0, len(lines), self.batch_size):
+            chunk = lines[start : start + self.batch_size]
+            payload = {**self._context(lines, start, start + len(chunk)), "lines": chunk}
+            out += self._ask(system, payload, partial(_strings, key="translations", count=len(chunk)))
+        return out
+
+    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
+        system = self._instructions(SHORTEN_PROMPT, max_chars=max_chars)
+        payload = {
+            **self._context(lines, index, index + 1),
+            "line": lines[index],
+            "current_translation": current,
+            "max_characters": max_chars,
+        }
+        return self._ask(system, payload, partial(_strings, key="candidates", count=None))
+
+    def _ask(self, system: str, payload: dict, parse: Callable[[dict], list[str]]) -> list[str]:
+        """One request, retried with the reason while the reply is malformed."""
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": json.dumps(payload)}]
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            content = self._post(messages)
+            try:
+                return parse(_json_object(content))
+            except MalformedReply as exc:
+                problem = str(exc)
+                log.warning("translation reply %d malformed (%s)", attempt + 1, exc)
+                messages += [
+                    {"role": "assistant", "content": content},
+                    {"role": "user", "content": f"That reply was invalid: {exc}. Reply again with the JSON only."},
+                ]
+        raise DubbingError(
+            f"{self.url} (model {self.model}) gave malformed JSON {self.max_retries + 1} times; last: {problem}"
+        )
+
+    def _post(self, messages: list[dict]) -> str:
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+        }
+        try:
+            response = self.client.post(self.url, json=body)
+        except httpx.TimeoutException:
+            raise DubbingError(
+                f"translation server {self.url} did not answer within {self.timeout_s:g}s "
+                f"(model {self.model}); raise translate.timeout_s or check the server"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise DubbingError(f"cannot reach translation server {self.url}: {exc}") from None
+        if response.status_code != 200:
+            raise DubbingError(
+                f"translation server {self.url} answered HTTP {response.status_code}: {response.text.strip()[:200]}"
+            )
+        try:
+            return response.json()["choices"][0]["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise DubbingError(
+                f"{self.url} is not an OpenAI-compatible chat-completions endpoint: {response.text[:200]}"
+            ) from None
+
+
+def _json_object(content: str) -> dict:
+    text = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", content.strip())
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise MalformedReply(f"not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise MalformedReply("expected a JSON object")
+    return data
+
+
+def _strings(reply: dict, key: str, count: int | None) -> list[str]:
+    items = reply.get(key)
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise MalformedReply(f'expected "{key}" to be a list of strings')
+    if count is not None and len(items) != count:
+        raise MalformedReply(f'expected {count} items in "{key}", got {len(items)}')
+    return [" ".join(s.split()) for s in items]

@@ -1,0 +1,360 @@
+"""Translation stage: real backends on real text, the LLM backend against a real local HTTP server, a tiny
+randomly initialised Marian model for the transformers backend, and the length-awareness pass."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from dubbing import translate
+from dubbing.config import TranslateConfig, load_settings
+from dubbing.errors import DubbingError
+from dubbing.translate import isochrony
+from dubbing.translate.base import Glossary, finish, spanish_marks
+from dubbing.translate.condense import condense
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- offline backends -----------------------------------------------------------------------------------------
+
+
+def test_apertium_keeps_one_line_per_line_and_records_its_pivot():
+    es = translate.get_translator("apertium", source="en", target="es")
+    out = es.translate(["We need to buy bread, milk and eggs.", "", "Thank you."])
+    assert len(out) == 3 and "pan" in out[0] and "leche" in out[0] and out[1] == ""
+    assert es.pivot is None
+    assert translate.get_translator("apertium", source="en", target="fr").pivot == "es"
+
+
+def test_bergamot_raw_engine_avoids_the_package_postprocessing_bug():
+    pt = translate.get_translator("bergamot", source="en", target="pt")
+    (line,) = pt.translate(["See you next year."])
+    assert "próximo ano" in line and "não próximo" not in line
+
+
+def test_spanish_defaults_chain_bergamot_and_apertium_through_portuguese():
+    tr = translate.translator_for(load_settings().for_language("es").translate, "en", "es")
+    assert tr.name == "bergamot+apertium" and tr.pivot == "pt"
+    out = tr.translate(["Good morning, how did you sleep?", "The children are playing in the garden."])
+    assert out[0].startswith("Buen") and ", ¿" in out[0] and out[0].endswith("?")
+    assert "niños" in out[1] and "jardín" in out[1]
+
+
+def test_glossary_keeps_names_and_forces_terms_through_placeholders():
+    cfg = TranslateConfig(backend="bergamot", glossary={"Prefect": "Prefect", "dashboard": "painel de controle"})
+    tr = translate.translator_for(cfg, "en", "pt")
+    plain = translate.translator_for(TranslateConfig(backend="bergamot"), "en", "pt")
+    source = ["I deployed it with Prefect and opened the dashboard."]
+    assert "Prefect" not in plain.translate(source)[0]  # the raw model renders it as "Prefeito"
+    (line,) = tr.translate(source)
+    assert "Prefect" in line and "painel de controle" in line and "ZX" not in line
+
+
+def test_glossary_placeholders_round_trip():
+    g = Glossary({"New York": "Nueva York", "York": "York"})
+    text, renderings = g.protect("From new york to York.")
+    assert text == "From ZX0 to ZX1." and renderings == ["Nueva York", "York"]
+    assert g.restore("De ZX0 a ZX 1.", renderings) == "De Nueva York a York."
+
+
+def test_spanish_question_and_exclamation_marks():
+    assert spanish_marks("Good morning, how did you sleep?", "Buenos días, cómo dormiste?") == (
+        "Buenos días, ¿cómo dormiste?"
+    )
+    assert spanish_marks("Could you speak slower, please?", "Podrías hablar más despacio, por favor?") == (
+        "¿Podrías hablar más despacio, por favor?"
+    )
+    assert spanish_marks("Hi. See you!", "Hola. Hasta luego!") == "Hola. ¡Hasta luego!"
+    assert finish("Hello", "olá,", "pt") == "Olá"
+
+
+def test_unknown_language_and_missing_pair_fail_with_one_line_listing_what_exists(tmp_path):
+    with pytest.raises(DubbingError, match="available: .*es.*pt"):
+        load_settings().for_language("xx")
+    with pytest.raises(DubbingError) as err:
+        translate.translator_for(TranslateConfig(backend="apertium", model="eng-cat"), "de", "ca")
+    message = str(err.value)
+    assert "\n" not in message and "de->ca" in message and "en->ca" in message and "bergamot" in message
+    with pytest.raises(DubbingError, match="available: apertium, bergamot"):
+        translate.get_translator("nope", source="en", target="es")
+
+
+def test_configured_backend_falls_back_to_apertium_for_other_sources():
+    tr = translate.translator_for(load_settings().for_language("es").translate, "fr", "es")
+    assert tr.name == "apertium" and tr.translate(["Bonjour"])[0]
+
+
+def test_dub_translate_cli_is_line_for_line(tmp_path):
+    dub = [sys.executable, "-m", "dubbing.cli"]
+    proc = subprocess.run(
+        [*dub, "translate", "--from", "en", "--to", "pt"],
+        input="Good morning.\n\nWhere is the nearest pharmacy?\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["Bom dia.", "", "Onde é a farmácia mais próxima?"]
+    bad = subprocess.run([*dub, "translate", "--to", "xx"], input="hi\n", capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "available" in bad.stderr
+
+
+# --- length awareness -----------------------------------------------------------------------------------------
+
+
+def test_condense_drops_fillers_then_asides_then_wordy_phrases():
+    levels = condense("Well, you know, I think (honestly) that it is, like, really good.")
+    assert levels == ["I think (honestly) that it is really good.", "I think that it is good.", "It is good."]
+    assert condense("The meeting is at 8.") == [] and condense("Bueno, pues sí.", "es") == []
+
+
+def test_estimates_follow_length_and_language_rates():
+    short = isochrony.estimate_seconds("Hola.", "es", "espeak")
+    long = isochrony.estimate_seconds("Hola, ¿cómo estás? Vamos a la playa mañana por la tarde.", "es", "espeak")
+    assert 0 < short < long
+    assert isochrony.estimate_seconds("...", "es", "espeak") == 0.0
+    assert isochrony.slots([0.0, 2.0, 5.0], 6.5) == [2.0, 3.0, 1.5]
+    # French espeak is measured faster than Portuguese: the same characters take less time.
+    assert isochrony.estimate_seconds("abcdefghij" * 3, "fr", "espeak") < isochrony.estimate_seconds(
+        "abcdefghij" * 3, "pt", "espeak"
+    )
+
+
+def test_faithful_rejects_dropped_numbers_terms_and_truncations():
+    assert isochrony.faithful("Nos vemos a las 8 en Madrid.", "A las 8 en Madrid.", ["Madrid"])
+    assert not isochrony.faithful("Nos vemos a las 8 en Madrid.", "Nos vemos en Madrid.")
+    assert not isochrony.faithful("Nos vemos a las 8 en Madrid.", "A las 8 allí.", ["Madrid"])
+    assert not isochrony.faithful("Nos vemos mañana a primera hora en la oficina.", "Nos.")
+
+
+def test_length_pass_shortens_a_line_that_cannot_fit_and_keeps_one_that_does():
+    tr = translate.translator_for(TranslateConfig(backend="apertium"), "en", "es")
+    sources = [
+        "Well, you know, I think that the meeting is, like, really very important for us.",
+        "Thank you.",
+    ]
+    texts = tr.translate(sources)
+    first_s = isochrony.estimate_seconds(texts[0], "es", "espeak")
+    slot = first_s * 0.75 / 1.25  # the first line would need 1.33x speed-up at the 1.25 limit
+    fits = translate.fit_to_slots(
+        tr, sources, texts, starts=[0.0, slot], end_of_timeline=slot + 3.0, tts_backend="espeak", max_speedup=1.25
+    )
+    first, second = fits
+    assert first.action == "shortened" and first.original_text == texts[0]
+    assert first.estimated_s <= slot * 1.25 and len(first.text) < len(texts[0]) and "reunión" in first.text
+    assert second.action == "fits" and second.text == texts[1] and second.slot_s == 3.0
+    unchanged = translate.fit_to_slots(
+        tr,
+        sources,
+        texts,
+        starts=[0.0, slot],
+        end_of_timeline=slot + 3.0,
+        tts_backend="espeak",
+        max_speedup=1.25,
+        shorten=False,
+    )
+    assert unchanged[0].action == "over" and unchanged[0].text == texts[0]
+
+
+def test_pipeline_records_estimate_slot_and_action_in_script_json(tmp_path):
+    from dubbing import pipeline
+    from dubbing.types import Transcript, Utterance
+
+    transcript = Transcript(
+        language="en",
+        duration_s=6.0,
+        utterances=[
+            Utterance(start=0.0, end=0.6, text="Well, you know, I think the food is, like, really very delicious."),
+            Utterance(start=1.5, end=3.5, text="Where is the nearest pharmacy?", speaker="S2"),
+        ],
+    )
+    layout = pipeline.layout_for(Path("talk.mp4"), tmp_path)
+    script = pipeline.translate_script(transcript, "pt", load_settings().for_language("pt"), layout)
+    saved = json.loads(layout.script("pt").read_text())
+    assert saved["translator"] == "bergamot" and saved["length_basis"].startswith("espeak")
+    first, second = saved["lines"]
+    assert first["slot_s"] == 1.5 and first["length_action"] in {"shortened", "shortened_over"}
+    assert first["first_text"] and len(first["text"]) < len(first["first_text"])
+    assert second["length_action"] == "fits" and second["estimated_s"] > 0 and second["slot_s"] == 4.5
+    assert script.lines[1].text == second["text"]
+
+
+# --- openai-compatible, against a real server on 127.0.0.1 ----------------------------------------------------
+
+
+class ChatServer:
+    """A small chat-completions server: answers from a queue of replies and records each request."""
+
+    def __init__(self) -> None:
+        self.replies: list[str | float] = []  # a string is the assistant's content; a float: sleep that long
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                reply = server.replies.pop(0) if server.replies else server.echo(body)
+                if isinstance(reply, float):
+                    time.sleep(reply)
+                    reply = server.echo(body)
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (the timeout test)
+                    pass
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def echo(body: dict) -> str:
+        payload = json.loads(body["messages"][1]["content"])
+        if "lines" in payload:
+            return json.dumps({"translations": [f"<{line}>" for line in payload["lines"]]})
+        return json.dumps({"candidates": [payload["line"][:10]]})
+
+
+@pytest.fixture
+def chat_server():
+    server = ChatServer()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+def _llm(url: str, **options) -> translate.ConfiguredTranslator:
+    cfg = TranslateConfig(
+        backend="openai-compatible",
+        model="tiny-test",
+        base_url=url,
+        glossary={"Prefect": "Prefect", "dub": "doblar"},
+        formality="informal",
+        **options,
+    )
+    return translate.translator_for(cfg, "en", "es")
+
+
+def test_llm_request_shape_context_and_glossary(chat_server, monkeypatch):
+    monkeypatch.setenv("TEST_LLM_KEY", "sekret")
+    lines = [f"line {i}" for i in range(10)]
+    out = _llm(chat_server.url, api_key_env="TEST_LLM_KEY").translate(lines)
+    assert out == [f"<line {i}>" for i in range(10)]  # the server's reply, in order, one per line
+    first, second = chat_server.requests
+    assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer sekret"
+    body = first["body"]
+    assert body["model"] == "tiny-test" and body["response_format"] == {"type": "json_object"}
+    system, user = body["messages"]
+    assert system["role"] == "system" and '"Prefect" stays "Prefect"' in system["content"]
+    assert '"dub" -> "doblar"' in system["content"] and "informal" in system["content"]
+    assert "English" in system["content"] and "Spanish" in system["content"]
+    payload = json.loads(user["content"])
+    assert payload["lines"] == lines[:8] and payload["context_before"] == [] and payload["context_after"] == lines[8:]
+    later = json.loads(second["body"]["messages"][1]["content"])
+    assert later["lines"] == lines[8:] and later["context_before"] == lines[6:8]
+
+
+def test_llm_retries_malformed_replies_then_fails_clearly(chat_server):
+    chat_server.replies = ["Sure! Here you go: hola", json.dumps({"translations": ["a", "b"]})]
+    assert _llm(chat_server.url).translate(["hello"]) == ["<hello>"]
+    retry = chat_server.requests[-1]["body"]["messages"]
+    assert retry[-1]["role"] == "user" and "expected 1 items" in retry[-1]["content"]
+    assert len(chat_server.requests) == 3
+    chat_server.replies = ["nope"] * 3
+    with pytest.raises(DubbingError, match="malformed JSON 2 times"):
+        _llm(chat_server.url, max_retries=1).translate(["hello"])
+
+
+def test_llm_timeout_is_a_clear_error(chat_server):
+    chat_server.replies = [2.0]
+    with pytest.raises(DubbingError, match=r"did not answer within 0.5s"):
+        _llm(chat_server.url, timeout_s=0.5).translate(["hello"])
+
+
+def test_llm_shorten_asks_for_a_target_length(chat_server):
+    chat_server.replies = [json.dumps({"candidates": ["Corto.", "Más corto aún."]})]
+    tr = _llm(chat_server.url)
+    assert tr.shorten(["a", "a long line", "c"], 1, "una línea larga", 12) == ["Corto.", "Más corto aún."]
+    body = chat_server.requests[-1]["body"]
+    assert "at most 12 characters" in body["messages"][0]["content"]
+    payload = json.loads(body["messages"][1]["content"])
+    assert payload["current_translation"] == "una línea larga" and payload["context_before"] == ["a"]
+
+
+# --- transformers, on a tiny randomly initialised Marian model ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_marian(tmp_path_factory) -> Path:
+    """A real MarianMT checkpoint folder with random weights and a SentencePiece vocabulary trained here."""
+    import sentencepiece as spm
+    import torch
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-marian")
+    corpus = folder / "corpus.txt"
+    rows = (ROOT / "benchmarks/data/mt_en.tsv").read_text(encoding="utf-8").splitlines()
+    corpus.write_text("\n".join(c for r in rows if not r.startswith("#") for c in r.split("\t")), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "sp"), vocab_size=120, model_type="unigram",
+        unk_id=2, bos_id=-1, eos_id=1, pad_id=0, unk_piece="<unk>", eos_piece="</s>", pad_piece="<pad>",
+    )  # fmt: skip
+    processor = spm.SentencePieceProcessor(model_file=str(folder / "sp.model"))
+    vocab = {processor.id_to_piece(i): i for i in range(processor.get_piece_size())}
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    for name in ("source.spm", "target.spm"):
+        (folder / name).write_bytes((folder / "sp.model").read_bytes())
+    tokenizer = MarianTokenizer(str(folder / "source.spm"), str(folder / "target.spm"), str(folder / "vocab.json"))
+    config = MarianConfig(
+        vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1, max_length=20,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = MarianMTModel(config).eval()
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    return folder / "model"
+
+
+def test_transformers_backend_loads_a_marian_folder_and_batches(tiny_marian, monkeypatch):
+    monkeypatch.setattr(translate.hub, "MAX_NEW_TOKENS", 8)
+    tr = translate.get_translator("transformers", source="en", target="es", model=str(tiny_marian), batch_size=4)
+    assert tr.family == "marian" and tr.forced_bos is None
+    lines = [f"I have {i} boxes." for i in range(9)] + [""]
+    out = tr.translate(lines)
+    assert len(out) == 10 and out[-1] == "" and all(isinstance(t, str) for t in out)
+    assert out == tr.translate(lines)  # beam search is deterministic
+    nbest = tr.shorten(lines, 0, out[0], 10)
+    assert 1 <= len(nbest) <= 6 + 1
+
+
+def test_transformers_language_codes():
+    from dubbing.translate.hub import default_model, nllb_code
+
+    assert nllb_code("es") == "spa_Latn" and nllb_code("pt-BR") == "por_Latn" and nllb_code("zho_Hant") == "zho_Hant"
+    with pytest.raises(DubbingError, match="no NLLB code"):
+        nllb_code("xx")
+    assert default_model("en", "de") == "opus-mt-en-de" and default_model("en", "pt") == "nllb-200-distilled-600m"
+
+
+def test_transformers_missing_hub_model_names_the_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(DubbingError, match="hf download Helsinki-NLP/opus-mt-en-de"):
+        translate.get_translator("transformers", source="en", target="de", model="opus-mt-en-de")
