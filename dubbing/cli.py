@@ -123,7 +123,10 @@ def serve(
     source: Annotated[Path, typer.Argument(help="The folder to watch (or a manifest file).")],
     languages: Annotated[str, typer.Option("--languages", "-l", help="Target languages, e.g. es,pt,fr.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
-    cron: Annotated[str, typer.Option(help="When to run (cron syntax, server time).")] = "0 2 * * *",
+    cron: Annotated[str, typer.Option(help="When to run (cron syntax, UTC).")] = "0 2 * * *",
+    every: Annotated[
+        float | None, typer.Option(help="Run every this many seconds instead of on the cron schedule.")
+    ] = None,
     preset: Annotated[str, typer.Option(help="Config preset.")] = "draft",
     name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
 ) -> None:
@@ -139,7 +142,12 @@ def serve(
         )
     from flows.localize_batch import serve as serve_batch
 
-    serve_batch(source.resolve(), out.resolve(), langs, cron, preset, name)
+    console.print(
+        f"serving deployment localize-batch/{name}: {source} -> {out} every " + (f"{every:g}s" if every else cron)
+    )
+    serve_batch(
+        source.resolve(), out.resolve(), langs, cron=None if every else cron, interval_s=every, preset=preset, name=name
+    )
 
 
 @app.command()
@@ -239,13 +247,13 @@ def lipsync_command(
         str | None, typer.Option(help="Output size: 720p, 1080p or WxH (default: the source's).")
     ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
-    backend: Annotated[str, typer.Option(help="Renderer: classical or wav2lip-onnx.")] = "classical",
-    model_path: Annotated[Path | None, typer.Option(help="wav2lip-onnx: the exported model.")] = None,
+    backend: Annotated[str, typer.Option(help="Renderer: classical or wav2lip.")] = "classical",
+    model_path: Annotated[Path | None, typer.Option(help="wav2lip: the exported model.")] = None,
 ) -> None:
     """Re-voice VIDEO with AUDIO: the speaking face mouths the new audio; the rest of the picture is kept."""
     from dubbing import lipsync
 
-    options = {"model_path": model_path} if backend == "wav2lip-onnx" else {}
+    options = {"model_path": model_path} if backend == "wav2lip" else {}
     result = lipsync.lipsync_video(
         video, audio, out, offset_ms=offset_ms, backend=backend, backend_options=options, fmt=fmt, resolution=resolution
     )

@@ -58,12 +58,20 @@ def _failure(state) -> str:
 
 
 def serve(
-    source: Path, out: Path, languages: list[str], cron: str, preset: str = "draft", name: str = "nightly"
+    source: Path,
+    out: Path,
+    languages: list[str],
+    *,
+    cron: str | None = None,
+    interval_s: float | None = None,
+    preset: str = "draft",
+    name: str = "nightly",
 ) -> None:
-    """Run a deployment of the batch flow on a cron schedule, in this process (needs a Prefect server)."""
+    """Run a deployment of the batch flow on a schedule, in this process (needs a Prefect server)."""
     localize_batch.serve(
         name=name,
         cron=cron,
+        interval=interval_s,
         parameters={
             "source": str(source),
             "out": str(out),
