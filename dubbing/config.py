@@ -30,6 +30,17 @@ class ASRConfig(Section):
     vad: bool = True
 
 
+class DiarizeConfig(Section):
+    """Who speaks when, and how words are grouped into dubbing lines."""
+
+    backend: Literal["campplus", "pyannote", "none"] = "campplus"  # none: one speaker, S1
+    speakers: int | None = Field(None, ge=1, le=20)  # None: estimate the count
+    merge_cos: float = Field(0.875, gt=0, le=1)  # campplus: clusters this similar are one speaker
+    min_line_s: float = Field(1.0, ge=0, le=10)  # utterance (dubbing line) length bounds
+    max_line_s: float = Field(10.0, ge=2, le=30)
+    pause_s: float = Field(0.6, gt=0, le=5)  # a silence this long ends a line
+
+
 TranslateBackend = Literal["apertium", "bergamot", "transformers", "openai-compatible"]
 
 
@@ -75,6 +86,7 @@ class LanguageConfig(Section):
 class Settings(Section):
     preset: str = "draft"
     asr: ASRConfig = Field(default_factory=ASRConfig)
+    diarize: DiarizeConfig = Field(default_factory=DiarizeConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
     language_defaults: LanguageConfig = Field(default_factory=LanguageConfig)
     languages: dict[str, LanguageConfig] = Field(default_factory=dict)

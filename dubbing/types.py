@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 ANALYSIS_RATE = 16_000  # what ASR, VAD and speaker models read
 MIX_RATE = 48_000  # full quality, for separation and mixing
+NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "km", "yue", "bo"}  # words joined without spaces
 
 
 class MediaInfo(BaseModel):
@@ -42,6 +43,18 @@ class Utterance(BaseModel):
     def duration(self) -> float:
         return self.end - self.start
 
+    @classmethod
+    def from_words(cls, words: list[Word], language: str | None = None) -> Utterance:
+        """An utterance spanning `words`, spoken by the first word's speaker (S1 when unknown)."""
+        sep = "" if language in NO_SPACE_LANGUAGES else " "
+        return cls(
+            start=words[0].start,
+            end=words[-1].end,
+            text=sep.join(w.word for w in words).strip(),
+            speaker=words[0].speaker or "S1",
+            words=list(words),
+        )
+
 
 class Transcript(BaseModel):
     language: str
@@ -52,6 +65,29 @@ class Transcript(BaseModel):
     @property
     def speakers(self) -> list[str]:
         return sorted({u.speaker for u in self.utterances})
+
+
+class SpeakerTurn(BaseModel):
+    """A stretch of time in which one speaker talks (diarization's output)."""
+
+    start: float
+    end: float
+    speaker: str
+
+
+class SpeakerProfile(BaseModel):
+    """One source speaker, for the voice stage to match: embedding, pitch and a clean reference clip.
+    `speaker`, `reference_clip` and `median_pitch_hz` carry the same meaning as in `SourceSpeaker`."""
+
+    speaker: str
+    reference_clip: str  # WAV of their longest speech nobody else talks over
+    reference_start: float
+    reference_end: float
+    median_pitch_hz: float | None = None
+    talk_time_s: float
+    utterances: int
+    embedding: list[float] = Field(default_factory=list)  # L2-normalised CAM++ (192 dims)
+    embedding_model: str = "campplus"
 
 
 class ScriptLine(BaseModel):

@@ -1,0 +1,473 @@
+"""Speaker diarization: who speaks when; words labelled with speakers; utterances for dubbing; speaker profiles.
+
+Backends implement `Diarizer` and return speaker turns; `get_diarizer(name, ...)` picks one by its config name.
+The offline default (`campplus`) finds speech with silero VAD, embeds overlapping ~1.5 s windows with CAM++
+and clusters them (spectral clustering with an eigengap speaker count, as 3D-Speaker does, then merging
+clusters whose centroids are near). `pyannote` runs `pyannote/speaker-diarization-3.1` when it is installed
+and cached.
+
+Everything after the turns is backend-independent: `assign_speakers` gives each word one speaker (a turn
+boundary never splits a word), `make_utterances` groups words into dubbing lines by speaker, pause and
+punctuation, and `speaker_profiles` describes each speaker for voice matching.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from dubbing import speaker_embedding
+from dubbing.errors import DubbingError
+from dubbing.files import atomic_path
+from dubbing.types import ANALYSIS_RATE, SpeakerProfile, SpeakerTurn, Transcript, Utterance, Word
+from dubbing.vad import read_analysis_audio, speech_regions
+
+log = logging.getLogger(__name__)
+
+FRAME_S = 0.01  # fbank hop: the time resolution of the turns
+SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
+CLAUSE_END = (",", ";", ":", "，", "、", "；", "：", "—")
+
+
+class Diarizer(Protocol):
+    name: str
+
+    def diarize(self, audio: Path, *, speakers: int | None = None) -> list[SpeakerTurn]:
+        """Speaker turns of 16 kHz mono audio; `speakers` fixes the count, None estimates it."""
+        ...
+
+
+def windows(regions: Sequence[tuple[float, float]], length_s: float, shift_s: float) -> list[tuple[float, float]]:
+    """Overlapping windows covering each region; the last one is aligned to the region's end."""
+    out = []
+    for start, end in regions:
+        t = start
+        while t + length_s < end:
+            out.append((t, t + length_s))
+            t += shift_s
+        if t < end:
+            out.append((max(start, end - length_s), end))
+    return out
+
+
+def embed_windows(samples: np.ndarray, spans: Sequence[tuple[float, float]], batch: int = 32) -> np.ndarray:
+    """One L2-normalised CAM++ embedding per span; features are computed once for the whole file."""
+    import torch
+
+    if not spans:
+        return np.zeros((0, 192), dtype=np.float32)
+    feats = speaker_embedding.fbank(samples)
+    pieces = []
+    for start, end in spans:
+        first = min(int(start / FRAME_S), len(feats) - 1)
+        piece = feats[first : max(first + 1, int(end / FRAME_S) - 2)]
+        pieces.append(piece - piece.mean(axis=0, keepdims=True))
+    net = speaker_embedding.load_model()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(pieces), batch):
+            group = pieces[i : i + batch]
+            longest = max(len(p) for p in group)
+            padded = np.zeros((len(group), longest, feats.shape[1]), dtype=np.float32)
+            for j, p in enumerate(group):
+                padded[j, : len(p)] = p
+            # equal-length windows pad by at most a frame or two; short tail windows go alone
+            if any(longest - len(p) > 2 for p in group):
+                out.extend(net(torch.from_numpy(p[None]))[0].numpy() for p in group)
+            else:
+                out.extend(net(torch.from_numpy(padded)).numpy())
+    emb = np.stack(out).astype(np.float32)
+    return emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9)
+
+
+def cluster(
+    emb: np.ndarray,
+    *,
+    speakers: int | None = None,
+    max_speakers: int = 10,
+    merge_cos: float = 0.875,
+    min_cluster: int = 4,
+    min_windows: int = 10,
+    prune: float = 0.012,
+) -> np.ndarray:
+    """Cluster labels (0..k-1) for window embeddings.
+
+    Spectral clustering on a pruned cosine affinity (each row keeps its strongest links), with the speaker
+    count from the largest eigengap; then clusters with fewer than `min_cluster` windows are folded into the
+    nearest big one and clusters whose centroids are closer than `merge_cos` are merged. Too few windows
+    (under `min_windows`) to estimate a count means one speaker.
+    """
+    n = len(emb)
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    if speakers is not None:
+        speakers = min(speakers, n)
+    if speakers == 1 or (speakers is None and n < min_windows):
+        return np.zeros(n, dtype=int)
+    affinity = emb @ emb.T
+    drop = min(int((1 - prune) * n), n - min(6, n))
+    for row in affinity:
+        row[np.argsort(row)[:drop]] = 0.0
+    affinity = 0.5 * (affinity + affinity.T)
+    np.fill_diagonal(affinity, 0.0)
+    laplacian = np.diag(np.abs(affinity).sum(axis=1)) - affinity
+    eigvals, eigvecs = np.linalg.eigh(laplacian)
+    k = speakers or int(np.argmax(np.diff(eigvals[: max_speakers + 1]))) + 1
+    if k == 1:
+        return np.zeros(n, dtype=int)
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(n_clusters=k, random_state=0, n_init=10).fit_predict(eigvecs[:, :k])
+    if speakers is None:
+        labels = _fold_small_clusters(emb, labels, min_cluster)
+        labels = _merge_close_clusters(emb, labels, merge_cos)
+    return _renumber(labels)
+
+
+def _centroids(emb: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    cents = np.stack([emb[labels == c].mean(axis=0) for c in ids])
+    return cents / (np.linalg.norm(cents, axis=1, keepdims=True) + 1e-9)
+
+
+def _fold_small_clusters(emb: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:
+    ids, sizes = np.unique(labels, return_counts=True)
+    big = ids[sizes >= min_size]
+    if len(big) == 0:
+        return np.zeros_like(labels)
+    if len(big) == len(ids):
+        return labels
+    cents = _centroids(emb, labels, big)
+    labels = labels.copy()
+    small = ~np.isin(labels, big)
+    labels[small] = big[np.argmax(emb[small] @ cents.T, axis=1)]
+    return labels
+
+
+def _merge_close_clusters(emb: np.ndarray, labels: np.ndarray, merge_cos: float) -> np.ndarray:
+    labels = labels.copy()
+    while len(ids := np.unique(labels)) > 1:
+        sims = np.triu(_centroids(emb, labels, ids) @ _centroids(emb, labels, ids).T, 1)
+        i, j = np.unravel_index(np.argmax(sims), sims.shape)
+        if sims[i, j] < merge_cos:
+            break
+        labels[labels == ids[j]] = ids[i]
+    return labels
+
+
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    """Label clusters 0, 1, ... in order of first appearance, so S1 is whoever speaks first."""
+    order = {c: i for i, c in enumerate(dict.fromkeys(labels.tolist()))}
+    return np.array([order[c] for c in labels.tolist()], dtype=int)
+
+
+def turns_from_windows(
+    regions: Sequence[tuple[float, float]], spans: Sequence[tuple[float, float]], labels: np.ndarray
+) -> list[SpeakerTurn]:
+    """Each 10 ms frame of speech takes the label of the window whose centre is nearest; runs become turns."""
+    if not spans:
+        return []
+    centres = np.array([(s + e) / 2 for s, e in spans])
+    order = np.argsort(centres)
+    centres, labels = centres[order], np.asarray(labels)[order]
+    turns: list[SpeakerTurn] = []
+    for start, end in regions:
+        times = np.arange(start, end, FRAME_S) + FRAME_S / 2
+        idx = (
+            np.clip(np.searchsorted(centres, times), 1, len(centres) - 1)
+            if len(centres) > 1
+            else np.zeros(len(times), dtype=int)
+        )
+        if len(centres) > 1:
+            idx = np.where(np.abs(times - centres[idx - 1]) <= np.abs(times - centres[idx]), idx - 1, idx)
+        frame_labels = labels[idx]
+        cuts = np.flatnonzero(np.diff(frame_labels)) + 1
+        bounds = [0, *cuts.tolist(), len(frame_labels)]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+            turn_start, turn_end = start + a * FRAME_S, min(end, start + b * FRAME_S)
+            speaker = f"S{int(frame_labels[a]) + 1}"
+            if turns and turns[-1].speaker == speaker and turn_start - turns[-1].end < 1e-6:
+                turns[-1] = turns[-1].model_copy(update={"end": round(turn_end, 3)})
+            else:
+                turns.append(SpeakerTurn(start=round(turn_start, 3), end=round(turn_end, 3), speaker=speaker))
+    return turns
+
+
+class CampplusDiarizer:
+    """Offline: silero VAD, CAM++ embeddings of ~1.5 s windows, spectral clustering with an automatic count."""
+
+    name = "campplus"
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 1.5,
+        shift_s: float = 0.6,
+        merge_cos: float = 0.875,
+        max_speakers: int = 10,
+        threads: int | None = None,
+    ) -> None:
+        import torch
+
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        speaker_embedding.load_model()  # fail early (missing weights) rather than mid-run
+        self.window_s, self.shift_s = window_s, shift_s
+        self.merge_cos, self.max_speakers = merge_cos, max_speakers
+
+    def diarize(self, audio: Path, *, speakers: int | None = None) -> list[SpeakerTurn]:
+        samples = read_analysis_audio(audio)
+        regions = speech_regions(samples)
+        spans = windows(regions, self.window_s, self.shift_s)
+        emb = embed_windows(samples, spans)
+        labels = cluster(emb, speakers=speakers, max_speakers=self.max_speakers, merge_cos=self.merge_cos)
+        return turns_from_windows(regions, spans, labels)
+
+
+class PyannoteDiarizer:
+    """pyannote.audio's `speaker-diarization-3.1` (extra `pyannote`): gated on the hub, so it needs the pipeline
+    in the local Hugging Face cache and a token (HF_TOKEN) for the first download."""
+
+    name = "pyannote"
+
+    def __init__(self, *, model: str = "pyannote/speaker-diarization-3.1", token: str | None = None) -> None:
+        try:
+            from pyannote.audio import Pipeline
+        except ImportError as exc:
+            raise DubbingError(
+                f"the pyannote diarization backend needs pyannote-audio ({exc}); install the `pyannote` extra "
+                f"or use diarize.backend: campplus"
+            ) from None
+        import inspect
+
+        token = token or os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_TOKEN")
+        # pyannote.audio 4 takes `token=`, 3.x `use_auth_token=`
+        key = "token" if "token" in inspect.signature(Pipeline.from_pretrained).parameters else "use_auth_token"
+        try:
+            pipeline = Pipeline.from_pretrained(model, **{key: token})
+        except Exception as exc:  # hub errors come in many types; all mean "not obtainable here"
+            raise DubbingError(
+                f"cannot load pyannote pipeline {model!r} ({type(exc).__name__}); accept its licence on the hub, "
+                f"set HF_TOKEN and run `hf download {model}` on a connected machine"
+            ) from None
+        if pipeline is None:  # 3.x returns None when the gated download is refused
+            raise DubbingError(f"pyannote pipeline {model!r} is gated: set HF_TOKEN after accepting its licence")
+        self.pipeline = pipeline
+
+    def diarize(self, audio: Path, *, speakers: int | None = None) -> list[SpeakerTurn]:
+        import torch
+
+        samples = read_analysis_audio(audio)
+        # an in-memory waveform avoids pyannote's torchcodec decoding
+        source = {"waveform": torch.from_numpy(samples)[None], "sample_rate": ANALYSIS_RATE}
+        output = self.pipeline(source, **({"num_speakers": speakers} if speakers else {}))
+        annotation = getattr(output, "speaker_diarization", output)  # 4.x wraps the annotation
+        names: dict[str, str] = {}
+        turns = []
+        for segment, _, label in annotation.itertracks(yield_label=True):
+            speaker = names.setdefault(label, f"S{len(names) + 1}")
+            turns.append(SpeakerTurn(start=round(segment.start, 3), end=round(segment.end, 3), speaker=speaker))
+        return sorted(turns, key=lambda t: t.start)
+
+
+BACKENDS: dict[str, type] = {"campplus": CampplusDiarizer, "pyannote": PyannoteDiarizer}
+
+
+def get_diarizer(backend: str, **options) -> Diarizer:
+    try:
+        cls = BACKENDS[backend]
+    except KeyError:
+        raise DubbingError(f"unknown diarization backend {backend!r}; available: {', '.join(BACKENDS)}") from None
+    return cls(**options)
+
+
+# --- words to speakers to utterances ---------------------------------------------------------------------
+
+
+def assign_speakers(words: Sequence[Word], turns: Sequence[SpeakerTurn]) -> list[Word]:
+    """Each word gets the speaker whose turns overlap it most (the nearest turn when none does): whole words,
+    so a speaker change never falls inside one."""
+    if not turns:
+        return [w.model_copy(update={"speaker": w.speaker or "S1"}) for w in words]
+    starts = np.array([t.start for t in turns])
+    ends = np.array([t.end for t in turns])
+    names = [t.speaker for t in turns]
+    out = []
+    for w in words:
+        overlap = np.minimum(ends, w.end) - np.maximum(starts, w.start)
+        totals: dict[str, float] = {}
+        for name, ov in zip(names, overlap, strict=True):
+            if ov > 0:
+                totals[name] = totals.get(name, 0.0) + float(ov)
+        if totals:
+            speaker = max(totals, key=totals.__getitem__)
+        else:
+            mid = (w.start + w.end) / 2
+            distance = np.maximum(starts - mid, 0) + np.maximum(mid - ends, 0)
+            speaker = names[int(np.argmin(distance))]
+        out.append(w.model_copy(update={"speaker": speaker}))
+    return out
+
+
+def make_utterances(
+    words: Sequence[Word],
+    *,
+    language: str | None = None,
+    min_s: float = 1.0,
+    max_s: float = 10.0,
+    pause_s: float = 0.6,
+    sentence_pause_s: float = 0.15,
+) -> list[Utterance]:
+    """Group speaker-labelled words into dubbing lines.
+
+    A line ends at a speaker change, at a pause of `pause_s`, or at a sentence end followed by a short pause
+    once it is at least `min_s` long; a line that would outgrow `max_s` is split at its best break (sentence
+    end, then clause end, then the longest pause) that leaves both parts at least `min_s` where possible.
+    """
+    groups: list[list[Word]] = []
+    current: list[Word] = []
+    for word in words:
+        if current:
+            prev = current[-1]
+            gap = word.start - prev.end
+            long_enough = word.end - current[0].start >= min_s and prev.end - current[0].start >= min_s
+            if (
+                word.speaker != prev.speaker
+                or gap >= pause_s
+                or (prev.word.endswith(SENTENCE_END) and gap >= sentence_pause_s and long_enough)
+            ):
+                groups.append(current)
+                current = []
+        current.append(word)
+        while current[-1].end - current[0].start > max_s and len(current) > 1:
+            cut = _best_break(current, min_s, max_s)
+            groups.append(current[:cut])
+            current = current[cut:]
+    if current:
+        groups.append(current)
+    return [Utterance.from_words(g, language) for g in groups]
+
+
+def _best_break(words: Sequence[Word], min_s: float, max_s: float) -> int:
+    """Index to split `words` at (1..len-1): the left part fits `max_s`, both parts ideally reach `min_s`."""
+    start, end = words[0].start, words[-1].end
+    best, best_score = len(words) - 1, -np.inf
+    for i in range(1, len(words)):
+        left = words[i - 1].end - start
+        if left > max_s:
+            break
+        right = end - words[i].start
+        gap = words[i].start - words[i - 1].end
+        text = words[i - 1].word
+        score = gap + (3.0 if text.endswith(SENTENCE_END) else 1.5 if text.endswith(CLAUSE_END) else 0.0)
+        score -= 5.0 * (left < min_s) + 5.0 * (right < min_s)
+        score += 0.01 * left  # prefer longer lines among equals
+        if score > best_score:
+            best, best_score = i, score
+    return best
+
+
+def attribute(
+    transcript: Transcript,
+    turns: Sequence[SpeakerTurn],
+    *,
+    min_s: float = 1.0,
+    max_s: float = 10.0,
+    pause_s: float = 0.6,
+) -> Transcript:
+    """The transcript regrouped into speaker-labelled dubbing lines (words and their times unchanged)."""
+    words = [w for u in transcript.utterances for w in u.words]
+    labelled = assign_speakers(words, turns)
+    utterances = make_utterances(labelled, language=transcript.language, min_s=min_s, max_s=max_s, pause_s=pause_s)
+    return transcript.model_copy(update={"utterances": utterances})
+
+
+# --- speaker profiles -------------------------------------------------------------------------------------
+
+
+def speaker_profiles(
+    transcript: Transcript,
+    analysis_audio: Path,
+    out_dir: Path,
+    *,
+    reference_audio: Path | None = None,
+    reference_s: tuple[float, float] = (3.0, 10.0),
+) -> list[SpeakerProfile]:
+    """One profile per speaker: CAM++ embedding of all their speech, median pitch, and a reference clip (their
+    longest stretch of speech that nobody else talks over, at most `reference_s[1]` seconds) written as a WAV
+    cut from `reference_audio` (default: the analysis audio) for the voice stage to match."""
+    samples = read_analysis_audio(analysis_audio)
+    full, full_rate = (samples, ANALYSIS_RATE) if reference_audio is None else _read_any(reference_audio)
+    profiles = []
+    for speaker in transcript.speakers:
+        own = [u for u in transcript.utterances if u.speaker == speaker]
+        others = [u for u in transcript.utterances if u.speaker != speaker]
+        spans = [(u.start, u.end) for u in own]
+        talk = sum(e - s for s, e in spans)
+        emb = embed_windows(samples, windows(spans, 1.5, 0.75))
+        centroid = emb.mean(axis=0) if len(emb) else None
+        clean = _clean_stretches(own, others)
+        start, end = max(clean, key=lambda se: se[1] - se[0]) if clean else max(spans, key=lambda se: se[1] - se[0])
+        end = min(end, start + reference_s[1])
+        if end - start < reference_s[0]:
+            log.info("speaker %s: longest clean speech is only %.1fs", speaker, end - start)
+        clip = full[int(start * full_rate) : int(end * full_rate)]
+        path = Path(out_dir) / f"{speaker}.reference.wav"
+        _write_wav(path, clip, full_rate)
+        profiles.append(
+            SpeakerProfile(
+                speaker=speaker,
+                reference_clip=str(path),
+                reference_start=round(start, 3),
+                reference_end=round(end, 3),
+                median_pitch_hz=median_pitch(samples, spans),
+                talk_time_s=round(talk, 3),
+                utterances=len(own),
+                embedding=[] if centroid is None else (centroid / (np.linalg.norm(centroid) + 1e-9)).round(5).tolist(),
+            )
+        )
+    return profiles
+
+
+def _clean_stretches(own: Sequence[Utterance], others: Sequence[Utterance], join_gap: float = 0.3):
+    """Stretches of one speaker's consecutive utterances (gaps under `join_gap` bridged) that no other
+    speaker's utterance overlaps."""
+    merged: list[list[float]] = []
+    for u in sorted(own, key=lambda u: u.start):
+        if merged and u.start - merged[-1][1] <= join_gap:
+            merged[-1][1] = max(merged[-1][1], u.end)
+        else:
+            merged.append([u.start, u.end])
+    return [(s, e) for s, e in merged if not any(o.start < e and o.end > s for o in others)]
+
+
+def median_pitch(samples: np.ndarray, spans: Sequence[tuple[float, float]]) -> float | None:
+    """Median F0 (Hz) of the voiced frames in `spans`, by Praat's autocorrelation pitch tracker."""
+    import parselmouth
+
+    pieces = [samples[int(s * ANALYSIS_RATE) : int(e * ANALYSIS_RATE)] for s, e in spans]
+    pieces = [p for p in pieces if len(p) > ANALYSIS_RATE // 10]
+    if not pieces:
+        return None
+    sound = parselmouth.Sound(np.concatenate(pieces).astype(np.float64), sampling_frequency=ANALYSIS_RATE)
+    f0 = sound.to_pitch(pitch_floor=60.0, pitch_ceiling=500.0).selected_array["frequency"]
+    voiced = f0[f0 > 0]
+    return round(float(np.median(voiced)), 1) if len(voiced) else None
+
+
+def _read_any(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return data.mean(axis=1), rate
+
+
+def _write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
+    import soundfile as sf
+
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), audio, rate, format="WAV", subtype="PCM_16")
+    return Path(path)

