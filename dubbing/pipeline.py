@@ -183,6 +183,27 @@ Shorten = Callable[[ScriptLine, float, float], "str | None"]
 """Hook into translation: (line, seconds it must fit, seconds it takes now) -> a shorter text, or None."""
 
 
+def translation_shortener(script: Script, cfg: LanguageConfig) -> Shorten:
+    """The `shorten` hook for synthesize_track: asks the language's translator for a shorter rendering of a
+    line the voice stage measured as too long (rule-based condensation, n-best or an LLM rewrite)."""
+    translator = translate.translator_for(cfg.translate, script.source_language, script.language)
+    sources = [line.source_text for line in sorted(script.lines, key=lambda line: line.index)]
+    positions = {line.index: i for i, line in enumerate(sorted(script.lines, key=lambda line: line.index))}
+
+    def shorten(line: ScriptLine, budget_s: float, natural_s: float) -> str | None:
+        return translate.shorter_after_synthesis(
+            translator,
+            sources,
+            positions[line.index],
+            line.text,
+            budget_s=budget_s,
+            natural_s=natural_s,
+            tts_backend=cfg.tts.backend,
+        )
+
+    return shorten
+
+
 def synthesizer_for(cfg: LanguageConfig) -> tts.Synthesizer:
     """The language's TTS backend; XTTS (cloning) instead whenever its weights are cached and allowed."""
     if cfg.tts.clone_when_available and cfg.tts.match != "none" and tts.xtts_available():

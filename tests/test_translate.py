@@ -358,3 +358,28 @@ def test_transformers_missing_hub_model_names_the_fetch_command(tmp_path, monkey
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(DubbingError, match="hf download Helsinki-NLP/opus-mt-en-de"):
         translate.get_translator("transformers", source="en", target="de", model="opus-mt-en-de")
+
+
+def test_voice_stage_hook_returns_a_line_that_really_speaks_shorter(tmp_path):
+    """The hook synthesize_track calls when a measured clip is too long: the shorter line, spoken by the same
+    espeak-ng voice, must actually take less time."""
+    from dubbing import pipeline, tts
+    from dubbing.types import Script, ScriptLine
+
+    cfg = load_settings().for_language("es")
+    source = "Well, you know, I think that the meeting is, like, really very important for all of us."
+    translator = translate.translator_for(cfg.translate, "en", "es")
+    (text,) = translator.translate([source])
+    line = ScriptLine(index=0, speaker="S1", start=0.0, end=3.0, source_text=source, text=text)
+    script = Script(source_language="en", language="es", translator=translator.name, lines=[line])
+    synth = tts.get_synthesizer("espeak")
+
+    def seconds(t: str) -> float:
+        audio, rate = synth.synthesize(t, language="es", voice="es")
+        return len(audio) / rate
+
+    natural_s = seconds(text)
+    shorten = pipeline.translation_shortener(script, cfg)
+    shorter = shorten(line, 0.7 * natural_s, natural_s)
+    assert shorter and "reunión" in shorter and seconds(shorter) < 0.85 * natural_s
+    assert shorten(line, 1.1 * natural_s, natural_s) is None  # it already fits: nothing to do

@@ -31,6 +31,7 @@ __all__ = [
     "available_routes",
     "fit_to_slots",
     "isochrony",
+    "shorter_after_synthesis",
     "get_translator",
     "translator_for",
 ]
@@ -197,3 +198,33 @@ def fit_to_slots(
         shorten=ask if shorten else None,
         keep=keep,
     )
+
+
+def shorter_after_synthesis(
+    translator: ConfiguredTranslator,
+    sources: list[str],
+    index: int,
+    text: str,
+    *,
+    budget_s: float,
+    natural_s: float,
+    tts_backend: str,
+) -> str | None:
+    """A second chance once the voice stage has measured a line: `text` took `natural_s` at speed 1.0 and must
+    fit `budget_s`. Candidates are timed by the estimate scaled to this voice's measured rate; None when no
+    faithful shorter rendering exists."""
+    if not text.strip() or natural_s <= budget_s:
+        return None
+    estimate = isochrony.estimate_seconds(text, translator.target, tts_backend)
+    scale = natural_s / estimate if estimate else 1.0
+    target_chars = max(8, int(len(text) * budget_s / natural_s))
+    required = translator.required_terms(sources[index])
+    choice = isochrony.choose_shorter(
+        text,
+        natural_s,
+        budget_s,
+        translator.shorten(sources, index, text, target_chars),
+        lambda c: isochrony.estimate_seconds(c, translator.target, tts_backend) * scale,
+        lambda c: isochrony.faithful(text, c, required),
+    )
+    return choice.text if choice else None

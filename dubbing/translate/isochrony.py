@@ -138,6 +138,40 @@ def fit_lines(
     return results
 
 
+@dataclass
+class Choice:
+    text: str
+    seconds: float
+    fits: bool
+    notes: list[str]
+
+
+def choose_shorter(
+    text: str,
+    current_s: float,
+    budget_s: float,
+    candidates: Sequence[str],
+    seconds: Callable[[str], float],
+    keep: Callable[[str], bool],
+) -> Choice | None:
+    """The rendering to use instead of `text` (which takes `current_s`, more than `budget_s`), or None.
+
+    Candidates come in the backend's order of preference (least condensed or best scored first); among those
+    `keep` accepts as faithful and that are shorter, the first that fits the budget wins, so a line is cut no
+    more than it needs; when none fits, the shortest one is taken."""
+    unique = [c for c in dict.fromkeys(c.strip() for c in candidates) if c and c != text]
+    kept = [c for c in unique if keep(c)]
+    shorter = [(c, s) for c, s in ((c, seconds(c)) for c in kept) if s < current_s]
+    notes = [f"{len(unique)} shorter candidates, {len(kept)} kept as faithful"]
+    fitting = [(c, s) for c, s in shorter if s <= budget_s + 1e-6]
+    if fitting:
+        return Choice(*fitting[0], True, notes)
+    if shorter:
+        best, best_s = min(shorter, key=lambda pair: pair[1])
+        return Choice(best, best_s, False, notes + [f"the shortest still needs {best_s / budget_s:.2f}x the budget"])
+    return None
+
+
 def _shorten_line(
     index: int,
     text: str,
@@ -151,30 +185,28 @@ def _shorten_line(
 ) -> LineFit:
     budget_s = slot_s * max_speedup
     target_chars = max(8, int(len(text) * budget_s / max(estimate, 1e-3)))
-    candidates = [c for c in dict.fromkeys(c.strip() for c in shorten(index, text, target_chars)) if c and c != text]
-    kept = [c for c in candidates if (keep or _faithful_enough)(index, text, c)]
-    scored = [(c, estimate_seconds(c, language, tts_backend)) for c in kept]
-    shorter = [(c, e) for c, e in scored if e < estimate]
-    fitting = [(c, e) for c, e in shorter if fits(e, slot_s, max_speedup)]
-    notes = [f"{len(candidates)} shorter candidates, {len(kept)} kept as faithful"]
-    if fitting:
-        best, best_s = fitting[0]
-        action = "shortened"
-    elif shorter:
-        best, best_s = min(shorter, key=lambda pair: pair[1])
-        action = "shortened_over"
-        notes.append(f"shortest faithful rendering still needs {best_s / slot_s:.2f}x speed-up")
-    else:
-        return LineFit(text, estimate, slot_s, "over", candidates=len(candidates), notes=notes)
+    candidates = shorten(index, text, target_chars)
+    choice = choose_shorter(
+        text,
+        estimate,
+        budget_s,
+        candidates,
+        lambda c: estimate_seconds(c, language, tts_backend),
+        lambda c: (keep or _faithful_enough)(index, text, c),
+    )
+    if choice is None:
+        return LineFit(
+            text, estimate, slot_s, "over", notes=[f"{len(candidates)} candidates, none shorter and faithful"]
+        )
     return LineFit(
-        best,
-        best_s,
+        choice.text,
+        choice.seconds,
         slot_s,
-        action,
+        "shortened" if choice.fits else "shortened_over",
         original_text=text,
         original_estimate_s=estimate,
         candidates=len(candidates),
-        notes=notes,
+        notes=choice.notes,
     )
 
 
