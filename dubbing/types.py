@@ -104,6 +104,8 @@ class ScriptLine(BaseModel):
     length_action: str | None = None  # fits | shortened | shortened_over | over | empty (see translate.isochrony)
     first_text: str | None = None  # the translation before it was shortened
     synth_s: float | None = None
+    natural_s: float | None = None  # length of the synthesised line at speed 1.0 (voice stage)
+    fit_end: float | None = None  # latest end the timing fit allowed (next line's start, less a guard)
     speed: float | None = None
     voice: str | None = None
     notes: list[str] = Field(default_factory=list)
@@ -134,6 +136,36 @@ class DubTrack(BaseModel):
     sample_rate: int
     duration_s: float
     clips: list[PlacedClip] = Field(default_factory=list)
+    voices: dict[str, VoiceMatch] = Field(default_factory=dict)  # speaker -> the voice it was given
+
+
+class VoiceMatch(BaseModel):
+    """The TTS voice chosen for one speaker and how it is moved toward the original (voice matching)."""
+
+    speaker: str
+    backend: str
+    voice: str  # a bank voice, a blend ('a*0.7+b*0.3'), or for cloning backends the reference clip path
+    pitch_hz: float | None = None  # target median pitch (None: leave the voice's own)
+    formant_ratio: float = 1.0  # praat "Change gender" formant shift (1: unchanged)
+    pitch_range: float = 1.0  # scale of pitch movement around the median
+    similarity_default: float | None = None  # cosine(source, backend's default voice)
+    similarity_bank: float | None = None  # cosine(source, chosen voice before pitch/formant shifts)
+    similarity_after: float | None = None  # cosine(source, voice after matching)
+
+    @property
+    def label(self) -> str:
+        """How script.json names the voice (enough to reproduce it)."""
+        extra = f" pitch={self.pitch_hz:.0f}Hz formant={self.formant_ratio:.2f}" if self.pitch_hz else ""
+        return f"{self.backend}:{self.voice}{extra}"
+
+
+class SourceSpeaker(BaseModel):
+    """What voice matching needs about an original speaker: a clip of their speech and its median pitch
+    (filled from diarization's speaker profile when there is one, else cut from the source audio)."""
+
+    speaker: str
+    reference_clip: str
+    median_pitch_hz: float | None = None
 
 
 class LanguageOutputs(BaseModel):

@@ -1,0 +1,78 @@
+"""Timing fit: windows, speed plans, pitch-preserving stretch, drift-free placement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dubbing import timing
+from tests.conftest import make_speech
+
+
+def test_window_borrows_silence_before_another_speaker_only():
+    other = timing.window_for(1.0, 2.0, "A", (3.0, "B"), 10.0, far_gap_s=0.6, guard_s=0.05)
+    assert other.soft_end == pytest.approx(2.95) and other.hard_end == pytest.approx(2.95)
+    same_close = timing.window_for(1.0, 2.0, "A", (2.3, "A"), 10.0, far_gap_s=0.6, guard_s=0.05)
+    assert same_close.soft_end == pytest.approx(2.0) and same_close.hard_end == pytest.approx(2.25)
+    same_far = timing.window_for(1.0, 2.0, "A", (4.0, "A"), 10.0, far_gap_s=0.6, guard_s=0.05)
+    assert same_far.soft_end == pytest.approx(3.95)
+    abutting = timing.window_for(1.0, 2.0, "A", (2.0, "B"), 10.0)
+    assert abutting.hard_end == pytest.approx(2.0)  # never past the next line's start
+    last = timing.window_for(8.0, 9.0, "A", None, 10.0)
+    assert last.hard_end == 10.0
+
+
+def test_plan_never_slows_down_and_never_exceeds_the_maximum():
+    window = timing.Window(start=0.0, end=2.0, soft_end=2.0, hard_end=3.0)
+    short = timing.plan_speed(1.0, window, 1.25)
+    assert short.speed == 1.0 and short.target_s == pytest.approx(1.0)  # not stretched to fill the slot
+    needs = timing.plan_speed(2.2, window, 1.25)
+    assert needs.speed == pytest.approx(1.1) and not needs.over_limit and not needs.borrowed
+    borrow = timing.plan_speed(2.8, window, 1.25)  # 1.4x for its own slot: borrow the gap instead
+    assert borrow.speed == 1.0 and borrow.borrowed and not borrow.over_limit
+    too_long = timing.plan_speed(6.0, window, 1.25)
+    assert too_long.over_limit and too_long.speed == 1.25 and too_long.target_s == pytest.approx(4.8)
+
+
+def test_rate_estimator_learns_seconds_per_character():
+    est = timing.RateEstimator()
+    assert est.estimate("hello world") is None
+    est.update("a" * 20, 1.0)
+    est.update("b" * 40, 2.0)
+    assert est.estimate("c" * 30) == pytest.approx(1.5)
+
+
+def _median_pitch(audio: np.ndarray, rate: int) -> float:
+    import parselmouth
+
+    f0 = parselmouth.Sound(audio.astype(np.float64), rate).to_pitch().selected_array["frequency"]
+    return float(np.median(f0[f0 > 0]))
+
+
+def test_conform_stretches_to_the_exact_length_and_keeps_pitch(tmp_path):
+    wav = make_speech(tmp_path / "s.wav", "The quick brown fox jumps over the lazy dog near the river bank.")
+    audio, rate = sf.read(str(wav), dtype="float32")
+    target_s = len(audio) / rate / 1.2
+    out = timing.conform(audio, rate, target_s)
+    assert len(out) == int(round(target_s * rate))
+    assert _median_pitch(out, rate) == pytest.approx(_median_pitch(audio, rate), rel=0.06)
+    assert np.sqrt(np.mean(out**2)) > 0.3 * np.sqrt(np.mean(audio**2))  # still speech, not silence
+
+
+def test_placement_is_sample_exact_over_ten_minutes():
+    rate, duration = 24_000, 600.0
+    starts = np.arange(0.5, 599.0, 2.37)
+    clip = np.ones(int(0.5 * rate), dtype=np.float32)
+    track = timing.place_clips([(float(s), clip) for s in starts], rate, duration)
+    assert len(track) == int(duration * rate)
+    onsets = np.flatnonzero(np.diff((track > 0.5).astype(np.int8)) == 1) + 1
+    assert len(onsets) == len(starts)
+    assert np.max(np.abs(onsets / rate - starts)) <= 1 / rate  # no drift, even at the end
+    assert track.max() <= 1.0  # no clip overlapped another
+
+
+def test_clip_running_into_the_next_is_cut_not_overlapped():
+    rate = 1000
+    track = timing.place_clips([(0.0, np.ones(800, np.float32)), (0.5, np.ones(100, np.float32))], rate, 1.0)
+    assert track.max() <= 1.0 and track[499] < 0.2  # faded out before the next start

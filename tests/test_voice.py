@@ -1,0 +1,118 @@
+"""Voice matching (CAM++ embeddings, pitch and formant shifts) and the synthesize step that uses it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dubbing import pipeline, speaker_embedding, tts, voice
+from dubbing.config import load_settings
+from dubbing.types import Script, ScriptLine, SourceSpeaker, VoiceMatch
+from tests.conftest import make_speech, media_file
+
+
+@pytest.fixture(scope="module")
+def phone_call(tmp_path_factory):
+    """The two real speakers of pyannote_sample.wav, each as a reference clip cut along the reference RTTM."""
+    wav = media_file("pyannote_sample.wav")
+    audio, rate = sf.read(str(wav), dtype="float32")
+    turns: dict[str, list[np.ndarray]] = {}
+    for row in media_file("pyannote_sample.rttm").read_text().splitlines():
+        f = row.split()
+        turns.setdefault(f[7], []).append(audio[int(float(f[3]) * rate) : int((float(f[3]) + float(f[4])) * rate)])
+    folder = tmp_path_factory.mktemp("speakers")
+    speakers = []
+    for name, pieces in sorted(turns.items()):
+        sf.write(str(folder / f"{name}.wav"), np.concatenate(pieces), rate)
+        speakers.append(SourceSpeaker(speaker=name, reference_clip=str(folder / f"{name}.wav")))
+    return speakers
+
+
+def _halves(path: str) -> tuple[np.ndarray, np.ndarray, int]:
+    audio, rate = sf.read(path, dtype="float32")
+    return audio[: len(audio) // 2], audio[len(audio) // 2 :], rate
+
+
+def test_embeddings_tell_the_two_real_speakers_apart(phone_call):
+    a1, a2, rate = _halves(phone_call[0].reference_clip)
+    b1, b2, _ = _halves(phone_call[1].reference_clip)
+    ea1, ea2, eb1, eb2 = (speaker_embedding.embed(x, rate) for x in (a1, a2, b1, b2))
+    assert ea1.shape == (192,) and np.linalg.norm(ea1) == pytest.approx(1.0, abs=1e-4)
+    same = min(speaker_embedding.cosine(ea1, ea2), speaker_embedding.cosine(eb1, eb2))
+    different = max(speaker_embedding.cosine(ea1, eb1), speaker_embedding.cosine(ea2, eb2))
+    assert same > different + 0.1
+
+
+def test_shift_voice_moves_pitch_to_the_target(tmp_path):
+    audio, rate = sf.read(str(make_speech(tmp_path / "s.wav", "One two three four five six seven eight nine ten.")))
+    before, _ = voice.pitch_stats(audio, rate)
+    target = before * 1.5
+    shifted = voice.shift_voice(audio, rate, VoiceMatch(speaker="A", backend="espeak", voice="en", pitch_hz=target))
+    after, _ = voice.pitch_stats(shifted, rate)
+    assert len(shifted) == len(audio)
+    assert after == pytest.approx(target, rel=0.08)
+
+
+@pytest.fixture(scope="module")
+def espeak_bank():
+    synth = tts.get_synthesizer("espeak")
+    text = voice.probe_text("es")
+    return voice.VoiceBank(
+        backend="espeak",
+        speak=lambda v: synth.synthesize(text, language="es", voice=v),
+        voices=synth.voices("es")[:6],
+        default_voice="es",
+    )
+
+
+def test_matching_gives_each_real_speaker_a_different_closer_voice(phone_call, espeak_bank):
+    matches = voice.get_matcher("embedding").match(phone_call, espeak_bank, fixed={})
+    a, b = (matches[s.speaker] for s in phone_call)
+    assert a.voice != b.voice  # distinct bank voices for distinct speakers
+    for m in (a, b):
+        assert m.similarity_after >= m.similarity_bank >= m.similarity_default - 1e-6
+        assert m.pitch_hz and 80 < m.pitch_hz < 400
+    assert "pitch=" in a.label and a.label.startswith("espeak:")
+
+
+def test_a_voice_named_in_config_is_used_as_named(phone_call, espeak_bank):
+    name = phone_call[0].speaker
+    matches = voice.get_matcher("embedding").match(phone_call, espeak_bank, fixed={name: "es+m3"})
+    assert matches[name].voice == "es+m3" and matches[name].pitch_hz is None
+    assert voice.get_matcher("none").match(phone_call, espeak_bank, fixed={})[name].voice == "es"
+
+
+def test_synthesize_track_fits_lines_and_uses_the_shorten_hook(tmp_path):
+    cfg = load_settings().for_language("es").model_copy(deep=True)
+    cfg.tts.backend, cfg.tts.voice = "espeak", "es"
+    long_text = "Esta frase es demasiado larga para caber en el poco tiempo que tiene este hablante aquí."
+    lines = [
+        ScriptLine(index=0, speaker="A", start=0.5, end=2.5, source_text="Hi", text="Hola a todos, buenos días."),
+        ScriptLine(index=1, speaker="B", start=3.0, end=4.0, source_text="Yes", text=long_text),
+        ScriptLine(index=2, speaker="A", start=4.2, end=6.0, source_text="Ok", text="Muy bien."),
+    ]
+    script = Script(source_language="en", language="es", translator="test", lines=lines)
+    asked = []
+
+    def shorten(line, target_s, current_s):
+        asked.append((line.index, target_s, current_s))
+        return "Es demasiado larga."
+
+    layout = pipeline.layout_for(tmp_path / "clip.mp4", tmp_path / "out")
+    voices = {"A": VoiceMatch(speaker="A", backend="espeak", voice="es+m3", pitch_hz=110.0)}
+    fitted, track = pipeline.synthesize_track(script, cfg, 7.0, layout, voices=voices, shorten=shorten)
+    assert [a[0] for a in asked] == [1] and asked[0][2] > asked[0][1]
+    assert fitted.lines[1].text == "Es demasiado larga." and any("shortened" in n for n in fitted.lines[1].notes)
+    audio, rate = sf.read(track.voice_path, dtype="float32")
+    assert len(audio) == int(round(7.0 * rate))
+    for line, clip in zip(fitted.lines, track.clips, strict=True):
+        assert 1.0 <= line.speed <= cfg.timing.max_speedup
+        assert clip.end <= line.fit_end + 1e-3
+        onset = np.flatnonzero(np.abs(audio[int(line.start * rate) :]) > 1e-3)[0] / rate
+        assert onset < 0.05  # starts within 50 ms of its slot
+    assert fitted.lines[0].voice.startswith("espeak:es+m3 pitch=110Hz")
+    saved = json.loads(layout.script("es").read_text())
+    assert {"synth_s", "speed", "voice", "natural_s", "fit_end", "start", "end"} <= set(saved["lines"][0])
