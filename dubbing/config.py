@@ -86,6 +86,19 @@ class SeparateConfig(Section):
     backend: Literal["classical", "demucs", "none"] = "classical"
 
 
+class LipsyncConfig(Section):
+    """Re-animating the speaking face's mouth to the dub (dubbing/lipsync)."""
+
+    enabled: bool = True
+    backend: Literal["classical", "wav2lip"] = "classical"
+    model_path: str | None = None  # wav2lip: a Wav2Lip model exported to TorchScript or ONNX
+    max_faces: int = Field(2, ge=1, le=8)  # faces tracked per frame
+    strength: float = Field(1.0, ge=0.0, le=1.5)  # classical: scale of the mouth opening
+    phonemes: bool = True  # shape width, rounding and p/b/m closures from the script's phonemes (espeak-ng)
+    crf: int = Field(17, ge=0, le=51)  # x264 quality of the re-rendered picture
+    preset: str = "veryfast"  # x264 speed preset
+
+
 class LanguageConfig(Section):
     """Everything that is chosen per target language."""
 
@@ -100,6 +113,7 @@ class Settings(Section):
     asr: ASRConfig = Field(default_factory=ASRConfig)
     diarize: DiarizeConfig = Field(default_factory=DiarizeConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
+    lipsync: LipsyncConfig = Field(default_factory=LipsyncConfig)
     separate: SeparateConfig = Field(default_factory=SeparateConfig)
     language_defaults: LanguageConfig = Field(default_factory=LanguageConfig)
     languages: dict[str, LanguageConfig] = Field(default_factory=dict)

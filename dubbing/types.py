@@ -185,3 +185,27 @@ class Manifest(BaseModel):
     speakers: list[str]
     transcript: str
     outputs: dict[str, LanguageOutputs] = Field(default_factory=dict)
+
+
+class InputCheck(BaseModel):
+    """A warning about an input that predicts a poor result (lipsync: faces, pose, resolution, cuts)."""
+
+    code: str  # no-face, face-missing, profile, low-resolution, several-faces, mouth-covered, scene-cuts
+    message: str
+    value: float | None = None
+
+
+class FaceTracks(BaseModel):
+    """Faces tracked once per video by the lipsync stage; the landmarks themselves are in `landmarks` (npz)."""
+
+    video: str
+    landmarks: str | None = None
+    frames: int
+    fps: float
+    width: int
+    height: int
+    faces: int  # distinct face tracks (a scene cut starts new ones)
+    face_frames: float  # share of frames with at least one face
+    scene_cuts: list[float] = Field(default_factory=list)  # seconds
+    line_faces: list[int | None] = Field(default_factory=list)  # per transcript utterance: the face that speaks it
+    checks: list[InputCheck] = Field(default_factory=list)

@@ -1,0 +1,280 @@
+"""Lipsync stage: track faces once per video, then re-animate the speaking face's mouth to new speech.
+
+Modules: `video` (ffmpeg frame pipes), `faces` (mesh tracking, cuts, speakers), `visemes` (mouth targets
+from audio and phonemes), `render` (the `Renderer` protocol and its backends), `avatar` (a talking video
+from one photo), `inspect` (input checks and a contact sheet). This module composes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dubbing.errors import DubbingError
+from dubbing.lipsync import visemes
+from dubbing.lipsync.faces import FaceData, choose_active, track_faces
+from dubbing.lipsync.render import BACKENDS, Clip, Renderer, get_renderer
+from dubbing.lipsync.video import (
+    FrameWriter,
+    VideoStream,
+    changed_box,
+    patch_yuv,
+    probe_video,
+    read_frame,
+    read_frames,
+    yuv_supported,
+)
+from dubbing.tools import ffmpeg_input, require_tool
+from dubbing.types import FaceTracks
+
+__all__ = [
+    "BACKENDS",
+    "FaceData",
+    "LipsyncResult",
+    "analyse",
+    "render_dub",
+    "Renderer",
+    "get_renderer",
+    "load_audio",
+    "lipsync_video",
+    "render_faces",
+    "track_video",
+]
+
+log = logging.getLogger(__name__)
+DRIVE_RATE = 16_000
+
+
+@dataclass
+class LipsyncResult:
+    out: Path
+    frames: int
+    animated_frames: int
+    faces: int
+    renderer: str
+
+
+def load_audio(path: Path, rate: int = DRIVE_RATE, offset_s: float = 0.0) -> np.ndarray:
+    """Any audio (or a video's audio) as mono float32 at `rate`; a positive offset delays it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DubbingError(f"audio not found: {path}")
+    ffmpeg = require_tool("ffmpeg", "ffmpeg")
+    proc = subprocess.run(
+        [
+            ffmpeg,
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            ffmpeg_input(path),
+            "-map",
+            "0:a:0",
+            "-ac",
+            "1",
+            "-ar",
+            str(rate),
+            "-f",
+            "f32le",
+            "pipe:1",
+        ],  # fmt: skip
+        capture_output=True,
+    )
+    if proc.returncode != 0:
+        raise DubbingError(f"no readable audio in {path}")
+    audio = np.frombuffer(proc.stdout, np.float32).copy()
+    shift = int(round(offset_s * rate))
+    if shift > 0:
+        audio = np.concatenate([np.zeros(shift, np.float32), audio])
+    elif shift < 0:
+        audio = audio[-shift:]
+    return audio
+
+
+def track_video(
+    video: Path, *, max_faces: int = 2, keep: tuple[int, ...] = (), kept: dict | None = None
+) -> tuple[FaceData, VideoStream]:
+    stream = probe_video(video)
+    faces = track_faces(read_frames(video, stream), stream.fps_float, max_faces=max_faces, keep=keep, kept=kept)
+    return faces, stream
+
+
+def mouth_drive(
+    audio: np.ndarray,
+    fps: float,
+    frames: int,
+    *,
+    lines: list[tuple[float, float, str]] | None = None,
+    language: str | None = None,
+) -> visemes.MouthDrive:
+    """Per-frame mouth targets from the driving audio, shaped by the script's phonemes when given."""
+    drive = visemes.drive_from_audio(audio, DRIVE_RATE, fps, frames)
+    if lines and language:
+        visemes.apply_script(drive, lines, language, fps)
+    return drive
+
+
+def render_faces(
+    frames: Iterable[np.ndarray],
+    frame_at: Callable[[int], np.ndarray | None],
+    fps: float,
+    faces: FaceData,
+    drive: visemes.MouthDrive,
+    audio: np.ndarray,
+    writer: FrameWriter,
+    renderer: Renderer,
+    *,
+    blink: np.ndarray | None = None,
+) -> int:
+    """Stream every frame through the renderer into `writer`; returns how many frames had a face animated."""
+    tracks = {int(k): faces.track_frames(int(k)) for k in np.unique(faces.active) if k >= 0}
+    clip = Clip(fps=fps, drive=drive, audio=audio, audio_rate=DRIVE_RATE, tracks=tracks, frame_at=frame_at, blink=blink)
+    renderer.prepare(clip)
+    animated = 0
+    for t, frame in enumerate(frames):
+        track = int(faces.active[t]) if t < faces.frames else -1
+        face = faces.face_of(t, track)
+        animated += face is not None
+        if not writer.yuv:
+            writer.write(renderer.render(frame, t, face, track))
+            continue
+        bgr = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
+        new = renderer.render(bgr, t, face, track)
+        box = None if new is bgr else changed_box(bgr, new)
+        writer.write(frame if box is None else patch_yuv(frame, new, box))
+    return animated
+
+
+def lipsync_video(
+    video: Path,
+    audio: Path,
+    out: Path,
+    *,
+    offset_ms: float = 0.0,
+    backend: str = "classical",
+    backend_options: dict | None = None,
+    fmt: str | None = None,
+    resolution: str | None = None,
+    max_faces: int = 2,
+    crf: int = 17,
+    preset: str = "veryfast",
+    faces: FaceData | None = None,
+    lines: list[tuple[float, float, str]] | None = None,
+    language: str | None = None,
+    mux_audio: bool = True,
+) -> LipsyncResult:
+    """Re-voice VIDEO with AUDIO: the most prominent face (or the active speaker per line) mouths the new audio.
+    A video without a face is passed through re-encoded, so the caller still gets a picture."""
+    stream = probe_video(video)
+    renderer = get_renderer(backend, **(backend_options or {}))
+    offset_s = offset_ms / 1000.0
+    speech = load_audio(audio, offset_s=offset_s)
+    if faces is None:
+        faces, _ = track_video(video, max_faces=max_faces)
+        choose_active(faces)
+    frames = faces.frames
+    drive = mouth_drive(speech, stream.fps_float, frames, lines=lines, language=language)
+    fmt = fmt or (Path(out).suffix.lstrip(".") or "mp4")
+    duration = frames / stream.fps_float
+    yuv = yuv_supported(stream)
+    writer = FrameWriter(
+        out,
+        stream,
+        yuv=yuv,
+        audio=Path(audio) if mux_audio else None,
+        audio_offset_s=offset_s,
+        fmt=fmt,
+        resolution=resolution,
+        crf=crf,
+        preset=preset,
+        duration_s=duration,
+    )
+    with writer:
+        animated = render_faces(
+            read_frames(video, stream, yuv=yuv),
+            lambda i: read_frame(video, stream, i),
+            stream.fps_float,
+            faces,
+            drive,
+            speech,
+            writer,
+            renderer,
+        )
+    return LipsyncResult(Path(out), writer.frames, animated, len(faces.tracks()), renderer.name)
+
+
+def analyse(
+    video: Path,
+    landmarks: Path | None,
+    *,
+    lines: list[tuple[float, float]] | None = None,
+    source_audio: Path | None = None,
+    max_faces: int = 2,
+    keep: tuple[int, ...] = (),
+    kept: dict | None = None,
+) -> tuple[FaceTracks, FaceData]:
+    """Once per video: track faces, pick the speaking face of each line (by how its mouth follows the source
+    speech), check the input, and save the landmarks for the per-language renders."""
+    from dubbing.lipsync.inspect import check_faces
+
+    faces, stream = track_video(video, max_faces=max_faces, keep=keep, kept=kept)
+    envelope = None
+    if source_audio is not None and lines:
+        envelope, _speech = visemes.envelope(load_audio(source_audio), DRIVE_RATE, stream.fps_float, faces.frames)
+    line_faces = choose_active(faces, envelope, lines)
+    if landmarks is not None:
+        faces.save(landmarks)
+    present = (faces.ids >= 0).any(axis=1)
+    summary = FaceTracks(
+        video=str(video),
+        landmarks=str(landmarks) if landmarks is not None else None,
+        frames=faces.frames,
+        fps=faces.fps,
+        width=faces.width,
+        height=faces.height,
+        faces=len(faces.tracks()),
+        face_frames=round(float(present.mean()), 4),
+        scene_cuts=[round(c / faces.fps, 3) for c in faces.cuts],
+        line_faces=line_faces,
+        checks=check_faces(faces),
+    )
+    return summary, faces
+
+
+def render_dub(
+    video: Path,
+    faces: FaceTracks,
+    voice: Path,
+    out: Path,
+    *,
+    lines: list[tuple[float, float, str]] | None = None,
+    language: str | None = None,
+    backend: str = "classical",
+    backend_options: dict | None = None,
+    crf: int = 17,
+    preset: str = "veryfast",
+) -> LipsyncResult:
+    """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face."""
+    if not faces.landmarks or not Path(faces.landmarks).is_file():
+        raise DubbingError(f"face landmarks missing for {video}: run the track-faces step first")
+    data = FaceData.load(Path(faces.landmarks))
+    return lipsync_video(
+        video,
+        voice,
+        out,
+        backend=backend,
+        backend_options=backend_options,
+        crf=crf,
+        preset=preset,
+        faces=data,
+        lines=lines,
+        language=language,
+        mux_audio=False,
+        fmt="mp4",
+    )

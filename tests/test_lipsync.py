@@ -1,0 +1,253 @@
+"""Lipsync on real faces: re-voicing closes the mouth in the new audio's silences, the upper frame is kept,
+sizes and rates survive, no-face inputs behave, photos talk, and the input checks see what they should."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dubbing.errors import DubbingError
+from dubbing.lipsync import analyse, lipsync_video, load_audio, track_video
+from dubbing.lipsync.avatar import blink_track, make_avatar
+from dubbing.lipsync.faces import mouth_gap
+from dubbing.lipsync.render import Wav2LipRenderer, get_renderer
+from dubbing.lipsync.video import parse_resolution, probe_video, read_frames
+from dubbing.lipsync.visemes import apply_script, drive_from_audio, phonemes
+from tests.conftest import make_speech, make_video, media_file
+
+RATE = 16_000
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-y", "-v", "error", *args], check=True)
+
+
+def speech_at(tmp: Path, total_s: float, parts: list[tuple[float, str]]) -> tuple[Path, list[tuple[float, float]]]:
+    """A WAV of `total_s` seconds, silent but for espeak-ng phrases starting at the given times.
+    Returns the file and the (start, end) of each phrase."""
+    import soundfile as sf
+
+    audio = np.zeros(int(total_s * RATE), np.float32)
+    spans = []
+    for i, (start, text) in enumerate(parts):
+        clip = load_audio(make_speech(tmp / f"part{i}.wav", text))
+        loud = np.flatnonzero(np.abs(clip) > 1e-3)
+        clip = clip[loud[0] : loud[-1] + 1][: audio.size - int(start * RATE)]
+        audio[int(start * RATE) : int(start * RATE) + clip.size] = clip
+        spans.append((start, start + clip.size / RATE))
+    path = tmp / "drive.wav"
+    sf.write(path, audio, RATE)
+    return path, spans
+
+
+def gaps_of(video: Path) -> tuple[np.ndarray, float]:
+    faces, stream = track_video(video)
+    slot = faces.ids[:, 0] >= 0
+    return np.array(
+        [mouth_gap(p) if ok else np.nan for p, ok in zip(faces.points[:, 0], slot, strict=True)]
+    ), stream.fps_float
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def revoiced(tmp_path_factory):
+    """vrt_face1 (he talks throughout) re-voiced with speech, silence, speech, silence."""
+    tmp = tmp_path_factory.mktemp("revoice")
+    video = media_file("vrt_face1.mp4")
+    # he speaks 0-2.5 s and 3.5-4.6 s: the new audio is silent there and speaks in his pauses
+    drive, spans = speech_at(tmp, 6.1, [(2.5, "hello there"), (4.7, "we are here")])
+    out = tmp / "out.mp4"
+    result = lipsync_video(video, drive, out)
+    return video, drive, spans, out, result
+
+
+def test_revoice_closes_the_mouth_in_the_new_silences(revoiced):
+    video, _drive, spans, out, result = revoiced
+    assert result.animated_frames > 0.9 * result.frames
+    gaps, fps = gaps_of(out)
+    t = (np.arange(len(gaps)) + 0.5) / fps
+    speaking = np.zeros(len(gaps), bool)
+    for a, b in spans:
+        speaking |= (t >= a + 0.1) & (t <= b - 0.1)
+    silent = np.ones(len(gaps), bool)
+    for a, b in spans:
+        silent &= (t < a - 0.2) | (t > b + 0.25)
+    silent_gap, speech_gap = np.nanmedian(gaps[silent]), np.nanmedian(gaps[speaking])
+    assert speech_gap > 0.03, speech_gap
+    assert silent_gap <= 0.5 * speech_gap, (silent_gap, speech_gap)
+    # the source itself talks during those silences: the closed mouth is ours
+    src_gaps, _ = gaps_of(video)
+    n = min(len(src_gaps), len(gaps))
+    src_open = np.nanpercentile(src_gaps[:n][silent[:n]], 75)
+    assert src_open > 0.05 and src_open > 2 * np.nanpercentile(gaps[:n][silent[:n]], 75)
+
+
+def test_revoice_keeps_the_upper_frame_size_and_rate(revoiced):
+    """Everything above the nose tip is untouched but for encoding (his mouth sits in the frame's upper half,
+    so the rows above the nose are what 'outside the lower face' means here)."""
+    video, _drive, _spans, out, result = revoiced
+    src, dst = probe_video(video), probe_video(out)
+    assert (dst.width, dst.height, dst.fps) == (src.width, src.height, src.fps)
+    faces, _ = track_video(video)
+    values = []
+    for i, (a, b) in enumerate(zip(read_frames(video, src), read_frames(out, dst), strict=False)):
+        if i % 10 == 0:
+            top = int(faces.points[i, 0, 1, 1])  # nose tip row
+            values.append(psnr(a[:top], b[:top]))
+    assert len(values) >= 10 and min(values) >= 40.0, values
+    assert abs(result.frames - src.frames) <= 1
+
+
+def test_offset_resolution_and_format(tmp_path):
+    video = tmp_path / "portrait.mp4"  # vertical video, a few seconds
+    ffmpeg("-i", str(media_file("vrt_face2.mp4")), "-t", "2", "-vf", "crop=476:844,scale=240:426", "-an", str(video))
+    speech = make_speech(tmp_path / "s.wav", "one two three")
+    out = tmp_path / "small.mkv"
+    result = lipsync_video(video, speech, out, offset_ms=300, resolution="160p")
+    dst = probe_video(out)
+    assert (dst.width, dst.height) == (160, 284) and result.animated_frames > 0
+    assert parse_resolution("720p", 1920, 1080) == (1280, 720)
+    assert parse_resolution("720p", 1080, 1920) == (720, 1280)
+    with pytest.raises(DubbingError, match="bad resolution"):
+        parse_resolution("big", 100, 100)
+    with pytest.raises(DubbingError, match="unknown output format"):
+        lipsync_video(video, speech, tmp_path / "x.avi")
+
+
+def test_video_without_a_face_passes_through(tmp_path):
+    speech = make_speech(tmp_path / "s.wav", "nobody is here")
+    video = make_video(tmp_path / "pattern.mp4", 2.0, audio=speech)
+    faces, _data = analyse(video, tmp_path / "faces.npz")
+    assert faces.faces == 0 and [c.code for c in faces.checks][:1] == ["no-face"]
+    result = lipsync_video(video, speech, tmp_path / "out.mp4")
+    assert result.animated_frames == 0 and result.frames == probe_video(tmp_path / "out.mp4").frames
+
+
+def test_photo_without_a_face_fails_clearly(tmp_path):
+    photo = tmp_path / "pattern.png"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:d=1", "-frames:v", "1", str(photo))
+    speech = make_speech(tmp_path / "s.wav", "hello")
+    with pytest.raises(DubbingError, match="no face found"):
+        make_avatar(photo, speech, tmp_path / "out.mp4")
+    with pytest.raises(DubbingError, match="not a readable image"):
+        make_avatar(speech, speech, tmp_path / "out.mp4")
+
+
+def test_avatar_talks_and_blinks(tmp_path):
+    photo = tmp_path / "face.png"
+    ffmpeg("-ss", "0.5", "-i", str(media_file("vrt_face1.mp4")), "-frames:v", "1", "-vf", "scale=360:360", str(photo))
+    drive, spans = speech_at(tmp_path, 3.0, [(0.5, "good morning everybody")])
+    out = tmp_path / "avatar.mp4"
+    result = make_avatar(photo, drive, out, fps=25)
+    info = probe_video(out)
+    assert (info.width, info.height, float(info.fps)) == (360, 360, 25.0)
+    assert abs(result.frames - load_audio(drive).size / RATE * 25) <= 1
+    gaps, fps = gaps_of(out)
+    t = (np.arange(len(gaps)) + 0.5) / fps
+    a, b = spans[0]
+    assert np.nanmedian(gaps[(t > a + 0.1) & (t < b - 0.1)]) > 2 * np.nanmedian(gaps[t > b + 0.3]) + 0.01
+    closure = blink_track(25 * 60, 25.0, np.random.default_rng(1))
+    starts = np.flatnonzero(np.diff((closure > 0.5).astype(int)) == 1)
+    assert 6 <= len(starts) <= 30  # a human rate: about 15 a minute
+    assert np.diff(starts).min() / 25.0 >= 1.5
+
+
+def test_inspect_sees_cuts_low_resolution_and_several_faces(tmp_path):
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    ffmpeg("-i", str(media_file("vrt_face1.mp4")), "-t", "1.2", "-vf", "scale=320:320,fps=25", "-an", str(a))
+    ffmpeg("-i", str(media_file("vrt_face4.mp4")), "-t", "1.2", "-vf", "scale=320:320,fps=25", "-an", str(b))
+    both = tmp_path / "both.mp4"
+    ffmpeg("-i", str(a), "-i", str(b), "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]", str(both))
+    faces, data = analyse(both, None)
+    codes = {c.code for c in faces.checks}
+    assert {"scene-cuts", "low-resolution"} <= codes, codes
+    assert len(faces.scene_cuts) == 1 and abs(faces.scene_cuts[0] - 1.2) < 0.1
+    assert faces.faces >= 2  # the track restarts at the cut
+    side = tmp_path / "side.mp4"
+    ffmpeg("-i", str(a), "-i", str(b), "-filter_complex", "[0:v][1:v]hstack[v]", "-map", "[v]", str(side))
+    faces2, data2 = analyse(side, None)
+    assert "several-faces" in {c.code for c in faces2.checks}
+    from dubbing.lipsync.inspect import contact_sheet, sample_indices
+
+    kept: dict = {}
+    _f, d = analyse(side, None, keep=tuple(sample_indices(data2.frames, 4)), kept=kept)
+    sheet = contact_sheet(kept, d, tmp_path / "sheet.png")
+    img = cv2.imread(str(sheet))
+    assert img is not None and img.shape[0] >= 320 and len(kept) == 4
+
+
+def test_active_speaker_is_the_face_whose_mouth_moves(tmp_path):
+    """Two faces side by side, one still (a frozen frame), one talking: each line goes to the talker."""
+    talk, still = tmp_path / "talk.mp4", tmp_path / "still.mp4"
+    src = media_file("vrt_face1.mp4")
+    ffmpeg("-i", str(src), "-t", "2", "-vf", "scale=320:320,fps=25", str(talk))
+    ffmpeg("-i", str(media_file("vrt_face4.mp4")), "-frames:v", "1", "-vf", "scale=320:320", str(tmp_path / "p.png"))
+    ffmpeg("-loop", "1", "-i", str(tmp_path / "p.png"), "-t", "2", "-r", "25", str(still))
+    pair = tmp_path / "pair.mp4"
+    ffmpeg("-i", str(still), "-i", str(talk), "-filter_complex", "[0:v][1:v]hstack[v]", "-map", "[v]", "-map", "1:a",
+           str(pair))  # fmt: skip
+    wav = tmp_path / "src.wav"
+    ffmpeg("-i", str(pair), "-ac", "1", "-ar", "16000", str(wav))
+    faces, data = analyse(pair, None, lines=[(0.1, 1.9)], source_audio=wav)
+    chosen = faces.line_faces[0]
+    assert chosen is not None
+    slot = np.flatnonzero(data.ids[10] == chosen)[0]
+    assert data.points[10, slot, :, 0].mean() > 320  # the right-hand (talking) face
+
+
+def test_phonemes_close_lips_on_bilabials():
+    phs = phonemes("bob may pop", "en")
+    assert sum(p[0] in "bmp" for p in phs) >= 4, phs
+    audio = np.concatenate([np.zeros(RATE // 2), 0.3 * np.sin(2 * np.pi * 600 * np.arange(RATE) / RATE)])
+    drive = drive_from_audio(audio.astype(np.float32), RATE, 25.0, 38)
+    assert drive.open[:10].max() == 0.0 and drive.open[15:35].min() > 0.5
+    closures = apply_script(drive, [(0.5, 1.5, "bob may pop")], "en", 25.0)
+    assert closures >= 4 and (drive.open[12:38] == 0).sum() >= 3
+
+
+def test_renderer_backends(tmp_path):
+    with pytest.raises(DubbingError, match="unknown lipsync backend"):
+        get_renderer("nope")
+    with pytest.raises(DubbingError, match="needs a Wav2Lip model"):
+        get_renderer("wav2lip")
+
+
+def test_wav2lip_backend_runs_a_tiny_random_network(tmp_path):
+    """The neural backend's real loading, mel features, crop and paste, on a randomly initialised TorchScript
+    network with Wav2Lip's interface (no Wav2Lip weights are obtainable offline)."""
+    torch = pytest.importorskip("torch")
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(6, 3, 3, padding=1)
+            self.audio = torch.nn.Linear(80 * 16, 3)
+
+        def forward(self, mel, video):
+            return torch.sigmoid(self.conv(video) + self.audio(mel.flatten(1))[:, :, None, None])
+
+    torch.manual_seed(0)
+    model_path = tmp_path / "tiny.pt"
+    torch.jit.trace(Tiny(), (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))).save(str(model_path))
+    assert isinstance(get_renderer("wav2lip", model_path=model_path), Wav2LipRenderer)
+    video = tmp_path / "clip.mp4"
+    ffmpeg("-i", str(media_file("vrt_face1.mp4")), "-t", "1", "-vf", "scale=320:320", "-an", str(video))
+    speech = make_speech(tmp_path / "s.wav", "hello")
+    out = tmp_path / "out.mp4"
+    result = lipsync_video(video, speech, out, backend="wav2lip", backend_options={"model_path": model_path})
+    assert result.renderer == "wav2lip" and result.animated_frames > 0
+    a = next(read_frames(video, probe_video(video)))
+    b = next(read_frames(out, probe_video(out)))
+    pts = track_video(video)[0].points[0, 0]
+    nose = int(pts[1, 1])
+    (x0, y0), (x1, y1) = pts[[61, 0]].min(axis=0).astype(int), pts[[291, 17]].max(axis=0).astype(int)
+    assert psnr(a[: nose - 5], b[: nose - 5]) > 40  # above the nose: untouched
+    assert psnr(a[y0:y1, x0:x1], b[y0:y1, x0:x1]) < 30  # the mouth: the network's output
