@@ -1,8 +1,9 @@
 """Measure how fast each TTS backend speaks each language, for the length estimates of the translate stage.
 
-For every (backend, language) it speaks up to N sentences at speed 1.0, trims leading and trailing silence (as
-the TTS stage does) and prints syllables per second (the constant stored in dubbing/translate/isochrony.py),
-characters per second, and how well each predicts a single line's length (median absolute relative error).
+For every (backend, language) it speaks up to N sentences at speed 1.0 through the TTS stage (dubbing.tts, which
+trims leading and trailing silence) with the voice a run uses by default, and prints the rate in syllables,
+letters and non-space characters per second (the last is stored in dubbing/translate/isochrony.py), and how well
+each predicts a single line's length (median absolute relative error).
 
     .venv/bin/python benchmarks/calibrate_speech_rate.py [--sentences 15] [--backends espeak,kokoro]
 
@@ -18,8 +19,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,8 +44,6 @@ GERMAN = [
     "Sie hat mich gestern angerufen, um mir die Neuigkeit zu erzählen.",
 ]
 ESPEAK_VOICE = {"en": "en-us", "es": "es", "pt": "pt-br", "fr": "fr", "it": "it", "de": "de", "ca": "ca", "gl": "es"}
-KOKORO_LANG = {"en": "en-us", "es": "es", "pt": "pt-br", "fr": "fr-fr", "it": "it", "de": "de", "ca": "ca"}
-TRIM_THRESHOLD = 1e-3  # the TTS stage's silence threshold
 UNITS = {"syllables": count_syllables, "letters": count_letters, "chars": lambda s: len(s.replace(" ", ""))}
 
 
@@ -69,25 +66,19 @@ def load_sentences(n: int) -> dict[str, list[str]]:
     }
 
 
-def trimmed_seconds(audio: np.ndarray, rate: int) -> float:
-    loud = np.flatnonzero(np.abs(audio) > TRIM_THRESHOLD)
-    return (loud[-1] + 1 - loud[0]) / rate if loud.size else 0.0
+def speaker(backend: str):
+    """Speech through the TTS stage itself (silence trimmed there), with the voice a run would use by default."""
+    from dubbing import tts
 
+    synth = tts.get_synthesizer(backend)
+    languages = set(synth.languages()) if backend != "espeak" else set(ESPEAK_VOICE)
 
-def espeak_speaker():
-    from dubbing.tts import EspeakSynthesizer
+    def seconds(text: str, lang: str) -> float:
+        voice = ESPEAK_VOICE[lang] if backend == "espeak" else None
+        audio, rate = synth.synthesize(text, language=lang, voice=voice)
+        return len(audio) / rate
 
-    synth = EspeakSynthesizer()
-    return lambda text, lang: trimmed_seconds(*synth.synthesize(text, language=lang, voice=ESPEAK_VOICE[lang]))
-
-
-def kokoro_speaker():
-    from kokoro_onnx import Kokoro
-
-    from dubbing import models
-
-    kokoro = Kokoro(str(models.resolve("kokoro-82m")), str(models.resolve("kokoro-voices")))
-    return lambda text, lang: trimmed_seconds(*kokoro.create(text, voice="jf_alpha", speed=1.0, lang=KOKORO_LANG[lang]))
+    return seconds, languages
 
 
 def measure(speak, sentences: list[str], lang: str) -> dict[str, float]:
@@ -104,18 +95,17 @@ def measure(speak, sentences: list[str], lang: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=15)
-    parser.add_argument("--backends", default="espeak,kokoro")
+    parser.add_argument("--backends", default="espeak,kokoro,piper")
     parser.add_argument("--languages", default="en,es,pt,fr,it,de,ca,gl")
     args = parser.parse_args()
     corpus = load_sentences(args.sentences)
-    speakers = {"espeak": espeak_speaker, "kokoro": kokoro_speaker}
     head = " | ".join(f"{u}/s" for u in UNITS) + " | " + " | ".join(f"line error ({u})" for u in UNITS)
     print(f"| TTS | language | sentences | audio s | {head} |")
     print("|---|---|---|---|" + "---|" * 2 * len(UNITS))
     for backend in args.backends.split(","):
-        speak = speakers[backend]()
+        speak, languages = speaker(backend)
         for lang in args.languages.split(","):
-            if (backend == "kokoro" and lang not in KOKORO_LANG) or (backend == "espeak" and lang not in ESPEAK_VOICE):
+            if lang not in languages:
                 continue
             started = time.time()
             m = measure(speak, corpus[lang], lang)

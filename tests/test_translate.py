@@ -301,13 +301,11 @@ def test_llm_shorten_asks_for_a_target_length(chat_server):
 
 
 @pytest.fixture(scope="module")
-def tiny_marian(tmp_path_factory) -> Path:
-    """A real MarianMT checkpoint folder with random weights and a SentencePiece vocabulary trained here."""
+def tiny_spm(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """A SentencePiece model trained here on the benchmark sentences, and its vocabulary."""
     import sentencepiece as spm
-    import torch
-    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
 
-    folder = tmp_path_factory.mktemp("tiny-marian")
+    folder = tmp_path_factory.mktemp("tiny-spm")
     corpus = folder / "corpus.txt"
     rows = (ROOT / "benchmarks/data/mt_en.tsv").read_text(encoding="utf-8").splitlines()
     corpus.write_text("\n".join(c for r in rows if not r.startswith("#") for c in r.split("\t")), encoding="utf-8")
@@ -316,21 +314,67 @@ def tiny_marian(tmp_path_factory) -> Path:
         unk_id=2, bos_id=-1, eos_id=1, pad_id=0, unk_piece="<unk>", eos_piece="</s>", pad_piece="<pad>",
     )  # fmt: skip
     processor = spm.SentencePieceProcessor(model_file=str(folder / "sp.model"))
-    vocab = {processor.id_to_piece(i): i for i in range(processor.get_piece_size())}
+    return folder / "sp.model", {processor.id_to_piece(i): i for i in range(processor.get_piece_size())}
+
+
+TINY = dict(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+            encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_marian(tiny_spm, tmp_path_factory) -> Path:
+    """A real MarianMT checkpoint folder with random weights."""
+    import torch
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    sp_model, vocab = tiny_spm
+    folder = tmp_path_factory.mktemp("tiny-marian")
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     for name in ("source.spm", "target.spm"):
-        (folder / name).write_bytes((folder / "sp.model").read_bytes())
+        (folder / name).write_bytes(sp_model.read_bytes())
     tokenizer = MarianTokenizer(str(folder / "source.spm"), str(folder / "target.spm"), str(folder / "vocab.json"))
     config = MarianConfig(
-        vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1, max_length=20,
-    )  # fmt: skip
+        vocab_size=len(vocab), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1, **TINY
+    )
     torch.manual_seed(0)
-    model = MarianMTModel(config).eval()
-    model.save_pretrained(folder / "model")
+    MarianMTModel(config).eval().save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
     return folder / "model"
+
+
+@pytest.fixture(scope="module")
+def tiny_m2m100(tiny_spm, tmp_path_factory) -> Path:
+    """A real M2M100 checkpoint folder with random weights (its tokenizer adds the 100 language tokens)."""
+    import torch
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, M2M100Tokenizer
+
+    sp_model, vocab = tiny_spm
+    folder = tmp_path_factory.mktemp("tiny-m2m100")
+    vocab = {"<s>": len(vocab), **vocab}
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "sentencepiece.bpe.model").write_bytes(sp_model.read_bytes())
+    tokenizer = M2M100Tokenizer(str(folder / "vocab.json"), str(folder / "sentencepiece.bpe.model"))
+    config = M2M100Config(
+        vocab_size=max(tokenizer.lang_code_to_id.values()) + 1 + tokenizer.num_madeup_words, pad_token_id=0,
+        eos_token_id=1, bos_token_id=len(vocab) - 1,
+        decoder_start_token_id=1, **TINY,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    M2M100ForConditionalGeneration(config).eval().save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    return folder / "model"
+
+
+def test_transformers_m2m100_forces_the_target_language_token(tiny_m2m100, monkeypatch):
+    monkeypatch.setattr(translate.hub, "MAX_NEW_TOKENS", 6)
+    tr = translate.get_translator("transformers", source="en", target="es", model=str(tiny_m2m100))
+    assert tr.family == "m2m100" and tr.tokenizer.src_lang == "en"
+    assert tr.forced_bos == tr.tokenizer.get_lang_id("es") == tr.tokenizer.convert_tokens_to_ids("__es__")
+    batch = tr.tokenizer(["Good morning."], return_tensors="pt")
+    assert batch["input_ids"][0, 0].item() == tr.tokenizer.get_lang_id("en")  # the source language token
+    generated = tr.model.generate(**batch, forced_bos_token_id=tr.forced_bos, max_new_tokens=4)
+    assert generated[0, 1].item() == tr.forced_bos
+    assert len(tr.translate(["Good morning.", "Thank you."])) == 2
 
 
 def test_transformers_backend_loads_a_marian_folder_and_batches(tiny_marian, monkeypatch):
