@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -58,6 +59,9 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
     preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+    audio: Annotated[
+        Path | None, typer.Option(help="Speech to dub when the video has none (or to replace its own).")
+    ] = None,
     dask: Annotated[
         str | None, typer.Option(help="Run the language subflows on a Dask cluster at this address.")
     ] = None,
@@ -67,13 +71,13 @@ def run(
 
     langs = _split_languages(languages)
     _check_settings(preset, config, langs)
-    pipeline.probe_source(video)
+    pipeline.probe_source(video, audio)
 
     from flows.dub_video import dub_video
 
     flow = dub_video if dask is None else dub_video.with_options(task_runner=_dask_runner(dask))
     with _progress_bars():
-        manifest = flow(video=video, languages=langs, out=out, preset=preset, config=config)
+        manifest = flow(video=video, languages=langs, out=out, preset=preset, config=config, audio=audio)
     table = Table(title=f"dubbed {video.name}", show_lines=False)
     for column in ("language", "video", "subtitles", "report"):
         table.add_column(column)
@@ -235,6 +239,44 @@ def translate_command(
     for line in translator.translate(lines):
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+@app.command("transcribe")
+def transcribe_command(
+    media_path: Annotated[Path, typer.Argument(metavar="MEDIA", help="Any audio or video file ffmpeg reads.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
+    language: Annotated[str | None, typer.Option(help="Source language (default: detect).")] = None,
+    speakers: Annotated[int | None, typer.Option(min=1, help="Number of speakers (default: estimate).")] = None,
+    profiles: Annotated[bool, typer.Option(help="Also write speaker profiles and reference clips.")] = False,
+    preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+) -> None:
+    """Transcribe MEDIA with speakers and word timings: OUT/source/transcript.json, .srt and .vtt."""
+    from dubbing import media, pipeline
+    from dubbing.config import load_settings
+
+    settings = load_settings(preset, config)
+    settings.asr.language = language or settings.asr.language
+    settings.diarize.speakers = speakers or settings.diarize.speakers
+    info = pipeline.probe_source(media_path)
+    layout = pipeline.layout_for(media_path, out)
+    analysis = media.extract_analysis_audio(media_path, layout.analysis_wav)
+    transcript = pipeline.transcribe(analysis, settings, layout)
+    srt, vtt = pipeline.write_source_subtitles(transcript, layout)
+    table = Table(title=f"{media_path.name}: {info.duration_s:.1f} s, language {transcript.language}")
+    for column in ("speaker", "talk time", "lines", "words"):
+        table.add_column(column)
+    for speaker in transcript.speakers:
+        lines = [u for u in transcript.utterances if u.speaker == speaker]
+        talk = sum(u.duration for u in lines)
+        table.add_row(speaker, f"{talk:.1f} s", str(len(lines)), str(sum(len(u.words) for u in lines)))
+    console.print(table)
+    for warning in transcript.warnings:
+        err_console.print(f"[yellow]warning: {warning}[/yellow]")
+    if profiles and transcript.utterances:
+        pipeline.speaker_profiles(transcript, analysis, layout)
+        console.print(f"speaker profiles: {layout.speaker_profiles}")
+    console.print(f"transcript: {layout.transcript}\nsubtitles: {srt}  {vtt}")
 
 
 @app.command("lipsync")
@@ -405,7 +447,8 @@ def _root(
         handler.addFilter(lambda record: not record.name.startswith(("prefect", "httpx")))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     if not verbose:  # progress bars show the stages; Prefect's own run logs still reach its API and UI
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        # CRITICAL: a failing task's traceback would otherwise reach the console for a user error.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 def main() -> None:
@@ -413,8 +456,20 @@ def main() -> None:
     try:
         app()  # standalone: usage errors print their usage line and exit 2
     except DubbingError as exc:
-        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except OSError as exc:
+        if exc.errno not in USER_FIXABLE_ERRNOS:
+            raise
+        _fail(f"{exc.strerror} ({exc.filename}); finished stages are kept and reused by the next run")
+
+
+# Out of space, quota, read-only or forbidden output: the user can fix these, so no traceback.
+USER_FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"error: {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

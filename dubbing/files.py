@@ -37,3 +37,35 @@ def write_text(path: Path, text: str) -> Path:
 
 def write_json(path: Path, data: object) -> Path:
     return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def output_lock(folder: Path) -> Iterator[None]:
+    """Refuse a second run writing into the same folder at the same time.
+
+    An OS lock (flock) on `folder/.dub.lock`: released when the process ends, even by SIGKILL, so a
+    crashed run never leaves a stale lock behind.
+    """
+    import fcntl
+
+    from dubbing.errors import DubbingError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / ".dub.lock"
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise DubbingError(
+                f"another run ({owner}) is writing to {folder}; wait for it to finish or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -6,6 +6,7 @@ task and add nothing but orchestration, so every step runs (and is tested) witho
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -14,17 +15,33 @@ from pathlib import Path
 
 import numpy as np
 
-from dubbing import asr, diarize, media, mix, separate, speaker_embedding, subtitles, timing, translate, tts, voice
-from dubbing.config import LanguageConfig, Settings
+from dubbing import (
+    asr,
+    diarize,
+    media,
+    mix,
+    qa,
+    review,
+    separate,
+    speaker_embedding,
+    subtitles,
+    timing,
+    translate,
+    tts,
+    voice,
+)
+from dubbing.config import LanguageConfig, Settings, load_settings
 from dubbing.errors import DubbingError
 from dubbing.files import write_json
 from dubbing.types import (
+    ANALYSIS_RATE,
     DubTrack,
     FaceTracks,
     LanguageOutputs,
     Manifest,
     MediaInfo,
     PlacedClip,
+    QAReport,
     Script,
     ScriptLine,
     SourceSpeaker,
@@ -88,18 +105,35 @@ def layout_for(video: Path, out: Path) -> RunLayout:
     return RunLayout(out=Path(out), name=Path(video).stem)
 
 
-def probe_source(video: Path) -> MediaInfo:
+def probe_source(video: Path, audio: Path | None = None) -> MediaInfo:
+    """Check the input before any work: a video, with speech in it or given separately as `audio`."""
     info = media.probe(video)
-    if not info.has_audio:
+    if not info.has_video:
         raise DubbingError(
-            f"{video} has no audio track: there is no speech to dub "
-            f"(use `dub lipsync VIDEO AUDIO` to give it new audio)"
+            f"{video} has no video stream; to make a talking video from a photo and this audio, "
+            f"use `dub avatar PHOTO {video}`"
+        )
+    if audio is not None:
+        if not media.probe(audio).has_audio:
+            raise DubbingError(f"{audio} has no audio stream")
+    elif not info.has_audio:
+        raise DubbingError(
+            f"{video} has no audio track: give the speech to translate with --audio FILE "
+            f"(or re-voice it in the same language with `dub lipsync VIDEO AUDIO`)"
         )
     return info
 
 
-def extract_audio(video: Path, layout: RunLayout) -> tuple[Path, Path]:
-    return (media.extract_analysis_audio(video, layout.analysis_wav), media.extract_mix_audio(video, layout.mix_wav))
+def extract_audio(video: Path, layout: RunLayout, audio: Path | None = None) -> tuple[Path, Path]:
+    """Decode the speech (from `audio` when given, else the video) for analysis and for mixing."""
+    source = audio or video
+    return (media.extract_analysis_audio(source, layout.analysis_wav), media.extract_mix_audio(source, layout.mix_wav))
+
+
+def require_speech(transcript: Transcript, source: Path) -> None:
+    """Stop before the per-language work when there is nothing to translate."""
+    if not transcript.utterances:
+        raise DubbingError(f"no speech found in {source}: nothing to dub (is it music or silence?)")
 
 
 def transcribe(audio: Path, settings: Settings, layout: RunLayout) -> Transcript:
@@ -469,7 +503,7 @@ def render_lipsync(
     texts = {line.index: line.text for line in script.lines}
     lines = [(c.start, c.end, texts.get(c.index, "")) for c in track.clips] if cfg.phonemes else None
     out = layout.language_dir(script.language) / f"{layout.name}.{script.language}.picture.mp4"
-    options = {"model_path": cfg.model_path} if cfg.backend == "wav2lip-onnx" else {"strength": cfg.strength}
+    options = {"model_path": cfg.model_path} if cfg.backend == "wav2lip" else {"strength": cfg.strength}
     result = lipsync.render_dub(
         video,
         faces,
@@ -500,17 +534,143 @@ def lipsync_report(faces: FaceTracks | None, picture: Path | None) -> dict:
     }
 
 
-def write_report(script: Script, track: DubTrack, layout: RunLayout) -> Path:
-    over = [c.index for c in track.clips if c.over_limit]
-    report = {
-        "language": script.language,
-        "translator": script.translator,
-        "pivot": script.pivot,
-        "lines": len(script.lines),
-        "max_speed": max((c.speed for c in track.clips), default=1.0),
-        "lines_over_limit": over,
-    }
-    return write_json(layout.report(script.language), report)
+@functools.lru_cache(maxsize=2)
+def _back_transcriber(model: str, compute_type: str) -> asr.Transcriber:
+    """One ASR model per process for the QA back-transcription (languages run in threads and share it)."""
+    return asr.get_transcriber("faster-whisper", model=model, compute_type=compute_type, beam_size=5, vad=True)
+
+
+def mouth_opening(video: Path | None, max_faces: int = 2, faces_npz: Path | None = None) -> tuple[np.ndarray, float]:
+    """Per frame, the inner-lip gap of the face the lipsync stage would animate (NaN where no face), from a
+    video's own pixels, or from landmarks already tracked (`faces_npz`). The QA hook into the lipsync stage."""
+    from dubbing.lipsync import track_video
+    from dubbing.lipsync.faces import FaceData, choose_active, mouth_gap
+
+    if faces_npz is not None:
+        data = FaceData.load(faces_npz)
+    elif video is not None:
+        data, _stream = track_video(video, max_faces=max_faces)
+        choose_active(data)
+    else:
+        raise DubbingError("mouth_opening needs a video or tracked landmarks")
+    gap = np.full(data.frames, np.nan, np.float32)
+    for t in range(min(data.frames, len(data.active))):
+        face = data.face_of(t, int(data.active[t]))
+        if face is not None:
+            gap[t] = mouth_gap(face)
+    return gap, data.fps
+
+
+def _source_embeddings(layout: RunLayout, transcript: Transcript) -> dict[str, np.ndarray]:
+    """Each source speaker's CAM++ embedding: diarization's profile when written, else embedded here from the
+    analysis audio over the speaker's utterances."""
+    if layout.speaker_profiles.exists():
+        profiles = json.loads(layout.speaker_profiles.read_text())
+        found = {p["speaker"]: np.asarray(p["embedding"], np.float32) for p in profiles if p.get("embedding")}
+        if found:
+            return found
+    samples, rate = media.read_audio(layout.analysis_wav, ANALYSIS_RATE)
+    result = {}
+    for speaker in transcript.speakers:
+        pieces = [
+            samples[int(u.start * rate) : int(u.end * rate)] for u in transcript.utterances if u.speaker == speaker
+        ]
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        if len(audio) >= speaker_embedding.MIN_SECONDS * rate:
+            result[speaker] = speaker_embedding.embed(audio, rate)
+    return result
+
+
+def _input_warnings(layout: RunLayout, transcript: Transcript) -> list[str]:
+    """What the source-side stages warned about: ASR/diarization, and the lipsync stage's input checks."""
+    warnings = list(transcript.warnings)
+    faces_json = layout.source_dir / "faces.json"
+    if faces_json.exists():
+        faces = FaceTracks.model_validate_json(faces_json.read_text())
+        warnings += [check.message for check in faces.checks]
+    return warnings
+
+
+def _lipsync_measure(
+    layout: RunLayout, video: Path, voice: np.ndarray, lines: list[ScriptLine], settings: Settings
+) -> tuple[dict, dict[int, float | None]]:
+    """Mouth opening of the dubbed picture against the dub voice; with the same figure for the source picture
+    and speech as a baseline when the source's faces were tracked (source/faces.npz)."""
+    gap, fps = mouth_opening(video, settings.lipsync.max_faces)
+    envelope = qa.frame_envelope(voice, ANALYSIS_RATE, fps, len(gap))
+    summary, per_line = qa.lip_sync(gap, envelope, fps, {line.index: qa.dub_span(line) for line in lines})
+    npz = layout.source_dir / "faces.npz"
+    if npz.exists() and layout.analysis_wav.exists() and layout.transcript.exists():
+        source_gap, source_fps = mouth_opening(None, faces_npz=npz)
+        samples, _ = media.read_audio(layout.analysis_wav, ANALYSIS_RATE)
+        spans = {
+            i: (u.start, u.end)
+            for i, u in enumerate(Transcript.model_validate_json(layout.transcript.read_text()).utterances)
+        }
+        baseline, _ = qa.lip_sync(
+            source_gap, qa.frame_envelope(samples, ANALYSIS_RATE, source_fps, len(source_gap)), source_fps, spans
+        )
+        summary["source_correlation"] = baseline["correlation"]
+    return summary, per_line
+
+
+def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, settings: Settings) -> QAReport:
+    """The QA of one finished language, from its files alone (so `dub eval` recomputes exactly what the run
+    wrote): back-transcription of the dub voice, timing, voice similarity, lipsync, loudness, input warnings."""
+    cfg = settings.qa
+    script = Script.model_validate_json((layout.out / outputs.script).read_text())
+    transcript = Transcript.model_validate_json(layout.transcript.read_text())
+    voice_path = layout.out / outputs.voice
+    voice_audio, _ = media.read_audio(voice_path, ANALYSIS_RATE)
+    limits = qa.Thresholds(
+        max_error_rate=cfg.max_error_rate,
+        min_similarity=cfg.min_similarity,
+        min_lip_sync=cfg.min_lip_sync,
+        loudness_target=settings.mix.loudness_lufs,
+        loudness_tolerance_lu=cfg.loudness_tolerance_lu,
+        max_true_peak_db=cfg.max_true_peak_db,
+        max_speedup=settings.for_language(lang).timing.max_speedup,
+    )
+    measured = qa.Measurements(inputs=_input_warnings(layout, transcript), notes={})
+    if cfg.back_transcribe:
+        measured.heard = _back_transcriber(cfg.asr_model, settings.asr.compute_type).transcribe(
+            voice_path, language=lang
+        )
+    else:
+        measured.notes["intelligibility"] = "back-transcription off (qa.back_transcribe)"
+    measured.voice = qa.voice_similarity(
+        _source_embeddings(layout, transcript), voice_audio, ANALYSIS_RATE, script.lines
+    )
+    video = layout.out / outputs.video if outputs.video else None
+    if video is None or not video.exists():
+        measured.notes["lipsync"] = "no video output"
+    elif not cfg.lipsync:
+        measured.notes["lipsync"] = "lipsync check off (qa.lipsync)"
+    else:
+        measured.lipsync, measured.lip_lines = _lipsync_measure(layout, video, voice_audio, script.lines, settings)
+        picture = layout.language_dir(lang) / f"{layout.name}.{lang}.picture.mp4"
+        measured.lipsync["lipsync_applied"] = picture.exists()
+    measured.loudness = qa.loudness(layout.out / outputs.audio)
+    return qa.build_report(script, measured, limits)
+
+
+def write_report(
+    script: Script, track: DubTrack, layout: RunLayout, settings: Settings | None = None, video: Path | None = None
+) -> Path:
+    """The language's QA (see `quality_report`) written to report.json. `video` defaults to the rendered
+    NAME.LANG.mp4 when it exists; `settings` to the default config (pass the run's, for its thresholds)."""
+    settings = settings or load_settings()
+    lang = script.language
+    if video is None and layout.output(lang, ".mp4").exists():
+        video = layout.output(lang, ".mp4")
+    outputs = language_outputs(lang, video, layout)
+    if settings.qa.enabled:
+        report = quality_report(layout, lang, outputs, settings)
+    else:
+        off = dict.fromkeys(("intelligibility", "voice", "lipsync", "loudness"), "QA off (qa.enabled)")
+        limits = qa.Thresholds(max_speedup=settings.for_language(lang).timing.max_speedup)
+        report = qa.build_report(script, qa.Measurements(notes=off), limits)
+    return write_json(layout.report(lang), report.model_dump())
 
 
 def language_outputs(lang: str, video: Path | None, layout: RunLayout) -> LanguageOutputs:
@@ -533,14 +693,23 @@ def target_languages(languages: list[str], source_language: str) -> list[str]:
 
 
 def report_markdown(report_path: Path, layout: RunLayout) -> str:
-    """A short QA summary of one language's report, for the Prefect UI."""
+    """A short QA summary of one language's report, for the Prefect UI: the headline figures of every check
+    (review.summary_rows, shared with report.html) and each flagged line with its time."""
     report = json.loads(Path(report_path).read_text())
     rows = "\n".join(f"| {key} | {value} |" for key, value in report.items() if not isinstance(value, dict | list))
+    rows += "".join(f"\n| {key} | {value} |" for key, value in review.summary_rows(report))
     flagged = report.get("lines_over_limit") or []
+    flags = "".join(
+        f"\n| {review.clock(f.get('start'))} | {'' if f.get('line') is None else f['line']} | {f['check']} | "
+        f"{str(f['message']).replace('|', '/')} |"
+        for f in report.get("flags") or []
+    )
+    flag_table = f"| time | line | check | why |\n|---|---|---|---|{flags}" if flags else "No line failed a check."
     return (
         f"### {layout.name}: {report.get('language')}\n\n| figure | value |\n|---|---|\n{rows}\n\n"
         f"Lines over the speed limit: {', '.join(map(str, flagged)) or 'none'}\n\n"
-        f"Outputs: `{layout.language_dir(report.get('language', ''))}`\n"
+        f"#### Flagged\n\n{flag_table}\n\n"
+        f"Outputs: `{layout.language_dir(report.get('language', ''))}`; review page: `{layout.out / 'report.html'}`\n"
     )
 
 

@@ -8,6 +8,8 @@ only that language.
 
 # No `from __future__ import annotations` in flow modules: Prefect builds pydantic models from these
 # signatures, concurrently in threads for the language subflows, and string annotations fail there.
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from dubbing import pipeline, progress
 from dubbing.config import LanguageConfig, Settings, load_settings
 from dubbing.errors import DubbingError
+from dubbing.files import output_lock
 from dubbing.types import LanguageOutputs, Manifest, MediaInfo, Transcript
 from flows.caching import stage_cache_key
 
@@ -55,7 +58,16 @@ def run_stage(step: Task, *args: Any, language: str | None = None) -> Any:
     state = step(*args, return_state=True)
     result = state.result()  # raises the stage's own error
     progress.report(step.name, 1.0, language, "cached" if state.name == "Cached" else "")
+    _kill_if_asked(step.name, language)
     return result
+
+
+def _kill_if_asked(stage_name: str, language: str | None) -> None:
+    """Fault injection for the crash-and-resume tests: DUBBING_KILL_AFTER=stage[:lang] SIGKILLs this
+    process right after that stage finishes, as a power cut or OOM kill would."""
+    target = os.environ.get("DUBBING_KILL_AFTER")
+    if target and target in (stage_name, f"{stage_name}:{language}"):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 probe = stage(pipeline.probe_source, "probe", cached=False)
@@ -111,7 +123,19 @@ def run_language(
 
 @flow(name="dub-video", flow_run_name="dub-{video.name}", task_runner=ThreadPoolTaskRunner(max_workers=16))
 def dub_video(
-    video: Path, languages: list[str], out: Path, preset: str = "draft", config: Path | None = None
+    video: Path,
+    languages: list[str],
+    out: Path,
+    preset: str = "draft",
+    config: Path | None = None,
+    audio: Path | None = None,
+) -> Manifest:
+    with output_lock(Path(out)):
+        return _dub_video(video, languages, Path(out), preset, config, audio)
+
+
+def _dub_video(
+    video: Path, languages: list[str], out: Path, preset: str, config: Path | None, audio: Path | None
 ) -> Manifest:
     settings = load_settings(preset, config)
     layout = pipeline.layout_for(video, out)
@@ -119,10 +143,11 @@ def dub_video(
     steps = 4 + len(languages)
     bar = create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
 
-    info = run_stage(probe, video)
-    analysis_wav, _mix_wav = run_stage(extract_audio, video, layout)
+    info = run_stage(probe, video, audio)
+    analysis_wav, _mix_wav = run_stage(extract_audio, video, layout, audio)
     update_progress_artifact(bar, 100 * 2 / steps)
     transcript = run_stage(transcribe, analysis_wav, settings, layout)
+    pipeline.require_speech(transcript, audio or video)
     run_stage(source_subtitles, transcript, layout)
     create_table_artifact(
         key=f"transcript-{_slug(layout.name)}",

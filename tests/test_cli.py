@@ -16,12 +16,14 @@ def dub(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 2, no traceback, and the error in one line at the end (progress shown before it may stay)."""
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     for fragment in fragments:
-        assert fragment in lines[0]
+        assert fragment in errors[0]
 
 
 def test_missing_input(tmp_path):

@@ -1,0 +1,126 @@
+"""Failure paths as a user meets them: bad input, crashes at stage boundaries, two runs at once, a full disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_speech, make_video, media_file
+from tests.test_cli import assert_one_line_error, dub
+
+pytestmark = pytest.mark.slow
+
+STRANGE_NAME = '-it\'s a "ñandú" talk.mp4'  # leading dash, quotes, unicode, spaces
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("in put")
+    speech = make_speech(folder / "speech.wav", "Hello, my name is John. I like to eat apples in the morning.")
+    return make_video(folder / STRANGE_NAME, seconds=4.5, audio=speech)
+
+
+def dub_env(**extra: str) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
+
+
+def run_dub(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dubbing.cli", *args], capture_output=True, text=True, env=dub_env(**env), timeout=900
+    )
+
+
+def test_truncated_video(tmp_path):
+    source = media_file("vrt_face1.mp4").read_bytes()
+    broken = tmp_path / "cut.mp4"
+    broken.write_bytes(source[: len(source) // 3])
+    proc = dub("run", str(broken), "-l", "es", "-o", str(tmp_path / "o"))
+    assert_one_line_error(proc)
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_video_without_audio_says_what_to_do(tmp_path):
+    assert_one_line_error(dub("run", str(media_file("musetalk_sun.mp4")), "-l", "es"), "no audio track", "--audio")
+
+
+def test_audio_only_input_suggests_avatar():
+    assert_one_line_error(dub("run", str(media_file("pyannote_sample.wav")), "-l", "es"), "dub avatar")
+
+
+def test_silence_only_writes_no_manifest(tmp_path):
+    silent = tmp_path / "silent.wav"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "4", str(silent)], check=True
+    )
+    video = make_video(tmp_path / "quiet.mp4", seconds=4, audio=silent)
+    proc = run_dub("run", str(video), "-l", "es", "-o", str(tmp_path / "o"))
+    assert_one_line_error(proc, "no speech found")
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_video_without_audio_dubs_with_given_audio_and_strange_paths(clip, tmp_path):
+    mute = make_video(tmp_path / "mute video.mp4", seconds=4.5, audio=None)
+    speech = clip.parent / "speech.wav"
+    out = tmp_path / "out put"
+    proc = run_dub("run", str(mute), "-l", "es", "-o", str(out), "--audio", str(speech))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (out / manifest["outputs"]["es"]["video"]).is_file()
+
+
+@pytest.mark.parametrize("stage", ["transcribe", "synthesize-and-fit:es", "render-video:es"])
+def test_killed_run_resumes_from_its_cache(clip, tmp_path, stage):
+    out = tmp_path / "out"
+    killed = run_dub("run", str(clip), "-l", "es", "-o", str(out), DUBBING_KILL_AFTER=stage)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (out / "manifest.json").exists()
+    leftovers = [p for p in out.rglob("*") if p.is_file() and ".tmp" in p.name]
+    assert leftovers == []  # killed between stages: no half-written files
+    resumed = run_dub("run", str(clip), "-l", "es", "-o", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "transcribe reused from the cache" in resumed.stderr
+    if stage != "transcribe":
+        assert "translate reused from the cache" in resumed.stderr
+    assert json.loads((out / "manifest.json").read_text())["outputs"]["es"]["video"]
+
+
+def test_second_run_into_the_same_folder_is_refused(clip, tmp_path):
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dubbing.cli", "run", str(clip), "-l", "es", "-o", str(out)],
+        env=dub_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        lock = out / ".dub.lock"
+        deadline = time.monotonic() + 120
+        while not (lock.exists() and lock.read_text().startswith("pid")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        second = run_dub("run", str(clip), "-l", "es", "-o", str(out))
+        assert_one_line_error(second, "another run", str(out))
+    finally:
+        assert first.wait(timeout=600) == 0
+    assert (out / "manifest.json").exists()
+
+
+def test_full_disk_gives_one_line_and_keeps_finished_stages(clip, tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=900k", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        proc = run_dub("run", str(clip), "-l", "es", "-o", str(mount / "out"))
+        assert_one_line_error(proc, "No space left on device")
+        transcript = mount / "out" / "source" / "transcript.json"
+        assert json.loads(transcript.read_text())["utterances"]  # finished before the disk filled: intact
+        assert not (mount / "out" / "manifest.json").exists()
+    finally:
+        subprocess.run(["umount", str(mount)])
