@@ -385,6 +385,33 @@ def attribute(
     return transcript.model_copy(update={"utterances": utterances})
 
 
+def read_rttm(path: Path) -> list[SpeakerTurn]:
+    """Reference turns from an RTTM file (for evaluation)."""
+    turns = []
+    for line in Path(path).read_text().splitlines():
+        f = line.split()
+        if len(f) >= 8 and f[0] == "SPEAKER":
+            turns.append(SpeakerTurn(start=float(f[3]), end=float(f[3]) + float(f[4]), speaker=f[7]))
+    return sorted(turns, key=lambda t: t.start)
+
+
+def word_speaker_error(words: Sequence[Word], reference: Sequence[SpeakerTurn]) -> float:
+    """Share of words whose speaker differs from the reference turns' (by the same overlap rule), under the
+    best one-to-one mapping of labels (for evaluation)."""
+    from itertools import permutations
+
+    if not words:
+        return 0.0
+    truth = [w.speaker for w in assign_speakers([w.model_copy(update={"speaker": None}) for w in words], reference)]
+    found = [w.speaker for w in words]
+    ref_names, hyp_names = sorted(set(truth)), sorted(set(found))
+    best = 0
+    for perm in permutations(ref_names, min(len(ref_names), len(hyp_names))):
+        mapping = dict(zip(hyp_names, perm, strict=False))
+        best = max(best, sum(mapping.get(h) == t for h, t in zip(found, truth, strict=True)))
+    return 1 - best / len(words)
+
+
 # --- speaker profiles -------------------------------------------------------------------------------------
 
 

@@ -229,3 +229,21 @@ def test_video_without_audio_is_probed_as_such(tmp_path):
     assert info.has_video and not info.has_audio
     with pytest.raises(DubbingError):
         media.extract_analysis_audio(silent, tmp_path / "x.wav")
+
+
+def test_dub_transcribe_writes_transcript_and_subtitles_and_prints_speakers(tmp_path):
+    from typer.testing import CliRunner
+
+    from dubbing.cli import app
+
+    speech = make_speech(tmp_path / "s.wav", "Welcome to the show. Today we talk about rivers and the sea.")
+    video = make_video(tmp_path / "talk.mp4", 5.0, audio=speech)
+    result = CliRunner().invoke(app, ["transcribe", str(video), "--out", str(tmp_path / "out"), "--speakers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "S1" in result.output and "language en" in result.output
+    source = tmp_path / "out" / "source"
+    data = json.loads((source / "transcript.json").read_text())
+    assert data["language"] == "en" and data["utterances"]
+    assert all({"start", "end", "speaker", "text", "words"} <= set(u) for u in data["utterances"])
+    assert "rivers" in (source / "talk.en.srt").read_text().lower()
+    assert (source / "talk.en.vtt").read_text().startswith("WEBVTT")

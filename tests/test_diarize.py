@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,28 +12,6 @@ from dubbing import asr, diarize
 from dubbing.errors import DubbingError
 from dubbing.types import SpeakerTurn, Transcript, Word
 from tests.conftest import media_file
-
-
-def read_rttm(path: Path) -> list[SpeakerTurn]:
-    turns = []
-    for line in path.read_text().splitlines():
-        f = line.split()
-        turns.append(SpeakerTurn(start=float(f[3]), end=float(f[3]) + float(f[4]), speaker=f[7]))
-    return turns
-
-
-def word_speaker_error(words: list[Word], reference: list[SpeakerTurn]) -> float:
-    """Share of words whose speaker differs from the reference under the best one-to-one label mapping."""
-    from itertools import permutations
-
-    truth = [w.speaker for w in diarize.assign_speakers(words, reference)]
-    found = [w.speaker for w in words]
-    ref_names, hyp_names = sorted(set(truth)), sorted(set(found))
-    best = 0
-    for perm in permutations(ref_names, min(len(ref_names), len(hyp_names))):
-        mapping = dict(zip(hyp_names, perm, strict=False))
-        best = max(best, sum(mapping.get(h) == t for h, t in zip(found, truth, strict=True)))
-    return 1 - best / len(words)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +39,7 @@ def test_phone_call_has_two_speakers_and_few_misattributed_words(call, attribute
     assert all(t.start < t.end for t in turns)
     assert all(a.end <= b.start + 1e-6 for a, b in zip(turns, turns[1:], strict=False))  # no overlaps
     words = [w for u in attributed.utterances for w in u.words]
-    error = word_speaker_error(words, read_rttm(media_dir / "pyannote_sample.rttm"))
+    error = diarize.word_speaker_error(words, diarize.read_rttm(media_dir / "pyannote_sample.rttm"))
     assert error <= 0.2, error
 
 
