@@ -13,16 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 # Characters (not counting spaces; punctuation counts, since it makes pauses) spoken per second at speed 1.0,
-# per TTS backend and language. Measured by benchmarks/calibrate_speech_rate.py (2026-11-24): each backend spoke
-# 15 everyday sentences per language (the hand-written references of benchmarks/data/mt_en.tsv for es/pt, the
-# English sources, Apertium renderings for ca/gl/fr/it, hand-written German); clip length with leading and
-# trailing silence trimmed as the TTS stage does; rate = total characters / total seconds. espeak-ng at 165
-# words per minute (the TTS stage's base rate; voices en-us, es, pt-br, fr, it, de, ca, and es for gl);
-# Kokoro-82M int8 with voice jf_alpha via kokoro-onnx 0.6.1 (en-us, es, pt-br, fr-fr, it, de, ca). Characters
-# predicted a single line's length within a median 2-9% (syllables: 3-12%, letters: 3-9%).
+# per TTS backend and language. Measured with benchmarks/calibrate_speech_rate.py on 2026-11-24: each backend
+# spoke 15 everyday sentences per language through the TTS stage (dubbing.tts, silence trimmed there) with the
+# voice a run uses by default (espeak-ng at 165 words per minute with voices en-us, es, pt-br, fr, it, de, ca and
+# es for gl; Kokoro-82M int8 with jm_kumo; Piper joe-en); rate = total characters / total seconds. Sentences:
+# the hand-written references of benchmarks/data/mt_en.tsv for es/pt, the English sources, Apertium renderings
+# for ca/gl/fr/it, hand-written German. Characters predicted a single line's length within a median 3-9%
+# (syllables: 3-12%). Voices differ: Kokoro's jf_alpha spoke Spanish 8% faster than jm_kumo.
 CHAR_RATES: dict[str, dict[str, float]] = {
     "espeak": {"en": 15.38, "es": 14.50, "pt": 13.40, "fr": 18.75, "it": 14.95, "de": 15.74, "ca": 14.72, "gl": 14.01},
-    "kokoro": {"en": 15.90, "es": 13.65, "pt": 12.64, "fr": 16.53, "it": 13.69, "de": 13.63, "ca": 13.43},
+    "kokoro": {"en": 15.48, "es": 12.66, "pt": 11.69, "fr": 16.33, "it": 12.79, "de": 13.16},
+    "piper": {"en": 16.95},
 }
 # A language or backend that was not measured: the median of the measured rates.
 DEFAULT_RATE = 14.5
