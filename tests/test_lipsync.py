@@ -251,3 +251,38 @@ def test_wav2lip_backend_runs_a_tiny_random_network(tmp_path):
     (x0, y0), (x1, y1) = pts[[61, 0]].min(axis=0).astype(int), pts[[291, 17]].max(axis=0).astype(int)
     assert psnr(a[: nose - 5], b[: nose - 5]) > 40  # above the nose: untouched
     assert psnr(a[y0:y1, x0:x1], b[y0:y1, x0:x1]) < 30  # the mouth: the network's output
+
+
+def test_pipeline_steps_track_render_and_report(tmp_path):
+    """The run's steps: faces tracked once, each language's picture lipsynced to its dub voice and muxed, the
+    checks in the report; a video with no face keeps its picture and says so."""
+    from dubbing import pipeline
+    from dubbing.config import load_settings
+    from dubbing.types import DubTrack, MediaInfo, PlacedClip, Script, ScriptLine, Transcript, Utterance
+
+    video = tmp_path / "talk.mp4"
+    ffmpeg("-i", str(media_file("vrt_face1.mp4")), "-t", "2", "-vf", "scale=320:320", str(video))
+    settings = load_settings()
+    layout = pipeline.layout_for(video, tmp_path / "out")
+    info = MediaInfo(path=str(video), duration_s=2.0, has_video=True, has_audio=True)
+    transcript = Transcript(language="en", duration_s=2.0, utterances=[Utterance(start=0.2, end=1.8, text="hi")])
+    faces = pipeline.track_faces(video, info, transcript, settings, layout)
+    assert faces is not None and faces.faces == 1 and faces.line_faces == [0]
+    assert (layout.source_dir / "faces.json").exists()
+    voice, spans = speech_at(tmp_path, 2.0, [(0.3, "hola amigo")])
+    line = ScriptLine(index=0, speaker="S1", start=0.3, end=1.8, source_text="hi", text="hola amigo")
+    script = Script(source_language="en", language="es", translator="t", lines=[line])
+    track = DubTrack(language="es", voice_path=str(voice), sample_rate=RATE, duration_s=2.0,
+                     clips=[PlacedClip(index=0, start=0.3, end=spans[0][1], speed=1.0)])  # fmt: skip
+    picture = pipeline.render_lipsync(video, faces, script, track, settings, layout)
+    assert picture is not None and probe_video(picture).width == 320
+    final = pipeline.render_video(video, info, voice, None, "es", layout, picture=picture)
+    assert final is not None and probe_video(final).frames == probe_video(picture).frames
+    report = pipeline.lipsync_report(faces, picture)
+    assert report["applied"] and report["faces"] == 1 and "low-resolution" in {c["code"] for c in report["checks"]}
+
+    blank = make_video(tmp_path / "pattern.mp4", 1.0, audio=voice)
+    nobody = pipeline.track_faces(blank, info, transcript, settings, pipeline.layout_for(blank, tmp_path / "o2"))
+    assert pipeline.render_lipsync(blank, nobody, script, track, settings, layout) is None
+    report = pipeline.lipsync_report(nobody, None)
+    assert not report["applied"] and "no face" in report["reason"] and report["checks"][0]["code"] == "no-face"

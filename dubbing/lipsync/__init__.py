@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from dubbing.errors import DubbingError
 from dubbing.lipsync import visemes
-from dubbing.lipsync.faces import FaceData, choose_active, track_faces
+from dubbing.lipsync.faces import FaceData, choose_active, face_box, track_faces
 from dubbing.lipsync.render import BACKENDS, Clip, Renderer, get_renderer
 from dubbing.lipsync.video import (
     FrameWriter,
@@ -28,6 +27,7 @@ from dubbing.lipsync.video import (
     probe_video,
     read_frame,
     read_frames,
+    yuv_crop_bgr,
     yuv_supported,
 )
 from dubbing.tools import ffmpeg_input, require_tool
@@ -120,6 +120,18 @@ def mouth_drive(
     return drive
 
 
+def work_box(face: np.ndarray, stream_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The even-aligned region a renderer works in: the face with margins wide enough for the warp's fixed
+    ring (sides and below the chin) and the eyes (blinks). Work outside it costs nothing."""
+    x0, y0, x1, y1 = face_box(face)
+    fw, fh = x1 - x0, y1 - y0
+    width, height = stream_size
+    box = (x0 - 0.4 * fw, y0 - 0.1 * fh, x1 + 0.4 * fw, y1 + 0.5 * fh)
+    x0, y0 = max(0, int(box[0])) & ~1, max(0, int(box[1])) & ~1
+    x1, y1 = min(width, int(np.ceil(box[2])) + 1) & ~1, min(height, int(np.ceil(box[3])) + 1) & ~1
+    return x0, y0, max(x1, x0 + 2), max(y1, y0 + 2)
+
+
 def render_faces(
     frames: Iterable[np.ndarray],
     frame_at: Callable[[int], np.ndarray | None],
@@ -144,10 +156,18 @@ def render_faces(
         if not writer.yuv:
             writer.write(renderer.render(frame, t, face, track))
             continue
-        bgr = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
-        new = renderer.render(bgr, t, face, track)
-        box = None if new is bgr else changed_box(bgr, new)
-        writer.write(frame if box is None else patch_yuv(frame, new, box))
+        if face is None:
+            writer.write(frame)
+            continue
+        x0, y0, x1, y1 = work_box(face, stream_size=(frame.shape[1], frame.shape[0] * 2 // 3))
+        crop = yuv_crop_bgr(frame, (x0, y0, x1, y1))
+        new = renderer.render(crop, t, face - [x0, y0], track)
+        box = None if new is crop else changed_box(crop, new)
+        if box is None:
+            writer.write(frame)
+        else:
+            bx0, by0, bx1, by1 = box
+            writer.write(patch_yuv(frame, new[by0:by1, bx0:bx1], x0 + bx0, y0 + by0))
     return animated
 
 
@@ -163,7 +183,7 @@ def lipsync_video(
     resolution: str | None = None,
     max_faces: int = 2,
     crf: int = 17,
-    preset: str = "veryfast",
+    preset: str = "superfast",
     faces: FaceData | None = None,
     lines: list[tuple[float, float, str]] | None = None,
     language: str | None = None,
@@ -258,7 +278,7 @@ def render_dub(
     backend: str = "classical",
     backend_options: dict | None = None,
     crf: int = 17,
-    preset: str = "veryfast",
+    preset: str = "superfast",
 ) -> LipsyncResult:
     """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face."""
     if not faces.landmarks or not Path(faces.landmarks).is_file():

@@ -92,7 +92,7 @@ def make_avatar(
     backend: str = "classical",
     backend_options: dict | None = None,
     crf: int = 17,
-    preset: str = "veryfast",
+    preset: str = "superfast",
 ) -> LipsyncResult:
     """Write a talking video of the face in PHOTO speaking AUDIO, as long as the audio."""
     image = read_photo(photo)

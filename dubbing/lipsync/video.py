@@ -175,19 +175,30 @@ def changed_box(before: np.ndarray, after: np.ndarray) -> tuple[int, int, int, i
     return int(cols[0]) & ~1, int(rows[0]) & ~1, (int(cols[-1]) + 2) & ~1, (int(rows[-1]) + 2) & ~1
 
 
-def patch_yuv(yuv: np.ndarray, bgr: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """A copy of the I420 frame `yuv` with the `box` of `bgr` converted in; everything else stays bit-exact."""
+def yuv_crop_bgr(yuv: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The even-aligned `box` of an I420 frame as BGR (converting only that region)."""
     x0, y0, x1, y1 = box
     h, w = yuv.shape[0] * 2 // 3, yuv.shape[1]
-    pw, ph = x1 - x0, y1 - y0
-    part = cv2.cvtColor(np.ascontiguousarray(bgr[y0:y1, x0:x1]), cv2.COLOR_BGR2YUV_I420).reshape(-1)
+    flat = yuv.reshape(-1)
+    u = flat[h * w : h * w * 5 // 4].reshape(h // 2, w // 2)[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
+    v = flat[h * w * 5 // 4 :].reshape(h // 2, w // 2)[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
+    planar = np.concatenate([yuv[y0:y1, x0:x1].ravel(), u.ravel(), v.ravel()]).reshape((y1 - y0) * 3 // 2, x1 - x0)
+    return cv2.cvtColor(planar, cv2.COLOR_YUV2BGR_I420)
+
+
+def patch_yuv(yuv: np.ndarray, patch: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """A copy of the I420 frame `yuv` with the BGR `patch` (even size, at even x0, y0) converted in;
+    every pixel outside it stays bit-exact."""
+    h, w = yuv.shape[0] * 2 // 3, yuv.shape[1]
+    ph, pw = patch.shape[:2]
+    part = cv2.cvtColor(np.ascontiguousarray(patch), cv2.COLOR_BGR2YUV_I420).reshape(-1)
     out = yuv.copy()
     flat = out.reshape(-1)
-    out[y0:y1, x0:x1] = part[: pw * ph].reshape(ph, pw)
+    out[y0 : y0 + ph, x0 : x0 + pw] = part[: pw * ph].reshape(ph, pw)
     for plane in range(2):  # U then V, each (h/2, w/2) stored after Y
         src = part[pw * ph + plane * (pw * ph // 4) :][: pw * ph // 4].reshape(ph // 2, pw // 2)
         dst = flat[h * w + plane * (h * w // 4) :][: h * w // 4].reshape(h // 2, w // 2)
-        dst[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = src
+        dst[y0 // 2 : y0 // 2 + ph // 2, x0 // 2 : x0 // 2 + pw // 2] = src
     return out
 
 
@@ -215,7 +226,7 @@ class FrameWriter:
         fmt: str = "mp4",
         resolution: str | None = None,
         crf: int = 17,
-        preset: str = "veryfast",
+        preset: str = "superfast",
         duration_s: float | None = None,
         yuv: bool = False,
     ) -> None:
