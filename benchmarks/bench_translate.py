@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_translate.py            # every offline system, markdown table
     .venv/bin/python benchmarks/bench_translate.py --show es  # also print each line for one language
 
-Data: benchmarks/data/mt_en.tsv (English sentences of everyday speech with Spanish and Portuguese references
-written by hand for this benchmark, independently of any system's output). Systems are built as a dub run
+Data: benchmarks/data/mt_en.tsv (English sentences of everyday speech with Spanish, Portuguese, French and
+Italian references written by hand for this benchmark). Systems are built as a dub run
 builds them (`translate.translator_for`), glossary and orthography fixes included, so the numbers are the
 product's. Times are wall-clock on this machine for the whole set, model loading included: they are inflated
 when other work shares the CPU.
@@ -26,7 +26,7 @@ from dubbing import translate  # noqa: E402
 from dubbing.config import TranslateConfig, load_settings  # noqa: E402
 
 DATA = ROOT / "benchmarks/data/mt_en.tsv"
-COLUMNS = {"es": 1, "pt": 2}
+COLUMNS = {"es": 1, "pt": 2, "fr": 3, "it": 4}
 # (label, target, config); "configured default" is what configs/languages/<lang>.yaml says today.
 SYSTEMS = [
     ("apertium eng-spa", "es", TranslateConfig(backend="apertium")),
@@ -37,6 +37,18 @@ SYSTEMS = [
     ),
     ("apertium eng-spa + es-pt", "pt", TranslateConfig(backend="apertium")),
     ("bergamot en-pt (raw engine)", "pt", TranslateConfig(backend="bergamot")),
+    ("apertium eng-spa + es-fr", "fr", TranslateConfig(backend="apertium")),
+    (
+        "bergamot en-pt + apertium pt-es-fr",
+        "fr",
+        TranslateConfig(backend="bergamot", pivot="pt", pivot_backend="apertium"),
+    ),
+    ("apertium eng-spa + spa-ita", "it", TranslateConfig(backend="apertium")),
+    (
+        "bergamot en-pt + apertium pt-es-it",
+        "it",
+        TranslateConfig(backend="bergamot", pivot="pt", pivot_backend="apertium"),
+    ),
 ]
 
 
@@ -46,7 +58,7 @@ def load_rows() -> list[list[str]]:
         for line in DATA.read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert all(len(r) == 3 for r in rows), "every row needs en, es and pt"
+    assert all(len(r) == 1 + len(COLUMNS) for r in rows), f"every row needs en and {', '.join(COLUMNS)}"
     return rows
 
 

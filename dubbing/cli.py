@@ -386,8 +386,8 @@ def models_command(
 @app.command()
 def doctor() -> None:
     """Check the tools, translation pairs and models a run needs, and say how to get what is missing."""
+    from dubbing import translate
     from dubbing.config import available_languages, load_settings
-    from dubbing.translate import APERTIUM_MODES
 
     problems: list[str] = []
     table = Table(title=f"dubbing {__version__}")
@@ -401,18 +401,22 @@ def doctor() -> None:
             problems.append(tool)
     settings = load_settings()
     for lang in available_languages():
-        cfg = settings.for_language(lang)
-        if cfg.translate.backend != "apertium" or not cfg.translate.model:
-            continue
-        for mode in cfg.translate.model.split("+"):
-            ok = (APERTIUM_MODES / f"{mode}.mode").exists()
-            table.add_row(
-                f"apertium {mode} ({lang})",
-                "[green]ok[/green]" if ok else "[red]missing[/red]",
-                "" if ok else f"apt-get install apertium-{mode}",
+        # Build each language's translator as a run would (English source): that checks Apertium pairs, the
+        # Bergamot models and cached hub models. Offline backends must work; hub and LLM ones are optional.
+        tcfg = settings.for_language(lang).translate
+        source = "es" if lang == "en" else "en"
+        try:
+            translator = translate.translator_for(tcfg, source, lang)
+            state, detail = (
+                "[green]ok[/green]",
+                translator.name + (f" via {translator.pivot}" if translator.pivot else ""),
             )
-            if not ok:
-                problems.append(f"apertium {mode}")
+        except DubbingError as exc:
+            offline = {tcfg.backend, tcfg.pivot_backend or tcfg.backend} <= {"apertium", "bergamot"}
+            state, detail = ("[red]missing[/red]" if offline else "[yellow]missing[/yellow]"), str(exc)
+            if offline:
+                problems.append(f"translation {source}->{lang}")
+        table.add_row(f"translate {source}->{lang}", state, detail)
     for name in models.REGISTRY:
         status = models.check(name)
         required = name in REQUIRED_MODELS

@@ -427,3 +427,10 @@ def test_voice_stage_hook_returns_a_line_that_really_speaks_shorter(tmp_path):
     shorter = shorten(line, 0.7 * natural_s, natural_s)
     assert shorter and "reunión" in shorter and seconds(shorter) < 0.85 * natural_s
     assert shorten(line, 1.1 * natural_s, natural_s) is None  # it already fits: nothing to do
+
+
+def test_same_language_passes_lines_through_and_pivots_are_recorded():
+    tr = translate.translator_for(load_settings().for_language("es").translate, "es", "es")
+    assert tr.name == "identity" and tr.translate(["¿Qué tal?"]) == ["¿Qué tal?"]
+    fr = translate.translator_for(load_settings().for_language("fr").translate, "en", "fr")
+    assert fr.name == "bergamot+apertium" and fr.pivot == "pt+es"

@@ -18,6 +18,7 @@ from dubbing.translate import isochrony
 from dubbing.translate.apertium import APERTIUM_MODES, APERTIUM_ROUTES, ApertiumTranslator
 from dubbing.translate.base import Glossary, LanguagePairError, Translator, finish
 from dubbing.translate.bergamot import BERGAMOT_MODELS, BergamotTranslator
+from dubbing.translate.condense import condense
 from dubbing.translate.hub import HubTranslator
 from dubbing.translate.llm import OpenAICompatibleTranslator
 
@@ -71,6 +72,22 @@ def get_translator(backend: str, *, source: str, target: str, model: str | None 
         raise DubbingError(f"unknown translation backend {backend!r}; available: {', '.join(BACKENDS)}") from None
     accepted = {k: v for k, v in options.items() if k in _OPTIONS.get(backend, set()) and v is not None}
     return cls(source=source, target=target, model=model, **accepted)
+
+
+class IdentityTranslator:
+    """Source and target are the same language: lines pass through; shorter ones by condensing the source."""
+
+    name = "identity"
+    pivot = None
+
+    def __init__(self, *, source: str, target: str, model: str | None = None) -> None:
+        self.source, self.target = source, target
+
+    def translate(self, lines: list[str]) -> list[str]:
+        return list(lines)
+
+    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
+        return condense(lines[index], self.source)
 
 
 class ChainTranslator:
@@ -136,6 +153,8 @@ def translator_for(cfg: Any, source: str, target: str) -> ConfiguredTranslator:
     """What a language's `translate` config asks for (a dubbing.config.TranslateConfig): one backend, or two
     through `pivot`; glossary and formality applied. When the configured backend has no route for this source
     language (the config is per target; the source is detected), Apertium's direct route is used if it has one."""
+    if source.split("-")[0] == target.split("-")[0]:  # re-voicing in the same language: nothing to translate
+        return ConfiguredTranslator(IdentityTranslator(source=source, target=target), cfg.glossary)
     try:
         return _configured(cfg, source, target)
     except LanguagePairError as exc:
