@@ -194,7 +194,8 @@ class ChatServer:
     """A small chat-completions server: answers from a queue of replies and records each request."""
 
     def __init__(self) -> None:
-        self.replies: list[str | float] = []  # a string is the assistant's content; a float: sleep that long
+        # A string is the assistant's content; a float: sleep that long first; an int: answer with that HTTP status.
+        self.replies: list[str | float | int] = []
         self.requests: list[dict] = []
         server = self
 
@@ -203,11 +204,14 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                 reply = server.replies.pop(0) if server.replies else server.echo(body)
+                status = 200
                 if isinstance(reply, float):
                     time.sleep(reply)
                     reply = server.echo(body)
+                if isinstance(reply, int):
+                    status, reply = reply, "server says no"
                 data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -279,6 +283,18 @@ def test_llm_retries_malformed_replies_then_fails_clearly(chat_server):
     chat_server.replies = ["nope"] * 3
     with pytest.raises(DubbingError, match="malformed JSON 2 times"):
         _llm(chat_server.url, max_retries=1).translate(["hello"])
+
+
+def test_llm_retries_busy_servers_skips_empty_lines_and_reports_refusals(chat_server, monkeypatch):
+    monkeypatch.setattr(translate.llm, "BACKOFF_S", 0.01)
+    chat_server.replies = [503]
+    assert _llm(chat_server.url).translate(["a", "", "b"]) == ["<a>", "", "<b>"]
+    assert len(chat_server.requests) == 2
+    assert json.loads(chat_server.requests[-1]["body"]["messages"][1]["content"])["lines"] == ["a", "b"]
+    chat_server.replies = [401]
+    with pytest.raises(DubbingError, match="answered HTTP 401"):
+        _llm(chat_server.url).translate(["a"])
+    assert len(chat_server.requests) == 3  # a refusal is not retried
 
 
 def test_llm_timeout_is_a_clear_error(chat_server):

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -33,6 +34,10 @@ SHORTEN_PROMPT = (
     "`context_before` and `context_after` are neighbouring lines. {glossary}{formality}"
     'Reply with JSON only: {{"candidates": [strings, most faithful first]}}.'
 )
+
+
+TRANSIENT = {429, 500, 502, 503, 504}  # rate limits and overloaded servers: worth asking again
+BACKOFF_S = 0.5
 
 
 class MalformedReply(ValueError):
@@ -98,12 +103,17 @@ class OpenAICompatibleTranslator:
         }
 
     def translate(self, lines: list[str]) -> list[str]:
-        out: list[str] = []
+        """Non-empty lines in batches of `batch_size`, each with the lines around it as context."""
+        out = [""] * len(lines)
+        todo = [i for i, line in enumerate(lines) if line.strip()]
+        spoken = [lines[i] for i in todo]
         system = self._instructions(SYSTEM_PROMPT)
-        for start in range(0, len(lines), self.batch_size):
-            chunk = lines[start : start + self.batch_size]
-            payload = {**self._context(lines, start, start + len(chunk)), "lines": chunk}
-            out += self._ask(system, payload, partial(_strings, key="translations", count=len(chunk)))
+        for start in range(0, len(spoken), self.batch_size):
+            chunk = spoken[start : start + self.batch_size]
+            payload = {**self._context(spoken, start, start + len(chunk)), "lines": chunk}
+            done = self._ask(system, payload, partial(_strings, key="translations", count=len(chunk)))
+            for i, text in zip(todo[start : start + len(chunk)], done, strict=True):
+                out[i] = text
         return out
 
     def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
@@ -142,15 +152,12 @@ class OpenAICompatibleTranslator:
             "temperature": 0,
             "response_format": {"type": "json_object"},
         }
-        try:
-            response = self.client.post(self.url, json=body)
-        except httpx.TimeoutException:
-            raise DubbingError(
-                f"translation server {self.url} did not answer within {self.timeout_s:g}s "
-                f"(model {self.model}); raise translate.timeout_s or check the server"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise DubbingError(f"cannot reach translation server {self.url}: {exc}") from None
+        for attempt in range(self.max_retries + 1):
+            response = self._send(body)
+            if response.status_code not in TRANSIENT or attempt == self.max_retries:
+                break
+            log.warning("translation server answered HTTP %d; retrying", response.status_code)
+            time.sleep(BACKOFF_S * 2**attempt)
         if response.status_code != 200:
             raise DubbingError(
                 f"translation server {self.url} answered HTTP {response.status_code}: {response.text.strip()[:200]}"
@@ -161,6 +168,17 @@ class OpenAICompatibleTranslator:
             raise DubbingError(
                 f"{self.url} is not an OpenAI-compatible chat-completions endpoint: {response.text[:200]}"
             ) from None
+
+    def _send(self, body: dict) -> httpx.Response:
+        try:
+            return self.client.post(self.url, json=body)
+        except httpx.TimeoutException:
+            raise DubbingError(
+                f"translation server {self.url} did not answer within {self.timeout_s:g}s "
+                f"(model {self.model}); raise translate.timeout_s or check the server"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise DubbingError(f"cannot reach translation server {self.url}: {exc}") from None
 
 
 def _json_object(content: str) -> dict:
