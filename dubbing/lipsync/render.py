@@ -253,6 +253,25 @@ class _TrackState:
     tris: np.ndarray
     reference: tuple[np.ndarray, np.ndarray] | None  # (image crop, landmarks in crop coordinates)
     eye_tris: list[np.ndarray] = field(default_factory=list)
+    closed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # (crop, landmarks, pose)
+
+
+# Rigid points (eyes, nose, brows, face outline above the mouth): their layout in face coordinates is the pose.
+POSE_POINTS = [33, 133, 362, 263, 1, 2, 98, 327, 168, 6, 70, 300, 234, 454, 10]
+
+
+def pose_signature(pts: np.ndarray) -> np.ndarray:
+    centre, right, down, scale = _face_coords(pts)
+    rel = pts[POSE_POINTS] - centre
+    return np.stack([rel @ right, rel @ down], axis=1).ravel() / scale
+
+
+def _crop(frame: np.ndarray, pts: np.ndarray, margin: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    x0, y0, x1, y1 = face_box(pts)
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    x0, y0 = max(0, int(x0 - mx)), max(0, int(y0 - my))
+    x1, y1 = min(frame.shape[1], int(x1 + mx)), min(frame.shape[0], int(y1 + my))
+    return frame[y0:y1, x0:x1].copy(), pts - [x0, y0]
 
 
 class ClassicalRenderer:
@@ -260,9 +279,13 @@ class ClassicalRenderer:
 
     name = "classical"
 
-    def __init__(self, strength: float = 1.0, min_open_gap: float = 0.08) -> None:
+    def __init__(
+        self, strength: float = 1.0, min_open_gap: float = 0.08, closed_bank: int = 6, closed_gap: float = 0.015
+    ) -> None:
         self.strength = strength
         self.min_open_gap = min_open_gap  # a reference mouth must open at least this much to lend its interior
+        self.closed_bank = closed_bank  # closed-mouth frames kept per face, to lend their lips when closing
+        self.closed_gap = closed_gap  # a mouth this little open counts as closed
         self.clip: Clip | None = None
         self.state: dict[int, _TrackState] = {}
 
@@ -281,7 +304,26 @@ class ClassicalRenderer:
                 x0, y0 = max(0, x0), max(0, y0)
                 reference = (frame[y0:y1, x0:x1].copy(), ref_pts - [x0, y0])
             eye_tris = [triangulate(src) for src, _dst in eye_meshes(mid, 1.0)] if clip.blink is not None else []
-            self.state[track] = _TrackState(max_gap, open_topology(mid), reference, eye_tris)
+            closed = self._closed_bank(clip, indices, sample, gaps)
+            self.state[track] = _TrackState(max_gap, open_topology(mid), reference, eye_tris, closed)
+
+    def _closed_bank(
+        self, clip: Clip, indices: np.ndarray, sample: np.ndarray, gaps: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A few of the face's own closed-mouth frames, spread over the clip (different poses and light):
+        real closed lips look better than lips squeezed shut by the warp."""
+        candidates = np.flatnonzero(gaps <= self.closed_gap)
+        if candidates.size == 0 or self.closed_bank == 0:
+            return []
+        # the middle of each closed run (lips at rest, not mid-motion), spread evenly
+        picks = candidates[np.linspace(0, candidates.size - 1, min(self.closed_bank, candidates.size)).astype(int)]
+        bank = []
+        for k in dict.fromkeys(int(p) for p in picks):
+            frame = clip.frame_at(int(indices[k]))
+            if frame is not None:
+                crop, pts = _crop(frame, sample[k])
+                bank.append((crop, pts, pose_signature(sample[k])))
+        return bank
 
     def render(self, frame: np.ndarray, index: int, face: np.ndarray | None, track: int) -> np.ndarray:
         if face is None or self.clip is None or track not in self.state:
@@ -307,7 +349,11 @@ class ClassicalRenderer:
         if gap > own + 0.02:
             self._fill_interior(patch, box, dst, st, min(1.0, (gap - own - 0.02) / 0.08), scale)
         elif gap < 0.04 and own > gap + 0.03:
-            self._crease(patch, box, dst, min(1.0, (own - gap) / 0.1), scale)
+            alpha = min(1.0, (own - gap) / 0.1)
+            if st.closed:
+                self._closed_lips(patch, box, face, dst, st, alpha, scale)
+            else:
+                self._crease(patch, box, dst, alpha, scale)
         out[box[1] : box[3], box[0] : box[2]] = patch
         return out
 
@@ -335,6 +381,38 @@ class ClassicalRenderer:
         else:
             interior = _painted_interior(patch, dst - [x0, y0])
         patch[:] = (patch * (1 - mask[..., None]) + interior * mask[..., None]).astype(np.uint8)
+
+    def _closed_lips(
+        self,
+        patch: np.ndarray,
+        box: tuple[int, int, int, int],
+        face: np.ndarray,
+        dst: np.ndarray,
+        st: _TrackState,
+        alpha: float,
+        scale: float,
+    ) -> None:
+        """Lay the face's own closed lips (the bank frame of nearest pose) over the warped mouth, warped onto
+        the target shape, matched in colour to the frame around the mouth, with a feathered edge."""
+        pose = pose_signature(face)
+        crop, pts, _ = min(st.closed, key=lambda item: float(np.sum((item[2] - pose) ** 2)))
+        x0, y0, x1, y1 = box
+        donor_src, _ = mesh_points(pts)
+        donor, covered = warp_mesh(crop, donor_src, dst - [x0, y0], st.tris, (0, 0, x1 - x0, y1 - y0))
+        outer_idx = [_POS[i] for i in UPPER_OUTER + LOWER_OUTER[-2:0:-1]]
+        outer = np.round((dst[outer_idx] - [x0, y0]) * 16).astype(np.int32)
+        lips = np.zeros(patch.shape[:2], np.uint8)
+        cv2.fillPoly(lips, [outer], 255, cv2.LINE_AA, 4)
+        grow = max(3, int(scale * 0.10)) | 1
+        core = cv2.dilate(lips, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+        band = cv2.dilate(core, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow))) > core
+        band &= covered
+        if band.sum() > 10:  # colour: match the donor to the frame on a band of skin around the lips
+            shift = np.clip(patch[band].mean(axis=0) - donor[band].mean(axis=0), -30, 30)
+            donor = np.clip(donor + shift, 0, 255)
+        blur = max(3, int(scale * 0.08)) | 1
+        mask = cv2.GaussianBlur(core.astype(np.float32) / 255.0, (blur, blur), 0) * covered * alpha
+        patch[:] = (patch * (1 - mask[..., None]) + donor * mask[..., None]).astype(np.uint8)
 
     def _crease(
         self, patch: np.ndarray, box: tuple[int, int, int, int], dst: np.ndarray, alpha: float, scale: float
