@@ -73,6 +73,10 @@ def test_spanish_question_and_exclamation_marks():
         "¿Podrías hablar más despacio, por favor?"
     )
     assert spanish_marks("Hi. See you!", "Hola. Hasta luego!") == "Hola. ¡Hasta luego!"
+    # A shortened line lost the leading fillers of its source: the question is found counting from the end.
+    assert spanish_marks("Well, you know, good morning, how did you sleep?", "Buen día, como dormiste?") == (
+        "Buen día, ¿como dormiste?"
+    )
     assert finish("Hello", "olá,", "pt") == "Olá"
 
 

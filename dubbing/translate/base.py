@@ -120,36 +120,34 @@ _QUESTION_START = re.compile(
 
 
 def spanish_marks(source: str, text: str) -> str:
-    """Spanish opens questions and exclamations with ¿ and ¡. Engines that skip them get them back: the
-    question starts after the comma where the English one does ("Hi, how are you?"), else at the sentence."""
+    """Spanish opens questions and exclamations with ¿ and ¡. Engines that skip them get them back: a question
+    starts after the comma where the English one does ("Hi, how are you?"), counted from the end of the sentence
+    (a shortened line may have lost leading clauses), else at the start of the sentence."""
     if "¿" in text or "¡" in text:
         return text
-    out = []
-    for src, sent in zip(_sentences(source), _sentences(text), strict=False):
-        mark = {"?": "¿", "!": "¡"}.get(sent.rstrip()[-1:]) if sent.strip() else None
-        if mark:
-            clause_commas = len(src.split(",")) - 1
-            split = _QUESTION_START.search(src) if mark == "¿" else None
-            if split and clause_commas and sent.count(",") >= src[: split.start() + 1].count(","):
-                k = src[: split.start() + 1].count(",")
-                head, tail = _split_after_comma(sent, k)
-                sent = f"{head} {mark}{tail.lstrip()}"
-            else:
-                lead = len(sent) - len(sent.lstrip())
-                sent = sent[:lead] + mark + sent[lead:]
-        out.append(sent)
-    if len(_sentences(text)) != len(out):  # sentence counts differ: leave the line as the engine wrote it
+    sources, targets = _sentences(source), _sentences(text)
+    if len(sources) != len(targets):  # sentence counts differ: leave the line as the engine wrote it
         return text
-    return "".join(out)
+    return "".join(_open_sentence(src, sent) for src, sent in zip(sources, targets, strict=True))
+
+
+def _open_sentence(src: str, sent: str) -> str:
+    mark = {"?": "¿", "!": "¡"}.get(sent.rstrip()[-1:]) if sent.strip() else None
+    if not mark:
+        return sent
+    split = _QUESTION_START.search(src) if mark == "¿" else None
+    if split:
+        commas_after = src[split.start() + 1 :].count(",")
+        parts = sent.split(",")
+        if len(parts) > commas_after + 1:
+            k = len(parts) - 1 - commas_after
+            return ",".join(parts[:k]) + ", " + mark + ",".join(parts[k:]).lstrip()
+    lead = len(sent) - len(sent.lstrip())
+    return sent[:lead] + mark + sent[lead:]
 
 
 def _sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])(?=\s)", text) if s]
-
-
-def _split_after_comma(text: str, k: int) -> tuple[str, str]:
-    parts = text.split(",")
-    return ",".join(parts[:k]) + ",", ",".join(parts[k:])
 
 
 def match_case(source: str, text: str) -> str:
