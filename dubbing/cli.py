@@ -215,6 +215,31 @@ SOURCE_STAGES = ("probe", "extract-audio", "transcribe", "source-subtitles")
 LANGUAGE_STAGES = ("translate", "synthesize-and-fit", "mix", "subtitles", "render-video", "report")
 
 
+@app.command("eval")
+def eval_command(
+    out: Annotated[Path, typer.Argument(help="The output folder of a finished `dub run` (holds manifest.json).")],
+    preset: Annotated[str, typer.Option(help="Config preset whose QA thresholds apply.")] = "draft",
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+) -> None:
+    """Recompute the QA of a finished run from its files: rewrites each report.json and report.html."""
+    import json
+
+    from dubbing import pipeline
+    from dubbing.config import load_settings
+    from dubbing.review import summary_rows
+
+    manifest = pipeline.evaluate_run(out, load_settings(preset, config))
+    table = Table(title=f"QA of {out}")
+    for column in ("language", "check", "figure"):
+        table.add_column(column)
+    for lang, outputs in manifest.outputs.items():
+        report = json.loads((out / outputs.report).read_text())
+        for label, value in summary_rows(report):
+            table.add_row(lang, label, value)
+    console.print(table)
+    console.print(f"review page: {out / 'report.html'}")
+
+
 @app.command("translate")
 def translate_command(
     target: Annotated[str, typer.Option("--to", help="Target language, e.g. es (its configs/languages file).")],

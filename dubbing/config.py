@@ -99,6 +99,20 @@ class LipsyncConfig(Section):
     preset: str = "superfast"  # x264 speed preset (veryfast: files about 3x smaller, about 40% slower)
 
 
+class QAConfig(Section):
+    """The quality report's checks and the thresholds that flag a line (see dubbing.qa)."""
+
+    enabled: bool = True
+    back_transcribe: bool = True  # ASR of the dub voice (intelligibility); the slowest check
+    asr_model: str = "whisper-base"
+    lipsync: bool = True  # track the dubbed picture's mouth against the dub audio
+    max_error_rate: float = Field(0.5, ge=0, le=2)  # a line heard worse than this is flagged
+    min_similarity: float = Field(0.5, ge=-1, le=1)  # dubbed speaker vs source speaker (CAM++ cosine)
+    min_lip_sync: float = Field(0.2, ge=-1, le=1)  # mouth-opening vs dub-audio correlation over a line
+    loudness_tolerance_lu: float = Field(2.0, gt=0, le=20)  # integrated loudness this far from the target
+    max_true_peak_db: float = Field(-1.0, ge=-20, le=0)
+
+
 class LanguageConfig(Section):
     """Everything that is chosen per target language."""
 
@@ -115,6 +129,7 @@ class Settings(Section):
     mix: MixConfig = Field(default_factory=MixConfig)
     lipsync: LipsyncConfig = Field(default_factory=LipsyncConfig)
     separate: SeparateConfig = Field(default_factory=SeparateConfig)
+    qa: QAConfig = Field(default_factory=QAConfig)
     language_defaults: LanguageConfig = Field(default_factory=LanguageConfig)
     languages: dict[str, LanguageConfig] = Field(default_factory=dict)
     max_parallel_languages: int = Field(2, ge=1, le=16)

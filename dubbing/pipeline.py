@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from dubbing import (
 )
 from dubbing.config import LanguageConfig, Settings, load_settings
 from dubbing.errors import DubbingError
-from dubbing.files import write_json
+from dubbing.files import write_json, write_text
 from dubbing.types import (
     ANALYSIS_RATE,
     DubTrack,
@@ -671,6 +672,56 @@ def write_report(
         limits = qa.Thresholds(max_speedup=settings.for_language(lang).timing.max_speedup)
         report = qa.build_report(script, qa.Measurements(notes=off), limits)
     return write_json(layout.report(lang), report.model_dump())
+
+
+def _playable(video: Path, preview: Path, out: Path) -> str | None:
+    """The path (relative to `out`) of `video` if browsers can play it, else of an H.264 preview made beside it."""
+    if not video.exists():
+        return None
+    info = media.probe(video)
+    if info.video_codec not in review.BROWSER_VIDEO or info.audio_codec not in review.BROWSER_AUDIO:
+        if not preview.exists() or preview.stat().st_mtime < video.stat().st_mtime:
+            review.browser_preview(video, preview)
+        video = preview
+    return os.path.relpath(video.absolute(), out.absolute())
+
+
+def review_page(layout: RunLayout) -> Path:
+    """report.html at the run's top level: source and dubs side by side, QA figures, flagged lines and the line
+    table (dubbing.review), from manifest.json and each language's report.json; run it after write_manifest.
+    Records the page in the manifest as `review`."""
+    manifest_path = layout.out / "manifest.json"
+    manifest = Manifest.model_validate_json(manifest_path.read_text())
+    reports = {
+        lang: json.loads((layout.out / o.report).read_text())
+        for lang, o in manifest.outputs.items()
+        if (layout.out / o.report).exists()
+    }
+    videos = {"source": _playable(Path(manifest.source), layout.source_dir / f"{layout.name}.preview.mp4", layout.out)}
+    for lang, o in manifest.outputs.items():
+        preview = layout.output(lang, ".preview.mp4")
+        videos[lang] = _playable(layout.out / o.video, preview, layout.out) if o.video else None
+    page = write_text(layout.out / "report.html", review.page(manifest, reports, videos, layout.out))
+    write_json(manifest_path, manifest.model_copy(update={"review": layout.relative(page)}).model_dump())
+    return page
+
+
+def evaluate_run(out: Path, settings: Settings) -> Manifest:
+    """`dub eval`: recompute every language's QA of a finished run from its manifest and files, rewriting
+    report.json and report.html."""
+    manifest_path = Path(out) / "manifest.json"
+    if not manifest_path.exists():
+        raise DubbingError(f"{manifest_path} not found: give the output folder of a finished `dub run`")
+    manifest = Manifest.model_validate_json(manifest_path.read_text())
+    layout = layout_for(Path(manifest.source), Path(out))
+    for lang, outputs in manifest.outputs.items():
+        for what in ("script", "voice", "audio"):
+            if not (layout.out / getattr(outputs, what)).exists():
+                raise DubbingError(f"{lang}: {getattr(outputs, what)} is missing from {out}; re-run `dub run`")
+        report = quality_report(layout, lang, outputs, settings)
+        write_json(layout.out / outputs.report, report.model_dump())
+    review_page(layout)
+    return manifest
 
 
 def language_outputs(lang: str, video: Path | None, layout: RunLayout) -> LanguageOutputs:

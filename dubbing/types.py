@@ -185,6 +185,7 @@ class Manifest(BaseModel):
     speakers: list[str]
     transcript: str
     outputs: dict[str, LanguageOutputs] = Field(default_factory=dict)
+    review: str | None = None  # report.html: the review page of every language (pipeline.review_page)
 
 
 class InputCheck(BaseModel):
@@ -209,3 +210,52 @@ class FaceTracks(BaseModel):
     scene_cuts: list[float] = Field(default_factory=list)  # seconds
     line_faces: list[int | None] = Field(default_factory=list)  # per transcript utterance: the face that speaks it
     checks: list[InputCheck] = Field(default_factory=list)
+
+
+class QAFlag(BaseModel):
+    """One thing in a dub that failed a QA threshold, with the time to jump to."""
+
+    check: str  # intelligibility | timing | voice | lipsync | loudness | input
+    message: str
+    start: float | None = None
+    end: float | None = None
+    line: int | None = None  # script line index, when the flag belongs to a line
+    value: float | None = None
+
+
+class LineQA(BaseModel):
+    """The QA figures of one script line (the rows of the review page's table)."""
+
+    index: int
+    speaker: str
+    start: float
+    end: float  # where the dub of this line ends on the timeline
+    source_text: str
+    text: str
+    heard: str | None = None  # back-transcription of the dub over this line
+    error_rate: float | None = None  # word (or character) error of `heard` against `text`
+    speed: float | None = None
+    over_limit: bool = False
+    lip_sync: float | None = None  # correlation of mouth opening with the dub audio over this line
+    flags: list[str] = Field(default_factory=list)  # the checks this line failed
+
+
+class QAReport(BaseModel):
+    """report.json for one language. The first keys are the original summary (kept for readers of old reports);
+    each check then has its own section, every failing line is in `flags` with its time."""
+
+    language: str
+    translator: str
+    pivot: str | None = None
+    lines: int
+    max_speed: float
+    lines_over_limit: list[int] = Field(default_factory=list)
+    intelligibility: dict = Field(default_factory=dict)
+    timing: dict = Field(default_factory=dict)
+    voice: dict = Field(default_factory=dict)
+    lipsync: dict = Field(default_factory=dict)
+    loudness: dict = Field(default_factory=dict)
+    inputs: list[str] = Field(default_factory=list)
+    thresholds: dict = Field(default_factory=dict)
+    line_qa: list[LineQA] = Field(default_factory=list)
+    flags: list[QAFlag] = Field(default_factory=list)

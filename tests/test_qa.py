@@ -1,0 +1,166 @@
+"""QA stage: error rates, line matching, loudness, lipsync correlation, voice similarity and the report's flags,
+on real computations over generated audio and the shared media."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dubbing import qa, speaker_embedding
+from dubbing.errors import DubbingError
+from dubbing.types import Script, ScriptLine, Transcript, Utterance, Word
+from tests.conftest import make_speech, media_file
+
+
+def line(index: int, start: float, text: str, synth_s: float, **extra) -> ScriptLine:
+    return ScriptLine(
+        index=index, speaker=extra.pop("speaker", "S1"), start=start, end=start + synth_s, source_text=f"src {index}",
+        text=text, synth_s=synth_s, **extra,
+    )  # fmt: skip
+
+
+def heard(words: list[tuple[float, float, str]], language: str = "es") -> Transcript:
+    ws = [Word(start=a, end=b, word=w) for a, b, w in words]
+    return Transcript(language=language, duration_s=10.0, utterances=[Utterance.from_words(ws, language)])
+
+
+def test_normalise_drops_punctuation_and_case_but_keeps_word_apostrophes():
+    assert qa.normalise("¿Qué TAL?  ¡Bien!") == "qué tal bien"
+    assert qa.normalise("l’homme d'affaires 'quoted'") == "l'homme d'affaires quoted"
+
+
+def test_word_and_character_error_rates():
+    wer = qa.get_metric("wer")
+    assert wer.score(["hola qué tal"], ["Hola, ¿qué tal?"]) == 0.0
+    assert wer.score(["uno dos tres cuatro"], ["uno dos tres"]) == pytest.approx(0.25)
+    assert wer.score([""], ["something"]) == 0.0  # an empty line has nothing to mishear
+    assert qa.metric_for("ja").name == "cer" and qa.metric_for("es").name == "wer"
+    assert qa.metric_for("ja").score(["今日は"], ["今日わ"]) == pytest.approx(1 / 3)
+    with pytest.raises(DubbingError, match="unknown QA error-rate metric"):
+        qa.get_metric("bleu")
+
+
+def test_heard_words_go_to_the_line_they_were_spoken_in():
+    lines = [line(0, 0.0, "hola amigo", 1.0), line(1, 2.0, "adiós", 0.8), line(2, 5.0, "", 0.0)]
+    spoken = heard([(0.1, 0.4, "hola"), (0.5, 0.9, "amigo"), (1.15, 1.25, "eh"), (2.1, 2.6, "adiós"), (8, 8.5, "x")])
+    per_line, stray = qa.heard_per_line(lines, spoken)
+    assert per_line == {0: "hola amigo eh", 1: "adiós"}  # "eh" ends 0.2 s after line 0: within the tolerance
+    assert stray == ["x"]
+
+
+def test_over_limit_and_dub_span_follow_the_fit():
+    fits = line(0, 1.0, "a", 2.0, natural_s=2.2, fit_end=3.5, speed=1.1)
+    cut = line(1, 4.0, "b", 1.2, natural_s=2.0, fit_end=5.0, speed=1.25)
+    assert not qa.over_limit(fits, 1.25) and qa.over_limit(cut, 1.25)
+    assert qa.dub_span(cut) == (4.0, 5.0)  # the clip never sounds past the end the fit allowed
+    noted = line(2, 0.0, "c", 1.0, notes=["does not fit: 3.00s of speech for 1.00s even at x1.25; cut by 0.2s"])
+    assert qa.over_limit(noted, 1.25)
+
+
+def test_loudness_of_a_known_tone(tmp_path):
+    """A 1 kHz sine at half scale: -9.0 LUFS (R128 reads a full-scale 1 kHz sine as -3.0), peak about -6 dBTP."""
+    tone = tmp_path / "tone.wav"
+    t = np.arange(48_000 * 5) / 48_000
+    sf.write(tone, 0.5 * np.sin(2 * np.pi * 1000 * t), 48_000)
+    figures = qa.loudness(tone)
+    assert figures["integrated_lufs"] == pytest.approx(-9.0, abs=0.3)
+    assert figures["true_peak_dbtp"] == pytest.approx(-6.0, abs=0.3)
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros(48_000), 48_000)
+    assert qa.loudness(silent)["integrated_lufs"] is None
+
+
+def test_lip_sync_finds_correlation_lag_and_missing_faces():
+    rng = np.random.default_rng(0)
+    fps, frames = 25.0, 250
+    envelope = np.convolve(rng.random(frames), np.ones(4) / 4, mode="same").astype(np.float32)
+    mouth = np.roll(envelope, 2) + 0.02 * rng.standard_normal(frames)  # the mouth follows 2 frames late
+    mouth[:10] = np.nan  # no face in the first 10 frames
+    summary, per_line = qa.lip_sync(mouth, envelope, fps, {0: (1.0, 4.0), 1: (9.9, 10.0)})
+    assert summary["best_lag_ms"] == pytest.approx(80.0)
+    assert summary["best_lag_correlation"] > 0.9 > summary["correlation"]
+    assert summary["no_face_frames"] == 10 and summary["no_face_share"] == pytest.approx(0.04)
+    assert per_line[1] is None  # too few frames to judge
+    unrelated, _ = qa.lip_sync(rng.random(frames), envelope, fps, {})
+    assert abs(unrelated["correlation"]) < 0.3
+
+
+def test_frame_envelope_follows_speech(tmp_path):
+    speech = make_speech(tmp_path / "s.wav", "hello there, this is a test")
+    audio, rate = sf.read(speech, dtype="float32")
+    padded = np.concatenate([np.zeros(rate, np.float32), audio])  # one second of silence first
+    env = qa.frame_envelope(padded, rate, 25.0, int(len(padded) / rate * 25))
+    assert env[:20].mean() < env[30:].mean() - 15  # dB: silence sits at the floor
+
+
+@pytest.fixture(scope="module")
+def librivox() -> list[Path]:
+    folder = media_file("librivox")
+    return sorted(folder.glob("*.wav"))
+
+
+def test_voice_similarity_tells_the_same_reader_from_a_synthetic_voice(librivox, tmp_path):
+    a, rate = sf.read(librivox[0], dtype="float32")
+    b, _ = sf.read(librivox[1], dtype="float32")
+    source = {"S1": speaker_embedding.embed(a, rate)}
+    same = qa.voice_similarity(source, b, rate, [line(0, 0.0, "x", len(b) / rate)])
+    robot, robot_rate = sf.read(make_speech(tmp_path / "r.wav", "the same words read by a robot voice today"))
+    other = qa.voice_similarity(
+        source, robot.astype(np.float32), robot_rate, [line(0, 0.0, "x", len(robot) / robot_rate)]
+    )
+    assert same["S1"]["similarity"] > 0.6 > other["S1"]["similarity"]
+    short = qa.voice_similarity(source, b, rate, [line(0, 0.0, "x", 0.2)])
+    assert short["S1"]["similarity"] is None and "too little" in short["S1"]["note"]
+    missing = qa.voice_similarity({}, b, rate, [line(0, 0.0, "x", 2.0, speaker="S2")])
+    assert missing["S2"]["similarity"] is None
+
+
+def test_report_flags_each_failing_line_with_its_time():
+    script = Script(
+        source_language="en", language="es", translator="apertium",
+        lines=[
+            line(0, 0.0, "hola amigo mío", 1.5, speed=1.0, natural_s=1.5, fit_end=2.0),
+            line(1, 2.5, "una frase larga que no cabe", 1.0, speed=1.25, natural_s=2.5, fit_end=3.5),
+            line(2, 4.0, "adiós", 0.6, speed=1.0, natural_s=0.6, fit_end=6.0, speaker="S2"),
+        ],
+    )  # fmt: skip
+    measured = qa.Measurements(
+        heard=heard([(0.1, 0.5, "hola"), (0.6, 1.0, "amigo"), (1.1, 1.4, "mío"), (4.1, 4.5, "adiós")]),
+        voice={"S1": {"similarity": 0.3, "dub_s": 2.5}, "S2": {"similarity": 0.8, "dub_s": 0.6}},
+        lipsync={"correlation": 0.4},
+        lip_lines={0: 0.5, 1: 0.05, 2: None},
+        loudness={"integrated_lufs": -20.5, "range_lu": 3.0, "true_peak_dbtp": -0.5},
+        inputs=["the face is in profile in 40% of frames"],
+    )
+    report = qa.build_report(script, measured, qa.Thresholds(loudness_target=-16.0))
+    assert report.intelligibility["error_rate"] == pytest.approx(6 / 10, abs=1e-3)  # 6 of 10 words unheard
+    rows = {row.index: row for row in report.line_qa}
+    assert rows[0].error_rate == 0.0 and rows[1].error_rate == 1.0 and rows[1].heard == ""
+    assert rows[1].over_limit and report.lines_over_limit == [1] and report.max_speed == 1.25
+    assert rows[1].flags == ["intelligibility", "timing", "voice", "lipsync"]
+    assert rows[2].flags == []
+    by_check = {}
+    for flag in report.flags:
+        by_check.setdefault(flag.check, []).append(flag)
+    assert [f.start for f in by_check["intelligibility"]] == [2.5]
+    assert by_check["timing"][0].end == 3.5
+    assert by_check["voice"][0].line == 0 and by_check["voice"][0].value == 0.3
+    assert len(by_check["loudness"]) == 2 and len(by_check["input"]) == 1
+    assert [f.start for f in report.flags if f.start is not None] == sorted(
+        f.start for f in report.flags if f.start is not None
+    )
+    assert report.thresholds["max_speedup"] == 1.25
+
+
+def test_loudness_reads_a_video_with_ffmpeg(tmp_path):
+    video = tmp_path / "v.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=d=2:size=64x64", "-f", "lavfi", "-i",
+         "sine=f=440:d=2", "-shortest", "-c:v", "libx264", "-c:a", "aac", str(video)],
+        check=True,
+    )  # fmt: skip
+    assert qa.loudness(video)["integrated_lufs"] is not None

@@ -1,0 +1,113 @@
+"""End to end: `dub run` writes a QA report per language, `dub eval` recomputes the same figures and writes the
+review page, and the page works in headless Chromium (videos load and decode, subtitles load, table filled)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dubbing import media, pipeline
+from tests.conftest import ROOT, make_video, media_file
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROME_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def dub(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("dub")), *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+
+
+def chromium(page: Path, tmp: Path, *extra: str) -> str:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (scripts/setup installs it)")
+    cmd = [CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=10000", *extra]
+    proc = subprocess.run([*cmd, page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    """One real dub of a talking-head clip into Spanish, its report as the run wrote it, then `dub eval`."""
+    video = media_file("vrt_face1.mp4")
+    out = tmp_path_factory.mktemp("review") / "out"
+    proc = dub("run", str(video), "-l", "es", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    as_run = json.loads((out / "es" / "report.json").read_text())
+    proc = dub("eval", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"out": out, "as_run": as_run, "eval": json.loads((out / "es" / "report.json").read_text()), "log": proc}
+
+
+def test_the_run_reports_every_check(run):
+    report = run["as_run"]
+    assert report["language"] == "es" and report["lines"] == len(report["line_qa"]) > 0
+    assert report["intelligibility"]["metric"] == "wer" and 0 <= report["intelligibility"]["error_rate"] <= 1
+    assert report["intelligibility"]["heard"].strip()  # the dub voice was transcribed back
+    assert report["voice"]["speakers"]["S1"]["similarity"] is not None
+    assert report["lipsync"]["frames"] > 100 and report["lipsync"]["no_face_share"] < 0.1
+    assert report["loudness"]["integrated_lufs"] == pytest.approx(-16.0, abs=1.5)
+    for flag in report["flags"]:
+        if flag["line"] is not None:  # a flagged line can be jumped to
+            row = report["line_qa"][flag["line"]]
+            assert flag["start"] == row["start"] and flag["check"] in row["flags"]
+
+
+def test_eval_recomputes_the_same_figures(run):
+    before, after = run["as_run"], run["eval"]
+    assert after["intelligibility"]["error_rate"] == pytest.approx(before["intelligibility"]["error_rate"], abs=1e-6)
+    assert [r["heard"] for r in after["line_qa"]] == [r["heard"] for r in before["line_qa"]]
+    similarity = before["voice"]["speakers"]["S1"]["similarity"]
+    assert after["voice"]["speakers"]["S1"]["similarity"] == pytest.approx(similarity, abs=2e-3)
+    assert after["lipsync"]["correlation"] == pytest.approx(before["lipsync"]["correlation"], abs=2e-3)
+    assert after["loudness"] == before["loudness"]
+    assert [(f["check"], f["line"]) for f in after["flags"]] == [(f["check"], f["line"]) for f in before["flags"]]
+    assert "intelligibility" in run["log"].stdout and "report.html" in run["log"].stdout
+
+
+def test_review_page_plays_both_videos_and_fills_the_table(run, tmp_path):
+    out = run["out"]
+    page = out / "report.html"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["review"] == "report.html"
+    html = page.read_text()
+    assert "http://" not in html and "https://" not in html  # nothing fetched from outside
+    dom = chromium(page, tmp_path, "--dump-dom")
+    videos = {m.group(1): m.group(0) for m in re.finditer(r'<video id="([^"]+)"[^>]*>', dom)}
+    assert set(videos) == {"source-es", "dub-es"}
+    for tag in videos.values():
+        assert "data-error" not in tag
+        assert int(re.search(r'data-ready-state="(\d)"', tag).group(1)) >= 2  # a frame was decoded
+        assert float(re.search(r'data-duration="([\d.]+)"', tag).group(1)) == pytest.approx(6.1, abs=0.2)
+        assert int(re.search(r'data-cues="(\d+)"', tag).group(1)) >= 1  # the WebVTT subtitles loaded
+    rows = re.findall(r'<tr class="seek[^"]*" data-t="([\d.]+)"', dom)
+    assert len(rows) == run["eval"]["lines"]
+    assert run["eval"]["line_qa"][0]["text"] in dom.replace("&#x27;", "'")
+    shot = tmp_path / "page.png"
+    chromium(page, tmp_path, "--window-size=1280,1000", f"--screenshot={shot}")
+    assert shot.stat().st_size > 20_000
+
+
+def test_a_video_browsers_cannot_play_gets_a_preview(tmp_path):
+    """MPEG-4 part 2 (as in one of the shared clips) does not play in browsers: the page gets an H.264 copy."""
+    video = tmp_path / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=d=1:size=160x120", "-c:v", "mpeg4", str(video)],
+        check=True,
+    )
+    rel = pipeline._playable(video, tmp_path / "clip.preview.mp4", tmp_path)
+    assert rel == "clip.preview.mp4"
+    assert media.probe(tmp_path / rel).video_codec == "h264"
+    playable = make_video(tmp_path / "ok.mp4", 1.0)
+    assert pipeline._playable(playable, tmp_path / "ok.preview.mp4", tmp_path / "sub") == "../ok.mp4"
