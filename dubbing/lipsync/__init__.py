@@ -25,8 +25,8 @@ from dubbing.lipsync.video import (
     changed_box,
     patch_yuv,
     probe_video,
-    read_frame,
     read_frames,
+    read_frames_at,
     yuv_crop_bgr,
     yuv_supported,
 )
@@ -134,7 +134,7 @@ def work_box(face: np.ndarray, stream_size: tuple[int, int]) -> tuple[int, int, 
 
 def render_faces(
     frames: Iterable[np.ndarray],
-    frame_at: Callable[[int], np.ndarray | None],
+    frames_at: Callable[[list[int]], dict[int, np.ndarray]],
     fps: float,
     faces: FaceData,
     drive: visemes.MouthDrive,
@@ -146,7 +146,9 @@ def render_faces(
 ) -> int:
     """Stream every frame through the renderer into `writer`; returns how many frames had a face animated."""
     tracks = {int(k): faces.track_frames(int(k)) for k in np.unique(faces.active) if k >= 0}
-    clip = Clip(fps=fps, drive=drive, audio=audio, audio_rate=DRIVE_RATE, tracks=tracks, frame_at=frame_at, blink=blink)
+    clip = Clip(
+        fps=fps, drive=drive, audio=audio, audio_rate=DRIVE_RATE, tracks=tracks, frames_at=frames_at, blink=blink
+    )
     renderer.prepare(clip)
     animated = 0
     for t, frame in enumerate(frames):
@@ -218,7 +220,7 @@ def lipsync_video(
     with writer:
         animated = render_faces(
             read_frames(video, stream, yuv=yuv),
-            lambda i: read_frame(video, stream, i),
+            lambda wanted: read_frames_at(video, stream, wanted),
             stream.fps_float,
             faces,
             drive,

@@ -140,7 +140,7 @@ def make_avatar(
     with writer:
         animated = render_faces(
             (picture(i) for i in range(frames)),
-            picture,
+            lambda wanted: {i: picture(i) for i in wanted},
             fps,
             faces,
             drive,

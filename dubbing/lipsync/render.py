@@ -44,7 +44,7 @@ class Clip:
     audio: np.ndarray  # driving speech, mono float32
     audio_rate: int
     tracks: dict[int, tuple[np.ndarray, np.ndarray]]  # track id -> (frame indices, landmarks (n, 478, 2))
-    frame_at: Callable[[int], np.ndarray | None]  # read one source frame (for reference mouths)
+    frames_at: Callable[[list[int]], dict[int, np.ndarray]]  # read source frames by index (reference mouths)
     blink: np.ndarray | None = None  # per-frame eye closure in [0, 1] (photos); None leaves the eyes alone
 
 
@@ -292,38 +292,36 @@ class ClassicalRenderer:
     def prepare(self, clip: Clip) -> None:
         self.clip = clip
         self.state = {}
+        plans = {}
         for track, (indices, sample) in clip.tracks.items():
             gaps = np.array([mouth_gap(p) for p in sample])
+            best = int(np.argmax(gaps))
+            opened = [best] if gaps[best] >= self.min_open_gap else []
+            plans[track] = (indices, sample, gaps, opened, self._closed_picks(gaps))
+        wanted = {int(p[0][k]) for p in plans.values() for k in p[3] + p[4]}
+        frames = clip.frames_at(sorted(wanted)) if wanted else {}  # one decoding pass for every reference
+        for track, (indices, sample, gaps, opened, closed_picks) in plans.items():
             max_gap = float(np.clip(np.percentile(gaps, 95) * 1.1, 0.15, 0.4))
             mid = sample[int(np.argsort(gaps)[len(gaps) // 2])]
             reference = None
-            best = int(np.argmax(gaps))
-            if gaps[best] >= self.min_open_gap and (frame := clip.frame_at(int(indices[best]))) is not None:
-                ref_pts = sample[best]
-                x0, y0, x1, y1 = (int(v) for v in face_box(ref_pts))
-                x0, y0 = max(0, x0), max(0, y0)
-                reference = (frame[y0:y1, x0:x1].copy(), ref_pts - [x0, y0])
+            if opened and (frame := frames.get(int(indices[opened[0]]))) is not None:
+                reference = _crop(frame, sample[opened[0]], margin=0.0)
+            closed = [
+                (*_crop(frames[int(indices[k])], sample[k]), pose_signature(sample[k]))
+                for k in closed_picks
+                if int(indices[k]) in frames
+            ]
             eye_tris = [triangulate(src) for src, _dst in eye_meshes(mid, 1.0)] if clip.blink is not None else []
-            closed = self._closed_bank(clip, indices, sample, gaps)
             self.state[track] = _TrackState(max_gap, open_topology(mid), reference, eye_tris, closed)
 
-    def _closed_bank(
-        self, clip: Clip, indices: np.ndarray, sample: np.ndarray, gaps: np.ndarray
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _closed_picks(self, gaps: np.ndarray) -> list[int]:
         """A few of the face's own closed-mouth frames, spread over the clip (different poses and light):
         real closed lips look better than lips squeezed shut by the warp."""
         candidates = np.flatnonzero(gaps <= self.closed_gap)
         if candidates.size == 0 or self.closed_bank == 0:
             return []
-        # the middle of each closed run (lips at rest, not mid-motion), spread evenly
         picks = candidates[np.linspace(0, candidates.size - 1, min(self.closed_bank, candidates.size)).astype(int)]
-        bank = []
-        for k in dict.fromkeys(int(p) for p in picks):
-            frame = clip.frame_at(int(indices[k]))
-            if frame is not None:
-                crop, pts = _crop(frame, sample[k])
-                bank.append((crop, pts, pose_signature(sample[k])))
-        return bank
+        return list(dict.fromkeys(int(p) for p in picks))
 
     def render(self, frame: np.ndarray, index: int, face: np.ndarray | None, track: int) -> np.ndarray:
         if face is None or self.clip is None or track not in self.state:

@@ -120,7 +120,7 @@ def read_frames(path: Path, stream: VideoStream, start_s: float = 0.0, *, yuv: b
     cmd = [ffmpeg, "-nostdin", "-v", "error"]
     if start_s > 0:
         cmd += ["-ss", f"{start_s:.4f}"]
-    cmd += ["-i", ffmpeg_input(path), "-map", "0:v:0", "-fps_mode", "cfr", "-r", str(stream.fps)]
+    cmd += ["-i", ffmpeg_input(path), "-map", "0:v:0", "-vf", f"fps={stream.fps}", "-fps_mode", "passthrough"]
     cmd += ["-f", "rawvideo", "-pix_fmt", "yuv420p" if yuv else "bgr24", "pipe:1"]
     shape = (stream.height * 3 // 2, stream.width) if yuv else (stream.height, stream.width, 3)
     size = int(np.prod(shape))
@@ -138,10 +138,23 @@ def read_frames(path: Path, stream: VideoStream, start_s: float = 0.0, *, yuv: b
         proc.wait()
 
 
-def read_frame(path: Path, stream: VideoStream, index: int) -> np.ndarray | None:
-    """One frame by index (seeks, so cheap anywhere in a long video)."""
-    start = max(0.0, (index - 0.5) / stream.fps_float)  # half a frame early: the seek lands on `index`
-    return next(read_frames(path, stream, start), None)
+def read_frames_at(path: Path, stream: VideoStream, indices: list[int]) -> dict[int, np.ndarray]:
+    """Several frames by index (BGR), in one decoding pass that keeps only those frames."""
+    wanted = sorted({int(i) for i in indices if i >= 0})
+    if not wanted:
+        return {}
+    ffmpeg = require_tool("ffmpeg", "ffmpeg")
+    select = "+".join(f"eq(n,{i})" for i in wanted)
+    cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", ffmpeg_input(path), "-map", "0:v:0"]
+    cmd += ["-vf", f"fps={stream.fps},select='{select}'", "-fps_mode", "passthrough"]
+    cmd += ["-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
+    proc = subprocess.run(cmd, capture_output=True)
+    size = stream.width * stream.height * 3
+    if proc.returncode != 0:
+        raise DubbingError(f"reading frames of {path} failed: {proc.stderr.decode(errors='replace').strip()[-200:]}")
+    count = len(proc.stdout) // size
+    frames = np.frombuffer(proc.stdout[: count * size], np.uint8).reshape(count, stream.height, stream.width, 3)
+    return {i: frames[k] for k, i in enumerate(wanted[:count])}
 
 
 def parse_resolution(value: str | None, width: int, height: int) -> tuple[int, int]:
