@@ -43,6 +43,8 @@ def _quiet_environment() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's native logging
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _split_languages(value: str) -> list[str]:
@@ -87,6 +89,8 @@ def run(
         )
     console.print(table)
     console.print(f"manifest: {out / 'manifest.json'}")
+    if manifest.review:
+        console.print(f"review page: {out / manifest.review}")
 
 
 @app.command()
@@ -188,6 +192,7 @@ def _progress_bars() -> Iterator[None]:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     from dubbing import progress
+    from flows.dub_video import LANGUAGE_STAGES, SOURCE_STAGES
 
     stages = {None: SOURCE_STAGES}
     bars = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=err_console)
@@ -209,10 +214,6 @@ def _progress_bars() -> Iterator[None]:
 
     with bars, progress.listening(on_event):
         yield
-
-
-SOURCE_STAGES = ("probe", "extract-audio", "transcribe", "source-subtitles")
-LANGUAGE_STAGES = ("translate", "synthesize-and-fit", "mix", "subtitles", "render-video", "report")
 
 
 @app.command("eval")

@@ -7,6 +7,7 @@ task and add nothing but orchestration, so every step runs (and is tested) witho
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -210,8 +211,35 @@ def translate_script(transcript: Transcript, lang: str, cfg: LanguageConfig, lay
         length_basis=f"{cfg.tts.backend} speech rate for {lang}, up to {cfg.timing.max_speedup:g}x speed-up",
         lines=lines,
     )
-    write_json(layout.script(lang), script.model_dump())
+    save_script(script, layout)
     return script
+
+
+def save_script(script: Script, layout: RunLayout) -> Path:
+    """Write script.json and remember its hash, so a later run can tell a user's edit from our own output."""
+    path = write_json(layout.script(script.language), script.model_dump())
+    write_text(_script_stamp(layout, script.language), hashlib.sha256(path.read_bytes()).hexdigest())
+    return path
+
+
+def edited_script(layout: RunLayout, lang: str) -> Script | None:
+    """The user's edited script.json, if they changed it since the pipeline wrote it (else None). Its lines
+    replace the translation; the voice stage re-speaks only the lines whose text changed."""
+    path, stamp = layout.script(lang), _script_stamp(layout, lang)
+    if not (path.exists() and stamp.exists()):
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() == stamp.read_text().strip():
+        return None
+    try:
+        script = Script.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DubbingError(f"{path}: not a valid script after editing ({str(exc).splitlines()[0]})") from None
+    log.warning("%s was edited: using its lines instead of translating again", path)
+    return script
+
+
+def _script_stamp(layout: RunLayout, lang: str) -> Path:
+    return layout.language_dir(lang) / ".script.sha256"
 
 
 Shorten = Callable[[ScriptLine, float, float], "str | None"]
@@ -399,7 +427,7 @@ def synthesize_track(
     voice_track = timing.place_clips(clips, rate, duration_s)
     voice_path = media.write_audio(layout.output(script.language, ".voice.wav"), voice_track, rate)
     fitted = script.model_copy(update={"lines": lines})
-    write_json(layout.script(script.language), fitted.model_dump())
+    save_script(fitted, layout)
     track = DubTrack(
         language=script.language,
         voice_path=str(voice_path),
@@ -409,6 +437,21 @@ def synthesize_track(
         voices=voices,
     )
     return fitted, track
+
+
+def speak_script(
+    script: Script,
+    cfg: LanguageConfig,
+    duration_s: float,
+    transcript: Transcript,
+    profiles: list[SpeakerProfile],
+    layout: RunLayout,
+) -> tuple[Script, DubTrack]:
+    """The voice stage for one language: match each speaker's voice, then speak and fit every line, sending
+    lines that cannot fit back to the translator once."""
+    speakers = source_speakers(transcript, layout.analysis_wav, layout, profiles)
+    voices = match_voices(speakers, script.language, cfg, layout)
+    return synthesize_track(script, cfg, duration_s, layout, voices=voices, shorten=translation_shortener(script, cfg))
 
 
 def separate_audio(transcript: Transcript, settings: Settings, layout: RunLayout) -> tuple[Path, Path] | None:
@@ -593,14 +636,19 @@ def _input_warnings(layout: RunLayout, transcript: Transcript) -> list[str]:
 
 
 def _lipsync_measure(
-    layout: RunLayout, video: Path, voice: np.ndarray, lines: list[ScriptLine], settings: Settings
+    layout: RunLayout, video: Path, voice: np.ndarray, lines: list[ScriptLine], settings: Settings, reanimated: bool
 ) -> tuple[dict, dict[int, float | None]]:
     """Mouth opening of the dubbed picture against the dub voice; with the same figure for the source picture
-    and speech as a baseline when the source's faces were tracked (source/faces.npz)."""
-    gap, fps = mouth_opening(video, settings.lipsync.max_faces)
+    and speech as a baseline when the source's faces were tracked (source/faces.npz). A dub that kept the source
+    picture (not `reanimated`) has the source's landmarks: they are reused instead of tracking it again."""
+    npz = layout.source_dir / "faces.npz"
+    if not reanimated and npz.exists():
+        gap, fps = mouth_opening(None, faces_npz=npz)
+    else:
+        gap, fps = mouth_opening(video, settings.lipsync.max_faces)
     envelope = qa.frame_envelope(voice, ANALYSIS_RATE, fps, len(gap))
     summary, per_line = qa.lip_sync(gap, envelope, fps, {line.index: qa.dub_span(line) for line in lines})
-    npz = layout.source_dir / "faces.npz"
+    summary["lipsync_applied"] = reanimated
     if npz.exists() and layout.analysis_wav.exists() and layout.transcript.exists():
         source_gap, source_fps = mouth_opening(None, faces_npz=npz)
         samples, _ = media.read_audio(layout.analysis_wav, ANALYSIS_RATE)
@@ -648,9 +696,10 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
     elif not cfg.lipsync:
         measured.notes["lipsync"] = "lipsync check off (qa.lipsync)"
     else:
-        measured.lipsync, measured.lip_lines = _lipsync_measure(layout, video, voice_audio, script.lines, settings)
-        picture = layout.language_dir(lang) / f"{layout.name}.{lang}.picture.mp4"
-        measured.lipsync["lipsync_applied"] = picture.exists()
+        reanimated = (layout.language_dir(lang) / f"{layout.name}.{lang}.picture.mp4").exists()  # render_lipsync's
+        measured.lipsync, measured.lip_lines = _lipsync_measure(
+            layout, video, voice_audio, script.lines, settings, reanimated
+        )
     measured.loudness = qa.loudness(layout.out / outputs.audio)
     return qa.build_report(script, measured, limits)
 

@@ -11,6 +11,7 @@ only that language.
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from dubbing import pipeline, progress
 from dubbing.config import LanguageConfig, Settings, load_settings
 from dubbing.errors import DubbingError
 from dubbing.files import output_lock
-from dubbing.types import LanguageOutputs, Manifest, MediaInfo, Transcript
+from dubbing.types import FaceTracks, LanguageOutputs, Manifest, MediaInfo, SpeakerProfile, Transcript
 from flows.caching import stage_cache_key
 
 
@@ -74,31 +75,54 @@ probe = stage(pipeline.probe_source, "probe", cached=False)
 extract_audio = stage(pipeline.extract_audio, "extract-audio")
 transcribe = stage(pipeline.transcribe, "transcribe")
 source_subtitles = stage(pipeline.write_source_subtitles, "source-subtitles")
+separate = stage(pipeline.separate_audio, "separate")
+speaker_profiles = stage(pipeline.speaker_profiles, "speaker-profiles")
+track_faces = stage(pipeline.track_faces, "track-faces")
 # Translation backends may call a network service: retry with backoff.
 translate = stage(pipeline.translate_script, "translate", retries=2)
-synthesize = stage(pipeline.synthesize_track, "synthesize-and-fit")
+speak = stage(pipeline.speak_script, "synthesize-and-fit", retries=2)
 mix = stage(pipeline.mix_audio, "mix")
 subtitles = stage(pipeline.write_subtitles, "subtitles")
+lipsync = stage(pipeline.render_lipsync, "lipsync")
 render = stage(pipeline.render_video, "render-video")
 report = stage(pipeline.write_report, "report")
+review = stage(pipeline.review_page, "review-page", cached=False)
+
+SOURCE_STAGES = tuple(
+    t.name
+    for t in (probe, extract_audio, transcribe, source_subtitles, separate, speaker_profiles, track_faces, review)
+)
+LANGUAGE_STAGES = tuple(t.name for t in (translate, speak, mix, subtitles, lipsync, render, report))
+
+
+@dataclass(frozen=True)
+class SourceAnalysis:
+    """What the once-per-video stages hand to every language."""
+
+    transcript: Transcript
+    profiles: list[SpeakerProfile]
+    background: Path | None
+    faces: FaceTracks | None
 
 
 @flow(name="dub-language", flow_run_name="dub-{lang}")
 def dub_language(
     video: Path,
     info: MediaInfo,
-    transcript: Transcript,
+    source: SourceAnalysis,
     lang: str,
     cfg: LanguageConfig,
     settings: Settings,
     layout: pipeline.RunLayout,
 ) -> LanguageOutputs:
-    script = run_stage(translate, transcript, lang, cfg, layout, language=lang)
-    script, track = run_stage(synthesize, script, cfg, info.duration_s, layout, language=lang)
-    audio = run_stage(mix, track, settings, layout, language=lang)
+    transcript = source.transcript
+    script = pipeline.edited_script(layout, lang) or run_stage(translate, transcript, lang, cfg, layout, language=lang)
+    script, track = run_stage(speak, script, cfg, info.duration_s, transcript, source.profiles, layout, language=lang)
+    audio = run_stage(mix, track, settings, layout, source.background, language=lang)
     srt, _vtt = run_stage(subtitles, script, info.duration_s, layout, language=lang)
-    video_out = run_stage(render, video, info, audio, srt, lang, layout, language=lang)
-    report_path = run_stage(report, script, track, layout, language=lang)
+    picture = run_stage(lipsync, video, source.faces, script, track, settings, layout, language=lang)
+    video_out = run_stage(render, video, info, audio, srt, lang, layout, picture, language=lang)
+    report_path = run_stage(report, script, track, layout, settings, video_out, language=lang)
     create_markdown_artifact(
         key=f"qa-{_slug(layout.name)}-{lang}",
         markdown=pipeline.report_markdown(report_path, layout),
@@ -111,14 +135,14 @@ def dub_language(
 def run_language(
     video: Path,
     info: MediaInfo,
-    transcript: Transcript,
+    source: SourceAnalysis,
     lang: str,
     cfg: LanguageConfig,
     settings: Settings,
     layout: pipeline.RunLayout,
 ) -> LanguageOutputs:
     """Runs one language's subflow; as a task it can run beside the other languages."""
-    return dub_language(video, info, transcript, lang, cfg, settings, layout)
+    return dub_language(video, info, source, lang, cfg, settings, layout)
 
 
 @flow(name="dub-video", flow_run_name="dub-{video.name}", task_runner=ThreadPoolTaskRunner(max_workers=16))
@@ -140,7 +164,7 @@ def _dub_video(
     settings = load_settings(preset, config)
     layout = pipeline.layout_for(video, out)
     lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
-    steps = 4 + len(languages)
+    steps = len(SOURCE_STAGES) + len(languages)
     bar = create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
 
     info = run_stage(probe, video, audio)
@@ -149,27 +173,33 @@ def _dub_video(
     transcript = run_stage(transcribe, analysis_wav, settings, layout)
     pipeline.require_speech(transcript, audio or video)
     run_stage(source_subtitles, transcript, layout)
+    separated = run_stage(separate, transcript, settings, layout)
+    speech, background = separated if separated else (None, None)
+    profiles = run_stage(speaker_profiles, transcript, analysis_wav, layout, speech)
+    faces = run_stage(track_faces, video, info, transcript, settings, layout)
+    source = SourceAnalysis(transcript=transcript, profiles=profiles, background=background, faces=faces)
     create_table_artifact(
         key=f"transcript-{_slug(layout.name)}",
         table=[{"start": u.start, "end": u.end, "speaker": u.speaker, "text": u.text} for u in transcript.utterances],
         description=f"{video.name}: {len(transcript.utterances)} utterances, language {transcript.language}",
     )
-    update_progress_artifact(bar, 100 * 4 / steps)
+    update_progress_artifact(bar, 100 * len(SOURCE_STAGES) / steps)
 
     targets = pipeline.target_languages(languages, transcript.language)
     outputs: dict[str, LanguageOutputs] = {}
-    done = 4 + len(languages) - len(targets)
+    done = len(SOURCE_STAGES) + len(languages) - len(targets)
     step = settings.max_parallel_languages
     for group in (targets[i : i + step] for i in range(0, len(targets), step)):
         futures = {
-            lang: run_language.submit(video, info, transcript, lang, lang_cfgs[lang], settings, layout)
-            for lang in group
+            lang: run_language.submit(video, info, source, lang, lang_cfgs[lang], settings, layout) for lang in group
         }
         for lang, future in futures.items():
             outputs[lang] = future.result()
             done += 1
             update_progress_artifact(bar, 100 * done / steps)
-    return pipeline.write_manifest(video, info, transcript, outputs, layout)
+    pipeline.write_manifest(video, info, transcript, outputs, layout)
+    run_stage(review, layout)
+    return Manifest.model_validate_json((layout.out / "manifest.json").read_text())
 
 
 def _slug(name: str) -> str:
