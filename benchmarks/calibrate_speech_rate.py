@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dubbing import translate  # noqa: E402
+from dubbing.translate import isochrony  # noqa: E402
 from dubbing.translate.isochrony import count_letters, count_syllables  # noqa: E402
 
 GERMAN = [
@@ -47,13 +48,14 @@ ESPEAK_VOICE = {"en": "en-us", "es": "es", "pt": "pt-br", "fr": "fr", "it": "it"
 UNITS = {"syllables": count_syllables, "letters": count_letters, "chars": lambda s: len(s.replace(" ", ""))}
 
 
-def load_sentences(n: int) -> dict[str, list[str]]:
+def load_sentences(n: int, skip: int = 0) -> dict[str, list[str]]:
+    """Sentences `skip` to `skip + n` of the benchmark file, per language."""
     rows = [
         line.rstrip("\n").split("\t")
         for line in (ROOT / "benchmarks/data/mt_en.tsv").read_text(encoding="utf-8").splitlines(True)
         if line.strip() and not line.startswith("#")
-    ]
-    en, es, pt = ([r[i] for r in rows[:n]] for i in range(3))
+    ][skip : skip + n]
+    en, es, pt = ([r[i] for r in rows] for i in range(3))
     return {
         "en": en,
         "es": es,
@@ -62,7 +64,7 @@ def load_sentences(n: int) -> dict[str, list[str]]:
         "gl": translate.get_translator("apertium", source="en", target="gl").translate(en),
         "fr": translate.get_translator("apertium", source="es", target="fr").translate(es),
         "it": translate.get_translator("apertium", source="es", target="it").translate(es),
-        "de": GERMAN[:n],
+        "de": GERMAN[skip : skip + n],
     }
 
 
@@ -97,7 +99,14 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=15)
     parser.add_argument("--backends", default="espeak,kokoro,piper")
     parser.add_argument("--languages", default="en,es,pt,fr,it,de,ca,gl")
+    parser.add_argument(
+        "--holdout",
+        action="store_true",
+        help="instead, check the stored rates (dubbing/translate/isochrony.py) on the sentences not used to set them",
+    )
     args = parser.parse_args()
+    if args.holdout:
+        return holdout(args)
     corpus = load_sentences(args.sentences)
     head = " | ".join(f"{u}/s" for u in UNITS) + " | " + " | ".join(f"line error ({u})" for u in UNITS)
     print(f"| TTS | language | sentences | audio s | {head} |")
@@ -113,6 +122,27 @@ def main() -> None:
             errors = " | ".join(f"{m[u + '_err']:.1%}" for u in UNITS)
             print(f"| {backend} | {lang} | {len(corpus[lang])} | {m['s']:.1f} | {rates} | {errors} |", flush=True)
             print(f"  ({time.time() - started:.0f}s wall)", file=sys.stderr)
+
+
+def holdout(args: argparse.Namespace) -> None:
+    """How well the stored constants predict lines they were not measured on (German has none left)."""
+    corpus = load_sentences(100, skip=args.sentences)
+    print("| TTS | language | held-out lines | median error | lines within 15% | total predicted / spoken s |")
+    print("|---|---|---|---|---|---|")
+    for backend in args.backends.split(","):
+        speak, languages = speaker(backend)
+        for lang in args.languages.split(","):
+            if lang not in languages or not corpus[lang] or lang not in isochrony.CHAR_RATES.get(backend, {}):
+                continue
+            spoken = [speak(s, lang) for s in corpus[lang]]
+            predicted = [isochrony.estimate_seconds(s, lang, backend) for s in corpus[lang]]
+            errors = [abs(p - s) / s for p, s in zip(predicted, spoken, strict=True)]
+            within = sum(e <= 0.15 for e in errors) / len(errors)
+            print(
+                f"| {backend} | {lang} | {len(errors)} | {statistics.median(errors):.1%} | {within:.0%} | "
+                f"{sum(predicted):.1f} / {sum(spoken):.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
