@@ -217,6 +217,73 @@ def detect_landmarks(mesh, frame: np.ndarray) -> list[np.ndarray]:
     return faces
 
 
+def _square_box(pts: np.ndarray, grow: float, width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()
+    side = max(x1 - x0, y1 - y0) * grow
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (max(0, int(cx - side / 2)), max(0, int(cy - side / 2)), min(width, int(cx + side / 2)),
+            min(height, int(cy + side / 2)))  # fmt: skip
+
+
+class MeshTracker:
+    """The face mesh over whole frames, with a fallback for faces too small for it: the full-range face
+    detector (up to about 5 m) finds them, the mesh then runs on a crop around each, and following frames
+    reuse the crop around the last landmarks until the face is lost."""
+
+    def __init__(self, max_faces: int) -> None:
+        self.max_faces = max_faces
+        self.full = _face_mesh(max_faces)
+        self.crop_mesh = _face_mesh(1)
+        self.detector = None
+        self.crops: list[tuple[int, int, int, int]] = []
+        self.calls = 0
+
+    def reset(self) -> None:
+        """A new shot: forget where faces were."""
+        self.full.close()
+        self.full = _face_mesh(self.max_faces)
+        self.crops = []
+
+    def close(self) -> None:
+        self.full.close()
+        self.crop_mesh.close()
+        if self.detector is not None:
+            self.detector.close()
+
+    def _detect_small(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+        import mediapipe as mp
+
+        if self.detector is None:
+            self.detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        h, w = frame.shape[:2]
+        result = self.detector.process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        boxes = []
+        for det in result.detections or []:
+            b = det.location_data.relative_bounding_box
+            corners = np.array([[b.xmin * w, b.ymin * h], [(b.xmin + b.width) * w, (b.ymin + b.height) * h]])
+            boxes.append(_square_box(corners, 2.2, w, h))
+        return boxes[: self.max_faces]
+
+    def find(self, frame: np.ndarray) -> list[np.ndarray]:
+        """(478, 3) landmarks in pixels per face found in `frame`."""
+        self.calls += 1
+        # while small faces are followed in crops, the whole frame is searched only now and then (new faces)
+        if not self.crops or self.calls % 15 == 0:
+            faces = detect_landmarks(self.full, frame)[: self.max_faces]
+            if faces:
+                self.crops = []
+                return faces
+        h, w = frame.shape[:2]
+        found = []
+        for x0, y0, x1, y1 in self.crops or self._detect_small(frame):
+            if x1 - x0 < 16 or y1 - y0 < 16:
+                continue
+            for f in detect_landmarks(self.crop_mesh, np.ascontiguousarray(frame[y0:y1, x0:x1]))[:1]:
+                found.append(f + np.array([x0, y0, 0], np.float32))
+        self.crops = [_square_box(f[:, :2], 1.8, w, h) for f in found]
+        return found
+
+
 def detect_photo(image: np.ndarray) -> np.ndarray | None:
     """Landmarks (478, 2) of the largest face in a still image, or None."""
     with _face_mesh(4, static=True) as mesh:
@@ -274,16 +341,15 @@ def track_faces(
     rows_contrast: list[np.ndarray] = []
     cut_frames: list[int] = []
     width = height = 0
-    mesh = _face_mesh(max_faces)
+    tracker = MeshTracker(max_faces)
     try:
         for t, frame in enumerate(frames):
             height, width = frame.shape[:2]
             if cuts(frame):
                 cut_frames.append(t)
                 assoc.reset()
-                mesh.close()
-                mesh = _face_mesh(max_faces)
-            faces = detect_landmarks(mesh, frame)[:max_faces]
+                tracker.reset()
+            faces = tracker.find(frame)
             ids = assoc.assign(t, [f[:, :2] for f in faces])
             pts = np.full((max_faces, N_POINTS, 2), np.nan, np.float32)
             row_ids = np.full(max_faces, -1, np.int32)
@@ -300,7 +366,7 @@ def track_faces(
             if t in keep and kept is not None:
                 kept[t] = frame.copy()
     finally:
-        mesh.close()
+        tracker.close()
     if not rows_ids:
         raise DubbingError("the video has no frames to track")
     data = FaceData(

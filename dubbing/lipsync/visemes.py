@@ -50,9 +50,17 @@ def band_energy_db(audio: np.ndarray, rate: int, low: float = 250.0, high: float
 
 
 def envelope(
-    audio: np.ndarray, rate: int, fps: float, frames: int, *, attack_s: float = 0.015, release_s: float = 0.07
+    audio: np.ndarray,
+    rate: int,
+    fps: float,
+    frames: int,
+    *,
+    attack_s: float = 0.015,
+    release_s: float = 0.07,
+    lead_s: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mouth openness per frame in [0, 1], and whether each frame is speech."""
+    """Mouth openness per frame in [0, 1], and whether each frame is speech. With `lead_s` the mouth moves
+    that much ahead of the sound (lips start to move before the sound they make)."""
     if audio.size == 0:
         return np.zeros(frames, np.float32), np.zeros(frames, bool)
     db = band_energy_db(audio, rate)
@@ -69,7 +77,7 @@ def envelope(
         level = coef * level + (1 - coef) * v
         y[i] = level
     # average into frames
-    times = (np.arange(frames) + 0.5) / fps
+    times = (np.arange(frames) + 0.5) / fps + lead_s
     idx = np.clip((times / HOP_S).astype(int), 0, len(y) - 1)
     half = max(1, int(0.5 / fps / HOP_S))
     cs = np.concatenate([[0.0], np.cumsum(y)])
@@ -80,8 +88,11 @@ def envelope(
     return opened.astype(np.float32), opened > 0.08
 
 
+LEAD_S = 0.04  # visual speech leads the audio by a few tens of milliseconds
+
+
 def drive_from_audio(audio: np.ndarray, rate: int, fps: float, frames: int) -> MouthDrive:
-    opened, speech = envelope(audio, rate, fps, frames)
+    opened, speech = envelope(audio, rate, fps, frames, lead_s=LEAD_S)
     zeros = np.zeros(frames, np.float32)
     return MouthDrive(open=opened, wide=zeros.copy(), round=zeros.copy(), speech=speech)
 
