@@ -181,9 +181,10 @@ def test_pipeline_records_estimate_slot_and_action_in_script_json(tmp_path):
         ],
     )
     layout = pipeline.layout_for(Path("talk.mp4"), tmp_path)
-    script = pipeline.translate_script(transcript, "pt", load_settings().for_language("pt"), layout)
+    cfg = load_settings().for_language("pt")
+    script = pipeline.translate_script(transcript, "pt", cfg, layout)
     saved = json.loads(layout.script("pt").read_text())
-    assert saved["translator"] == "bergamot" and saved["length_basis"].startswith("espeak")
+    assert saved["translator"] == "bergamot" and saved["length_basis"].startswith(cfg.tts.backend)
     first, second = saved["lines"]
     assert first["slot_s"] == 1.5 and first["length_action"] in {"shortened", "shortened_over"}
     assert first["first_text"] and len(first["text"]) < len(first["first_text"])

@@ -27,8 +27,9 @@ _ASIDES = [
     (re.compile(r"\s+[-–—]\s+[^-–—]+\s+[-–—](?=\s)"), ""),
     (
         re.compile(
-            r"\b(?:actually|basically|really|literally|honestly|totally|definitely|certainly|obviously|simply|"
-            r"just|quite|pretty much|kind of|sort of|a little bit|a bit|very)\s+",
+            r"\b(?:actually|basically|essentially|really|truly|literally|honestly|frankly|seriously|totally|"
+            r"definitely|certainly|obviously|clearly|simply|just|quite|pretty much|kind of|sort of|a little bit|"
+            r"a bit|very)\s+",
             _I,
         ),
         "",
@@ -49,6 +50,9 @@ _PHRASES = [
     (re.compile(r"\bdue to the fact that\b", _I), "because"),
     (re.compile(r"\bas a matter of fact,?\s*", _I), ""),
     (re.compile(r"\bwhat i want to say is(?: that)?\s*", _I), ""),
+    (re.compile(r",?\s*\bin the first place\b", _I), ""),
+    (re.compile(r",?\s*\bof course\b,?", _I), ""),
+    (re.compile(r"\s+at all\b", _I), ""),
 ]
 
 
