@@ -132,3 +132,33 @@ def test_pyannote_backend_on_the_phone_call(media_dir):
         pytest.skip(f"pyannote/speaker-diarization-3.1 not obtainable here: {exc}")
     turns = diarizer.diarize(media_dir / "pyannote_sample.wav")
     assert {t.speaker for t in turns} == {"S1", "S2"}
+
+
+def test_three_real_speakers_taking_turns_are_told_apart(diarizer, tmp_path):
+    """Three different people from the shared media, alternating with half-second pauses."""
+    from dubbing.vad import read_analysis_audio
+
+    sources = {
+        "A": read_analysis_audio(media_file("latentsync_demo2_audio.wav")),
+        "B": read_analysis_audio(media_file("vrt_face4.mp4")),
+        "C": read_analysis_audio(media_file("musetalk_eng.wav")),
+    }
+    plan = [("A", 0, 6), ("B", 0, 4), ("C", 3, 8), ("A", 6, 11), ("B", 4, 6.5), ("C", 12, 17), ("A", 11, 16)]
+    pieces, reference, t = [], [], 0.0
+    for speaker, start, end in plan:
+        piece = sources[speaker][int(start * 16000) : int(end * 16000)]
+        pieces += [piece, np.zeros(8000, dtype=np.float32)]
+        reference.append(SpeakerTurn(start=t, end=t + len(piece) / 16000, speaker=speaker))
+        t += len(piece) / 16000 + 0.5
+    path = tmp_path / "three.wav"
+    sf.write(path, np.concatenate(pieces), 16000)
+    turns = diarizer.diarize(path)
+    assert len({x.speaker for x in turns}) == 3
+    # one pseudo-word per 0.1 s of reference speech, scored like real words
+    probes = [
+        Word(start=s, end=s + 0.1, word="x", speaker=None)
+        for ref in reference
+        for s in np.arange(ref.start + 0.05, ref.end - 0.1, 0.1)
+    ]
+    labelled = diarize.assign_speakers(probes, turns)
+    assert diarize.word_speaker_error(labelled, reference) <= 0.1
