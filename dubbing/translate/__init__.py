@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dubbing.config import TranslateConfig
 from dubbing.errors import DubbingError
 from dubbing.translate import isochrony
 from dubbing.translate.apertium import APERTIUM_MODES, APERTIUM_ROUTES, ApertiumTranslator
@@ -149,7 +150,7 @@ class ConfiguredTranslator:
         return self.glossary.required(source)
 
 
-def translator_for(cfg: Any, source: str, target: str) -> ConfiguredTranslator:
+def translator_for(cfg: TranslateConfig, source: str, target: str) -> ConfiguredTranslator:
     """What a language's `translate` config asks for (a dubbing.config.TranslateConfig): one backend, or two
     through `pivot`; glossary and formality applied. When the configured backend has no route for this source
     language (the config is per target; the source is detected), Apertium's direct route is used if it has one."""
@@ -166,21 +167,15 @@ def translator_for(cfg: Any, source: str, target: str) -> ConfiguredTranslator:
         return ConfiguredTranslator(ApertiumTranslator(source=source, target=target), cfg.glossary)
 
 
-def _configured(cfg: Any, source: str, target: str) -> ConfiguredTranslator:
-    options = {
-        name: getattr(cfg, name, None)
-        for name in ("base_url", "api_key_env", "timeout_s", "max_retries", "beams", "formality", "batch_size")
-    }
+def _configured(cfg: TranslateConfig, source: str, target: str) -> ConfiguredTranslator:
+    options = cfg.model_dump(include={"base_url", "api_key_env", "timeout_s", "max_retries", "beams", "formality"})
     options["glossary"] = cfg.glossary
     if cfg.formality != "default" and cfg.backend not in _INSTRUCTABLE:
         log.warning("%s cannot be asked for %s address; translate.formality is ignored", cfg.backend, cfg.formality)
-    pivot = getattr(cfg, "pivot", None)
-    if pivot and pivot not in (source, target):
-        second_backend = getattr(cfg, "pivot_backend", None) or cfg.backend
-        first = get_translator(cfg.backend, source=source, target=pivot, model=cfg.model, **options)
-        second = get_translator(
-            second_backend, source=pivot, target=target, model=getattr(cfg, "pivot_model", None), **options
-        )
+    if cfg.pivot and cfg.pivot not in (source, target):
+        second_backend = cfg.pivot_backend or cfg.backend
+        first = get_translator(cfg.backend, source=source, target=cfg.pivot, model=cfg.model, **options)
+        second = get_translator(second_backend, source=cfg.pivot, target=target, model=cfg.pivot_model, **options)
         inner: Translator = ChainTranslator(first, second)
         instructable = cfg.backend in _INSTRUCTABLE and second_backend in _INSTRUCTABLE
     else:
