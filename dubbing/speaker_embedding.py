@@ -68,10 +68,13 @@ def _to_analysis_rate(audio: np.ndarray, rate: int) -> np.ndarray:
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
-    if rate != ANALYSIS_RATE:
-        import librosa
+    if rate != ANALYSIS_RATE:  # polyphase: exact for 48/44.1/24/22.05 kHz and no slow first call
+        from math import gcd
 
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=ANALYSIS_RATE)
+        from scipy.signal import resample_poly
+
+        g = gcd(int(rate), ANALYSIS_RATE)
+        audio = resample_poly(audio, ANALYSIS_RATE // g, int(rate) // g).astype(np.float32)
     return audio
 
 
@@ -89,9 +92,14 @@ def embed(audio: np.ndarray, rate: int) -> np.ndarray:
     net = load_model()
     vectors = []
     with _LOCK, torch.no_grad():  # one model shared by threads (parallel languages)
-        for piece in pieces:
-            feats = torch.from_numpy(fbank(piece)).unsqueeze(0)
-            vectors.append(net(feats)[0].numpy())
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small inputs: one thread is faster, and far faster on a busy machine
+        try:
+            for piece in pieces:
+                feats = torch.from_numpy(fbank(piece)).unsqueeze(0)
+                vectors.append(net(feats)[0].numpy())
+        finally:
+            torch.set_num_threads(threads)
     mean = np.mean([v / (np.linalg.norm(v) + 1e-9) for v in vectors], axis=0)
     return (mean / (np.linalg.norm(mean) + 1e-9)).astype(np.float32)
 

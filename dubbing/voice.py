@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 PITCH_FLOOR, PITCH_CEILING = 60.0, 500.0
 FORMANT_GRID = (0.9, 1.0, 1.1, 1.2)
+EQ_EDGES_HZ = tuple(float(f) for f in np.geomspace(80.0, 12_000.0, 25))  # 24 log-spaced bands
+EQ_LIMIT_DB = (-12.0, 9.0)  # cut more freely than boost: boosting empty bands only raises noise
 BLEND_WEIGHTS = (0.6,)  # weight of the best voice in blends tried with the second best
 # About three seconds of varied speech: long enough for a stable embedding, short enough to synthesise often.
 PROBE_TEXT = {
@@ -93,10 +95,52 @@ def pitch_stats(audio: np.ndarray, rate: int) -> tuple[float | None, float]:
     return median, float(np.std(12 * np.log2(f0 / median)))
 
 
-def shift_voice(audio: np.ndarray, rate: int, match: VoiceMatch) -> np.ndarray:
-    """Move a clip's pitch median, pitch range and formants as `match` says (PSOLA; duration unchanged)."""
-    if match.pitch_hz is None and abs(match.formant_ratio - 1) < 1e-3 or len(audio) < rate // 20:
+def band_levels(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Long-term average spectrum in the EQ bands (dB); bands above the Nyquist frequency are NaN."""
+    from scipy.signal import welch
+
+    freqs, power = welch(np.asarray(audio, dtype=np.float64), fs=rate, nperseg=2048)
+    levels = []
+    for lo, hi in zip(EQ_EDGES_HZ[:-1], EQ_EDGES_HZ[1:], strict=True):
+        band = power[(freqs >= lo) & (freqs < hi)]
+        levels.append(10 * np.log10(band.mean() + 1e-20) if band.size and hi <= rate / 2 else np.nan)
+    return np.array(levels)
+
+
+def eq_toward(source_levels: np.ndarray, voice_levels: np.ndarray) -> list[float]:
+    """Band gains that give the voice the source's spectral balance (timbre and recording channel), smoothed,
+    limited, and with no overall gain (loudness is set by the mix)."""
+    diff = source_levels - voice_levels
+    known = np.isfinite(diff)
+    if known.sum() < 4:
+        return []
+    diff = np.interp(np.arange(len(diff)), np.flatnonzero(known), diff[known])  # beyond a band limit: hold
+    diff = np.convolve(np.pad(diff, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+    diff -= np.median(diff)
+    return [round(float(g), 2) for g in np.clip(diff, *EQ_LIMIT_DB)]
+
+
+def apply_eq(audio: np.ndarray, rate: int, eq_db: list[float]) -> np.ndarray:
+    """Linear-phase FIR through the band gains (centre frequencies), same length and no delay."""
+    from scipy.signal import firwin2, oaconvolve
+
+    if not eq_db or len(audio) < 64:
         return audio
+    centres = np.sqrt(np.array(EQ_EDGES_HZ[:-1]) * np.array(EQ_EDGES_HZ[1:]))
+    nyquist = rate / 2
+    keep = centres < nyquist * 0.98
+    freqs = np.concatenate([[0.0], centres[keep], [nyquist]])
+    gains_db = np.array(eq_db)[keep]
+    gains = 10 ** (np.concatenate([[gains_db[0]], gains_db, [gains_db[-1]]]) / 20)
+    taps = firwin2(511, freqs / nyquist, gains)
+    return oaconvolve(audio, taps, mode="same").astype(np.float32)
+
+
+def shift_voice(audio: np.ndarray, rate: int, match: VoiceMatch) -> np.ndarray:
+    """Move a clip's pitch median, pitch range and formants as `match` says (PSOLA; duration unchanged), then
+    apply its EQ."""
+    if match.pitch_hz is None and abs(match.formant_ratio - 1) < 1e-3 or len(audio) < rate // 20:
+        return apply_eq(audio, rate, match.eq_db)
     import parselmouth
     from parselmouth.praat import call
 
@@ -113,17 +157,28 @@ def shift_voice(audio: np.ndarray, rate: int, match: VoiceMatch) -> np.ndarray:
             match.pitch_range,
             1.0,
         )
-    except parselmouth.PraatError as exc:  # e.g. a clip with no voiced frame: keep it as it is
+    except parselmouth.PraatError as exc:  # e.g. a clip with no voiced frame: keep its pitch as it is
         log.debug("voice shift skipped: %s", exc)
-        return audio
+        return apply_eq(audio, rate, match.eq_db)
     shifted = out.values[0].astype(np.float32)
     if len(shifted) != len(audio):
         shifted = np.pad(shifted, (0, max(0, len(audio) - len(shifted))))[: len(audio)]
+    shifted = apply_eq(shifted, rate, match.eq_db)
     return shifted * (peak / (float(np.max(np.abs(shifted))) or 1.0))  # same peak as before
 
 
-def speaker_stats(speaker: SourceSpeaker) -> tuple[np.ndarray, float | None, float]:
-    """Embedding, median pitch and pitch spread of an original speaker's reference clip."""
+@dataclass(frozen=True)
+class SpeakerStats:
+    """What matching compares a voice against: the original speaker's embedding, pitch and spectrum."""
+
+    embedding: np.ndarray
+    median_pitch: float | None
+    pitch_spread: float
+    levels: np.ndarray  # band_levels of the reference clip
+
+
+def speaker_stats(speaker: SourceSpeaker) -> SpeakerStats:
+    """Embedding, median pitch, pitch spread and spectral balance of an original speaker's reference clip."""
     import soundfile as sf
 
     path = Path(speaker.reference_clip)
@@ -132,16 +187,19 @@ def speaker_stats(speaker: SourceSpeaker) -> tuple[np.ndarray, float | None, flo
     audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     median, spread = pitch_stats(audio, rate)
-    return speaker_embedding.embed(audio, rate), speaker.median_pitch_hz or median, spread
+    return SpeakerStats(
+        speaker_embedding.embed(audio, rate), speaker.median_pitch_hz or median, spread, band_levels(audio, rate)
+    )
 
 
 class EmbeddingMatcher:
-    """Closest bank voice (or blend) by CAM++ embedding, then PSOLA pitch and formant shifts toward the speaker."""
+    """Closest bank voice (or blend) by CAM++ embedding, then PSOLA pitch and formant shifts and an EQ toward the
+    speaker, keeping whichever variant the embedding says is closest."""
 
     name = "embedding"
 
-    def __init__(self, shift: bool = True) -> None:
-        self.shift = shift
+    def __init__(self, shift: bool = True, eq: bool = True) -> None:
+        self.shift, self.eq = shift, eq
 
     def match(self, speakers: list[SourceSpeaker], bank: VoiceBank, fixed: dict[str, str]) -> dict[str, VoiceMatch]:
         if bank.clones:
@@ -150,64 +208,69 @@ class EmbeddingMatcher:
         taken: set[str] = set()
         stats = {s.speaker: speaker_stats(s) for s in speakers}
         default_emb = bank.probe(bank.default_voice)[0]
-        # Speakers with the most distinctive need choose first is overkill: order by their best similarity.
-        ranked = {
-            s: sorted(bank.voices, key=lambda v: -speaker_embedding.cosine(stats[s][0], bank.probe(v)[0]))
-            for s in stats
-        }
-        for speaker in sorted(stats, key=lambda s: -speaker_embedding.cosine(stats[s][0], bank.probe(ranked[s][0])[0])):
-            emb, median, spread = stats[speaker]
+
+        def closeness(speaker: str, voice: str) -> float:
+            return speaker_embedding.cosine(stats[speaker].embedding, bank.probe(voice)[0])
+
+        ranked = {s: sorted(bank.voices, key=lambda v, s=s: -closeness(s, v)) for s in stats}
+        # The speaker with the closest voice chooses first; later speakers take the best voice still free.
+        for speaker in sorted(stats, key=lambda s: -closeness(s, ranked[s][0])):
+            target = stats[speaker]
             if speaker in fixed:
                 result[speaker] = VoiceMatch(
                     speaker=speaker,
                     backend=bank.backend,
                     voice=fixed[speaker],
-                    similarity_default=speaker_embedding.cosine(emb, default_emb),
-                    similarity_after=speaker_embedding.cosine(emb, bank.probe(fixed[speaker])[0]),
+                    similarity_default=speaker_embedding.cosine(target.embedding, default_emb),
+                    similarity_after=closeness(speaker, fixed[speaker]),
                 )
                 continue
             free = [v for v in ranked[speaker] if v not in taken] or ranked[speaker]
             candidates = [free[0]]
             if bank.can_blend and len(free) > 1:
                 candidates += [f"{free[0]}*{w:.2f}+{free[1]}*{1 - w:.2f}" for w in BLEND_WEIGHTS]
-            best = self._best(speaker, emb, median, spread, candidates, bank)
-            best.similarity_default = speaker_embedding.cosine(emb, default_emb)
+            best = max((self._best(speaker, target, v, bank) for v in candidates), key=lambda m: m.similarity_after)
+            best.similarity_default = speaker_embedding.cosine(target.embedding, default_emb)
             taken.add(free[0])
             result[speaker] = best
         return result
 
-    def _best(
-        self, speaker: str, emb: np.ndarray, median: float | None, spread: float, candidates: list[str], bank: VoiceBank
-    ) -> VoiceMatch:
-        """Score each candidate voice before and after shifting (every formant ratio); keep the closest."""
-        best: VoiceMatch | None = None
-        for voice in candidates:
-            v_emb, v_median, v_spread = bank.probe(voice)
-            raw = speaker_embedding.cosine(emb, v_emb)
-            options = [VoiceMatch(speaker=speaker, backend=bank.backend, voice=voice, similarity_bank=raw)]
-            if self.shift and median and v_median:
-                audio, rate = bank.audio(voice)
-                pitch_range = float(np.clip(spread / v_spread, 0.6, 1.6)) if v_spread > 0 else 1.0
-                for ratio in FORMANT_GRID:
-                    option = VoiceMatch(
-                        speaker=speaker,
-                        backend=bank.backend,
-                        voice=voice,
-                        pitch_hz=round(median, 1),
-                        formant_ratio=ratio,
-                        pitch_range=round(pitch_range, 2),
-                        similarity_bank=raw,
-                    )
-                    option.similarity_after = speaker_embedding.cosine(
-                        emb, speaker_embedding.embed(shift_voice(audio, rate, option), rate)
-                    )
-                    options.append(option)
-            options[0].similarity_after = raw
-            top = max(options, key=lambda o: o.similarity_after or -1.0)
-            if best is None or (top.similarity_after or -1) > (best.similarity_after or -1):
-                best = top
-        assert best is not None
-        return best
+    def _best(self, speaker: str, target: SpeakerStats, voice: str, bank: VoiceBank) -> VoiceMatch:
+        """The closest variant of one voice: as it is, or shifted to the speaker's pitch with each formant ratio,
+        each with and without the EQ toward the speaker's spectrum."""
+        v_emb, v_median, v_spread = bank.probe(voice)
+        raw = speaker_embedding.cosine(target.embedding, v_emb)
+        audio, rate = bank.audio(voice)
+        plain = VoiceMatch(speaker=speaker, backend=bank.backend, voice=voice, similarity_bank=raw)
+        options = [plain]
+        if self.shift and target.median_pitch and v_median:
+            pitch_range = float(np.clip(target.pitch_spread / v_spread, 0.6, 1.6)) if v_spread > 0 else 1.0
+            options += [
+                plain.model_copy(
+                    update={
+                        "pitch_hz": round(target.median_pitch, 1),
+                        "formant_ratio": r,
+                        "pitch_range": round(pitch_range, 2),
+                    }
+                )
+                for r in FORMANT_GRID
+            ]
+        scored = []
+        for option in options:
+            shifted = shift_voice(audio, rate, option)
+            variants = [option]
+            if self.eq:
+                eq = eq_toward(target.levels, band_levels(shifted, rate))
+                variants.append(option.model_copy(update={"eq_db": eq}))
+            for variant in variants:
+                heard = apply_eq(shifted, rate, variant.eq_db) if variant.eq_db else shifted
+                sim = (
+                    raw
+                    if variant is plain
+                    else speaker_embedding.cosine(target.embedding, speaker_embedding.embed(heard, rate))
+                )
+                scored.append(variant.model_copy(update={"similarity_after": sim}))
+        return max(scored, key=lambda m: m.similarity_after)
 
 
 class CloneMatcher:

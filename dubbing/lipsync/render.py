@@ -254,6 +254,33 @@ class _TrackState:
     reference: tuple[np.ndarray, np.ndarray] | None  # (image crop, landmarks in crop coordinates)
     eye_tris: list[np.ndarray] = field(default_factory=list)
     closed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # (crop, landmarks, pose)
+    reference_lips: np.ndarray | None = None  # mean BGR of the reference frame's lips
+
+
+def _lip_colour(image: np.ndarray, mesh: np.ndarray) -> np.ndarray:
+    """Mean BGR of the lips (outer outline less the mouth opening) of a mesh drawn in `image`'s coordinates."""
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(mesh[[_POS[i] for i in UPPER_OUTER + LOWER_OUTER[-2:0:-1]]]).astype(np.int32)], 1)
+    cv2.fillPoly(mask, [np.round(inner_polygon(mesh)).astype(np.int32)], 0)
+    values = image[mask.astype(bool)]
+    return values.mean(axis=0) if len(values) else np.full(3, 128.0)
+
+
+def match_grain(patch: np.ndarray, source: np.ndarray, seed: int) -> None:
+    """Resampling smooths sensor noise and compression grain; put back what the source region had, on the
+    changed pixels only, so the mouth does not look cleaner than the face around it."""
+    changed = np.any(patch != source, axis=2)
+    if changed.sum() < 16:
+        return
+
+    def noise(img: np.ndarray) -> float:
+        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        return float(np.std((grey - cv2.GaussianBlur(grey, (3, 3), 0))[changed]))
+
+    missing = noise(source) ** 2 - noise(patch) ** 2
+    if missing > 0.25:
+        grain = np.random.default_rng(seed).normal(0.0, np.sqrt(missing), changed.shape).astype(np.float32)
+        patch[changed] = np.clip(patch[changed] + grain[changed][:, None], 0, 255).astype(np.uint8)
 
 
 # Rigid points (eyes, nose, brows, face outline above the mouth): their layout in face coordinates is the pose.
@@ -352,6 +379,7 @@ class ClassicalRenderer:
                 self._closed_lips(patch, box, face, dst, st, alpha, scale)
             else:
                 self._crease(patch, box, dst, alpha, scale)
+        match_grain(patch, out[box[1] : box[3], box[0] : box[2]], index)
         out[box[1] : box[3], box[0] : box[2]] = patch
         return out
 
@@ -376,6 +404,11 @@ class ClassicalRenderer:
             ref_src, _ = mesh_points(ref_pts)
             interior, _ = warp_mesh(image, _inner_points(ref_src), _inner_points(dst) - [x0, y0], INNER_STRIP,
                                     (0, 0, x1 - x0, y1 - y0))  # fmt: skip
+            # colour: the reference's light may differ from this frame's; its lips and these lips should agree
+            if st.reference_lips is None:
+                st.reference_lips = _lip_colour(image, ref_src)
+            gain = np.clip(_lip_colour(patch, dst - [x0, y0]) / np.maximum(st.reference_lips, 1.0), 0.7, 1.4)
+            interior = np.clip(interior * gain, 0, 255)
         else:
             interior = _painted_interior(patch, dst - [x0, y0])
         patch[:] = (patch * (1 - mask[..., None]) + interior * mask[..., None]).astype(np.uint8)

@@ -1,0 +1,287 @@
+"""Voice stage quality and speed: intelligibility, timing fit, speaker similarity, real-time factor.
+
+    .venv/bin/python benchmarks/bench_voice.py            # all sections, markdown tables
+    .venv/bin/python benchmarks/bench_voice.py --only wer,timing
+
+Sections:
+- wer: sentences in es, pt, it spoken by kokoro (jm_kumo) and espeak-ng, back-transcribed with whisper base
+  (faster-whisper int8, language given); word error rate (jiwer; lowercase, punctuation stripped) per
+  backend and language.
+- timing: musetalk_eng.wav (60 s) transcribed (whisper base), translated to Spanish (the configured es
+  translator), voices matched and synthesised with kokoro and fitted; plus a synthetic 10-minute script (two
+  speakers, espeak-ng, lines every ~4 s). Share of lines whose sound starts within 50 ms of their slot, the
+  largest speed factor, and how far the last sound of the dub voice track is from the fitted timeline's end.
+  The real-time factor of match + synthesise + fit on the 60 s file is (wall seconds) / 60.
+- similarity: CAM++ cosine between each real speaker in ../shared/media and their matched kokoro Spanish voice
+  (default voice, closest bank voice, after pitch/formant matching), and for the two speakers of
+  pyannote_sample.wav the similarity of their two matched voices to each other.
+Timings are wall-clock on a shared 2-core machine: inflated when other work runs at the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+MEDIA = ROOT.parent / "shared" / "media"
+sys.path.insert(0, str(ROOT))
+
+from dubbing import asr, models, pipeline, speaker_embedding, tts, voice  # noqa: E402
+from dubbing.config import load_settings  # noqa: E402
+from dubbing.types import Script, ScriptLine, SourceSpeaker  # noqa: E402
+
+SENTENCES = {
+    "es": [
+        "Buenos días a todos, gracias por venir a la reunión de hoy.",
+        "El tren sale de la estación a las ocho y media de la mañana.",
+        "Mi hermana trabaja en un hospital cerca del centro de la ciudad.",
+        "Necesitamos terminar el proyecto antes del final del mes.",
+        "Los niños juegan en el parque cuando hace buen tiempo.",
+        "¿Puedes ayudarme a encontrar las llaves del coche?",
+        "Este libro cuenta la historia de una familia muy antigua.",
+        "Vamos a cenar en el restaurante nuevo de la plaza.",
+    ],
+    "pt": [
+        "Bom dia a todos, obrigado por virem à reunião de hoje.",
+        "O trem sai da estação às oito e meia da manhã.",
+        "A minha irmã trabalha num hospital perto do centro da cidade.",
+        "Precisamos terminar o projeto antes do fim do mês.",
+        "As crianças brincam no parque quando faz bom tempo.",
+        "Você pode me ajudar a encontrar as chaves do carro?",
+        "Este livro conta a história de uma família muito antiga.",
+        "Vamos jantar no restaurante novo da praça.",
+    ],
+    "it": [
+        "Buongiorno a tutti, grazie per essere venuti alla riunione di oggi.",
+        "Il treno parte dalla stazione alle otto e mezza del mattino.",
+        "Mia sorella lavora in un ospedale vicino al centro della città.",
+        "Dobbiamo finire il progetto prima della fine del mese.",
+        "I bambini giocano nel parco quando fa bel tempo.",
+        "Puoi aiutarmi a trovare le chiavi della macchina?",
+        "Questo libro racconta la storia di una famiglia molto antica.",
+        "Andiamo a cenare nel nuovo ristorante della piazza.",
+    ],
+}
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def whisper():
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(str(models.resolve("whisper-base")), device="cpu", compute_type="int8", cpu_threads=2)
+
+
+def bench_wer(tmp: Path) -> list[str]:
+    import jiwer
+
+    model = whisper()
+    rows = ["| backend | language | WER | sentences |", "|---|---|---|---|"]
+    for backend, voice_name in (("kokoro", "jm_kumo"), ("espeak", None)):
+        synth = tts.get_synthesizer(backend)
+        for lang, sentences in SENTENCES.items():
+            refs, hyps = [], []
+            for i, text in enumerate(sentences):
+                audio, rate = synth.synthesize(text, language=lang, voice=voice_name or lang)
+                path = tmp / f"{backend}-{lang}-{i}.wav"
+                sf.write(str(path), audio, rate)
+                segments, _ = model.transcribe(str(path), language=lang, beam_size=5)
+                refs.append(normalise(text))
+                hyps.append(normalise(" ".join(s.text for s in segments)))
+            rows.append(f"| {backend} | {lang} | {jiwer.wer(refs, hyps):.3f} | {len(sentences)} |")
+    return rows
+
+
+def _onsets_ok(track_path: str, lines: list[ScriptLine]) -> tuple[float, float, float]:
+    """(share of lines sounding within 50 ms of their start, largest speed, |last sound - fitted end| in s)."""
+    audio, rate = sf.read(track_path, dtype="float32")
+    loud = np.abs(audio) > 1e-3
+    ok = 0
+    spoken = [line for line in lines if line.synth_s]
+    for line in spoken:
+        a = int(line.start * rate)
+        hits = np.flatnonzero(loud[max(0, a - int(0.05 * rate)) : a + int(0.5 * rate)])
+        ok += bool(hits.size) and abs((hits[0] + max(0, a - int(0.05 * rate)) - a) / rate) <= 0.05
+    fitted_end = max(min(line.start + line.synth_s, line.fit_end or 1e9) for line in spoken)
+    last_sound = np.flatnonzero(loud)[-1] / rate
+    return ok / len(spoken), max(line.speed for line in spoken), abs(last_sound - fitted_end)
+
+
+def bench_timing(tmp: Path) -> list[str]:
+    from dubbing import translate
+
+    settings = load_settings()
+    rows = [
+        "| input | lines | within 50 ms | max speed | end error (ms) | wall s | RTF |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    src = MEDIA / "musetalk_eng.wav"
+    layout = pipeline.layout_for(src, tmp / "muse")
+    pipeline.extract_audio(src, layout)
+    transcript = asr.get_transcriber("faster-whisper", model="whisper-base").transcribe(layout.analysis_wav)
+    cfg = settings.for_language("es").model_copy(deep=True)
+    cfg.tts.backend, cfg.tts.voice = "kokoro", None
+    translator = translate.translator_for(cfg.translate, transcript.language, "es")
+    texts = translator.translate([u.text for u in transcript.utterances])
+    lines = [
+        ScriptLine(index=i, speaker=u.speaker, start=u.start, end=u.end, source_text=u.text, text=t)
+        for i, (u, t) in enumerate(zip(transcript.utterances, texts, strict=True))
+    ]
+    script = Script(source_language=transcript.language, language="es", translator=translator.name, lines=lines)
+    t0 = time.perf_counter()
+    speakers = pipeline.source_speakers(transcript, layout.analysis_wav, layout)
+    matches = pipeline.match_voices(speakers, "es", cfg, layout)
+    fitted, track = pipeline.synthesize_track(
+        script, cfg, transcript.duration_s, layout, voices=matches, shorten=pipeline.translation_shortener(script, cfg)
+    )
+    wall = time.perf_counter() - t0
+    share, top, end_err = _onsets_ok(track.voice_path, fitted.lines)
+    rows.append(
+        f"| musetalk_eng.wav 60 s, kokoro es | {len(fitted.lines)} | {share:.0%} | {top:.3f} | {end_err * 1000:.0f} "
+        f"| {wall:.1f} | {wall / transcript.duration_s:.2f} |"
+    )
+    rng = np.random.default_rng(0)
+    words = " ".join(SENTENCES["es"]).split()
+    long_lines, t, i = [], 1.0, 0
+    while t < 595:
+        n = int(rng.integers(5, 12))
+        text = " ".join(words[(i * 7) % (len(words) - n) :][:n])
+        dur = float(rng.uniform(1.5, 3.5))
+        long_lines.append(
+            ScriptLine(index=i, speaker="AB"[i % 3 == 0], start=t, end=t + dur, source_text="", text=text)
+        )
+        t += dur + float(rng.uniform(0.1, 1.5))
+        i += 1
+    cfg_e = settings.for_language("es").model_copy(deep=True)
+    cfg_e.tts.backend, cfg_e.tts.voice = "espeak", "es"
+    t0 = time.perf_counter()
+    fitted, track = pipeline.synthesize_track(
+        Script(source_language="en", language="es", translator="none", lines=long_lines),
+        cfg_e,
+        600.0,
+        pipeline.layout_for(Path("synthetic10min.wav"), tmp / "long"),
+    )
+    wall = time.perf_counter() - t0
+    share, top, end_err = _onsets_ok(track.voice_path, fitted.lines)
+    rows.append(
+        f"| synthetic 10 min, espeak es | {len(fitted.lines)} | {share:.0%} | {top:.3f} | {end_err * 1000:.0f} "
+        f"| {wall:.1f} | {wall / 600:.2f} |"
+    )
+    return rows
+
+
+def _clip(path: Path, tmp: Path, name: str, turns: list[tuple[float, float]] | None = None) -> SourceSpeaker:
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if turns:
+        audio = np.concatenate([audio[int(a * rate) : int(b * rate)] for a, b in turns])
+    out = tmp / f"{name}.wav"
+    sf.write(str(out), audio[: int(30 * rate)], rate)
+    return SourceSpeaker(speaker=name, reference_clip=str(out))
+
+
+def bench_similarity(tmp: Path) -> list[str]:
+    import subprocess
+
+    speakers = [
+        _clip(MEDIA / "musetalk_eng.wav", tmp, "musetalk_eng"),
+        _clip(MEDIA / "sadtalker_RD_Radio31_000.wav", tmp, "sadtalker_RD_Radio31"),
+        _clip(MEDIA / "latentsync_demo2_audio.wav", tmp, "latentsync_demo2"),
+    ]
+    libri = sorted((MEDIA / "librivox").glob("*.wav"))
+    joined = np.concatenate([sf.read(str(p), dtype="float32")[0] for p in libri])
+    sf.write(str(tmp / "librivox.wav"), joined, 16000)
+    speakers.append(_clip(tmp / "librivox.wav", tmp, "librivox"))
+    for name in ("vrt_face1", "vrt_face2", "vrt_face4"):
+        wav = tmp / f"{name}.src.wav"
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-y",
+                "-v",
+                "error",
+                "-i",
+                str(MEDIA / f"{name}.mp4"),
+                "-ac",
+                "1",
+                "-ar",
+                "16000",
+                str(wav),
+            ],
+            check=True,
+        )
+        speakers.append(_clip(wav, tmp, name))
+    turns: dict[str, list[tuple[float, float]]] = {}
+    for row in (MEDIA / "pyannote_sample.rttm").read_text().splitlines():
+        f = row.split()
+        turns.setdefault(f[7], []).append((float(f[3]), float(f[3]) + float(f[4])))
+    pair = [_clip(MEDIA / "pyannote_sample.wav", tmp, f"pyannote_{k}", v) for k, v in sorted(turns.items())]
+    synth = tts.get_synthesizer("kokoro")
+    text = voice.probe_text("es")
+    bank = voice.VoiceBank(
+        backend="kokoro",
+        speak=lambda v: synth.synthesize(text, language="es", voice=v),
+        voices=synth.voices("es"),
+        default_voice="jm_kumo",
+        can_blend=True,
+    )
+    matcher = voice.get_matcher("embedding")
+    rows = [
+        "| speaker | voice after matching | default voice | closest bank voice | after matching |",
+        "|---|---|---|---|---|",
+    ]
+    t0 = time.perf_counter()
+    results = {}
+    for s in speakers:
+        results.update(matcher.match([s], bank, {}))
+    results.update(matcher.match(pair, bank, {}))
+    wall = time.perf_counter() - t0
+    for name, m in results.items():
+        rows.append(
+            f"| {name} | {m.label.split(':', 1)[1]} | {m.similarity_default:.3f} | {m.similarity_bank:.3f} "
+            f"| {m.similarity_after:.3f} |"
+        )
+    emb = {}
+    for s in pair:
+        m = results[s.speaker]
+        audio, rate = synth.synthesize(text, language="es", voice=m.voice)
+        emb[s.speaker] = speaker_embedding.embed(voice.shift_voice(audio, rate, m), rate)
+    a, b = (s.speaker for s in pair)
+    cross = speaker_embedding.cosine(emb[a], emb[b])
+    rows.append("")
+    rows.append(
+        f"pyannote_sample: matched voices to each other {cross:.3f}; to their own source "
+        f"{results[a].similarity_after:.3f} ({a}), {results[b].similarity_after:.3f} ({b}). "
+        f"Matching {len(results)} speakers took {wall:.1f} s."
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="wer,timing,similarity")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    with tempfile.TemporaryDirectory(prefix="bench-voice-") as tmp_name:
+        tmp = Path(tmp_name)
+        for section in args.only.split(","):
+            t0 = time.perf_counter()
+            rows = {"wer": bench_wer, "timing": bench_timing, "similarity": bench_similarity}[section](tmp)
+            print(f"\n### {section} ({time.perf_counter() - t0:.0f} s)\n")
+            print("\n".join(rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()
