@@ -386,6 +386,41 @@ def tiny_m2m100(tiny_spm, tmp_path_factory) -> Path:
     return folder / "model"
 
 
+@pytest.fixture(scope="module")
+def tiny_nllb(tmp_path_factory) -> Path:
+    """A real NLLB-style checkpoint (M2M100 weights, NllbTokenizer with the FLORES codes) with random weights; the
+    tokenizer is character-level BPE built here."""
+    import string
+
+    import torch
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, NllbTokenizer
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for ch in ["▁", *string.ascii_letters, *".,?!'"]:
+        vocab.setdefault(ch, len(vocab))
+    tokenizer = NllbTokenizer(vocab=vocab, merges=[])
+    config = M2M100Config(
+        vocab_size=len(tokenizer), pad_token_id=1, eos_token_id=2, bos_token_id=0, decoder_start_token_id=2, **TINY
+    )
+    folder = tmp_path_factory.mktemp("tiny-nllb") / "model"
+    torch.manual_seed(0)
+    M2M100ForConditionalGeneration(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_transformers_nllb_uses_flores_codes(tiny_nllb, monkeypatch):
+    monkeypatch.setattr(translate.hub, "MAX_NEW_TOKENS", 6)
+    tr = translate.get_translator("transformers", source="en", target="es", model=str(tiny_nllb))
+    assert tr.family == "nllb" and tr.tokenizer.src_lang == "eng_Latn"
+    assert tr.forced_bos == tr.tokenizer.convert_tokens_to_ids("spa_Latn") != tr.tokenizer.unk_token_id
+    batch = tr.tokenizer(["Good morning."], return_tensors="pt")
+    assert batch["input_ids"][0, 0].item() == tr.tokenizer.convert_tokens_to_ids("eng_Latn")
+    generated = tr.model.generate(**batch, forced_bos_token_id=tr.forced_bos, max_new_tokens=4)
+    assert generated[0, 1].item() == tr.forced_bos
+    assert len(tr.translate(["Good morning.", "", "Thank you."])) == 3
+
+
 def test_transformers_m2m100_forces_the_target_language_token(tiny_m2m100, monkeypatch):
     monkeypatch.setattr(translate.hub, "MAX_NEW_TOKENS", 6)
     tr = translate.get_translator("transformers", source="en", target="es", model=str(tiny_m2m100))
