@@ -490,3 +490,12 @@ def test_same_language_passes_lines_through_and_pivots_are_recorded():
     assert tr.name == "identity" and tr.translate(["¿Qué tal?"]) == ["¿Qué tal?"]
     fr = translate.translator_for(load_settings().for_language("fr").translate, "en", "fr")
     assert fr.name == "bergamot+apertium" and fr.pivot == "pt+es"
+
+
+def test_bad_translate_config_names_file_key_and_allowed_backends(tmp_path):
+    user = tmp_path / "mine.yaml"
+    user.write_text("languages:\n  es:\n    translate:\n      backend: deepl\n")
+    with pytest.raises(DubbingError) as err:
+        load_settings("draft", user)
+    message = str(err.value)
+    assert str(user) in message and "translate.backend" in message and "'bergamot'" in message and "deepl" in message
