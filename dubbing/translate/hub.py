@@ -13,8 +13,8 @@ from pathlib import Path
 
 from dubbing import models
 from dubbing.errors import DubbingError
-from dubbing.translate.base import LanguagePairError
-from dubbing.translate.condense import condense
+from dubbing.translate.base import LanguagePairError, ShortenRequest, translate_groups
+from dubbing.translate.condense import condense_requests
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ class HubTranslator:
                 out[i] = text
         return out
 
-    def shorten(self, lines: list[str], index: int, current: str, max_chars: int, n: int = 6) -> list[str]:
+    def shorten(self, lines: list[str], requests: list[ShortenRequest], n: int = 6) -> list[list[str]]:
         """The n-best list of the beam search (best scored first), then translations of the condensed source."""
-        if not lines[index].strip():
-            return []
-        return self._generate([lines[index]], n, n) + self.translate(condense(lines[index], self.source))
+        nbest = [self._generate([lines[r.index]], n, n) if lines[r.index].strip() else [] for r in requests]
+        condensed = translate_groups(condense_requests(lines, requests, self.source), self.translate)
+        return [a + b for a, b in zip(nbest, condensed, strict=True)]

@@ -11,6 +11,9 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+
+from dubbing.translate.base import ShortenRequest
 
 # Characters (not counting spaces; punctuation counts, since it makes pauses) spoken per second at speed 1.0,
 # per TTS backend and language. Measured with benchmarks/calibrate_speech_rate.py on 2026-11-24: each backend
@@ -92,7 +95,7 @@ class LineFit:
     notes: list[str] = field(default_factory=list)
 
 
-Shortener = Callable[[int, str, int], list[str]]  # (line index, current text, target characters) -> candidates
+Shortener = Callable[[list[ShortenRequest]], list[list[str]]]  # requests -> each one's candidates
 Judge = Callable[[int, str, str], bool]  # (line index, current text, candidate) -> faithful enough to use
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 
@@ -121,22 +124,54 @@ def fit_lines(
     shorten: Shortener | None,
     keep: Judge | None = None,
 ) -> list[LineFit]:
-    """Estimate every line; for lines that will not fit even at `max_speedup`, ask `shorten` for candidates.
-
-    Among candidates that `keep` accepts as faithful, the first that fits wins (candidates come in the
-    backend's order of preference: least condensed or best scored first), so a line is cut no more than it
-    needs; when none fits, the shortest faithful one is kept, and the line is marked "over"."""
-    results = []
-    for i, (text, slot_s) in enumerate(zip(texts, slot_seconds, strict=True)):
-        estimate = estimate_seconds(text, language, tts_backend)
-        if not text.strip():
-            results.append(LineFit(text, estimate, slot_s, "empty"))
-            continue
-        if fits(estimate, slot_s, max_speedup) or shorten is None:
-            results.append(LineFit(text, estimate, slot_s, "fits" if fits(estimate, slot_s, max_speedup) else "over"))
-            continue
-        results.append(_shorten_line(i, text, estimate, slot_s, language, tts_backend, max_speedup, shorten, keep))
+    """Estimate every line; the lines that will not fit even at `max_speedup` go to `shorten` together (one
+    batch: engines translate all candidates at once), and `choose_shorter` picks each one's replacement."""
+    estimates = [estimate_seconds(t, language, tts_backend) for t in texts]
+    results: list[LineFit] = []
+    requests: list[ShortenRequest] = []
+    for i, (text, slot_s, estimate) in enumerate(zip(texts, slot_seconds, estimates, strict=True)):
+        ok = fits(estimate, slot_s, max_speedup)
+        results.append(LineFit(text, estimate, slot_s, "empty" if not text.strip() else "fits" if ok else "over"))
+        if results[-1].action == "over" and shorten is not None:
+            requests.append(ShortenRequest(i, text, max(8, int(len(text) * slot_s * max_speedup / estimate))))
+    if requests:
+        for request, candidates in zip(requests, shorten(requests), strict=True):
+            i = request.index
+            judge = partial(keep or _faithful_enough, i, texts[i])
+            results[i] = _shortened(results[i], candidates, max_speedup, language, tts_backend, judge)
     return results
+
+
+def _shortened(
+    line: LineFit,
+    candidates: list[str],
+    max_speedup: float,
+    language: str,
+    tts_backend: str,
+    keep: Callable[[str], bool],
+) -> LineFit:
+    choice = choose_shorter(
+        line.text,
+        line.estimated_s,
+        line.slot_s * max_speedup,
+        candidates,
+        lambda c: estimate_seconds(c, language, tts_backend),
+        keep,
+    )
+    if choice is None:
+        return LineFit(
+            line.text, line.estimated_s, line.slot_s, "over", notes=[f"{len(candidates)} candidates, none usable"]
+        )
+    return LineFit(
+        choice.text,
+        choice.seconds,
+        line.slot_s,
+        "shortened" if choice.fits else "shortened_over",
+        original_text=line.text,
+        original_estimate_s=line.estimated_s,
+        candidates=len(candidates),
+        notes=choice.notes,
+    )
 
 
 @dataclass
@@ -171,44 +206,6 @@ def choose_shorter(
         best, best_s = min(shorter, key=lambda pair: pair[1])
         return Choice(best, best_s, False, notes + [f"the shortest still needs {best_s / budget_s:.2f}x the budget"])
     return None
-
-
-def _shorten_line(
-    index: int,
-    text: str,
-    estimate: float,
-    slot_s: float,
-    language: str,
-    tts_backend: str,
-    max_speedup: float,
-    shorten: Shortener,
-    keep: Judge | None,
-) -> LineFit:
-    budget_s = slot_s * max_speedup
-    target_chars = max(8, int(len(text) * budget_s / max(estimate, 1e-3)))
-    candidates = shorten(index, text, target_chars)
-    choice = choose_shorter(
-        text,
-        estimate,
-        budget_s,
-        candidates,
-        lambda c: estimate_seconds(c, language, tts_backend),
-        lambda c: (keep or _faithful_enough)(index, text, c),
-    )
-    if choice is None:
-        return LineFit(
-            text, estimate, slot_s, "over", notes=[f"{len(candidates)} candidates, none shorter and faithful"]
-        )
-    return LineFit(
-        choice.text,
-        choice.seconds,
-        slot_s,
-        "shortened" if choice.fits else "shortened_over",
-        original_text=text,
-        original_estimate_s=estimate,
-        candidates=len(candidates),
-        notes=choice.notes,
-    )
 
 
 def _faithful_enough(index: int, original: str, candidate: str) -> bool:

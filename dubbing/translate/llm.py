@@ -18,7 +18,7 @@ from functools import partial
 import httpx
 
 from dubbing.errors import DubbingError
-from dubbing.translate.base import language_name
+from dubbing.translate.base import ShortenRequest, language_name
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +116,17 @@ class OpenAICompatibleTranslator:
                 out[i] = text
         return out
 
-    def shorten(self, lines: list[str], index: int, current: str, max_chars: int) -> list[str]:
-        system = self._instructions(SHORTEN_PROMPT, max_chars=max_chars)
+    def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
+        """One rewrite request per line, with its neighbours, current translation and target length."""
+        return [self._shorten_one(lines, r) for r in requests]
+
+    def _shorten_one(self, lines: list[str], request: ShortenRequest) -> list[str]:
+        system = self._instructions(SHORTEN_PROMPT, max_chars=request.max_chars)
         payload = {
-            **self._context(lines, index, index + 1),
-            "line": lines[index],
-            "current_translation": current,
-            "max_characters": max_chars,
+            **self._context(lines, request.index, request.index + 1),
+            "line": lines[request.index],
+            "current_translation": request.current,
+            "max_characters": request.max_chars,
         }
         return self._ask(system, payload, partial(_strings, key="candidates", count=None))
 
