@@ -22,6 +22,7 @@ from dubbing import (
     diarize,
     media,
     mix,
+    models,
     qa,
     review,
     separate,
@@ -313,6 +314,8 @@ def match_voices(speakers: list[SourceSpeaker], lang: str, cfg: LanguageConfig, 
         default_voice=cfg.tts.voice or getattr(synth, "default_voice", None) or (bank_voices or [lang])[0],
         can_blend=hasattr(synth, "style"),
         clones=synth.clones,
+        cache_dir=models.cache_root() / "voice-bank",
+        cache_key=f"{lang}|{text}",
     )
     matcher = voice.get_matcher("clone" if synth.clones else cfg.tts.match)
     matches = matcher.match(speakers, bank, dict(cfg.tts.voices)) if speakers else {}

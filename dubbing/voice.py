@@ -56,11 +56,33 @@ class VoiceBank:
     default_voice: str
     can_blend: bool = False
     clones: bool = False  # the backend imitates a reference clip itself: no bank search
+    cache_dir: Path | None = None  # probe clips kept here across runs (keyed by backend, voice and text)
+    cache_key: str = ""  # what else decides the probe's sound: the language and probe text
     _cache: dict[str, tuple[np.ndarray, int, np.ndarray, float | None, float]] = field(default_factory=dict)
+
+    def _spoken(self, voice: str) -> tuple[np.ndarray, int]:
+        """The probe clip, from the disk cache when an earlier run made it."""
+        if self.cache_dir is None:
+            return self.speak(voice)
+        import hashlib
+
+        import soundfile as sf
+
+        from dubbing.files import atomic_path
+
+        digest = hashlib.sha256(f"{self.backend}|{voice}|{self.cache_key}".encode()).hexdigest()[:24]
+        path = Path(self.cache_dir) / f"{self.backend}-{digest}.wav"
+        if path.exists():
+            audio, rate = sf.read(str(path), dtype="float32")
+            return audio, rate
+        audio, rate = self.speak(voice)
+        with atomic_path(path) as tmp:
+            sf.write(str(tmp), audio, rate, format="WAV", subtype="FLOAT")
+        return audio, rate
 
     def _heard(self, voice: str) -> tuple[np.ndarray, int, np.ndarray, float | None, float]:
         if voice not in self._cache:
-            audio, rate = self.speak(voice)
+            audio, rate = self._spoken(voice)
             median, spread = pitch_stats(audio, rate)
             self._cache[voice] = (audio, rate, speaker_embedding.embed(audio, rate), median, spread)
         return self._cache[voice]
