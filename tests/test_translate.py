@@ -94,6 +94,9 @@ def test_unknown_language_and_missing_pair_fail_with_one_line_listing_what_exist
 def test_configured_backend_falls_back_to_apertium_for_other_sources():
     tr = translate.translator_for(load_settings().for_language("es").translate, "fr", "es")
     assert tr.name == "apertium" and tr.translate(["Bonjour"])[0]
+    english = load_settings().for_language("en").translate
+    assert translate.translator_for(english, "pt", "en").name == "bergamot"
+    assert translate.translator_for(english, "es", "en").name == "apertium"
 
 
 def test_dub_translate_cli_is_line_for_line(tmp_path):
