@@ -10,7 +10,9 @@ diarization, then words grouped into dubbing lines):
 - speakers found, and the share of words given the wrong speaker under the best label mapping (reference:
   pyannote_sample.rttm, words given speakers by the same overlap rule);
 - real-time factor of ASR + diarization (processing seconds / audio seconds, model loading excluded and
-  reported apart) and peak resident memory of the worker process (getrusage of the child);
+  reported apart), the CPU seconds the worker spent per audio second (all its threads; on dedicated cores
+  the wall-clock RTF of this compute-bound work is at most this), and peak resident memory of the worker
+  process (getrusage of the child);
 - a file with no speech (a tone over pink noise, then silence, made with ffmpeg) must give no text.
 All work runs in one child process limited to `--threads` CPU threads. Timings are wall-clock on this
 machine and are inflated when other work shares the CPU.
@@ -37,8 +39,8 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
 
-def references() -> list[tuple[str, Path, str, Path | None]]:
-    """(label, audio, reference text, rttm or None)."""
+def references() -> list[tuple[str, Path, str | None, Path | None]]:
+    """(label, audio, reference text or None (speed and speaker count only), rttm or None)."""
     items = []
     stm = MEDIA / "pyannote_sample.stm"
     text = " ".join(" ".join(line.split()[5:]) for line in stm.read_text().splitlines())
@@ -49,6 +51,9 @@ def references() -> list[tuple[str, Path, str, Path | None]]:
         m = re.match(r"<s>(.*)</s> \((.*)\)", line.strip())
         if m:
             items.append((f"librivox {m.group(2)[-4:]}", MEDIA / "librivox" / f"{m.group(2)}.wav", m.group(1), None))
+    items.append(("musetalk_eng (1 speaker, no reference)", MEDIA / "musetalk_eng.wav", None, None))
+    video = MEDIA / "latentsync_demo2_video.mp4"
+    items.append(("latentsync_demo2_video.mp4 (Portuguese, no reference)", video, None, None))
     return items
 
 
@@ -79,11 +84,11 @@ def worker(threads: int, files: list[str]) -> None:
     diarizer = diarize.get_diarizer("campplus")  # CAM++ runs on one torch thread (see diarize.torch_threads)
     print(json.dumps({"load_s": time.perf_counter() - t}), flush=True)
     for path in files:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         transcript = transcriber.transcribe(Path(path))
         t1 = time.perf_counter()
         turns = diarizer.diarize(Path(path)) if transcript.utterances else []
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         result = diarize.attribute(transcript, turns)
         print(
             json.dumps(
@@ -91,6 +96,7 @@ def worker(threads: int, files: list[str]) -> None:
                     "path": path,
                     "asr_s": t1 - t0,
                     "diarize_s": t2 - t1,
+                    "cpu_s": c2 - c0,
                     "transcript": result.model_dump(),
                 }
             ),
@@ -135,40 +141,45 @@ def main() -> None:
     results = {r["path"]: r for r in lines[1:]}
 
     rows = []
-    total_audio = total_proc = 0.0
+    total_audio = total_proc = total_cpu = 0.0
     libri_refs, libri_hyps = [], []
     for label, path, ref, rttm in items:
         r = results[str(path)]
         transcript = Transcript.model_validate(r["transcript"])
         hyp = normalise(" ".join(u.text for u in transcript.utterances))
-        wer = jiwer.wer(normalise(ref), hyp)
+        wer = f"{jiwer.wer(normalise(ref), hyp):.3f}" if ref else "-"
         words = [w for u in transcript.utterances for w in u.words]
         spk_err = f"{diarize.word_speaker_error(words, diarize.read_rttm(rttm)):.3f}" if rttm else "-"
         proc_s = r["asr_s"] + r["diarize_s"]
         total_audio += transcript.duration_s
         total_proc += proc_s
+        total_cpu += r["cpu_s"]
         if label.startswith("librivox"):
             libri_refs.append(normalise(ref))
             libri_hyps.append(hyp)
         lines_s = [u.duration for u in transcript.utterances]
         rows.append(
-            f"| {label} | {transcript.duration_s:.1f} | {wer:.3f} | {len(transcript.speakers)} | {spk_err} "
+            f"| {label} | {transcript.duration_s:.1f} | {wer} | {len(transcript.speakers)} | {spk_err} "
             f"| {len(lines_s)} ({min(lines_s):.1f}-{max(lines_s):.1f} s) "
-            f"| {r['asr_s']:.2f} | {r['diarize_s']:.2f} | {proc_s / transcript.duration_s:.3f} |"
+            f"| {r['asr_s']:.2f} | {r['diarize_s']:.2f} | {proc_s / transcript.duration_s:.3f} "
+            f"| {r['cpu_s'] / transcript.duration_s:.3f} |"
         )
         if args.show:
-            print(f"{label}\n  REF {normalise(ref)}\n  HYP {hyp}", file=sys.stderr)
+            print(f"{label}\n  REF {normalise(ref or '')}\n  HYP {hyp}", file=sys.stderr)
     silent_result = Transcript.model_validate(results[files[-1]]["transcript"])
     print(
         f"ASR + diarization, {args.threads} threads (faster-whisper whisper-base int8 + silero VAD, CAM++ windows "
         f"1.5 s, spectral clustering)\n"
     )
-    print("| file | audio s | WER | speakers | wrong-speaker words | lines (length range) | ASR s | diarize s | RTF |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| file | audio s | WER | speakers | wrong-speaker words | lines (length range) | ASR s | diarize s "
+        "| RTF (wall) | CPU s per audio s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print(
         f"| **LibriVox, all 5 clips** | | **{jiwer.wer(libri_refs, libri_hyps):.3f}** | | | | | "
-        f"| {total_proc / total_audio:.3f} (all files) |"
+        f"| {total_proc / total_audio:.3f} (all files) | {total_cpu / total_audio:.3f} (all files) |"
     )
     print(
         f"\nModel loading: {load_s:.1f} s (once). Peak RSS of the worker: {peak_mb:.0f} MB. "
