@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from dubbing import (
     asr,
@@ -280,10 +281,11 @@ def source_speakers(
 ) -> list[SourceSpeaker]:
     """What voice matching needs per speaker. Diarization's profiles when given; otherwise a reference clip cut
     from `audio` (the separated speech when there is one) over each speaker's utterances, up to `max_s`."""
-    if profiles:
+    if profiles:  # a speaker with too little clean speech to embed gets the default voice
         return [
             SourceSpeaker(speaker=p.speaker, reference_clip=p.reference_clip, median_pitch_hz=p.median_pitch_hz)
             for p in profiles
+            if p.reference_clip and sf.info(p.reference_clip).duration >= speaker_embedding.MIN_SECONDS
         ]
     samples, rate = media.read_audio(audio)
     speakers = []
