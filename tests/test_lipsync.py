@@ -286,3 +286,22 @@ def test_pipeline_steps_track_render_and_report(tmp_path):
     assert pipeline.render_lipsync(blank, nobody, script, track, settings, layout) is None
     report = pipeline.lipsync_report(nobody, None)
     assert not report["applied"] and "no face" in report["reason"] and report["checks"][0]["code"] == "no-face"
+
+
+def test_covered_mouth_is_reported(tmp_path):
+    """A skin-coloured patch over the mouth (like a hand): the mesh still places lips, the check notices."""
+    clip = tmp_path / "face.mp4"
+    ffmpeg("-i", str(media_file("vrt_face4.mp4")), "-t", "1.2", "-vf", "scale=480:480", str(clip))
+    faces, data = analyse(clip, None)
+    assert "mouth-covered" not in {c.code for c in faces.checks}
+    pts = data.points[0, 0]
+    (x0, y0), (x1, y1) = (
+        pts[[61, 0, 17, 291]].min(axis=0).astype(int) - 12,
+        pts[[61, 0, 17, 291]].max(axis=0).astype(int) + 12,
+    )
+    b, g, r = (int(v) for v in next(read_frames(clip, probe_video(clip)))[int(pts[205, 1]), int(pts[205, 0])])
+    covered = tmp_path / "covered.mp4"
+    box = f"drawbox=x={x0}:y={y0}:w={x1 - x0}:h={y1 - y0}:color=0x{r:02x}{g:02x}{b:02x}:t=fill"
+    ffmpeg("-i", str(clip), "-vf", box, str(covered))
+    faces, _ = analyse(covered, None)
+    assert "mouth-covered" in {c.code for c in faces.checks}
