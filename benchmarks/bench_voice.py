@@ -118,6 +118,14 @@ def _onsets_ok(track_path: str, lines: list[ScriptLine]) -> tuple[float, float, 
     return ok / len(spoken), max(line.speed for line in spoken), abs(last_sound - fitted_end)
 
 
+def _cpu() -> float:
+    """CPU seconds used by this process and its finished children (all threads)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def bench_timing(tmp: Path) -> list[str]:
     from dubbing import translate
 
@@ -126,6 +134,7 @@ def bench_timing(tmp: Path) -> list[str]:
         "| input | lines | within 50 ms | max speed | end error (ms) | wall s | RTF |",
         "|---|---|---|---|---|---|---|",
     ]
+    notes: list[str] = []
     src = MEDIA / "musetalk_eng.wav"
     layout = pipeline.layout_for(src, tmp / "muse")
     pipeline.extract_audio(src, layout)
@@ -139,17 +148,24 @@ def bench_timing(tmp: Path) -> list[str]:
         for i, (u, t) in enumerate(zip(transcript.utterances, texts, strict=True))
     ]
     script = Script(source_language=transcript.language, language="es", translator=translator.name, lines=lines)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     speakers = pipeline.source_speakers(transcript, layout.analysis_wav, layout)
     matches = pipeline.match_voices(speakers, "es", cfg, layout)
+    t1, c1 = time.perf_counter(), _cpu()
     fitted, track = pipeline.synthesize_track(
         script, cfg, transcript.duration_s, layout, voices=matches, shorten=pipeline.translation_shortener(script, cfg)
     )
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
     share, top, end_err = _onsets_ok(track.voice_path, fitted.lines)
     rows.append(
         f"| musetalk_eng.wav 60 s, kokoro es | {len(fitted.lines)} | {share:.0%} | {top:.3f} | {end_err * 1000:.0f} "
         f"| {wall:.1f} | {wall / transcript.duration_s:.2f} |"
+    )
+    notes.append(
+        f"musetalk voice stage: match {t1 - t0:.1f} s wall / {c1 - c0:.1f} CPU-s, synthesise+fit "
+        f"{wall - (t1 - t0):.1f} s wall / {cpu - (c1 - c0):.1f} CPU-s; {cpu / transcript.duration_s:.2f} CPU-s per "
+        f"second of audio (RTF on 2 idle cores is at most this, at least half of it); load average at the end "
+        f"{os.getloadavg()[0]:.1f}"
     )
     rng = np.random.default_rng(0)
     words = " ".join(SENTENCES["es"]).split()
@@ -178,7 +194,7 @@ def bench_timing(tmp: Path) -> list[str]:
         f"| synthetic 10 min, espeak es | {len(fitted.lines)} | {share:.0%} | {top:.3f} | {end_err * 1000:.0f} "
         f"| {wall:.1f} | {wall / 600:.2f} |"
     )
-    return rows
+    return rows + [""] + notes
 
 
 def _clip(path: Path, tmp: Path, name: str, turns: list[tuple[float, float]] | None = None) -> SourceSpeaker:

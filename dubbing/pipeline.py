@@ -318,6 +318,7 @@ def match_voices(speakers: list[SourceSpeaker], lang: str, cfg: LanguageConfig, 
         clones=synth.clones,
         cache_dir=models.cache_root() / "voice-bank",
         cache_key=f"{lang}|{text}",
+        probe_text=text,
     )
     matcher = voice.get_matcher("clone" if synth.clones else cfg.tts.match)
     matches = matcher.match(speakers, bank, dict(cfg.tts.voices)) if speakers else {}
@@ -392,7 +393,7 @@ def synthesize_track(
         )
         if not match.voice:
             match = match.model_copy(update={"voice": getattr(synth, "default_voice", None) or script.language})
-        estimator = estimators.setdefault(match.voice, timing.RateEstimator())
+        estimator = estimators.setdefault(match.voice, timing.RateEstimator(match.seconds_per_char))
         text, notes = line.text, list(line.notes)
         if not text.strip():
             lines.append(line.model_copy(update={"synth_s": 0.0, "speed": 1.0, "voice": match.label}))

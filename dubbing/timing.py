@@ -87,8 +87,9 @@ class RateEstimator:
     """Seconds of speech per character for one voice, learnt from the clips made so far: lets a line be
     synthesised once, at the speed it will need, instead of once to measure and again to fit."""
 
-    def __init__(self) -> None:
+    def __init__(self, prior_s_per_char: float | None = None) -> None:
         self._ratios: list[float] = []
+        self.prior = prior_s_per_char  # used until two clips have been measured
 
     def update(self, text: str, natural_s: float) -> None:
         if len(text.strip()) >= 8 and natural_s > 0:
@@ -96,7 +97,7 @@ class RateEstimator:
 
     def estimate(self, text: str) -> float | None:
         if len(self._ratios) < 2:
-            return None
+            return self.prior * len(text.strip()) if self.prior else None
         return float(np.median(self._ratios[-20:])) * len(text.strip())
 
 

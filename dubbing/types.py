@@ -149,6 +149,7 @@ class VoiceMatch(BaseModel):
     formant_ratio: float = 1.0  # praat "Change gender" formant shift (1: unchanged)
     pitch_range: float = 1.0  # scale of pitch movement around the median
     eq_db: list[float] = Field(default_factory=list)  # gains per band of voice.EQ_EDGES_HZ (timbre/channel match)
+    seconds_per_char: float | None = None  # speaking rate of the voice at speed 1 (from its probe sentence)
     similarity_default: float | None = None  # cosine(source, backend's default voice)
     similarity_bank: float | None = None  # cosine(source, chosen voice before pitch/formant shifts)
     similarity_after: float | None = None  # cosine(source, voice after matching)

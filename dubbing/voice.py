@@ -58,6 +58,7 @@ class VoiceBank:
     clones: bool = False  # the backend imitates a reference clip itself: no bank search
     cache_dir: Path | None = None  # probe clips kept here across runs (keyed by backend, voice and text)
     cache_key: str = ""  # what else decides the probe's sound: the language and probe text
+    probe_text: str = ""  # the sentence `speak` says (gives each voice's speaking rate)
     _cache: dict[str, tuple[np.ndarray, int, np.ndarray, float | None, float]] = field(default_factory=dict)
 
     def _spoken(self, voice: str) -> tuple[np.ndarray, int]:
@@ -94,6 +95,13 @@ class VoiceBank:
     def audio(self, voice: str) -> tuple[np.ndarray, int]:
         """The probe sentence as spoken by the voice (synthesised once)."""
         return self._heard(voice)[:2]
+
+    def seconds_per_char(self, voice: str) -> float | None:
+        """The voice's speaking rate, when the bank knows its probe text (`probe_text`)."""
+        if not self.probe_text.strip():
+            return None
+        audio, rate = self.audio(voice)
+        return round(len(audio) / rate / len(self.probe_text.strip()), 5)
 
 
 class VoiceMatcher(Protocol):
@@ -245,6 +253,7 @@ class EmbeddingMatcher:
                     voice=fixed[speaker],
                     similarity_default=speaker_embedding.cosine(target.embedding, default_emb),
                     similarity_after=closeness(speaker, fixed[speaker]),
+                    seconds_per_char=bank.seconds_per_char(fixed[speaker]),
                 )
                 continue
             free = [v for v in ranked[speaker] if v not in taken] or ranked[speaker]
@@ -253,6 +262,7 @@ class EmbeddingMatcher:
                 candidates += [f"{free[0]}*{w:.2f}+{free[1]}*{1 - w:.2f}" for w in BLEND_WEIGHTS]
             best = max((self._best(speaker, target, v, bank) for v in candidates), key=lambda m: m.similarity_after)
             best.similarity_default = speaker_embedding.cosine(target.embedding, default_emb)
+            best.seconds_per_char = bank.seconds_per_char(best.voice)
             taken.add(free[0])
             result[speaker] = best
         return result

@@ -41,6 +41,8 @@ def test_rate_estimator_learns_seconds_per_character():
     est.update("a" * 20, 1.0)
     est.update("b" * 40, 2.0)
     assert est.estimate("c" * 30) == pytest.approx(1.5)
+    seeded = timing.RateEstimator(prior_s_per_char=0.07)  # from the voice's probe sentence
+    assert seeded.estimate("x" * 10) == pytest.approx(0.7)
 
 
 def _median_pitch(audio: np.ndarray, rate: int) -> float:
