@@ -388,6 +388,37 @@ def _best_break(words: Sequence[Word], min_s: float, max_s: float) -> int:
     return best
 
 
+def snap_changes(words: Sequence[Word], max_shift_s: float = 1.0) -> list[Word]:
+    """Move each speaker change to the likeliest place nearby: the longest pause between words, helped by
+    sentence punctuation. Turns from 1.5 s windows put changes a few hundred ms off, which would hand a
+    phrase's last word to the next speaker; people change turns in pauses, at sentence ends."""
+    labels = [w.speaker for w in words]
+    for c in range(1, len(words)):
+        if labels[c] == labels[c - 1]:
+            continue
+        left, right = c - 1, c  # the runs either side: [lo, c) and [c, hi)
+        while left > 0 and labels[left - 1] == labels[c - 1]:
+            left -= 1
+        hi = right
+        while hi < len(words) and labels[hi] == labels[c]:
+            hi += 1
+        t_change = (words[c - 1].end + words[c].start) / 2
+        best, best_score = c, -np.inf
+        for k in range(left + 1, hi):  # keep at least one word in each run
+            t = (words[k - 1].end + words[k].start) / 2
+            if abs(t - t_change) > max_shift_s:
+                continue
+            text = words[k - 1].word
+            score = (words[k].start - words[k - 1].end) - 0.3 * abs(t - t_change)
+            score += 0.3 if text.endswith(SENTENCE_END) else 0.1 if text.endswith(CLAUSE_END) else 0.0
+            if score > best_score:
+                best, best_score = k, score
+        a, b = labels[c - 1], labels[c]
+        labels[left:best] = [a] * (best - left)
+        labels[best:hi] = [b] * (hi - best)
+    return [w.model_copy(update={"speaker": label}) for w, label in zip(words, labels, strict=True)]
+
+
 def attribute(
     transcript: Transcript,
     turns: Sequence[SpeakerTurn],
@@ -398,7 +429,7 @@ def attribute(
 ) -> Transcript:
     """The transcript regrouped into speaker-labelled dubbing lines (words and their times unchanged)."""
     words = [w for u in transcript.utterances for w in u.words]
-    labelled = assign_speakers(words, turns)
+    labelled = snap_changes(assign_speakers(words, turns))
     utterances = make_utterances(labelled, language=transcript.language, min_s=min_s, max_s=max_s, pause_s=pause_s)
     return transcript.model_copy(update={"utterances": utterances})
 
@@ -452,7 +483,8 @@ def speaker_profiles(
         others = [u for u in transcript.utterances if u.speaker != speaker]
         spans = [(u.start, u.end) for u in own]
         talk = sum(e - s for s, e in spans)
-        emb = embed_windows(samples, windows(spans, 1.5, 0.75))
+        voiced = [(s, e) for s, e in spans if e - s >= 0.5] or spans  # single words embed poorly
+        emb = embed_windows(samples, windows(voiced, 1.5, 0.75))
         centroid = emb.mean(axis=0) if len(emb) else None
         clean = _clean_stretches(own, others)
         start, end = max(clean, key=lambda se: se[1] - se[0]) if clean else max(spans, key=lambda se: se[1] - se[0])

@@ -162,3 +162,23 @@ def test_three_real_speakers_taking_turns_are_told_apart(diarizer, tmp_path):
     ]
     labelled = diarize.assign_speakers(probes, turns)
     assert diarize.word_speaker_error(labelled, reference) <= 0.1
+
+
+def test_speaker_change_moves_to_the_pause_at_a_sentence_end():
+    # acoustic turns switched 0.2 s early, inside "you were | there."; the pause after "there." is the real change
+    words = _words(
+        [
+            (8.9, 9.1, "I", "S1"),
+            (9.1, 9.3, "know", "S1"),
+            (9.3, 9.45, "you", "S1"),
+            (9.45, 9.5, "were", "S1"),
+            (9.5, 9.7, "there.", "S2"),
+            (10.0, 10.3, "Neither", "S2"),
+            (10.3, 10.5, "did", "S2"),
+            (10.5, 10.7, "I.", "S2"),
+        ]
+    )
+    snapped = diarize.snap_changes(words)
+    assert [w.speaker for w in snapped] == ["S1"] * 5 + ["S2"] * 3
+    far = _words([(0.0, 0.5, "Hello.", "S1"), (0.6, 1.0, "yes", "S1"), (3.0, 3.4, "no", "S2")])
+    assert [w.speaker for w in diarize.snap_changes(far)] == ["S1", "S1", "S2"]  # nothing closer to move to
