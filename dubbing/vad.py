@@ -20,7 +20,9 @@ def read_analysis_audio(path: Path) -> np.ndarray:
 
     try:
         return decode_audio(str(path), sampling_rate=ANALYSIS_RATE)
-    except (OSError, ValueError, IndexError, StopIteration) as exc:
+    except (IndexError, StopIteration):  # PyAV found no audio stream
+        raise DubbingError(f"no audio stream in {path}: nothing to transcribe") from None
+    except (OSError, ValueError) as exc:
         raise DubbingError(f"cannot decode audio from {path}: {exc}") from None
 
 

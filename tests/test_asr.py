@@ -223,12 +223,14 @@ def test_audio_only_compressed_input_and_video_input_are_transcribable(whisper, 
         assert jiwer.wer("good morning everyone and welcome to the show", text) <= 0.3, (source, text)
 
 
-def test_video_without_audio_is_probed_as_such(tmp_path):
+def test_video_without_audio_is_probed_as_such_and_refused(whisper, tmp_path):
     silent = make_video(tmp_path / "silent.mp4", 1.0)
     info = media.probe(silent)
     assert info.has_video and not info.has_audio
     with pytest.raises(DubbingError):
         media.extract_analysis_audio(silent, tmp_path / "x.wav")
+    with pytest.raises(DubbingError, match="no audio stream"):
+        whisper.transcribe(silent)
 
 
 def test_dub_transcribe_writes_transcript_and_subtitles_and_prints_speakers(tmp_path):
