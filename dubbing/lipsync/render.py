@@ -459,20 +459,26 @@ class ClassicalRenderer:
 
 
 def _painted_interior(patch: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """A mouth interior for faces that never open theirs (photos): dark throat, upper teeth, a little grain."""
+    """A mouth interior for faces that never open theirs (photos): a dark red throat, the tongue's back rising
+    from the lower lip, upper teeth no brighter than the face, soft edges and a little grain."""
     poly_up = dst[[_POS[i] for i in UPPER_INNER]]
     poly_lo = dst[[_POS[i] for i in LOWER_INNER]]
-    lip = patch[np.clip(np.round(poly_up[:, 1]).astype(int) - 2, 0, patch.shape[0] - 1),
-                np.clip(np.round(poly_up[:, 0]).astype(int), 0, patch.shape[1] - 1)].mean(axis=0)  # fmt: skip
+    body = (poly_up[2:-2] + dst[[_POS[i] for i in UPPER_OUTER[2:-2]]]) / 2  # the middle of the upper lip
+    lip = patch[np.clip(np.round(body[:, 1]).astype(int), 0, patch.shape[0] - 1),
+                np.clip(np.round(body[:, 0]).astype(int), 0, patch.shape[1] - 1)].mean(axis=0)  # fmt: skip
+    gap = np.maximum(poly_lo[:, 1] - poly_up[:, 1], 0)[:, None] * np.array([[0.0, 1.0]])
     interior = np.empty_like(patch, dtype=np.float32)
-    interior[:] = lip * 0.22
-    gap = np.maximum(poly_lo[:, 1] - poly_up[:, 1], 0)
-    teeth = np.concatenate([poly_up, (poly_up + np.stack([np.zeros_like(gap), 0.3 * gap], 1))[::-1]])
-    shade = np.clip(lip.mean() * 1.5 + 60, 150, 215)
-    cv2.fillPoly(interior, [np.round(teeth * 16).astype(np.int32)], (shade * 0.96, shade * 0.98, shade), cv2.LINE_AA, 4)
-    interior = cv2.GaussianBlur(interior, (3, 3), 0)
-    rng = np.random.default_rng(0)
-    interior += rng.normal(0, 2.0, interior.shape[:2])[..., None]
+    interior[:] = lip * 0.5
+    tongue = np.concatenate([poly_lo, (poly_lo - 0.4 * gap)[::-1]])
+    cv2.fillPoly(
+        interior, [np.round(tongue * 16).astype(np.int32)], tuple(float(c) for c in lip * 0.8), cv2.LINE_AA, 4
+    )
+    teeth = np.concatenate([poly_up, (poly_up + 0.22 * gap)[::-1]])
+    shade = float(np.clip(patch.reshape(-1, 3).mean() * 1.05, 110, 200))
+    cv2.fillPoly(interior, [np.round(teeth * 16).astype(np.int32)], (shade * 0.9, shade * 0.96, shade), cv2.LINE_AA, 4)
+    k = max(3, int(gap.max() * 0.25) | 1)
+    interior = cv2.GaussianBlur(interior, (k, k), 0)
+    interior += np.random.default_rng(0).normal(0, 2.0, interior.shape[:2])[..., None]
     return np.clip(interior, 0, 255)
 
 
