@@ -201,6 +201,13 @@ def test_active_speaker_is_the_face_whose_mouth_moves(tmp_path):
     assert chosen is not None
     slot = np.flatnonzero(data.ids[10] == chosen)[0]
     assert data.points[10, slot, :, 0].mean() > 320  # the right-hand (talking) face
+    # only that face is re-animated: the still face's half of the picture is left alone
+    out = tmp_path / "out.mp4"
+    lipsync_video(pair, make_speech(tmp_path / "s.wav", "quiet now"), out, faces=data)
+    src, dst = probe_video(pair), probe_video(out)
+    pairs = list(zip(read_frames(pair, src), read_frames(out, dst), strict=False))[5:45:8]
+    assert min(psnr(a[:, :320], b[:, :320]) for a, b in pairs) >= 40
+    assert min(psnr(a[:, 320:], b[:, 320:]) for a, b in pairs) < 40
 
 
 def test_phonemes_close_lips_on_bilabials():
