@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from dubbing import models
 from dubbing.errors import DubbingError
 from dubbing.types import ANALYSIS_RATE, Transcript, Utterance, Word
@@ -194,8 +196,20 @@ class TransformersWhisperTranscriber:
             device="cpu",
             ignore_warning=True,
         )
+        self.model, self.processor = net, processor
         self.beam_size = beam_size
         self.vad = vad
+
+    def detect_language(self, samples: np.ndarray) -> str:
+        """The language code Whisper finds most likely in the first 30 s of speech."""
+        import torch
+
+        features = self.processor.feature_extractor(
+            samples[: 30 * ANALYSIS_RATE], sampling_rate=ANALYSIS_RATE, return_tensors="pt"
+        ).input_features
+        with torch.no_grad():
+            token_id = int(self.model.detect_language(features.to(self.model.dtype))[0])
+        return self.processor.tokenizer.convert_ids_to_tokens(token_id).strip("<|>")
 
     @staticmethod
     def _locate(model: str) -> Path:
@@ -217,24 +231,21 @@ class TransformersWhisperTranscriber:
         samples = read_analysis_audio(audio)
         duration = len(samples) / ANALYSIS_RATE
         spans = group_regions(speech_regions(samples)) if self.vad else [(0.0, duration)]
-        language = check_language(language)
+        if not spans:
+            return finish([], language or "und", duration)
+        speech = np.concatenate([samples[int(s * ANALYSIS_RATE) : int(e * ANALYSIS_RATE)] for s, e in spans])
+        language = check_language(language) or self.detect_language(speech)
         utterances: list[Utterance | None] = []
         for start, end in spans:
             piece = samples[int(start * ANALYSIS_RATE) : int(end * ANALYSIS_RATE)]
-            kwargs = {"task": "transcribe", "num_beams": self.beam_size}
-            if language:
-                kwargs["language"] = language
             out = self.pipe(
                 {"raw": piece, "sampling_rate": ANALYSIS_RATE},
                 return_timestamps="word",
-                return_language=language is None,
-                generate_kwargs=kwargs,
+                generate_kwargs={"task": "transcribe", "language": language, "num_beams": self.beam_size},
             )
-            chunks = out.get("chunks", [])
-            language = language or next((c.get("language") for c in chunks if c.get("language")), None)
-            words = [self._word(c, start, end) for c in chunks]
-            utterances.append(utterance([w for w in words if w], None, language or "und"))
-        return finish(utterances, language or "und", duration)
+            words = [self._word(c, start, end) for c in out.get("chunks", [])]
+            utterances.append(utterance([w for w in words if w], None, language))
+        return finish(utterances, language, duration)
 
     @staticmethod
     def _word(chunk: dict, offset: float, span_end: float) -> Word | None:

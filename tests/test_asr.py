@@ -184,6 +184,10 @@ def test_transformers_backend_runs_word_timestamps_on_a_tiny_random_whisper(tmp_
     assert words
     assert all(0 <= w.start <= w.end <= transcript.duration_s + 0.05 for w in words)
     assert not any(w.word.startswith("<|") for w in words)
+    # without a language, the model's own language detection picks one of Whisper's codes
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    assert transcriber.transcribe(speech).language in _LANGUAGE_CODES
 
 
 def test_transformers_backend_missing_checkpoint_names_the_fetch_command():
