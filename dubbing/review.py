@@ -194,17 +194,24 @@ table.lines tbody tr:hover{background:#eef}tr.flagged{background:#fff3f0}tr.now{
 ul.flags li{cursor:pointer}.status{color:#777;font-size:12px}.none{color:#777}
 """
 
-SCRIPT = """
+SCRIPT = r"""
 const $ = (q, el=document) => el.querySelector(q), $$ = (q, el=document) => [...el.querySelectorAll(q)];
 function show(lang){ $$('section.lang').forEach(s => s.hidden = s.id !== 'lang-' + lang);
   $$('nav button').forEach(b => b.classList.toggle('on', b.dataset.lang === lang)); }
 $$('nav button').forEach(b => b.onclick = () => show(b.dataset.lang));
 function pair(lang){ return [document.getElementById('dub-' + lang), document.getElementById('source-' + lang)]; }
 function synced(lang){ const c = $('input.sync[data-lang="' + lang + '"]'); return c && c.checked; }
-function seek(lang, t){ const [dub, src] = pair(lang);
-  if (src) src.currentTime = t; if (dub) { dub.currentTime = t; dub.play().catch(() => {}); } }
-$$('.seek').forEach(el => el.onclick = () => seek(el.dataset.lang, parseFloat(el.dataset.t)));
-$$('button.both').forEach(b => b.onclick = () => seek(b.dataset.lang, 0));
+function at(v, t){ if (v.readyState >= 1) v.currentTime = t;
+  else v.addEventListener('loadedmetadata', () => { v.currentTime = t; }, {once: true}); }
+function seek(lang, t, play){ const [dub, src] = pair(lang); if (src) at(src, t);
+  if (dub) { at(dub, t); if (play) dub.play().catch(() => {}); else dub.pause(); } }
+// a line's address is #LANG@SECONDS: clicking a line or flag sets it and plays; opening a link to it only seeks
+function fromHash(play){ const m = decodeURIComponent(location.hash).match(/^#([\w-]+)@([\d.]+)$/);
+  if (m && document.getElementById('lang-' + m[1])) { show(m[1]); seek(m[1], parseFloat(m[2]), play); } }
+window.addEventListener('hashchange', () => fromHash(true));
+$$('.seek').forEach(el => el.onclick = () => { const h = '#' + el.dataset.lang + '@' + el.dataset.t;
+  if (location.hash === h) fromHash(true); else location.hash = h; });
+$$('button.both').forEach(b => b.onclick = () => seek(b.dataset.lang, 0, true));
 $$('video.dub').forEach(dub => { const lang = dub.id.slice(4), src = document.getElementById('source-' + lang);
   if (!src) return;
   dub.addEventListener('play', () => {
@@ -218,6 +225,8 @@ $$('video').forEach(v => { const status = $('.status[data-for="' + v.id + '"]');
     v.dataset.width = v.videoWidth; status.textContent = v.error ? 'cannot play: error ' + v.error.code
       : v.readyState >= 2 ? v.duration.toFixed(1) + ' s, ' + v.videoWidth + 'x' + v.videoHeight : 'loading'; };
   ['loadedmetadata', 'loadeddata', 'canplay'].forEach(e => v.addEventListener(e, note));
+  const now = () => { v.dataset.currentTime = v.currentTime.toFixed(3); };
+  ['seeked', 'timeupdate'].forEach(e => v.addEventListener(e, now));
   v.addEventListener('error', () => { v.dataset.error = v.error ? v.error.code : 'unknown'; note(); });
   const cues = t => { v.dataset.cues = t.track.cues ? t.track.cues.length : 0; t.track.mode = 'showing'; };
   $$('track', v).forEach(t => { t.addEventListener('load', () => cues(t));
@@ -225,6 +234,7 @@ $$('video').forEach(v => { const status = $('.status[data-for="' + v.id + '"]');
       const copy = t.cloneNode(); copy.src = t.dataset.inline; copy.removeAttribute('data-inline');
       copy.addEventListener('load', () => cues(copy));
       t.replaceWith(copy); } }); }); });
+fromHash(false);
 """
 
 

@@ -4,6 +4,7 @@ review page, and the page works in headless Chromium (videos load and decode, su
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -23,16 +24,23 @@ CHROME_FLAGS = [
 
 
 def dub(*args: str) -> subprocess.CompletedProcess:
+    # the ephemeral Prefect API takes longer than its 20 s default to start on a busy 2-core machine
+    env = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **os.environ}
     return subprocess.run(
-        [str(Path(sys.executable).with_name("dub")), *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+        [str(Path(sys.executable).with_name("dub")), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env=env,
     )
 
 
-def chromium(page: Path, tmp: Path, *extra: str) -> str:
+def chromium(page: Path, tmp: Path, *extra: str, url_suffix: str = "") -> str:
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (scripts/setup installs it)")
     cmd = [CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=10000", *extra]
-    proc = subprocess.run([*cmd, page.as_uri()], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*cmd, page.as_uri() + url_suffix], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -97,6 +105,25 @@ def test_review_page_plays_both_videos_and_fills_the_table(run, tmp_path):
     shot = tmp_path / "page.png"
     chromium(page, tmp_path, "--window-size=1280,1000", f"--screenshot={shot}")
     assert shot.stat().st_size > 20_000
+
+
+def test_a_link_to_a_line_seeks_both_videos_there(run, tmp_path):
+    """report.html#es@T (what clicking a line or a flag sets) opens with both videos at T and that row marked."""
+    line = run["eval"]["line_qa"][-1]
+    start = line["start"] + 0.3
+    dom = chromium(run["out"] / "report.html", tmp_path, "--dump-dom", url_suffix=f"#es@{start}")
+    for video in ("source-es", "dub-es"):
+        tag = re.search(rf'<video id="{video}"[^>]*>', dom).group(0)
+        assert float(re.search(r'data-current-time="([\d.]+)"', tag).group(1)) == pytest.approx(start, abs=0.05)
+    marked = re.findall(r'<tr class="seek[^"]*\bnow\b[^"]*" data-t="([\d.]+)"', dom)
+    assert marked == [str(line["start"])]
+
+
+def test_the_prefect_artifact_summarises_the_report(run):
+    layout = pipeline.layout_for(media_file("vrt_face1.mp4"), run["out"])
+    text = pipeline.report_markdown(layout.report("es"), layout)
+    assert "intelligibility" in text and "loudness (EBU R128)" in text and "report.html" in text
+    assert ("No line failed a check." in text) == (not run["eval"]["flags"])
 
 
 def test_a_video_browsers_cannot_play_gets_a_preview(tmp_path):
