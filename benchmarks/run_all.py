@@ -72,7 +72,8 @@ def worker(step: str, video: Path, out: Path, lang: str | None) -> None:
     from dubbing.config import load_settings
     from dubbing.types import DubTrack, FaceTracks, Script, SpeakerProfile, Transcript, VoiceMatch
 
-    settings = load_settings()
+    config = os.environ.get("DUB_BENCH_CONFIG")
+    settings = load_settings(config=Path(config) if config else None)
     layout = pipeline.layout_for(video, out)
     state = out / "bench"
     state.mkdir(parents=True, exist_ok=True)
@@ -231,7 +232,8 @@ def section_pipeline(work: Path, language_sets: list[str]) -> list[str]:
     ]
     for langs in language_sets:
         out = work / f"pipeline_{langs.replace(',', '_')}"
-        wall, peak, text, rc = measured([dub, "run", str(CLIP), "-l", langs, "-o", str(out)])
+        config = ["--config", os.environ["DUB_BENCH_CONFIG"]] if os.environ.get("DUB_BENCH_CONFIG") else []
+        wall, peak, text, rc = measured([dub, "run", str(CLIP), "-l", langs, "-o", str(out), *config])
         made = "failed: " + text.strip().splitlines()[-1][:120] if rc else _outputs(out)
         rows.append(f"| {langs} | {wall:.1f} | {wall / video_s:.2f} | {fmt_mb(peak)} | {made} |")
     return rows
@@ -307,6 +309,7 @@ def main() -> None:
     parser.add_argument("--durations", default="1,5,10", help="minutes of looped video for the scaling rows")
     parser.add_argument("--areas", help="only the bench_*.py scripts whose name contains one of these (comma list)")
     parser.add_argument("--work", type=Path, help="keep the outputs here (default: a temporary folder)")
+    parser.add_argument("--config", type=Path, help="a YAML config for every run (e.g. lipsync off)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -316,6 +319,10 @@ def main() -> None:
     if not CLIP.exists():
         raise SystemExit(f"the shared media is not at {MEDIA}: these benchmarks need it")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # slow on a busy machine
+    if args.config:
+        os.environ["DUB_BENCH_CONFIG"] = str(args.config.resolve())
+        print(f"Config: {args.config}: {' '.join(args.config.read_text().split())}\n")
     languages = [x.strip() for x in args.languages.split(",") if x.strip()]
     sections = args.only.split(",")
     work_dir = args.work or Path(tempfile.mkdtemp(prefix="dub-bench-"))
