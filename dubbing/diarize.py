@@ -366,7 +366,41 @@ def make_utterances(
             current = current[cut:]
     if current:
         groups.append(current)
+    groups = _absorb_short(groups, min_s, max_s, 2 * pause_s)
     return [Utterance.from_words(g, language) for g in groups]
+
+
+def _absorb_short(groups: list[list[Word]], min_s: float, max_s: float, max_gap: float) -> list[list[Word]]:
+    """A line shorter than `min_s` joins a neighbouring line of the same speaker (the nearer one) when the pause
+    between them is under `max_gap` and the result stays within `max_s`; a lone short reply stays as it is."""
+
+    def span(g: list[Word]) -> float:
+        return g[-1].end - g[0].start
+
+    i = 0
+    while i < len(groups):
+        g = groups[i]
+        if span(g) >= min_s:
+            i += 1
+            continue
+        options = []
+        if i > 0:
+            options.append((g[0].start - groups[i - 1][-1].end, i - 1))
+        if i + 1 < len(groups):
+            options.append((groups[i + 1][0].start - g[-1].end, i + 1))
+        options = [
+            (gap, j)
+            for gap, j in options
+            if groups[j][0].speaker == g[0].speaker and gap <= max_gap and span(g) + gap + span(groups[j]) <= max_s
+        ]
+        if not options:
+            i += 1
+            continue
+        _, j = min(options)
+        first, second = min(i, j), max(i, j)
+        groups[first : second + 1] = [groups[first] + groups[second]]
+        i = first  # the merged line may still be short
+    return groups
 
 
 def _best_break(words: Sequence[Word], min_s: float, max_s: float) -> int:

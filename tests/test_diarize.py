@@ -182,3 +182,21 @@ def test_speaker_change_moves_to_the_pause_at_a_sentence_end():
     assert [w.speaker for w in snapped] == ["S1"] * 5 + ["S2"] * 3
     far = _words([(0.0, 0.5, "Hello.", "S1"), (0.6, 1.0, "yes", "S1"), (3.0, 3.4, "no", "S2")])
     assert [w.speaker for w in diarize.snap_changes(far)] == ["S1", "S1", "S2"]  # nothing closer to move to
+
+
+def test_a_short_line_joins_its_speakers_neighbour_but_a_lone_reply_stays():
+    words = _words(
+        [
+            (0.0, 0.4, "Hello.", "S1"),
+            (1.2, 1.6, "How", "S1"),
+            (1.6, 1.9, "are", "S1"),
+            (1.9, 2.5, "you?", "S1"),
+            (2.8, 3.2, "Fine.", "S2"),
+            (4.0, 4.5, "Good", "S1"),
+            (4.5, 5.2, "to", "S1"),
+            (5.2, 5.8, "hear.", "S1"),
+        ]
+    )
+    lines = diarize.make_utterances(words, min_s=1.0, max_s=10.0, pause_s=0.6)
+    expected = [("S1", "Hello. How are you?"), ("S2", "Fine."), ("S1", "Good to hear.")]
+    assert [(u.speaker, u.text) for u in lines] == expected
