@@ -470,9 +470,7 @@ def _painted_interior(patch: np.ndarray, dst: np.ndarray) -> np.ndarray:
     interior = np.empty_like(patch, dtype=np.float32)
     interior[:] = lip * 0.5
     tongue = np.concatenate([poly_lo, (poly_lo - 0.4 * gap)[::-1]])
-    cv2.fillPoly(
-        interior, [np.round(tongue * 16).astype(np.int32)], tuple(float(c) for c in lip * 0.8), cv2.LINE_AA, 4
-    )
+    cv2.fillPoly(interior, [np.round(tongue * 16).astype(np.int32)], tuple(float(c) for c in lip * 0.8), cv2.LINE_AA, 4)
     teeth = np.concatenate([poly_up, (poly_up + 0.22 * gap)[::-1]])
     shade = float(np.clip(patch.reshape(-1, 3).mean() * 1.05, 110, 200))
     cv2.fillPoly(interior, [np.round(teeth * 16).astype(np.int32)], (shade * 0.9, shade * 0.96, shade), cv2.LINE_AA, 4)

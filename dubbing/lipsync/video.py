@@ -247,7 +247,11 @@ class FrameWriter:
         self.yuv = yuv  # frames come as I420 planes (see read_frames)
         self.stream = stream
         self.fmt = check_format(fmt)
-        self.size = parse_resolution(resolution, stream.width, stream.height)
+        size = parse_resolution(resolution, stream.width, stream.height)
+        self.pix_fmt = (
+            stream.pix_fmt if stream.pix_fmt in ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le") else "yuv420p"
+        )
+        self.size = size if self.pix_fmt == "yuv444p" else (_even(size[0]), _even(size[1]))  # chroma subsampling
         self.audio = audio
         self.audio_offset_s = audio_offset_s
         self.crf = crf
@@ -286,8 +290,7 @@ class FrameWriter:
             cmd += ["-preset", self.preset, "-crf", str(self.crf)]
         else:
             cmd += ["-crf", str(self.crf + 13), "-b:v", "0"]
-        pix_fmt = s.pix_fmt if s.pix_fmt in ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le") else "yuv420p"
-        cmd += ["-pix_fmt", pix_fmt]
+        cmd += ["-pix_fmt", self.pix_fmt]
         for tag, value in s.colors.items():
             cmd += [_FFMPEG_COLOR_OPTION[tag], value]
         if self.duration_s is not None:
