@@ -52,6 +52,11 @@ def test_words_are_never_split_or_lost_and_utterances_have_one_speaker(call, att
         assert {w.speaker for w in u.words} == {u.speaker}
         assert (u.start, u.end) == (u.words[0].start, u.words[-1].end)
         assert u.duration <= 10.0
+    lines = attributed.utterances
+    for i, u in enumerate(lines):  # a line under 1 s has no line of the same speaker within 1.2 s to join
+        if u.duration < 1.0:
+            near = [v for v in lines[max(0, i - 1) : i + 2] if v is not u and v.speaker == u.speaker]
+            assert all(min(abs(v.start - u.end), abs(u.start - v.end)) > 1.2 for v in near), u
 
 
 def test_single_speaker_recording_is_one_speaker(diarizer):
