@@ -73,7 +73,7 @@ def worker(step: str, video: Path, out: Path, lang: str | None) -> None:
     from dubbing.types import DubTrack, FaceTracks, Script, SpeakerProfile, Transcript, VoiceMatch
 
     config = os.environ.get("DUB_BENCH_CONFIG")
-    settings = load_settings(config=Path(config) if config else None)
+    settings = load_settings(user_config=Path(config) if config else None)
     layout = pipeline.layout_for(video, out)
     state = out / "bench"
     state.mkdir(parents=True, exist_ok=True)
