@@ -138,3 +138,8 @@ def test_a_video_browsers_cannot_play_gets_a_preview(tmp_path):
     assert media.probe(tmp_path / rel).video_codec == "h264"
     playable = make_video(tmp_path / "ok.mp4", 1.0)
     assert pipeline._playable(playable, tmp_path / "ok.preview.mp4", tmp_path / "sub") == "../ok.mp4"
+
+
+def test_eval_of_a_folder_that_is_not_a_run_is_one_line(tmp_path):
+    proc = dub("eval", str(tmp_path))
+    assert proc.returncode == 2 and "manifest.json not found" in proc.stderr and "Traceback" not in proc.stderr
