@@ -205,3 +205,16 @@ def test_a_short_line_joins_its_speakers_neighbour_but_a_lone_reply_stays():
     lines = diarize.make_utterances(words, min_s=1.0, max_s=10.0, pause_s=0.6)
     expected = [("S1", "Hello. How are you?"), ("S2", "Fine."), ("S1", "Good to hear.")]
     assert [(u.speaker, u.text) for u in lines] == expected
+
+
+def test_reference_clips_are_cut_from_the_full_quality_audio_when_given(attributed, media_dir, tmp_path):
+    from dubbing import media
+
+    full = media.extract_mix_audio(media_dir / "pyannote_sample.wav", tmp_path / "mix.wav")  # 48 kHz stereo
+    profiles = diarize.speaker_profiles(
+        attributed, media_dir / "pyannote_sample.wav", tmp_path / "speakers", reference_audio=full
+    )
+    for p in profiles:
+        data, rate = sf.read(p.reference_clip)
+        assert rate == 48000 and data.ndim == 1
+        assert abs(len(data) / rate - (p.reference_end - p.reference_start)) < 0.01
