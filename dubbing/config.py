@@ -107,7 +107,7 @@ class QAConfig(Section):
     asr_model: str = "whisper-base"
     lipsync: bool = True  # track the dubbed picture's mouth against the dub audio
     max_error_rate: float = Field(0.5, ge=0, le=2)  # a line heard worse than this is flagged
-    min_similarity: float = Field(0.5, ge=-1, le=1)  # dubbed speaker vs source speaker (CAM++ cosine)
+    min_similarity: float = Field(0.4, ge=-1, le=1)  # dubbed speaker vs source speaker (CAM++ cosine)
     min_lip_sync: float = Field(0.2, ge=-1, le=1)  # mouth-opening vs dub-audio correlation over a line
     loudness_tolerance_lu: float = Field(2.0, gt=0, le=20)  # integrated loudness this far from the target
     max_true_peak_db: float = Field(-1.0, ge=-20, le=0)

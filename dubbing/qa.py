@@ -36,7 +36,7 @@ class Thresholds:
     """What fails a check (the defaults are QAConfig's)."""
 
     max_error_rate: float = 0.5
-    min_similarity: float = 0.5
+    min_similarity: float = 0.4
     min_lip_sync: float = 0.2
     loudness_target: float = -16.0
     loudness_tolerance_lu: float = 2.0
