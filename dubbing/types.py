@@ -158,7 +158,7 @@ class VoiceMatch(BaseModel):
     def label(self) -> str:
         """How script.json names the voice (enough to reproduce it)."""
         extra = f" pitch={self.pitch_hz:.0f}Hz formant={self.formant_ratio:.2f}" if self.pitch_hz else ""
-        return f"{self.backend}:{self.voice}{extra}"
+        return f"{self.backend}:{self.voice}{extra}{' eq' if self.eq_db else ''}"
 
 
 class SourceSpeaker(BaseModel):

