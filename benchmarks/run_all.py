@@ -236,6 +236,30 @@ def section_pipeline(work: Path, language_sets: list[str]) -> list[str]:
         wall, peak, text, rc = measured([dub, "run", str(CLIP), "-l", langs, "-o", str(out), *config])
         made = "failed: " + text.strip().splitlines()[-1][:120] if rc else _outputs(out)
         rows.append(f"| {langs} | {wall:.1f} | {wall / video_s:.2f} | {fmt_mb(peak)} | {made} |")
+    if not rc:
+        rows += ["", f"QA of the last run ({langs}), from its report.json files:", "", *qa_table(out)]
+    return rows
+
+
+def qa_table(out: Path) -> list[str]:
+    """The headline QA figures of each language of a finished run."""
+    rows = [
+        "| language | error rate of the dub heard back | voice similarity | lipsync r (source r) | LUFS / true peak "
+        "| max speed | flagged |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    manifest = json.loads((out / "manifest.json").read_text())
+    for lang, outputs in manifest["outputs"].items():
+        r = json.loads((out / outputs["report"]).read_text())
+        heard, lips, loud = r["intelligibility"], r["lipsync"], r["loudness"]
+        voices = ", ".join(f"{k} {v['similarity']}" for k, v in r["voice"].get("speakers", {}).items())
+        checks = sorted({f["check"] for f in r["flags"]})
+        rows.append(
+            f"| {lang} | {heard.get('metric', '')} {heard.get('error_rate', '-')} | {voices or '-'} | "
+            f"{lips.get('correlation', '-')} ({lips.get('source_correlation', '-')}) | "
+            f"{loud.get('integrated_lufs', '-')} / {loud.get('true_peak_dbtp', '-')} | {r['max_speed']} | "
+            f"{len(r['flags'])} {', '.join(checks)} |"
+        )
     return rows
 
 
@@ -322,7 +346,8 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # slow on a busy machine
     if args.config:
         os.environ["DUB_BENCH_CONFIG"] = str(args.config.resolve())
-        print(f"Config: {args.config}: {' '.join(args.config.read_text().split())}\n")
+        settings = [x for x in args.config.read_text().splitlines() if x.strip() and not x.lstrip().startswith("#")]
+        print(f"Config: {args.config}: {' '.join(' '.join(settings).split())}\n")
     languages = [x.strip() for x in args.languages.split(",") if x.strip()]
     sections = args.only.split(",")
     work_dir = args.work or Path(tempfile.mkdtemp(prefix="dub-bench-"))
