@@ -351,6 +351,7 @@ def main() -> None:
     languages = [x.strip() for x in args.languages.split(",") if x.strip()]
     sections = args.only.split(",")
     work_dir = args.work or Path(tempfile.mkdtemp(prefix="dub-bench-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
     print(f"Machine: {machine()}.\n")
     started = time.perf_counter()
     if "stages" in sections:
