@@ -388,11 +388,8 @@ def synthesize_track(
             far_gap_s=tcfg.far_gap_s,
             guard_s=tcfg.guard_s,
         )
-        match = voices.get(line.speaker) or VoiceMatch(
-            speaker=line.speaker, backend=synth.name, voice=cfg.tts.voices.get(line.speaker, cfg.tts.voice) or ""
-        )
-        if not match.voice:
-            match = match.model_copy(update={"voice": getattr(synth, "default_voice", None) or script.language})
+        named = cfg.tts.voices.get(line.speaker, cfg.tts.voice) or getattr(synth, "default_voice", None)
+        match = voices.get(line.speaker) or voice.parse_voice(named or script.language, synth.name, line.speaker)
         estimator = estimators.setdefault(match.voice, timing.RateEstimator(match.seconds_per_char))
         text, notes = line.text, list(line.notes)
         if not text.strip():

@@ -243,15 +243,10 @@ class EmbeddingMatcher:
 
         chosen: dict[str, tuple[VoiceMatch, np.ndarray]] = {}
         for speaker in fixed.keys() & stats.keys():
-            chosen[speaker] = (
-                VoiceMatch(
-                    speaker=speaker,
-                    backend=bank.backend,
-                    voice=fixed[speaker],
-                    similarity_after=closeness(speaker, fixed[speaker]),
-                ),
-                bank.probe(fixed[speaker])[0],
-            )
+            named = parse_voice(fixed[speaker], bank.backend, speaker)
+            emb = speaker_embedding.embed(shift_voice(*bank.audio(named.voice), named), bank.audio(named.voice)[1])
+            similarity = speaker_embedding.cosine(stats[speaker].embedding, emb)
+            chosen[speaker] = (named.model_copy(update={"similarity_after": similarity}), emb)
         options = {}
         for speaker in stats.keys() - fixed.keys():
             ranked = sorted(bank.voices, key=lambda v, s=speaker: -closeness(s, v))
@@ -324,6 +319,31 @@ class EmbeddingMatcher:
         return scored
 
 
+def parse_voice(spec: str, backend: str, speaker: str) -> VoiceMatch:
+    """A voice named in config: a bank voice ('jf_alpha', 'es+m3', a blend 'jf_alpha*0.6+jm_kumo*0.4'), or a label
+    copied from an earlier run's voices.json or script.json ('kokoro:jf_alpha pitch=190Hz formant=1.10'), which
+    gives the speaker the same voice, shifts included, in every video."""
+    words = spec.strip().split()
+    if not words:
+        raise DubbingError(f"empty voice name for speaker {speaker}")
+    name = words[0].removeprefix(f"{backend}:")
+    match = VoiceMatch(speaker=speaker, backend=backend, voice=name)
+    for word in words[1:]:
+        key, _, value = word.partition("=")
+        try:
+            if key == "pitch":
+                match.pitch_hz = float(value.removesuffix("Hz"))
+            elif key == "formant":
+                match.formant_ratio = float(value)
+            elif key != "eq":  # the EQ fitted the original recording; a new video gets none
+                raise ValueError(key)
+        except ValueError:
+            raise DubbingError(
+                f"voice {spec!r} for speaker {speaker}: expected 'VOICE [pitch=HZHz] [formant=RATIO]'"
+            ) from None
+    return match
+
+
 def parse_weights(voice: str) -> list[tuple[str, float]]:
     """'a*0.6+b*0.4' -> [('a', 0.6), ('b', 0.4)]; a plain name -> [(name, 1.0)] (for telling voices apart)."""
     parts = []
@@ -352,10 +372,7 @@ class FixedMatcher:
 
     def match(self, speakers: list[SourceSpeaker], bank: VoiceBank, fixed: dict[str, str]) -> dict[str, VoiceMatch]:
         voice = bank.default_voice
-        return {
-            s.speaker: VoiceMatch(speaker=s.speaker, backend=bank.backend, voice=fixed.get(s.speaker, voice))
-            for s in speakers
-        }
+        return {s.speaker: parse_voice(fixed.get(s.speaker, voice), bank.backend, s.speaker) for s in speakers}
 
 
 BACKENDS: dict[str, type] = {"embedding": EmbeddingMatcher, "clone": CloneMatcher, "none": FixedMatcher}

@@ -10,6 +10,7 @@ import soundfile as sf
 
 from dubbing import models, pipeline, speaker_embedding, tts, voice
 from dubbing.config import load_settings
+from dubbing.errors import DubbingError
 from dubbing.types import Script, ScriptLine, SourceSpeaker, VoiceMatch
 from tests.conftest import make_speech, media_file
 
@@ -120,7 +121,15 @@ def test_a_voice_named_in_config_is_used_as_named(phone_call, espeak_bank):
     name = phone_call[0].speaker
     matches = voice.get_matcher("embedding").match(phone_call, espeak_bank, fixed={name: "es+m3"})
     assert matches[name].voice == "es+m3" and matches[name].pitch_hz is None
+    assert matches[phone_call[1].speaker].voice != "es+m3"  # the other speaker is still matched
     assert voice.get_matcher("none").match(phone_call, espeak_bank, fixed={})[name].voice == "es"
+    # a label copied from an earlier run's voices.json/script.json brings back the same voice, shifts included
+    label = "espeak:es+f2 pitch=150Hz formant=1.10 eq"
+    again = voice.get_matcher("none").match(phone_call, espeak_bank, fixed={name: label})[name]
+    assert (again.voice, again.pitch_hz, again.formant_ratio, again.eq_db) == ("es+f2", 150.0, 1.1, [])
+    assert again.label == "espeak:es+f2 pitch=150Hz formant=1.10"
+    with pytest.raises(DubbingError, match="expected 'VOICE"):
+        voice.parse_voice("es+f2 speed=2", "espeak", name)
 
 
 def test_synthesize_track_fits_lines_and_uses_the_shorten_hook(tmp_path):
