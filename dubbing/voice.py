@@ -31,6 +31,7 @@ FORMANT_GRID = (0.9, 1.0, 1.1, 1.2)
 EQ_EDGES_HZ = tuple(float(f) for f in np.geomspace(80.0, 12_000.0, 25))  # 24 log-spaced bands
 EQ_LIMIT_DB = (-12.0, 9.0)  # cut more freely than boost: boosting empty bands only raises noise
 BLEND_WEIGHTS = (0.6,)  # weight of the best voice in blends tried with the second best
+REGISTER_SPLIT_HZ = (150.0, 185.0)  # median pitch below: a low (usually male) voice; above: a high one
 DISTINCT_MARGIN = 0.02  # two speakers' voices must be this much further apart than each is from its speaker
 # About three seconds of varied speech: long enough for a stable embedding, short enough to synthesise often.
 PROBE_TEXT = {
@@ -249,7 +250,7 @@ class EmbeddingMatcher:
             chosen[speaker] = (named.model_copy(update={"similarity_after": similarity}), emb)
         options = {}
         for speaker in stats.keys() - fixed.keys():
-            ranked = sorted(bank.voices, key=lambda v, s=speaker: -closeness(s, v))
+            ranked = sorted(same_register(stats[speaker].median_pitch, bank), key=lambda v, s=speaker: -closeness(s, v))
             candidates = ranked[: 3 if len(stats) > 1 else 1]
             if bank.can_blend and len(ranked) > 1:
                 candidates += [f"{ranked[0]}*{w:.2f}+{ranked[1]}*{1 - w:.2f}" for w in BLEND_WEIGHTS]
@@ -317,6 +318,24 @@ class EmbeddingMatcher:
                 sim = speaker_embedding.cosine(target.embedding, emb)
                 scored.append((variant.model_copy(update={"similarity_after": sim}), emb))
         return scored
+
+
+def register(pitch_hz: float | None) -> str | None:
+    """'low' or 'high' for a median pitch clearly in the usual male or female range; None in between."""
+    if pitch_hz is None:
+        return None
+    return "low" if pitch_hz < REGISTER_SPLIT_HZ[0] else "high" if pitch_hz > REGISTER_SPLIT_HZ[1] else None
+
+
+def same_register(pitch_hz: float | None, bank: VoiceBank) -> list[str]:
+    """The bank voices whose own pitch is in the speaker's register (all of them when the speaker's is ambiguous
+    or none matches): the embedding alone, at these similarity levels, would sometimes give a man a woman's
+    voice, which no listener accepts however close the numbers are."""
+    wanted = register(pitch_hz)
+    if wanted is None:
+        return list(bank.voices)
+    own = [v for v in bank.voices if register(bank.probe(v)[1]) in (wanted, None)]
+    return own or list(bank.voices)
 
 
 def parse_voice(spec: str, backend: str, speaker: str) -> VoiceMatch:
