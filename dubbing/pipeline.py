@@ -6,11 +6,13 @@ task and add nothing but orchestration, so every step runs (and is tested) witho
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ from dubbing import (
 )
 from dubbing.config import LanguageConfig, Settings, load_settings
 from dubbing.errors import DubbingError
-from dubbing.files import write_json, write_text
+from dubbing.files import atomic_path, write_json, write_text
 from dubbing.types import (
     ANALYSIS_RATE,
     DubTrack,
@@ -334,10 +336,20 @@ def _speak_line(
     window: timing.Window,
     estimator: timing.RateEstimator,
     max_speedup: float,
+    cache_dir: Path | None = None,
 ) -> tuple[np.ndarray, int, float, timing.Fit]:
     """Synthesise one line at the speed it needs (guessed from the voice's rate so far, so usually once),
     apply the speaker's voice shift, and conform it to its fitted length. Returns audio, rate, natural length
-    and the fit."""
+    and the fit. With `cache_dir`, a line already spoken with the same text, voice and window is reused, so
+    editing one line of script.json re-speaks only that line."""
+    sound = match.model_dump(include={"backend", "voice", "pitch_hz", "formant_ratio", "pitch_range", "eq_db"})
+    parts = [synth.name, text, lang, sound, dataclasses.asdict(window), max_speedup]
+    key = _line_key(parts)
+    cached = _load_line(cache_dir, key) if cache_dir else None
+    if cached is not None:
+        audio, rate, natural_s = cached
+        estimator.update(text, natural_s)
+        return audio, rate, natural_s, timing.plan_speed(natural_s, window, max_speedup)
 
     def say(speed: float) -> tuple[np.ndarray, int]:
         audio, rate = synth.synthesize(text, language=lang, voice=match.voice, speed=speed)
@@ -354,7 +366,40 @@ def _speak_line(
         natural_s = len(audio) / rate * speed
         fit = timing.plan_speed(natural_s, window, max_speedup)
     estimator.update(text, natural_s)
-    return timing.conform(audio, rate, fit.target_s), rate, natural_s, fit
+    audio = timing.conform(audio, rate, fit.target_s)
+    if cache_dir:
+        _save_line(cache_dir, key, audio, rate, natural_s, parts)
+    return audio, rate, natural_s, fit
+
+
+def _line_key(parts: list) -> str:
+    """What a spoken line depends on: backend, text, language, voice, timing window, speed limit. Floats are
+    rounded, so recomputing a voice match with the last digits changed still finds the line."""
+    return hashlib.sha256(json.dumps(_rounded(parts), sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _rounded(value: object) -> object:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _load_line(cache_dir: Path, key: str) -> tuple[np.ndarray, int, float] | None:
+    wav, meta = cache_dir / f"{key}.wav", cache_dir / f"{key}.json"
+    if not (wav.exists() and meta.exists()):
+        return None
+    audio, rate = sf.read(str(wav), dtype="float32")
+    return audio, rate, float(json.loads(meta.read_text())["natural_s"])
+
+
+def _save_line(cache_dir: Path, key: str, audio: np.ndarray, rate: int, natural_s: float, parts: list) -> None:
+    with atomic_path(cache_dir / f"{key}.wav") as tmp:
+        sf.write(str(tmp), audio, rate, format="WAV", subtype="FLOAT")
+    write_json(cache_dir / f"{key}.json", {"natural_s": natural_s, "made_from": _rounded(parts)})
 
 
 def synthesize_track(
@@ -373,6 +418,7 @@ def synthesize_track(
     tcfg = cfg.timing
     lines_in = sorted(script.lines, key=lambda line: line.start)
     estimators: dict[str, timing.RateEstimator] = {}
+    clip_cache = layout.language_dir(script.language) / "clips"
     clips: list[tuple[float, np.ndarray]] = []
     placed: list[PlacedClip] = []
     lines: list[ScriptLine] = []
@@ -395,7 +441,7 @@ def synthesize_track(
         if not text.strip():
             lines.append(line.model_copy(update={"synth_s": 0.0, "speed": 1.0, "voice": match.label}))
             continue
-        fit_args = (script.language, match, window, estimator, tcfg.max_speedup)
+        fit_args = (script.language, match, window, estimator, tcfg.max_speedup, clip_cache)
         audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
         if fit.over_limit and shorten is not None and tcfg.shorten:
             shorter = shorten(line, fit.available_s * tcfg.max_speedup, natural_s)
@@ -442,18 +488,19 @@ def synthesize_track(
     return fitted, track
 
 
-def speak_script(
-    script: Script,
-    cfg: LanguageConfig,
-    duration_s: float,
-    transcript: Transcript,
-    profiles: list[SpeakerProfile],
-    layout: RunLayout,
-) -> tuple[Script, DubTrack]:
-    """The voice stage for one language: match each speaker's voice, then speak and fit every line, sending
-    lines that cannot fit back to the translator once."""
+def voices_for(
+    transcript: Transcript, profiles: list[SpeakerProfile], lang: str, cfg: LanguageConfig, layout: RunLayout
+) -> dict[str, VoiceMatch]:
+    """Each speaker's voice in this language (a step of its own, so a cached run keeps exactly these voices)."""
     speakers = source_speakers(transcript, layout.analysis_wav, layout, profiles)
-    voices = match_voices(speakers, script.language, cfg, layout)
+    return match_voices(speakers, lang, cfg, layout)
+
+
+def speak_script(
+    script: Script, cfg: LanguageConfig, duration_s: float, voices: dict[str, VoiceMatch], layout: RunLayout
+) -> tuple[Script, DubTrack]:
+    """The voice stage for one language: speak and fit every line in its speaker's voice, sending lines that
+    cannot fit back to the translator once."""
     return synthesize_track(script, cfg, duration_s, layout, voices=voices, shorten=translation_shortener(script, cfg))
 
 
@@ -587,6 +634,21 @@ def _back_transcriber(model: str, compute_type: str) -> asr.Transcriber:
     return asr.get_transcriber("faster-whisper", model=model, compute_type=compute_type, beam_size=5, vad=True)
 
 
+def back_transcribe(voice: Path, lines: list[ScriptLine], lang: str, settings: Settings) -> Transcript:
+    """The dub voice transcribed back by the ASR stage in pieces (qa.listening_windows), word times on the dub's
+    timeline."""
+    audio, rate = media.read_audio(voice, ANALYSIS_RATE)
+    transcriber = _back_transcriber(settings.qa.asr_model, settings.asr.compute_type)
+    utterances = []
+    with tempfile.TemporaryDirectory(prefix="dub-qa-") as tmp:
+        for start, end in qa.listening_windows(lines, len(audio) / rate):
+            piece = media.write_audio(Path(tmp) / "piece.wav", audio[int(start * rate) : int(end * rate)], rate)
+            for u in transcriber.transcribe(piece, language=lang).utterances:
+                words = [w.model_copy(update={"start": w.start + start, "end": w.end + start}) for w in u.words]
+                utterances.append(u.model_copy(update={"start": u.start + start, "end": u.end + start, "words": words}))
+    return Transcript(language=lang, duration_s=round(len(audio) / rate, 3), utterances=utterances)
+
+
 def mouth_opening(video: Path | None, max_faces: int = 2, faces_npz: Path | None = None) -> tuple[np.ndarray, float]:
     """Per frame, the inner-lip gap of the face the lipsync stage would animate (NaN where no face), from a
     video's own pixels, or from landmarks already tracked (`faces_npz`). The QA hook into the lipsync stage."""
@@ -685,9 +747,7 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
     )
     measured = qa.Measurements(inputs=_input_warnings(layout, transcript), notes={})
     if cfg.back_transcribe:
-        measured.heard = _back_transcriber(cfg.asr_model, settings.asr.compute_type).transcribe(
-            voice_path, language=lang
-        )
+        measured.heard = back_transcribe(voice_path, script.lines, lang, settings)
     else:
         measured.notes["intelligibility"] = "back-transcription off (qa.back_transcribe)"
     measured.voice = qa.voice_similarity(

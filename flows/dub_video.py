@@ -80,6 +80,7 @@ speaker_profiles = stage(pipeline.speaker_profiles, "speaker-profiles")
 track_faces = stage(pipeline.track_faces, "track-faces")
 # Translation backends may call a network service: retry with backoff.
 translate = stage(pipeline.translate_script, "translate", retries=2)
+match_voices = stage(pipeline.voices_for, "match-voices")
 speak = stage(pipeline.speak_script, "synthesize-and-fit", retries=2)
 mix = stage(pipeline.mix_audio, "mix")
 subtitles = stage(pipeline.write_subtitles, "subtitles")
@@ -92,7 +93,7 @@ SOURCE_STAGES = tuple(
     t.name
     for t in (probe, extract_audio, transcribe, source_subtitles, separate, speaker_profiles, track_faces, review)
 )
-LANGUAGE_STAGES = tuple(t.name for t in (translate, speak, mix, subtitles, lipsync, render, report))
+LANGUAGE_STAGES = tuple(t.name for t in (translate, match_voices, speak, mix, subtitles, lipsync, render, report))
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def dub_language(
 ) -> LanguageOutputs:
     transcript = source.transcript
     script = pipeline.edited_script(layout, lang) or run_stage(translate, transcript, lang, cfg, layout, language=lang)
-    script, track = run_stage(speak, script, cfg, info.duration_s, transcript, source.profiles, layout, language=lang)
+    voices = run_stage(match_voices, transcript, source.profiles, lang, cfg, layout, language=lang)
+    script, track = run_stage(speak, script, cfg, info.duration_s, voices, layout, language=lang)
     audio = run_stage(mix, track, settings, layout, source.background, language=lang)
     srt, _vtt = run_stage(subtitles, script, info.duration_s, layout, language=lang)
     picture = run_stage(lipsync, video, source.faces, script, track, settings, layout, language=lang)
@@ -204,4 +206,4 @@ def _dub_video(
 
 def _slug(name: str) -> str:
     """Artifact keys allow only lowercase letters, digits and dashes."""
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40] or "video"
+    return "".join(c if c.isascii() and c.isalnum() else "-" for c in name.lower()).strip("-")[:40] or "video"

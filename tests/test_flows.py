@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -70,6 +71,47 @@ def test_changed_input_is_not_served_from_cache(clip, tmp_path):
     t0 = datetime.now(UTC)
     dub_video(video=other, languages=["es"], out=out)
     assert task_states_since(t0)["transcribe"] == ["Completed"]
+
+
+def test_editing_one_line_respeaks_only_that_line(tmp_path):
+    first = make_speech(tmp_path / "a.wav", "Hello, my name is John and I live in Madrid.")
+    second = make_speech(tmp_path / "b.wav", "Tomorrow I will buy a new car for my family.")
+    speech = tmp_path / "both.wav"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(first),
+            "-i",
+            str(second),
+            "-filter_complex",
+            "[0]apad=pad_dur=1.5[a];[a][1]concat=n=2:v=0:a=1",
+            str(speech),
+        ],
+        check=True,
+    )
+    video = make_video(tmp_path / "two.mp4", seconds=8.0, audio=speech)
+    out = tmp_path / "out"
+    dub_video(video=video, languages=["es"], out=out)
+    script_path = out / "es" / "script.json"
+    script = json.loads(script_path.read_text())
+    assert len(script["lines"]) >= 2
+    clips = out / "es" / "clips"
+    before = {p.name: p.stat().st_mtime_ns for p in clips.glob("*.wav")}
+    script["lines"][0]["text"] = "Buenos días a todos."
+    script_path.write_text(json.dumps(script, ensure_ascii=False))
+
+    t0 = datetime.now(UTC)
+    dub_video(video=video, languages=["es"], out=out)
+    states = task_states_since(t0)
+    assert "translate" not in states  # the edited script is used, not a new translation
+    assert states["synthesize-and-fit"] == ["Completed"]
+    after = {p.name: p.stat().st_mtime_ns for p in clips.glob("*.wav")}
+    assert len(set(after) - set(before)) == 1  # only the edited line was spoken again
+    assert all(after[name] == mtime for name, mtime in before.items())
+    assert "Buenos días a todos." in (out / "es" / "two.es.srt").read_text()
 
 
 def test_transient_failures_are_retried_and_user_errors_are_not(tmp_path):
