@@ -147,6 +147,21 @@ def heard_per_line(lines: Sequence[ScriptLine], heard: Transcript) -> tuple[dict
     return {i: sep.join(w).strip() for i, w in words.items()}, stray
 
 
+def listening_windows(lines: Sequence[ScriptLine], duration_s: float, max_s: float = 20.0) -> list[tuple[float, float]]:
+    """Pieces of the dub timeline to transcribe back one at a time: consecutive lines grouped up to `max_s`, each
+    piece cut halfway through the silence before and after it. Whisper's long-form decoding skipped whole lines of
+    a 10-minute dub that it heard perfectly in short pieces."""
+    spans = sorted(dub_span(line) for line in lines if line.text.strip())
+    groups: list[list[float]] = []
+    for start, end in spans:
+        if groups and end - groups[-1][0] <= max_s:
+            groups[-1][1] = max(groups[-1][1], end)
+        else:
+            groups.append([start, end])
+    cuts = [0.0] + [(a[1] + b[0]) / 2 for a, b in zip(groups, groups[1:], strict=False)] + [duration_s]
+    return [(round(cuts[i], 3), round(cuts[i + 1], 3)) for i in range(len(groups))]
+
+
 # ---------------------------------------------------------------- checks
 
 

@@ -164,3 +164,11 @@ def test_loudness_reads_a_video_with_ffmpeg(tmp_path):
         check=True,
     )  # fmt: skip
     assert qa.loudness(video)["integrated_lufs"] is not None
+
+
+def test_listening_windows_group_lines_and_cut_in_the_silences():
+    lines = [line(0, 0.0, "a", 4.0), line(1, 4.0, "b", 5.0), line(2, 12.0, "c", 6.0), line(3, 30.0, "d", 3.0)]
+    lines.append(line(4, 40.0, "", 0.0))  # nothing to hear
+    windows = qa.listening_windows(lines, 50.0, max_s=20.0)
+    assert windows == [(0.0, 24.0), (24.0, 50.0)]  # 0-18 s then 30-33 s, cut halfway through 18-30
+    assert qa.listening_windows(lines, 50.0, max_s=5.0) == [(0.0, 4.0), (4.0, 10.5), (10.5, 24.0), (24.0, 50.0)]
