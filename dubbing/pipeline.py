@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,7 @@ class RunLayout:
 
     out: Path
     name: str
+    folder_id: str = ""  # changes when the output folder is deleted and made again (see layout_for)
 
     @property
     def source_dir(self) -> Path:
@@ -108,7 +110,16 @@ class RunLayout:
 
 
 def layout_for(video: Path, out: Path) -> RunLayout:
-    return RunLayout(out=Path(out), name=Path(video).stem)
+    return RunLayout(out=Path(out), name=Path(video).stem, folder_id=_folder_id(Path(out)))
+
+
+def _folder_id(out: Path) -> str:
+    """An id made when an output folder is first used. It is part of every stage's cache key, so a deleted and
+    re-made folder starts afresh instead of being handed cached results whose files are gone."""
+    marker = out / ".dub-id"
+    if not marker.exists():
+        write_text(marker, uuid.uuid4().hex)
+    return marker.read_text().strip()
 
 
 def probe_source(video: Path, audio: Path | None = None) -> MediaInfo:

@@ -24,6 +24,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.transactions import CommitMode, transaction
 
 from dubbing import pipeline, progress
 from dubbing.config import LanguageConfig, Settings, load_settings
@@ -57,10 +58,21 @@ def run_stage(step: Task, *args: Any, language: str | None = None) -> Any:
     """Run a stage task and report it as a progress event, noting when its result came from the cache."""
     progress.report(step.name, 0.0, language)
     state = step(*args, return_state=True)
+    if state.name == "Cached" and not _files_exist(state.result()):
+        state = step.with_options(refresh_cache=True)(*args, return_state=True)  # its files were deleted
     result = state.result()  # raises the stage's own error
     progress.report(step.name, 1.0, language, "cached" if state.name == "Cached" else "")
     _kill_if_asked(step.name, language)
     return result
+
+
+def _files_exist(result: Any) -> bool:
+    """Whether every file a stage returned is still there (a cached result may outlive a deleted file)."""
+    if isinstance(result, Path):
+        return result.exists()
+    if isinstance(result, list | tuple):
+        return all(_files_exist(item) for item in result)
+    return True
 
 
 def _kill_if_asked(stage_name: str, language: str | None) -> None:
@@ -143,8 +155,11 @@ def run_language(
     settings: Settings,
     layout: pipeline.RunLayout,
 ) -> LanguageOutputs:
-    """Runs one language's subflow; as a task it can run beside the other languages."""
-    return dub_language(video, info, source, lang, cfg, settings, layout)
+    """Runs one language's subflow; as a task it can run beside the other languages. Its stages commit
+    their cached results as each finishes (EAGER): inside a task they would otherwise wait for this task to
+    end, and a run killed mid-language would lose them."""
+    with transaction(commit_mode=CommitMode.EAGER):
+        return dub_language(video, info, source, lang, cfg, settings, layout)
 
 
 @flow(name="dub-video", flow_run_name="dub-{video.name}", task_runner=ThreadPoolTaskRunner(max_workers=16))
