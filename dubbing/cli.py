@@ -166,6 +166,7 @@ def server(
     """Start the local Prefect server and its UI (SQLite by default; see README for PostgreSQL)."""
     prefect = Path(sys.executable).with_name("prefect")
     console.print(f"UI: http://{host}:{port}  (export PREFECT_API_URL=http://{host}:{port}/api in other shells)")
+    os.environ["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"  # the UI in the browser calls this address
     os.execv(str(prefect), [str(prefect), "server", "start", "--host", host, "--port", str(port)])
 
 
