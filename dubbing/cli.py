@@ -43,6 +43,8 @@ def _quiet_environment() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's default 20 s to start its ephemeral API is too short on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's native logging
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
