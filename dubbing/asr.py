@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from dubbing import models
+from dubbing.backends import pick
 from dubbing.errors import DubbingError
 from dubbing.types import ANALYSIS_RATE, Transcript, Utterance, Word
 from dubbing.vad import group_regions, read_analysis_audio, speech_regions
@@ -265,8 +266,4 @@ BACKENDS: dict[str, type] = {
 
 
 def get_transcriber(backend: str, **options) -> Transcriber:
-    try:
-        cls = BACKENDS[backend]
-    except KeyError:
-        raise DubbingError(f"unknown ASR backend {backend!r}; available: {', '.join(BACKENDS)}") from None
-    return cls(**options)
+    return pick(BACKENDS, backend, "ASR")(**options)

@@ -255,11 +255,12 @@ def translate_command(
 ) -> None:
     """Translate lines from stdin to stdout, one line out for every line in, as a run would for that language."""
     from dubbing import translate
+    from dubbing.backends import pick
     from dubbing.config import TranslateConfig, load_settings
 
     cfg = load_settings(preset, config).for_language(target.lower()).translate
-    if backend and backend not in translate.BACKENDS:
-        raise DubbingError(f"unknown translation backend {backend!r}; available: {', '.join(translate.BACKENDS)}")
+    if backend:
+        pick(translate.BACKENDS, backend, "translation")
     if backend or model:
         overrides = {"backend": backend or cfg.backend, "model": model, "pivot": None if backend else cfg.pivot}
         cfg = TranslateConfig.model_validate({**cfg.model_dump(), **overrides})

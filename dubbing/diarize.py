@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from dubbing import speaker_embedding
+from dubbing.backends import pick
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
 from dubbing.types import ANALYSIS_RATE, SpeakerProfile, SpeakerTurn, Transcript, Utterance, Word
@@ -295,11 +296,7 @@ BACKENDS: dict[str, type] = {"campplus": CampplusDiarizer, "pyannote": PyannoteD
 
 
 def get_diarizer(backend: str, **options) -> Diarizer:
-    try:
-        cls = BACKENDS[backend]
-    except KeyError:
-        raise DubbingError(f"unknown diarization backend {backend!r}; available: {', '.join(BACKENDS)}") from None
-    return cls(**options)
+    return pick(BACKENDS, backend, "diarization")(**options)
 
 
 # --- words to speakers to utterances ---------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import soundfile as sf
 
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
-from dubbing.tools import ffmpeg_input, require_tool, run
+from dubbing.tools import ffmpeg_input, ffprobe, require_tool, run
 from dubbing.types import ANALYSIS_RATE, MIX_RATE, MediaInfo
 
 
@@ -25,24 +23,10 @@ def probe(path: Path) -> MediaInfo:
         raise DubbingError(f"input is a folder, not a media file: {path}")
     if path.stat().st_size == 0:
         raise DubbingError(f"input is empty (0 bytes): {path}")
-    ffprobe = require_tool("ffprobe", "ffmpeg")
-    proc = subprocess.run(
-        [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", ffmpeg_input(path)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise DubbingError(f"not a readable media file: {path}")
-    data = json.loads(proc.stdout or "{}")
-    streams = data.get("streams", [])
-    video = next(
-        (s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")),
-        None,
-    )
-    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    fmt, video, audio = ffprobe(path)
     if video is None and audio is None:
         raise DubbingError(f"no audio or video stream in {path}")
-    duration = float(data.get("format", {}).get("duration") or 0.0)
+    duration = float(fmt.get("duration") or 0.0)
     if duration <= 0:
         raise DubbingError(f"media has no duration (truncated or corrupt?): {path}")
     fps = None

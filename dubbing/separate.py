@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import soundfile as sf
 
+from dubbing.backends import pick
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
 
@@ -167,8 +168,4 @@ BACKENDS: dict[str, type] = {"classical": ClassicalSeparator, "demucs": DemucsSe
 
 
 def get_separator(backend: str, **options) -> Separator:
-    try:
-        cls = BACKENDS[backend]
-    except KeyError:
-        raise DubbingError(f"unknown separation backend {backend!r}; available: {', '.join(BACKENDS)}") from None
-    return cls(**options)
+    return pick(BACKENDS, backend, "separation")(**options)

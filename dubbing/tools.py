@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,3 +29,32 @@ def run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
 def ffmpeg_input(path: Path) -> str:
     """A path ffmpeg cannot mistake for an option or a protocol (leading dashes, 'name:with:colons')."""
     return "file:" + str(Path(path).absolute())
+
+
+def ffprobe(path: Path) -> tuple[dict, dict | None, dict | None]:
+    """ffprobe's format, first picture stream (cover art excluded) and first audio stream of a file."""
+    path = Path(path)
+    proc = subprocess.run(
+        [
+            require_tool("ffprobe", "ffmpeg"),
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            ffmpeg_input(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise DubbingError(f"not a readable media file: {path}")
+    data = json.loads(proc.stdout or "{}")
+    streams = data.get("streams", [])
+    video = next(
+        (s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")),
+        None,
+    )
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    return data.get("format", {}), video, audio

@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from dubbing import models
+from dubbing.backends import pick
 from dubbing.errors import DubbingError
 from dubbing.tools import require_tool
 
@@ -285,8 +286,4 @@ def xtts_available() -> bool:
 
 
 def get_synthesizer(backend: str, **options) -> Synthesizer:
-    try:
-        cls = BACKENDS[backend]
-    except KeyError:
-        raise DubbingError(f"unknown TTS backend {backend!r}; available: {', '.join(BACKENDS)}") from None
-    return cls(**options)
+    return pick(BACKENDS, backend, "TTS")(**options)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from dubbing.backends import pick
 from dubbing.errors import DubbingError
 from dubbing.lipsync.faces import (
     LOWER_INNER,
@@ -595,8 +596,4 @@ BACKENDS: dict[str, type] = {"classical": ClassicalRenderer, "wav2lip": Wav2LipR
 
 
 def get_renderer(backend: str, **options) -> Renderer:
-    try:
-        cls = BACKENDS[backend]
-    except KeyError:
-        raise DubbingError(f"unknown lipsync backend {backend!r}; available: {', '.join(BACKENDS)}") from None
-    return cls(**options)
+    return pick(BACKENDS, backend, "lipsync")(**options)

@@ -6,7 +6,6 @@ to a requested resolution and write mp4, mov, mkv or webm.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import numpy as np
 
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
-from dubbing.tools import ffmpeg_input, require_tool
+from dubbing.tools import ffmpeg_input, ffprobe, require_tool
 
 FORMATS = {  # container -> (ffmpeg muxer, video codec args, audio codec args)
     "mp4": ("mp4", ["-c:v", "libx264"], ["-c:a", "aac", "-b:a", "192k"]),
@@ -62,27 +61,11 @@ def probe_video(path: Path) -> VideoStream:
     path = Path(path)
     if not path.is_file():
         raise DubbingError(f"input not found: {path}")
-    ffprobe = require_tool("ffprobe", "ffmpeg")
-    proc = subprocess.run(
-        [ffprobe, "-v", "error", "-print_format", "json", "-show_streams", "-show_format", ffmpeg_input(path)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise DubbingError(f"not a readable media file: {path}")
-    data = json.loads(proc.stdout or "{}")
-    video = next(
-        (
-            s
-            for s in data.get("streams", [])
-            if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
-        ),
-        None,
-    )
+    fmt, video, _audio = ffprobe(path)
     if video is None:
         raise DubbingError(f"no video stream in {path}")
     fps = _frame_rate(video.get("avg_frame_rate"), video.get("r_frame_rate"))
-    duration = float(video.get("duration") or data.get("format", {}).get("duration") or 0.0)
+    duration = float(video.get("duration") or fmt.get("duration") or 0.0)
     frames = int(round(duration * fps)) or int(video.get("nb_frames") or 0)
     colors = {k: video[k] for k in COLOR_TAGS if video.get(k) not in (None, "unknown", "reserved")}
     return VideoStream(

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dubbing.backends import pick
 from dubbing.config import TranslateConfig
-from dubbing.errors import DubbingError
 from dubbing.translate import isochrony
 from dubbing.translate.apertium import APERTIUM_MODES, APERTIUM_ROUTES, ApertiumTranslator
 from dubbing.translate.base import Glossary, LanguagePairError, ShortenRequest, Translator, finish, translate_groups
@@ -68,10 +68,7 @@ def available_routes() -> str:
 
 def get_translator(backend: str, *, source: str, target: str, model: str | None = None, **options: Any) -> Translator:
     """One backend for one pair; options a backend does not take are ignored."""
-    try:
-        cls = BACKENDS[backend]
-    except KeyError:
-        raise DubbingError(f"unknown translation backend {backend!r}; available: {', '.join(BACKENDS)}") from None
+    cls = pick(BACKENDS, backend, "translation")
     accepted = {k: v for k, v in options.items() if k in _OPTIONS.get(backend, set()) and v is not None}
     return cls(source=source, target=target, model=model, **accepted)
 
