@@ -5,8 +5,10 @@
 
 What it measures, each as a dub run does it (faster-whisper whisper-base int8 with silero VAD, then CAM++
 diarization, then words grouped into dubbing lines):
-- word error rate (jiwer; lowercase, punctuation stripped) against pyannote_sample.stm and the LibriVox
-  transcription;
+- word error rate (jiwer) against pyannote_sample.stm and the LibriVox transcription, two ways: "plain"
+  (lowercase, punctuation stripped) and "whisper-normalised" (Whisper's EnglishTextNormalizer from transformers,
+  the normalisation the Whisper paper and the Open ASR Leaderboard report: contractions expanded, "Mr" and
+  "mister" alike, numbers as digits; without the optional British-American spelling table);
 - speakers found, and the share of words given the wrong speaker under the best label mapping (reference:
   pyannote_sample.rttm, words given speakers by the same overlap rule);
 - real-time factor of ASR + diarization (processing seconds / audio seconds, model loading excluded and
@@ -37,6 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def whisper_normaliser():
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})
 
 
 def references() -> list[tuple[str, Path, str | None, Path | None]]:
@@ -140,14 +148,18 @@ def main() -> None:
     load_s = lines[0]["load_s"]
     results = {r["path"]: r for r in lines[1:]}
 
+    standard = whisper_normaliser()
     rows = []
     total_audio = total_proc = total_cpu = 0.0
-    libri_refs, libri_hyps = [], []
+    libri_refs, libri_hyps, libri_std_refs, libri_std_hyps = [], [], [], []
     for label, path, ref, rttm in items:
         r = results[str(path)]
         transcript = Transcript.model_validate(r["transcript"])
         hyp = normalise(" ".join(u.text for u in transcript.utterances))
-        wer = f"{jiwer.wer(normalise(ref), hyp):.3f}" if ref else "-"
+        raw_hyp = " ".join(u.text for u in transcript.utterances)
+        wer = (
+            f"{jiwer.wer(normalise(ref), hyp):.3f} / {jiwer.wer(standard(ref), standard(raw_hyp)):.3f}" if ref else "-"
+        )
         words = [w for u in transcript.utterances for w in u.words]
         spk_err = f"{diarize.word_speaker_error(words, diarize.read_rttm(rttm)):.3f}" if rttm else "-"
         proc_s = r["asr_s"] + r["diarize_s"]
@@ -157,6 +169,8 @@ def main() -> None:
         if label.startswith("librivox"):
             libri_refs.append(normalise(ref))
             libri_hyps.append(hyp)
+            libri_std_refs.append(standard(ref))
+            libri_std_hyps.append(standard(raw_hyp))
         lines_s = [u.duration for u in transcript.utterances]
         rows.append(
             f"| {label} | {transcript.duration_s:.1f} | {wer} | {len(transcript.speakers)} | {spk_err} "
@@ -168,17 +182,19 @@ def main() -> None:
             print(f"{label}\n  REF {normalise(ref or '')}\n  HYP {hyp}", file=sys.stderr)
     silent_result = Transcript.model_validate(results[files[-1]]["transcript"])
     print(
-        f"ASR + diarization, {args.threads} threads (faster-whisper whisper-base int8 + silero VAD, CAM++ windows "
-        f"1.5 s, spectral clustering)\n"
+        f"ASR + diarization, {args.threads} threads (faster-whisper whisper-base int8, 80 Hz high-pass + silero VAD, "
+        f"CAM++ windows 1.5 s, spectral clustering)\n"
     )
     print(
-        "| file | audio s | WER | speakers | wrong-speaker words | lines (length range) | ASR s | diarize s "
+        "| file | audio s | WER (plain / whisper-normalised) | speakers | wrong-speaker words | lines (length range) "
+        "| ASR s | diarize s "
         "| RTF (wall) | CPU s per audio s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print(
-        f"| **LibriVox, all 5 clips** | | **{jiwer.wer(libri_refs, libri_hyps):.3f}** | | | | | "
+        f"| **LibriVox, all 5 clips** | | **{jiwer.wer(libri_refs, libri_hyps):.3f} / "
+        f"{jiwer.wer(libri_std_refs, libri_std_hyps):.3f}** | | | | | "
         f"| {total_proc / total_audio:.3f} (all files) | {total_cpu / total_audio:.3f} (all files) |"
     )
     print(

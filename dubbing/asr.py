@@ -27,6 +27,7 @@ from dubbing.vad import group_regions, read_analysis_audio, speech_regions
 log = logging.getLogger(__name__)
 
 NO_SPEECH = "no speech found: the transcript is empty"
+HIGHPASS_HZ = 80.0
 
 
 class Transcriber(Protocol):
@@ -66,6 +67,17 @@ def utterance(words: list[Word], text: str | None, language: str) -> Utterance |
     return made.model_copy(update={"text": text.strip()}) if text and text.strip() else made
 
 
+def read_speech(audio: Path) -> np.ndarray:
+    """The 16 kHz analysis audio with rumble and hum below the voice removed (4th-order Butterworth high-pass at
+    `HIGHPASS_HZ`). Measured with whisper base: phone-call WER 0.198 -> 0.160 (any cut-off from 60 to 150 Hz gave
+    the same), LibriVox unchanged (benchmarks/bench_asr.py)."""
+    from scipy.signal import butter, sosfilt
+
+    samples = read_analysis_audio(audio)
+    sos = butter(4, HIGHPASS_HZ, "highpass", fs=ANALYSIS_RATE, output="sos")
+    return sosfilt(sos, samples).astype(np.float32)
+
+
 def finish(utterances: Iterable[Utterance | None], language: str, duration_s: float) -> Transcript:
     """The Transcript, with a warning (not invented text) when nothing was said."""
     kept = [u for u in utterances if u is not None]
@@ -100,7 +112,7 @@ class FasterWhisperTranscriber:
         self.vad = vad
 
     def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
-        samples = read_analysis_audio(audio)
+        samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
         if self.vad and not speech_regions(samples):  # faster-whisper would still detect a language on noise
             return finish([], language or "und", duration)
@@ -147,7 +159,7 @@ class OpenAIWhisperTranscriber:
         self.vad = vad
 
     def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
-        samples = read_analysis_audio(audio)
+        samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
         spans = group_regions(speech_regions(samples)) if self.vad else [(0.0, duration)]
         language = check_language(language)
@@ -229,7 +241,7 @@ class TransformersWhisperTranscriber:
             ) from None
 
     def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
-        samples = read_analysis_audio(audio)
+        samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
         spans = group_regions(speech_regions(samples)) if self.vad else [(0.0, duration)]
         if not spans:
