@@ -18,6 +18,7 @@ from rich.table import Table
 
 from dubbing import __version__, models
 from dubbing.errors import DubbingError
+from dubbing.secrets import protect_logs, redact
 
 app = typer.Typer(
     add_completion=False,
@@ -45,6 +46,9 @@ def _quiet_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect's default 20 s to start its ephemeral API is too short on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # The stages' own log lines (a server retry, a line spoken at the speed limit) reach each run in the Prefect UI.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "dubbing")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # `dub transcribe` etc. run no flow
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's native logging
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -487,6 +491,7 @@ def _root(
 
 def main() -> None:
     _quiet_environment()
+    protect_logs()
     try:
         app()  # standalone: usage errors print their usage line and exit 2
     except DubbingError as exc:
@@ -502,7 +507,7 @@ USER_FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"error: {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"error: {redact(message)}", highlight=False, soft_wrap=True)
     sys.exit(2)
 
 

@@ -39,6 +39,7 @@ class DiarizeConfig(Section):
     min_line_s: float = Field(1.0, ge=0, le=10)  # utterance (dubbing line) length bounds
     max_line_s: float = Field(10.0, ge=2, le=30)
     pause_s: float = Field(0.6, gt=0, le=5)  # a silence this long ends a line
+    token_secret: str | None = None  # pyannote: a Prefect Secret block with the hub token (else HF_TOKEN)
 
 
 TranslateBackend = Literal["apertium", "bergamot", "transformers", "openai-compatible"]
@@ -56,6 +57,7 @@ class TranslateConfig(Section):
     beams: int = Field(4, ge=1, le=16)  # transformers: beam size
     base_url: str | None = None  # openai-compatible: e.g. http://localhost:11434/v1 (Ollama)
     api_key_env: str | None = None  # openai-compatible: the environment variable holding the key
+    api_key_secret: str | None = None  # openai-compatible: a Prefect Secret block holding it (if the env var is unset)
     timeout_s: float = Field(60.0, gt=0, le=600)  # openai-compatible: per request
     max_retries: int = Field(2, ge=0, le=10)  # openai-compatible: retries of a malformed reply
 

@@ -26,6 +26,7 @@ from dubbing import speaker_embedding
 from dubbing.backends import pick
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
+from dubbing.secrets import remember
 from dubbing.types import ANALYSIS_RATE, SpeakerProfile, SpeakerTurn, Transcript, Utterance, Word
 from dubbing.vad import read_analysis_audio, speech_regions
 
@@ -262,7 +263,7 @@ class PyannoteDiarizer:
             ) from None
         import inspect
 
-        token = token or os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_TOKEN")
+        token = remember(token or os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_TOKEN"))
         # pyannote.audio 4 takes `token=`, 3.x `use_auth_token=`
         key = "token" if "token" in inspect.signature(Pipeline.from_pretrained).parameters else "use_auth_token"
         try:

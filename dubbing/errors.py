@@ -5,4 +5,10 @@ The CLI turns it into a one-line message and exit code 2; anything else is a bug
 
 
 class DubbingError(Exception):
-    """A user-facing failure with a message that says what to do."""
+    """A user-facing failure with a message that says what to do. Known secrets in the message (a server that
+    echoes the API key back, say) are masked before it goes anywhere."""
+
+    def __init__(self, message: str = "") -> None:
+        from dubbing.secrets import redact
+
+        super().__init__(redact(str(message)))

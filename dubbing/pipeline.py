@@ -7,7 +7,6 @@ task and add nothing but orchestration, so every step runs (and is tested) witho
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ import soundfile as sf
 
 from dubbing import (
     asr,
+    backends,
     diarize,
     media,
     mix,
@@ -40,6 +40,7 @@ from dubbing import (
 from dubbing.config import LanguageConfig, Settings, load_settings
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path, write_json, write_text
+from dubbing.secrets import read_secret
 from dubbing.types import (
     ANALYSIS_RATE,
     DubTrack,
@@ -153,19 +154,33 @@ def require_speech(transcript: Transcript, source: Path) -> None:
         raise DubbingError(f"no speech found in {source}: nothing to dub (is it music or silence?)")
 
 
+def transcriber_for(backend: str, model: str, compute_type: str, beam_size: int, vad: bool) -> asr.Transcriber:
+    """The pooled ASR model: transcription and the QA back-transcription share one when their settings agree."""
+    return backends.shared(
+        "asr",
+        (backend, model, compute_type, beam_size, vad),
+        lambda: asr.get_transcriber(backend, model=model, compute_type=compute_type, beam_size=beam_size, vad=vad),
+    )
+
+
 def transcribe(audio: Path, settings: Settings, layout: RunLayout) -> Transcript:
     """ASR (words with times), then diarization (who speaks when), then the words grouped into speaker-labelled
     dubbing lines; writes transcript.json."""
     cfg = settings.asr
-    transcriber = asr.get_transcriber(
-        cfg.backend, model=cfg.model, compute_type=cfg.compute_type, beam_size=cfg.beam_size, vad=cfg.vad
-    )
+    transcriber = transcriber_for(cfg.backend, cfg.model, cfg.compute_type, cfg.beam_size, cfg.vad)
     transcript = transcriber.transcribe(audio, language=cfg.language)
     dcfg = settings.diarize
     turns: list[SpeakerTurn] = []
     if transcript.utterances and dcfg.backend != "none":
-        options = {"merge_cos": dcfg.merge_cos} if dcfg.backend == "campplus" else {}
-        turns = diarize.get_diarizer(dcfg.backend, **options).diarize(audio, speakers=dcfg.speakers)
+        options: dict = {"merge_cos": dcfg.merge_cos} if dcfg.backend == "campplus" else {}
+        if dcfg.backend == "pyannote" and dcfg.token_secret:
+            options["token"] = read_secret(block=dcfg.token_secret, what="diarize.token_secret")
+        diarizer = backends.shared(
+            "diarize",
+            (dcfg.backend, dcfg.merge_cos, dcfg.token_secret),
+            lambda: diarize.get_diarizer(dcfg.backend, **options),
+        )
+        turns = diarizer.diarize(audio, speakers=dcfg.speakers)
     transcript = diarize.attribute(
         transcript, turns, min_s=dcfg.min_line_s, max_s=dcfg.max_line_s, pause_s=dcfg.pause_s
     )
@@ -639,17 +654,11 @@ def lipsync_report(faces: FaceTracks | None, picture: Path | None) -> dict:
     }
 
 
-@functools.lru_cache(maxsize=2)
-def _back_transcriber(model: str, compute_type: str) -> asr.Transcriber:
-    """One ASR model per process for the QA back-transcription (languages run in threads and share it)."""
-    return asr.get_transcriber("faster-whisper", model=model, compute_type=compute_type, beam_size=5, vad=True)
-
-
 def back_transcribe(voice: Path, lines: list[ScriptLine], lang: str, settings: Settings) -> Transcript:
     """The dub voice transcribed back by the ASR stage in pieces (qa.listening_windows), word times on the dub's
     timeline."""
     audio, rate = media.read_audio(voice, ANALYSIS_RATE)
-    transcriber = _back_transcriber(settings.qa.asr_model, settings.asr.compute_type)
+    transcriber = transcriber_for("faster-whisper", settings.qa.asr_model, settings.asr.compute_type, 5, True)
     utterances = []
     with tempfile.TemporaryDirectory(prefix="dub-qa-") as tmp:
         for start, end in qa.listening_windows(lines, len(audio) / rate):

@@ -26,12 +26,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import CommitMode, transaction
 
-from dubbing import pipeline, progress
+from dubbing import backends, pipeline, progress
 from dubbing.config import LanguageConfig, Settings, load_settings
 from dubbing.errors import DubbingError
 from dubbing.files import output_lock
+from dubbing.secrets import protect_logs
 from dubbing.types import FaceTracks, LanguageOutputs, Manifest, MediaInfo, SpeakerProfile, Transcript
 from flows.caching import stage_cache_key
+
+protect_logs()  # workers import this module without the CLI: keep secrets out of their logs too
 
 
 def stage(fn: Callable, name: str, *, retries: int = 0, cached: bool = True) -> Task:
@@ -172,7 +175,10 @@ def dub_video(
     audio: Path | None = None,
 ) -> Manifest:
     with output_lock(Path(out)):
-        return _dub_video(video, languages, Path(out), preset, config, audio)
+        try:
+            return _dub_video(video, languages, Path(out), preset, config, audio)
+        finally:
+            backends.release("asr", "diarize")  # a long-lived worker does not hold Whisper between videos
 
 
 def _dub_video(
@@ -201,6 +207,7 @@ def _dub_video(
         description=f"{video.name}: {len(transcript.utterances)} utterances, language {transcript.language}",
     )
     update_progress_artifact(bar, 100 * len(SOURCE_STAGES) / steps)
+    backends.release("asr", "diarize")  # no language stage needs them; QA loads Whisper once for all languages
 
     targets = pipeline.target_languages(languages, transcript.language)
     outputs: dict[str, LanguageOutputs] = {}

@@ -12,6 +12,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.sorting import TaskRunSort
 from prefect.testing.utilities import prefect_test_harness
 
+from dubbing import backends
 from dubbing.errors import DubbingError
 from flows.dub_video import dub_video, stage
 from flows.localize_batch import localize_batch
@@ -47,14 +48,21 @@ def task_states_since(t0: datetime) -> dict[str, list[str]]:
 def test_rerun_reuses_every_stage_and_a_new_language_runs_alone(clip, tmp_path):
     out = tmp_path / "out"
     t0 = datetime.now(UTC)
+    asr_loads = backends.loads["asr"]
     first = dub_video(video=clip, languages=["es"], out=out, return_state=True)
     assert first.is_completed()
+    # Whisper: once for transcription, dropped for the language stages, once more for the QA back-transcription,
+    # and dropped again when the video is done.
+    assert backends.loads["asr"] - asr_loads == 2
+    assert backends.pooled("asr") == []
     first_states = task_states_since(t0)
     assert first_states["transcribe"] == ["Completed"]
     assert json.loads((out / "manifest.json").read_text())["outputs"]["es"]["video"] == "es/talk.es.mp4"
 
     t1 = datetime.now(UTC)
+    asr_loads = backends.loads["asr"]
     dub_video(video=clip, languages=["es", "pt"], out=out)
+    assert backends.loads["asr"] - asr_loads == 1  # transcription cached: Whisper only for pt's QA
     states = task_states_since(t1)
     assert states["transcribe"] == ["Cached"]
     assert states["extract-audio"] == ["Cached"]
@@ -157,3 +165,28 @@ def test_language_subflows_run_on_a_local_dask_cluster(clip, tmp_path):
     runner = DaskTaskRunner(cluster_kwargs={"n_workers": 1, "processes": False, "threads_per_worker": 2})
     manifest = dub_video.with_options(task_runner=runner)(video=clip, languages=["es", "ca"], out=tmp_path / "o")
     assert set(manifest.outputs) == {"es", "ca"}
+
+
+def test_api_key_from_a_prefect_secret_block_is_sent_and_masked():
+    from prefect.blocks.system import Secret
+
+    from dubbing import translate
+    from dubbing.config import TranslateConfig
+    from dubbing.secrets import read_secret, redact
+    from tests.test_translate import ChatServer
+
+    key = "sk-block-93c1d5e2f7a8b4"
+    Secret(value=key).save("dub-test-llm-key", overwrite=True)
+    server = ChatServer()
+    try:
+        cfg = TranslateConfig(
+            backend="openai-compatible", model="tiny", base_url=server.url, api_key_secret="dub-test-llm-key"
+        )
+        assert translate.translator_for(cfg, "en", "es").translate(["hello"]) == ["<hello>"]
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    assert server.requests[0]["auth"] == f"Bearer {key}"
+    assert redact(f"the server said: {key}") == "the server said: ***"
+    with pytest.raises(DubbingError, match="Prefect Secret block 'no-such-block'"):
+        read_secret(block="no-such-block", what="translate.api_key_secret")

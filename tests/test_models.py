@@ -75,3 +75,32 @@ def test_verified_stamp_avoids_rehashing(cache, monkeypatch):
     monkeypatch.setattr(models, "sha256_file", lambda p: calls.append(p) or original(p))
     models.resolve("whisper-base")
     assert calls == []
+
+
+def test_pooled_models_load_once_across_threads_and_release_frees_them():
+    import threading
+    import time
+
+    from dubbing import backends
+
+    made: list[object] = []
+
+    def load() -> object:
+        time.sleep(0.05)  # slow enough that the threads ask while the first load is under way
+        made.append(object())
+        return made[-1]
+
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(backends.shared("test-kind", ("a", 1), load))) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and all(r is made[0] for r in results)
+    assert backends.shared("test-kind", ("b", 1), load) is made[1]  # other settings, another model
+    backends.release("test-kind")
+    assert backends.pooled("test-kind") == []
+    assert backends.shared("test-kind", ("a", 1), load) is made[2]  # loaded again after release
+    backends.release("test-kind")

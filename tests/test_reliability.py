@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import make_speech, make_video, media_file
 from tests.test_cli import assert_one_line_error, dub
+from tests.test_translate import ChatServer
 
 pytestmark = pytest.mark.slow
 
@@ -143,3 +144,42 @@ def test_full_disk_gives_one_line_and_keeps_finished_stages(clip, tmp_path):
         assert not (mount / "out" / "manifest.json").exists()
     finally:
         subprocess.run(["umount", str(mount)])
+
+
+API_KEY = "sk-test-5b1f0c9e7d2a4c68e013"
+
+
+def files_containing(text: str, *roots: Path) -> list[Path]:
+    return [p for root in roots for p in root.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
+
+
+def test_secrets_never_reach_logs_artifacts_or_reports(clip, tmp_path):
+    """The API key of an LLM translation server, given by environment variable, is sent to the server and nowhere
+    else: not to the terminal, the output folder, or the Prefect database (logs, states, artifacts, parameters),
+    even when the server echoes it back in an error and a retried warning."""
+    server = ChatServer()
+    try:
+        config = tmp_path / "llm.yaml"
+        es = {"translate": {"backend": "openai-compatible", "model": "tiny", "base_url": server.url}}
+        es["translate"]["api_key_env"] = "DUB_TEST_API_KEY"
+        config.write_text(json.dumps({"languages": {"es": es}, "lipsync": {"enabled": False}}))
+        env = {"DUB_TEST_API_KEY": API_KEY, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+
+        server.replies = [(401, "invalid key: {auth}")]  # refused, with the key in the reply
+        failed = run_dub("run", str(clip), "-l", "es", "-o", str(tmp_path / "failed"), "--config", str(config), **env)
+        assert_one_line_error(failed, "HTTP 401", "invalid key: Bearer ***")
+
+        server.replies = [(503, "overloaded, retry with {auth}")]  # transient: logged, retried, then answered
+        done = run_dub("run", str(clip), "-l", "es", "-o", str(tmp_path / "done"), "--config", str(config), **env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "overloaded, retry with Bearer ***" in done.stderr  # the warning was logged, masked
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    assert server.requests and all(r["auth"] == f"Bearer {API_KEY}" for r in server.requests)
+    terminal = failed.stdout + failed.stderr + done.stdout + done.stderr
+    assert API_KEY not in terminal
+    outputs = [tmp_path / "failed", tmp_path / "done", tmp_path / "prefect-home"]
+    assert files_containing(API_KEY, *outputs) == []
+    # The warning reached the Prefect API's log store (the UI), masked there too.
+    assert files_containing("overloaded, retry with Bearer ***", tmp_path / "prefect-home")

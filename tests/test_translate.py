@@ -202,7 +202,9 @@ class ChatServer:
     """A small chat-completions server: answers from a queue of replies and records each request."""
 
     def __init__(self) -> None:
-        # A string is the assistant's content; a float: sleep that long first; an int: answer with that HTTP status.
+        # A string is the assistant's content; a float: sleep that long first; an int: answer with that HTTP status;
+        # (status, text): that status and content, "{auth}" in the text replaced by the request's Authorization
+        # header (a server that echoes the key back).
         self.replies: list[str | float | int] = []
         self.requests: list[dict] = []
         server = self
@@ -218,6 +220,8 @@ class ChatServer:
                     reply = server.echo(body)
                 if isinstance(reply, int):
                     status, reply = reply, "server says no"
+                if isinstance(reply, tuple):
+                    status, reply = reply[0], reply[1].format(auth=self.headers.get("Authorization"))
                 data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -50,7 +50,16 @@ BACKENDS: dict[str, type] = {
 # Options each backend accepts beyond source, target and model.
 _OPTIONS = {
     "transformers": {"beams", "batch_size"},
-    "openai-compatible": {"base_url", "api_key_env", "glossary", "formality", "timeout_s", "max_retries", "batch_size"},
+    "openai-compatible": {
+        "base_url",
+        "api_key_env",
+        "api_key_secret",
+        "glossary",
+        "formality",
+        "timeout_s",
+        "max_retries",
+        "batch_size",
+    },
 }
 # Backends that take instructions: the glossary and formality go to them, not through placeholders.
 _INSTRUCTABLE = {"openai-compatible"}
@@ -169,7 +178,9 @@ def translator_for(cfg: TranslateConfig, source: str, target: str) -> Configured
 
 
 def _configured(cfg: TranslateConfig, source: str, target: str) -> ConfiguredTranslator:
-    options = cfg.model_dump(include={"base_url", "api_key_env", "timeout_s", "max_retries", "beams", "formality"})
+    options = cfg.model_dump(
+        include={"base_url", "api_key_env", "api_key_secret", "timeout_s", "max_retries", "beams", "formality"}
+    )
     options["glossary"] = cfg.glossary
     if cfg.formality != "default" and cfg.backend not in _INSTRUCTABLE:
         log.warning("%s cannot be asked for %s address; translate.formality is ignored", cfg.backend, cfg.formality)

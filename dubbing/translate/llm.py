@@ -2,14 +2,14 @@
 
 Lines go in small batches with their neighbours as context, the glossary and formality in the instructions, and
 the reply must be JSON of a fixed shape: a reply that does not parse or has the wrong number of lines is sent
-back with the reason and retried. The API key is read from the environment variable the config names.
+back with the reason and retried. The API key is read from the environment variable or the Prefect Secret block
+the config names (dubbing.secrets), never from the config itself.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -18,6 +18,7 @@ from functools import partial
 import httpx
 
 from dubbing.errors import DubbingError
+from dubbing.secrets import read_secret
 from dubbing.translate.base import ShortenRequest, language_name
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class OpenAICompatibleTranslator:
         model: str | None = None,
         base_url: str | None = None,
         api_key_env: str | None = None,
+        api_key_secret: str | None = None,
         glossary: dict[str, str] | None = None,
         formality: str = "default",
         timeout_s: float = 60.0,
@@ -75,10 +77,8 @@ class OpenAICompatibleTranslator:
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.batch_size, self.context_lines = batch_size, context_lines
         headers = {"Content-Type": "application/json"}
-        if api_key_env:
-            key = os.environ.get(api_key_env)
-            if not key:
-                raise DubbingError(f"environment variable {api_key_env} (translate.api_key_env) is not set")
+        key = read_secret(env=api_key_env, block=api_key_secret, what="translate.api_key_env/api_key_secret")
+        if key:
             headers["Authorization"] = f"Bearer {key}"
         self.client = httpx.Client(headers=headers, timeout=timeout_s)
 
@@ -160,7 +160,9 @@ class OpenAICompatibleTranslator:
             response = self._send(body)
             if response.status_code not in TRANSIENT or attempt == self.max_retries:
                 break
-            log.warning("translation server answered HTTP %d; retrying", response.status_code)
+            log.warning(
+                "translation server answered HTTP %d (%s); retrying", response.status_code, response.text.strip()[:200]
+            )
             time.sleep(BACKOFF_S * 2**attempt)
         if response.status_code != 200:
             raise DubbingError(
