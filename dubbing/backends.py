@@ -51,7 +51,7 @@ def shared(kind: str, settings: tuple[Hashable, ...], load: Callable[[], T]) -> 
         with _pool_lock:
             _pool[key] = model
             loads[kind] += 1
-    log.info("loaded %s model %s in %.1f s", kind, settings, time.perf_counter() - started)
+    log.debug("loaded %s model %s in %.1f s", kind, settings, time.perf_counter() - started)
     return model
 
 
