@@ -309,10 +309,21 @@ def test_llm_retries_busy_servers_skips_empty_lines_and_reports_refusals(chat_se
     assert len(chat_server.requests) == 3  # a refusal is not retried
 
 
-def test_llm_timeout_is_a_clear_error(chat_server):
-    chat_server.replies = [2.0]
-    with pytest.raises(DubbingError, match=r"did not answer within 0.5s"):
-        _llm(chat_server.url, timeout_s=0.5).translate(["hello"])
+def test_llm_timeouts_are_retried_then_a_clear_error(chat_server, monkeypatch):
+    monkeypatch.setattr(translate.llm, "BACKOFF_S", 0.01)
+    chat_server.replies = [2.0]  # one slow answer: retried, then answered
+    assert _llm(chat_server.url, timeout_s=0.5).translate(["hello"]) == ["<hello>"]
+    assert len(chat_server.requests) == 2
+    chat_server.replies = [2.0, 2.0, 2.0]  # never in time: three tries (max_retries 2), then one line
+    with pytest.raises(DubbingError, match=r"did not answer within 0.5s in 3 tries"):
+        _llm(chat_server.url, timeout_s=0.5, max_retries=2).translate(["hello"])
+    assert len(chat_server.requests) == 5
+
+
+def test_llm_unreachable_server_is_retried_then_a_clear_error(monkeypatch):
+    monkeypatch.setattr(translate.llm, "BACKOFF_S", 0.01)
+    with pytest.raises(DubbingError, match=r"cannot reach translation server http://127.0.0.1:9/v1.* in 2 tries"):
+        _llm("http://127.0.0.1:9/v1", max_retries=1).translate(["hello"])
 
 
 def test_llm_shorten_asks_for_a_target_length(chat_server):

@@ -156,13 +156,17 @@ class OpenAICompatibleTranslator:
             "temperature": 0,
             "response_format": {"type": "json_object"},
         }
-        for attempt in range(self.max_retries + 1):
-            response = self._send(body)
-            if response.status_code not in TRANSIENT or attempt == self.max_retries:
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            response = self._send(body, last_try=attempt == self.max_retries)
+            if response is not None and (response.status_code not in TRANSIENT or attempt == self.max_retries):
                 break
-            log.warning(
-                "translation server answered HTTP %d (%s); retrying", response.status_code, response.text.strip()[:200]
-            )
+            if response is not None:
+                log.warning(
+                    "translation server answered HTTP %d (%s); retrying",
+                    response.status_code,
+                    response.text.strip()[:200],
+                )
             time.sleep(BACKOFF_S * 2**attempt)
         if response.status_code != 200:
             raise DubbingError(
@@ -175,16 +179,24 @@ class OpenAICompatibleTranslator:
                 f"{self.url} is not an OpenAI-compatible chat-completions endpoint: {response.text[:200]}"
             ) from None
 
-    def _send(self, body: dict) -> httpx.Response:
+    def _send(self, body: dict, *, last_try: bool) -> httpx.Response | None:
+        """The server's response; None after a timeout or a lost connection that is worth trying again, a one-line
+        error on the last try."""
+        tries = self.max_retries + 1
         try:
             return self.client.post(self.url, json=body)
         except httpx.TimeoutException:
-            raise DubbingError(
-                f"translation server {self.url} did not answer within {self.timeout_s:g}s "
-                f"(model {self.model}); raise translate.timeout_s or check the server"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise DubbingError(f"cannot reach translation server {self.url}: {exc}") from None
+            if last_try:
+                raise DubbingError(
+                    f"translation server {self.url} did not answer within {self.timeout_s:g}s in {tries} tries "
+                    f"(model {self.model}); raise translate.timeout_s or check the server"
+                ) from None
+            log.warning("translation server %s did not answer within %gs; retrying", self.url, self.timeout_s)
+        except httpx.TransportError as exc:
+            if last_try:
+                raise DubbingError(f"cannot reach translation server {self.url} in {tries} tries: {exc}") from None
+            log.warning("cannot reach translation server %s (%s); retrying", self.url, exc)
+        return None
 
 
 def _json_object(content: str) -> dict:
