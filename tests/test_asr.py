@@ -99,16 +99,40 @@ def test_openai_whisper_missing_is_a_clear_error():
         asr.get_transcriber("openai-whisper", model="base")
 
 
-def test_openai_whisper_transcribes_with_word_timings(tmp_path):
+def test_openai_whisper_loads_a_checkpoint_and_decodes(tmp_path):
+    """The backend's real loading and decoding calls (VAD spans, word timestamps on, fp32 on CPU) on a randomly
+    initialised one-layer Whisper saved the way openai-whisper saves checkpoints: no weights can be fetched
+    offline, so this checks the mechanics, not the text."""
     if importlib.util.find_spec("whisper") is None:
-        pytest.skip("openai-whisper is an optional extra and is not installed (pip install --no-deps openai-whisper)")
-    cache = Path.home() / ".cache" / "whisper" / "tiny.en.pt"
-    if not cache.exists():
-        pytest.skip(f"openai-whisper weights {cache} are not cached and the hub is offline")
+        pytest.skip("openai-whisper is not installed (scripts/setup installs it with --no-deps)")
+    import dataclasses
+
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+    from whisper.tokenizer import get_tokenizer
+
+    torch.manual_seed(0)
+    dims = ModelDimensions(
+        n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
+        n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=1,
+    )  # fmt: skip
+    net = Whisper(dims)
+    eot = get_tokenizer(multilingual=True).eot
+    with torch.no_grad():
+        torch.nn.init.normal_(net.decoder.positional_embedding, std=0.02)  # made with torch.empty: uninitialised
+        # A random decoder babbles 224 tokens at six temperatures (minutes); this one ends each window at once:
+        # its last layer norm outputs a constant vector and the end-of-text embedding points along it.
+        net.decoder.ln.weight.zero_()
+        net.decoder.ln.bias.fill_(1.0)
+        net.decoder.token_embedding.weight[eot] = 2.0
+    checkpoint = tmp_path / "tiny-random.pt"
+    torch.save({"dims": dataclasses.asdict(dims), "model_state_dict": net.state_dict()}, checkpoint)
     speech = make_speech(tmp_path / "s.wav", "the quick brown fox jumps over the lazy dog")
-    transcript = asr.get_transcriber("openai-whisper", model="tiny.en").transcribe(speech, language="en")
+    transcript = asr.get_transcriber("openai-whisper", model=str(checkpoint)).transcribe(speech, language="en")
+    assert transcript.language == "en"
+    assert abs(transcript.duration_s - sf.info(speech).duration) < 0.05
     words = [w for u in transcript.utterances for w in u.words]
-    assert words and all(0 <= w.start <= w.end <= transcript.duration_s + 0.05 for w in words)
+    assert all(0 <= w.start <= w.end <= transcript.duration_s + 0.05 for w in words)
 
 
 def _tiny_whisper_checkpoint(folder: Path) -> Path:
