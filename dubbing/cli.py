@@ -481,8 +481,13 @@ def _root(
 ) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    if not verbose:  # Prefect and httpx speak through their own handlers or not at all
-        handler.addFilter(lambda record: not record.name.startswith(("prefect", "httpx")))
+    if not verbose:  # our stages' notes; libraries only when something is wrong; Prefect speaks to its own API
+        handler.addFilter(
+            lambda record: (
+                not record.name.startswith(("prefect", "httpx"))
+                and (record.name.startswith("dubbing") or record.levelno >= logging.WARNING)
+            )
+        )
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     if not verbose:  # progress bars show the stages; Prefect's own run logs still reach its API and UI
         # CRITICAL: a failing task's traceback would otherwise reach the console for a user error.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.dub_video import LANGUAGE_STAGES, SOURCE_STAGES
 from tests.conftest import make_speech, make_video, media_file
 from tests.test_cli import assert_one_line_error, dub
 from tests.test_translate import ChatServer
@@ -95,16 +96,25 @@ def test_video_without_audio_dubs_with_given_audio_and_strange_paths(clip, tmp_p
     assert (out / manifest["outputs"]["es"]["video"]).is_file()
 
 
-@pytest.mark.parametrize("stage", ["transcribe", "synthesize-and-fit:es", "render-video:es"])
-def test_killed_run_resumes_from_its_cache(clip, tmp_path, stage):
+def test_killed_at_every_stage_boundary_resumes_each_time(clip, tmp_path):
+    """SIGKILL right after each stage in turn, as a power cut or an OOM kill would: every rerun reuses all that
+    finished before (nothing is done twice), leaves no half-written file, and gets one stage further."""
     out = tmp_path / "out"
-    assert run_killed(tmp_path, "run", str(clip), "-l", "es", "-o", str(out), DUBBING_KILL_AFTER=stage) == -9
-    assert not (out / "manifest.json").exists()
-    leftovers = [p for p in out.rglob("*") if p.is_file() and ".tmp" in p.name]
-    assert leftovers == []  # killed between stages: no half-written files
+    source = [s for s in SOURCE_STAGES if s != "review-page"]  # the review page comes after the manifest
+    boundaries = [("source", s) for s in source] + [("es", s) for s in LANGUAGE_STAGES]
+    for i, (where, stage) in enumerate(boundaries):
+        kill_after = stage if where == "source" else f"{stage}:{where}"
+        args = ("run", str(clip), "-l", "es", "-o", str(out))
+        code = run_killed(tmp_path, *args, DUBBING_KILL_AFTER=kill_after, PYTHONUNBUFFERED="1")  # keep its last words
+        log = (tmp_path / "killed.log").read_text()
+        assert code == -9, log[-2000:]
+        assert not (out / "manifest.json").exists()
+        assert [p for p in out.rglob("*") if p.is_file() and ".tmp" in p.name] == []
+        for done_where, done in boundaries[1:i]:  # probe (first) is never cached: it reads the input again
+            assert f"{done_where}: {done} reused from the cache" in log, (kill_after, log[-2000:])
     resumed = run_dub("run", str(clip), "-l", "es", "-o", str(out))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "transcribe reused from the cache" in resumed.stderr
+    assert json.loads((out / "manifest.json").read_text())["outputs"]["es"]["video"]
     if stage != "transcribe":
         assert "translate reused from the cache" in resumed.stderr
     assert json.loads((out / "manifest.json").read_text())["outputs"]["es"]["video"]
