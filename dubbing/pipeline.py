@@ -346,6 +346,7 @@ def match_voices(speakers: list[SourceSpeaker], lang: str, cfg: LanguageConfig, 
         clones=synth.clones,
         cache_dir=models.cache_root() / "voice-bank",
         cache_key=f"{lang}|{text}",
+        table_key=voice.probe_table_key(*synth.probe_key(lang, text)) if hasattr(synth, "probe_key") else "",
         probe_text=text,
     )
     matcher = voice.get_matcher("clone" if synth.clones else cfg.tts.match)

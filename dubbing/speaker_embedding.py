@@ -107,3 +107,8 @@ def embed(audio: np.ndarray, rate: int) -> np.ndarray:
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity of two embeddings (1: same direction)."""
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+
+
+def model_sha256() -> str:
+    """Which embedder made an embedding (cached embeddings are valid only for the same one)."""
+    return models.get_spec("campplus").source.sha256

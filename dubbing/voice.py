@@ -46,6 +46,10 @@ PROBE_TEXT = {
 }
 
 Speak = Callable[[str], tuple[np.ndarray, int]]
+# Probe embeddings of a packaged voice bank, made once by `benchmarks/bench_voice.py --only probes`: with 54 voices,
+# synthesising every probe on a machine's first run would cost minutes, so the bank is screened from this table and
+# only the few closest voices are synthesised. Each table records what its numbers depend on (`key`).
+PROBE_TABLE_DIR = Path(__file__).resolve().parent / "data"
 
 
 @dataclass
@@ -61,7 +65,14 @@ class VoiceBank:
     cache_dir: Path | None = None  # probe clips kept here across runs (keyed by backend, voice and text)
     cache_key: str = ""  # what else decides the probe's sound: the language and probe text
     probe_text: str = ""  # the sentence `speak` says (gives each voice's speaking rate)
+    table_key: str = ""  # what a packaged probe table must have been made with to be used (see probe_table_key)
     _cache: dict[str, tuple[np.ndarray, int, np.ndarray, float | None, float]] = field(default_factory=dict)
+    _table: dict[str, tuple[np.ndarray, float | None, float]] | None = None
+
+    def _screen(self) -> dict[str, tuple[np.ndarray, float | None, float]]:
+        if self._table is None:
+            self._table = load_probe_table(self.backend, self.table_key) if self.table_key else {}
+        return self._table
 
     def _spoken(self, voice: str) -> tuple[np.ndarray, int]:
         """The probe clip, from the disk cache when an earlier run made it."""
@@ -91,7 +102,10 @@ class VoiceBank:
         return self._cache[voice]
 
     def probe(self, voice: str) -> tuple[np.ndarray, float | None, float]:
-        """(embedding, median pitch, pitch range in semitones) of the voice saying the probe sentence."""
+        """(embedding, median pitch, pitch range in semitones) of the voice saying the probe sentence: from the
+        packaged table when it was made with this backend, model, voices and sentence, else heard."""
+        if voice not in self._cache and voice in self._screen():
+            return self._screen()[voice]
         return self._heard(voice)[2:]
 
     def audio(self, voice: str) -> tuple[np.ndarray, int]:
@@ -104,6 +118,63 @@ class VoiceBank:
             return None
         audio, rate = self.audio(voice)
         return round(len(audio) / rate / len(self.probe_text.strip()), 5)
+
+
+def probe_table_key(backend: str, model_sha256: str, voices_sha256: str, language: str, text: str) -> str:
+    """Everything a bank voice's probe embedding depends on, besides the voice's name."""
+    import hashlib
+
+    embedder = speaker_embedding.model_sha256()
+    return hashlib.sha256(f"{backend}|{model_sha256}|{voices_sha256}|{embedder}|{language}|{text}".encode()).hexdigest()
+
+
+def _table_path(backend: str) -> Path:
+    return PROBE_TABLE_DIR / f"{backend}_probes.npz"
+
+
+def load_probe_table(backend: str, key: str) -> dict[str, tuple[np.ndarray, float | None, float]]:
+    """The packaged probe table's entries for `key` ({} when there is no table or it was made otherwise)."""
+    path = _table_path(backend)
+    if not path.exists():
+        return {}
+    with np.load(path) as table:
+        if f"{key}/names" not in table.files:
+            return {}
+        names, emb, stats = (table[f"{key}/{part}"] for part in ("names", "embeddings", "pitch"))
+    return {
+        str(n): (e.astype(np.float32), float(m) if np.isfinite(m) else None, float(sp))
+        for n, e, (m, sp) in zip(names, emb, stats, strict=True)
+    }
+
+
+def build_probe_table(backend: str, banks: dict[str, tuple[str, Speak, list[str]]]) -> Path:
+    """Hear every voice of each bank (key -> (label, speak, voices)) and write their probe embeddings and pitch
+    statistics to the packaged table (entries for other keys are kept)."""
+    import fcntl
+
+    path = _table_path(backend)
+    arrays: dict[str, np.ndarray] = {}
+    for key, (label, speak, voices) in banks.items():
+        emb, stats = [], []
+        for name in voices:
+            audio, rate = speak(name)
+            median, spread = pitch_stats(audio, rate)
+            emb.append(speaker_embedding.embed(audio, rate))
+            stats.append((np.nan if median is None else median, spread))
+            log.info("%s %s: probe heard", label, name)
+        arrays[f"{key}/names"] = np.array(voices)
+        arrays[f"{key}/embeddings"] = np.array(emb, dtype=np.float32)
+        arrays[f"{key}/pitch"] = np.array(stats, dtype=np.float32)
+        arrays[f"{key}/label"] = np.array(label)
+    PROBE_TABLE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:  # builders for different languages may run at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            with np.load(path) as old:
+                arrays = {k: old[k] for k in old.files if k.split("/")[0] not in banks} | arrays
+        np.savez_compressed(path, **arrays)
+    path.with_suffix(".lock").unlink(missing_ok=True)
+    return path
 
 
 class VoiceMatcher(Protocol):

@@ -95,6 +95,7 @@ def kokoro_bank():
         default_voice="jm_kumo",
         can_blend=True,
         probe_text=text,
+        table_key=voice.probe_table_key(*synth.probe_key("es", text)),
     )
 
 
@@ -115,6 +116,34 @@ def test_matching_gives_each_real_speaker_a_different_closer_voice(phone_call, k
     # the recorded match reproduces the similarity it reports
     again = speaker_embedding.cosine(voice.speaker_stats(phone_call[0]).embedding, ea)
     assert again == pytest.approx(a.similarity_after, abs=0.02)
+
+
+def test_the_packaged_probe_table_screens_the_bank_as_hearing_it_would(phone_call, kokoro_bank):
+    """The table must say what synthesising the probe says (it was made by the same code), be used only for the
+    backend, model, voices and sentence it was made with, and spare matching from hearing the whole bank."""
+    table = voice.load_probe_table("kokoro", kokoro_bank.table_key)
+    if not table:
+        pytest.skip("no probe table for this kokoro model and voice pack (benchmarks/bench_voice.py --only probes)")
+    assert set(table) == set(kokoro_bank.voices)
+    for name in ("jm_kumo", sorted(table)[0]):
+        audio, rate = kokoro_bank.speak(name)
+        emb = speaker_embedding.embed(audio, rate)
+        median, _ = voice.pitch_stats(audio, rate)
+        assert speaker_embedding.cosine(emb, table[name][0]) > 0.98
+        assert table[name][1] == pytest.approx(median, rel=0.03)
+    assert voice.load_probe_table("kokoro", voice.probe_table_key("kokoro", "other", "model", "es", "x")) == {}
+    heard: list[str] = []
+    bank = voice.VoiceBank(
+        backend="kokoro",
+        speak=lambda v: heard.append(v) or kokoro_bank.speak(v),
+        voices=kokoro_bank.voices,
+        default_voice="jm_kumo",
+        can_blend=True,
+        table_key=kokoro_bank.table_key,
+    )
+    match = voice.get_matcher("embedding").match(phone_call[:1], bank, fixed={})[phone_call[0].speaker]
+    assert match.similarity_after >= match.similarity_bank
+    assert 0 < len(set(heard)) <= 6 < len(kokoro_bank.voices)  # only the closest few voices were synthesised
 
 
 def test_a_voice_named_in_config_is_used_as_named(phone_call, espeak_bank):
