@@ -69,58 +69,116 @@ class ClassicalSeparator:
     ) -> None:
         self.n_fft, self.hop, self.chunk_s, self.margin, self.k = n_fft, hop, chunk_s, margin, k
 
-    def background_mask(self, magnitude: np.ndarray, rate: int, gate: np.ndarray) -> np.ndarray:
-        """Soft mask (0..1) of the background in speech frames. Each speech frame's background is the median of
-        the most similar frames without speech nearby (VAD-gated REPET-SIM); where there are too few such frames,
-        of the most similar frames of any kind (plain REPET-SIM)."""
+    def _chunk_mask(
+        self, audio: Path, a: int, chunk: int, n_frames: int, rate: int, gate: np.ndarray, features: np.ndarray | None
+    ) -> np.ndarray:
+        """Soft mask (0..1) of the background for frames [a, a + chunk). Each speech frame's background is the
+        median of the most similar frames without speech nearby (VAD-gated REPET-SIM, within half a chunk either
+        side); where there are too few such frames, of the most similar frames of any kind (plain REPET-SIM).
+        Outside speech the mask is 1: the background is the original there."""
         import librosa
 
-        features = librosa.power_to_db(librosa.feature.melspectrogram(S=magnitude**2, sr=rate, n_mels=64), top_db=80)
-        features = features - features.mean(axis=0, keepdims=True)
-        features /= np.linalg.norm(features, axis=0, keepdims=True) + 1e-9
-        chunk = max(32, int(self.chunk_s * rate / self.hop))
+        b = min(n_frames, a + chunk)
+        queries = np.arange(a, b)
+        queries = queries[gate[queries] > 0]
+        if features is None or not queries.size:
+            return np.ones((self.n_fft // 2 + 1, b - a), dtype=np.float32)
         context = chunk // 2
         free = np.flatnonzero(gate == 0)
-        mask = np.ones_like(magnitude)
-        for a in range(0, magnitude.shape[1], chunk):
-            queries = np.arange(a, min(a + chunk, magnitude.shape[1]))
-            queries = queries[gate[queries] > 0]
-            if not queries.size:
-                continue
-            refs = free[(free >= a - context) & (free < a + chunk + context)]
-            if refs.size < 4 * self.k:  # hardly any speech-free frames: compare with every other frame
-                refs = np.arange(max(0, a - context), min(magnitude.shape[1], a + chunk + context))
-            for block in np.array_split(queries, max(1, queries.size // 256)):
-                sim = features[:, block].T @ features[:, refs]
-                if refs.size > 2 * self.k:  # a frame must not explain itself or its immediate neighbours
-                    sim[np.abs(block[:, None] - refs[None, :]) < 3] = -np.inf
-                k = min(self.k, refs.size)
-                nearest = refs[np.argpartition(-sim, k - 1, axis=1)[:, :k]]
-                repeated = np.minimum(magnitude[:, block], np.median(magnitude[:, nearest], axis=2))
-                mask[:, block] = librosa.util.softmask(
-                    repeated, self.margin * (magnitude[:, block] - repeated), power=2
-                )
-        return mask
+        refs = free[(free >= a - context) & (free < a + chunk + context)]
+        if refs.size < 4 * self.k:  # hardly any speech-free frames: compare with every other frame
+            refs = np.arange(max(0, a - context), min(n_frames, a + chunk + context))
+        lo, hi = min(a, int(refs[0])), max(b, int(refs[-1]) + 1)
+        magnitude = self._magnitude(audio, lo, hi)  # frames [lo, hi): the chunk and its references
+        mask = np.ones((magnitude.shape[0], b - a), dtype=magnitude.dtype)
+        for block in np.array_split(queries, max(1, queries.size // 256)):
+            sim = features[:, block].T @ features[:, refs]
+            if refs.size > 2 * self.k:  # a frame must not explain itself or its immediate neighbours
+                sim[np.abs(block[:, None] - refs[None, :]) < 3] = -np.inf
+            k = min(self.k, refs.size)
+            nearest = refs[np.argpartition(-sim, k - 1, axis=1)[:, :k]]
+            own = magnitude[:, block - lo]
+            repeated = np.minimum(own, np.median(magnitude[:, nearest - lo], axis=2))
+            mask[:, block - a] = librosa.util.softmask(repeated, self.margin * (own - repeated), power=2)
+        return 1.0 - gate[None, a:b] * (1.0 - mask)
 
     def separate(
         self, audio: Path, speech_out: Path, background_out: Path, *, speech: Segments | None = None
     ) -> tuple[Path, Path]:
+        """Streams the file in chunks of `chunk_s` (the mask's own chunks): memory does not grow with length."""
         import librosa
 
-        data, rate = _read(audio)
+        audio = Path(audio)
+        if not audio.exists():
+            raise DubbingError(f"audio to separate not found: {audio}")
         if speech is None:
             raise DubbingError("the classical separator needs the speech times (from the transcript)")
-        channels = [librosa.stft(data[:, c], n_fft=self.n_fft, hop_length=self.hop) for c in range(data.shape[1])]
-        magnitude = np.mean([np.abs(x) for x in channels], axis=0)
-        gate = speech_gate(speech, magnitude.shape[1], self.hop / rate)
-        if gate.any():
-            mask = 1.0 - gate[None, :] * (1.0 - self.background_mask(magnitude, rate, gate))
-        else:
-            mask = np.ones_like(magnitude)
-        background = np.stack(
-            [librosa.istft(x * mask, hop_length=self.hop, length=len(data)) for x in channels], axis=1
+        info = sf.info(str(audio))
+        rate, length = info.samplerate, info.frames
+        n_frames = 1 + length // self.hop  # as librosa.stft(center=True) frames it
+        gate = speech_gate(speech, n_frames, self.hop / rate)
+        features = self._features(audio, n_frames, rate) if gate.any() else None
+        chunk = max(32, int(self.chunk_s * rate / self.hop))
+        margin = self.n_fft // self.hop  # frames beyond a chunk that overlap its samples
+        masks: dict[int, np.ndarray] = {}
+        with atomic_path(speech_out) as speech_tmp, atomic_path(background_out) as background_tmp:
+            options = {"samplerate": rate, "channels": info.channels, "format": "WAV", "subtype": "PCM_16"}
+            with (
+                sf.SoundFile(str(speech_tmp), "w", **options) as speech_file,
+                sf.SoundFile(str(background_tmp), "w", **options) as background_file,
+            ):
+                for a in range(0, n_frames, chunk):
+                    for b in (a - chunk, a, a + chunk):  # this chunk's mask and its neighbours' (the margins)
+                        if 0 <= b < n_frames and b not in masks:
+                            masks[b] = self._chunk_mask(audio, b, chunk, n_frames, rate, gate, features)
+                    masks.pop(a - 2 * chunk, None)
+                    f0, f1 = max(0, a - margin), min(n_frames, a + chunk + margin)
+                    mask = np.concatenate([masks[b][:, max(f0, b) - b : min(f1, b + chunk) - b] for b in sorted(masks)
+                                           if b < f1 and b + chunk > f0], axis=1)  # fmt: skip
+                    spectra = self._stft(audio, f0, f1)
+                    local = [librosa.istft(x * mask, hop_length=self.hop, center=False) for x in spectra]
+                    s0, s1 = a * self.hop, min(length, (a + chunk) * self.hop)
+                    i0 = s0 - f0 * self.hop + self.n_fft // 2
+                    background = np.stack([y[i0 : i0 + s1 - s0] for y in local], axis=1)
+                    data = sf.read(str(audio), start=s0, stop=s1, dtype="float32", always_2d=True)[0]
+                    speech_file.write(np.clip(data - background, -1.0, 1.0))
+                    background_file.write(np.clip(background, -1.0, 1.0))
+        return Path(speech_out), Path(background_out)
+
+    def _stft(self, audio: Path, f0: int, f1: int) -> list[np.ndarray]:
+        """STFT frames [f0, f1) of each channel, equal to those of librosa.stft(center=True) on the whole file."""
+        import librosa
+
+        pad = self.n_fft // 2
+        start, stop = f0 * self.hop - pad, (f1 - 1) * self.hop + pad
+        data = sf.read(str(audio), start=max(0, start), stop=stop, dtype="float32", always_2d=True)[0]
+        data = np.pad(data, ((max(0, -start), stop - max(0, start) - len(data)), (0, 0)))  # zeros beyond the file
+        return [
+            librosa.stft(data[:, c], n_fft=self.n_fft, hop_length=self.hop, center=False) for c in range(data.shape[1])
+        ]
+
+    def _magnitude(self, audio: Path, f0: int, f1: int) -> np.ndarray:
+        return np.mean([np.abs(x) for x in self._stft(audio, f0, f1)], axis=0)
+
+    def _features(self, audio: Path, n_frames: int, rate: int) -> np.ndarray:
+        """Per-frame spectral shape (64 mel bands, dB, unit norm) of the whole file, computed chunk by chunk:
+        64 values a frame, where the spectrogram itself has n_fft / 2 + 1."""
+        import librosa
+
+        step = max(32, int(self.chunk_s * rate / self.hop))
+        power = np.concatenate(
+            [
+                librosa.feature.melspectrogram(
+                    S=self._magnitude(audio, a, min(n_frames, a + step)) ** 2, sr=rate, n_mels=64
+                )
+                for a in range(0, n_frames, step)
+            ],
+            axis=1,
         )
-        return _write(speech_out, data - background, rate), _write(background_out, background, rate)
+        features = librosa.power_to_db(power, top_db=80)
+        features = features - features.mean(axis=0, keepdims=True)
+        features /= np.linalg.norm(features, axis=0, keepdims=True) + 1e-9
+        return features
 
 
 class DemucsSeparator:

@@ -101,7 +101,10 @@ def track_video(
     video: Path, *, max_faces: int = 2, keep: tuple[int, ...] = (), kept: dict | None = None
 ) -> tuple[FaceData, VideoStream]:
     stream = probe_video(video)
-    faces = track_faces(read_frames(video, stream), stream.fps_float, max_faces=max_faces, keep=keep, kept=kept)
+    frames = read_frames(video, stream)
+    faces = track_faces(
+        frames, stream.fps_float, max_faces=max_faces, keep=keep, kept=kept, expected_frames=stream.frames
+    )
     return faces, stream
 
 

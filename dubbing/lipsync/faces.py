@@ -322,6 +322,35 @@ class _Associator:
         return ids
 
 
+class _Rows:
+    """Per-frame tracking results (landmarks, track ids, yaw, mouth contrast for each face slot), written in place
+    into preallocated arrays that double when full; unused capacity is never touched, so it costs no memory."""
+
+    def __init__(self, capacity: int, slots: int) -> None:
+        self.count = 0
+        self.points = np.empty((capacity, slots, N_POINTS, 2), np.float32)
+        self.ids = np.empty((capacity, slots), np.int32)
+        self.yaw = np.empty((capacity, slots), np.float32)
+        self.contrast = np.empty((capacity, slots), np.float32)
+
+    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The next frame's rows, filled with 'no face' (NaN landmarks, id -1)."""
+        if self.count == len(self.ids):
+            for name in ("points", "ids", "yaw", "contrast"):
+                old = getattr(self, name)
+                grown = np.empty((2 * len(old), *old.shape[1:]), old.dtype)
+                grown[: len(old)] = old
+                setattr(self, name, grown)
+        t = self.count
+        self.count += 1
+        self.points[t], self.ids[t], self.yaw[t], self.contrast[t] = np.nan, -1, np.nan, np.nan
+        return self.points[t], self.ids[t], self.yaw[t], self.contrast[t]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        n = self.count
+        return self.points[:n], self.ids[:n], self.yaw[:n], self.contrast[:n]
+
+
 def track_faces(
     frames: Iterable[np.ndarray],
     fps: float,
@@ -330,15 +359,15 @@ def track_faces(
     contrast_every: int = 5,
     keep: Iterable[int] = (),
     kept: dict[int, np.ndarray] | None = None,
+    expected_frames: int = 0,
 ) -> FaceData:
-    """Run the face mesh on every frame; frames whose index is in `keep` are copied into `kept`."""
+    """Run the face mesh on every frame; frames whose index is in `keep` are copied into `kept`. The per-frame
+    results go straight into arrays sized for `expected_frames` (grown if the video has more), so a long video
+    holds its landmarks once, not as a list of rows plus a stacked copy."""
     keep = set(keep)
     cuts = CutDetector()
     assoc = _Associator(max_gap_frames=max(1, int(round(fps * 0.5))))
-    rows_pts: list[np.ndarray] = []
-    rows_ids: list[np.ndarray] = []
-    rows_yaw: list[np.ndarray] = []
-    rows_contrast: list[np.ndarray] = []
+    rows = _Rows(max(16, expected_frames), max_faces)
     cut_frames: list[int] = []
     width = height = 0
     tracker = MeshTracker(max_faces)
@@ -351,29 +380,23 @@ def track_faces(
                 tracker.reset()
             faces = tracker.find(frame)
             ids = assoc.assign(t, [f[:, :2] for f in faces])
-            pts = np.full((max_faces, N_POINTS, 2), np.nan, np.float32)
-            row_ids = np.full(max_faces, -1, np.int32)
-            yaw = np.full(max_faces, np.nan, np.float32)
-            contrast = np.full(max_faces, np.nan, np.float32)
+            pts, row_ids, yaw, contrast = rows.next()
             for s, (f, i) in enumerate(zip(faces, ids, strict=True)):
                 pts[s], row_ids[s], yaw[s] = f[:, :2], i, yaw_degrees(f)
                 if t % contrast_every == 0:
                     contrast[s] = mouth_contrast(frame, f[:, :2])
-            rows_pts.append(pts)
-            rows_ids.append(row_ids)
-            rows_yaw.append(yaw)
-            rows_contrast.append(contrast)
             if t in keep and kept is not None:
                 kept[t] = frame.copy()
     finally:
         tracker.close()
-    if not rows_ids:
+    if not rows.count:
         raise DubbingError("the video has no frames to track")
+    points, ids, yaw, contrast = rows.arrays()
     data = FaceData(
-        points=np.stack(rows_pts),
-        ids=np.stack(rows_ids),
-        yaw=np.stack(rows_yaw),
-        mouth_contrast=np.stack(rows_contrast),
+        points=points,
+        ids=ids,
+        yaw=yaw,
+        mouth_contrast=contrast,
         cuts=cut_frames,
         fps=fps,
         width=width,
@@ -384,6 +407,9 @@ def track_faces(
     return data
 
 
+SMOOTH_WINDOW = 1024  # frames per smoothing window
+
+
 def _runs(frames: np.ndarray) -> Iterator[np.ndarray]:
     """Split sorted frame indices into runs of consecutive frames."""
     if frames.size:
@@ -392,19 +418,27 @@ def _runs(frames: np.ndarray) -> Iterator[np.ndarray]:
 
 def smooth_tracks(data: FaceData, sigma_rigid: float = 1.5, sigma_lips: float = 0.7) -> None:
     """Zero-phase Gaussian smoothing of each track over time, within runs of consecutive frames: removes mesh
-    jitter (which a warp would turn into a shimmering lower face) while keeping fast lip motion."""
+    jitter (which a warp would turn into a shimmering lower face) while keeping fast lip motion. Long runs are
+    smoothed in overlapping windows (same result: the filters reach a few frames), so memory stays bounded."""
     lips = sorted(set(UPPER_OUTER + LOWER_OUTER + UPPER_INNER + LOWER_INNER))
+    reach = int(4.0 * max(sigma_rigid, sigma_lips) + 0.5) + 1  # the filters' radius (truncate=4), plus one
     for track in data.tracks():
         t, s = np.nonzero(data.ids == track)
-        pts = data.points[t, s]
         for run in _runs(t):
             if run.size < 3:
                 continue
-            block = pts[run]
-            smoothed = gaussian_filter1d(block, sigma_rigid, axis=0, mode="nearest")
-            smoothed[:, lips] = gaussian_filter1d(block[:, lips], sigma_lips, axis=0, mode="nearest")
-            pts[run] = smoothed
-        data.points[t, s] = pts
+            rows, slots = t[run], s[run]
+            pending = None  # a window's result is written once the next window has read its raw neighbours
+            for a in range(0, run.size, SMOOTH_WINDOW):
+                lo, hi = max(0, a - reach), min(run.size, a + SMOOTH_WINDOW + reach)
+                block = data.points[rows[lo:hi], slots[lo:hi]]
+                smoothed = gaussian_filter1d(block, sigma_rigid, axis=0, mode="nearest")
+                smoothed[:, lips] = gaussian_filter1d(block[:, lips], sigma_lips, axis=0, mode="nearest")
+                if pending is not None:
+                    data.points[pending[0], pending[1]] = pending[2]
+                b = min(run.size, a + SMOOTH_WINDOW)
+                pending = (rows[a:b], slots[a:b], smoothed[a - lo : b - lo])
+            data.points[pending[0], pending[1]] = pending[2]
 
 
 # ---------------------------------------------------------------- speakers

@@ -39,14 +39,29 @@ class MouthDrive:
         return cls(open=z.copy(), wide=z.copy(), round=z.copy(), speech=np.zeros(frames, bool))
 
 
-def band_energy_db(audio: np.ndarray, rate: int, low: float = 250.0, high: float = 1500.0) -> np.ndarray:
-    """Band energy in dB, one value every HOP_S seconds."""
+def band_energy_db(
+    audio: np.ndarray, rate: int, low: float = 250.0, high: float = 1500.0, chunk_frames: int = 12_000
+) -> np.ndarray:
+    """Band energy in dB, one value every HOP_S seconds. Long audio goes through the STFT `chunk_frames` frames
+    at a time (a minute): the same values, without a full-length spectrogram in memory."""
     hop = max(1, int(rate * HOP_S))
     nper = 4 * hop if 4 * hop >= 64 else 64
+    if len(audio) <= nper + chunk_frames * hop:
+        return 10 * np.log10(_band_power(audio, rate, nper, hop, low, high) + 1e-12)
+    total = (len(audio) + (-(len(audio) - nper) % hop) % nper - nper) // hop + 1  # frames scipy's padding gives
+    parts = []
+    for f0 in range(0, total, chunk_frames):
+        f1 = min(total, f0 + chunk_frames)
+        piece = audio[f0 * hop : (f1 - 1) * hop + nper]
+        piece = np.pad(piece, (0, (f1 - 1 - f0) * hop + nper - len(piece)))  # the zeros scipy pads the end with
+        parts.append(_band_power(piece, rate, nper, hop, low, high))
+    return 10 * np.log10(np.concatenate(parts) + 1e-12)
+
+
+def _band_power(audio: np.ndarray, rate: int, nper: int, hop: int, low: float, high: float) -> np.ndarray:
     freqs, _times, spec = stft(audio, fs=rate, nperseg=nper, noverlap=nper - hop, boundary=None, padded=True)
     band = (freqs >= low) & (freqs <= high)
-    power = (np.abs(spec[band]) ** 2).sum(axis=0)
-    return 10 * np.log10(power + 1e-12)
+    return (np.abs(spec[band]) ** 2).sum(axis=0)
 
 
 def envelope(
