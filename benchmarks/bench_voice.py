@@ -422,7 +422,7 @@ def bench_separation(tmp: Path) -> list[str]:
     ]
 
 
-PROBE_LANGUAGES = ("es", "pt", "it", "en", "fr", "de")
+PROBE_LANGUAGES = ("es", "pt", "it")
 
 
 def build_probes(tmp: Path) -> list[str]:

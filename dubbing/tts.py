@@ -38,7 +38,9 @@ class Synthesizer(Protocol):
 
 # espeak-ng voice and rate per language, chosen for intelligibility (whisper base back-transcription) on a
 # calibration sentence set and reported on another (benchmarks/bench_voice.py, sections espeak-tune and wer).
-ESPEAK_TUNING: dict[str, tuple[str, int]] = {}
+# Calibration WER (8 sentences each): es+klatt 148 wpm 0.28 (es at 165: 0.37), pt-br 115 wpm 0.26 (pt-br at 165:
+# 0.59), it+m3 165 wpm 0.38 (it: 0.51). Slower speech is easier to follow but needs more speed-up to fit a slot.
+ESPEAK_TUNING: dict[str, tuple[str, int]] = {"es": ("es+klatt", 148), "pt": ("pt-br", 115), "it": ("it+m3", 165)}
 
 
 class EspeakSynthesizer:
