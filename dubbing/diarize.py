@@ -508,7 +508,6 @@ def speaker_profiles(
     longest stretch of speech that nobody else talks over, at most `reference_s[1]` seconds) written as a WAV
     cut from `reference_audio` (default: the analysis audio) for the voice stage to match."""
     samples = read_analysis_audio(analysis_audio)
-    full, full_rate = (samples, ANALYSIS_RATE) if reference_audio is None else _read_any(reference_audio)
     profiles = []
     for speaker in transcript.speakers:
         own = [u for u in transcript.utterances if u.speaker == speaker]
@@ -523,9 +522,12 @@ def speaker_profiles(
         end = min(end, start + reference_s[1])
         if end - start < reference_s[0]:
             log.info("speaker %s: longest clean speech is only %.1fs", speaker, end - start)
-        clip = full[int(start * full_rate) : int(end * full_rate)]
+        if reference_audio is None:
+            clip, clip_rate = samples[int(start * ANALYSIS_RATE) : int(end * ANALYSIS_RATE)], ANALYSIS_RATE
+        else:
+            clip, clip_rate = _read_span(reference_audio, start, end)
         path = Path(out_dir) / f"{speaker}.reference.wav"
-        _write_wav(path, clip, full_rate)
+        _write_wav(path, clip, clip_rate)
         profiles.append(
             SpeakerProfile(
                 speaker=speaker,
@@ -567,10 +569,13 @@ def median_pitch(samples: np.ndarray, spans: Sequence[tuple[float, float]]) -> f
     return round(float(np.median(voiced)), 1) if len(voiced) else None
 
 
-def _read_any(path: Path) -> tuple[np.ndarray, int]:
+def _read_span(path: Path, start_s: float, end_s: float) -> tuple[np.ndarray, int]:
+    """Seconds `start_s`..`end_s` of a sound file, mono, at its own rate: only that span is read, so a long
+    48 kHz stereo source does not have to fit in memory."""
     import soundfile as sf
 
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    rate = sf.info(str(path)).samplerate
+    data, _ = sf.read(str(path), start=int(start_s * rate), stop=int(end_s * rate), dtype="float32", always_2d=True)
     return data.mean(axis=1), rate
 
 

@@ -56,6 +56,8 @@ def speech_gate(segments: Segments, n_frames: int, frame_s: float, pad_s: float 
         gate[a:b] = 1.0
     ramp = max(1, int(0.05 / frame_s))
     kernel = np.ones(2 * ramp + 1, dtype=np.float32) / (2 * ramp + 1)
+    if n_frames < len(kernel):  # a clip shorter than one ramp: no room to soften the edges
+        return gate
     return np.maximum(gate, np.convolve(gate, kernel, mode="same")).clip(0, 1)
 
 

@@ -113,3 +113,10 @@ def test_mix_ducks_the_background_and_hits_the_loudness_target(tmp_path):
     assert _loudness(out) == pytest.approx(-16.0, abs=1.0)
     alone = mix.mix(tmp_path / "voice.wav", tmp_path / "alone.wav", loudness_lufs=-23.0)
     assert _loudness(alone) == pytest.approx(-23.0, abs=1.0)
+
+
+def test_speech_gate_on_clips_shorter_than_its_ramp():
+    """Frames of about 21 ms: a clip of one to four frames is shorter than the 50 ms ramps."""
+    for n_frames in range(5):
+        gate = separate.speech_gate([(0.0, 0.03)], n_frames, 1024 / MIX_RATE)
+        assert gate.shape == (n_frames,) and np.all(gate == 1.0)
