@@ -22,12 +22,13 @@ from dubbing import models
 from dubbing.backends import pick
 from dubbing.errors import DubbingError
 from dubbing.types import ANALYSIS_RATE, Transcript, Utterance, Word
-from dubbing.vad import group_regions, read_analysis_audio, speech_regions
+from dubbing.vad import cut_at_pauses, group_regions, read_analysis_audio, speech_regions
 
 log = logging.getLogger(__name__)
 
 NO_SPEECH = "no speech found: the transcript is empty"
 HIGHPASS_HZ = 80.0
+CHUNK_S = 240.0  # longer inputs are transcribed in pieces cut at pauses (memory flat with length)
 
 
 class Transcriber(Protocol):
@@ -114,22 +115,26 @@ class FasterWhisperTranscriber:
     def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
         samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
-        if self.vad and not speech_regions(samples):  # faster-whisper would still detect a language on noise
+        regions = speech_regions(samples) if self.vad else []
+        if self.vad and not regions:  # faster-whisper would still detect a language on noise
             return finish([], language or "und", duration)
-        segments, info = self.model.transcribe(
-            samples,
-            language=check_language(language),
-            beam_size=self.beam_size,
-            word_timestamps=True,
-            vad_filter=self.vad,
-            vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
-            condition_on_previous_text=False,
-        )
+        language = check_language(language)
         utterances = []
-        for seg in segments:
-            words = [make_word(w.start, w.end, w.word, w.probability) for w in seg.words or []]
-            utterances.append(utterance([w for w in words if w], seg.text, info.language))
-        return finish(utterances, info.language, duration)
+        for start, end in cut_at_pauses(regions, duration, CHUNK_S):  # one piece unless the input is long
+            segments, info = self.model.transcribe(
+                samples[int(start * ANALYSIS_RATE) : int(end * ANALYSIS_RATE)],
+                language=language,
+                beam_size=self.beam_size,
+                word_timestamps=True,
+                vad_filter=self.vad,
+                vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
+                condition_on_previous_text=False,
+            )
+            language = language or info.language  # detected on the first piece, kept for the rest
+            for seg in segments:
+                words = [make_word(start + w.start, start + w.end, w.word, w.probability) for w in seg.words or []]
+                utterances.append(utterance([w for w in words if w], seg.text, language))
+        return finish(utterances, language or "und", duration)
 
 
 class OpenAIWhisperTranscriber:

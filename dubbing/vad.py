@@ -57,3 +57,21 @@ def group_regions(regions: list[tuple[float, float]], max_s: float = 30.0) -> li
         else:
             groups.append((start, end))
     return groups
+
+
+def cut_at_pauses(
+    regions: list[tuple[float, float]], duration_s: float, max_s: float = 240.0
+) -> list[tuple[float, float]]:
+    """Consecutive pieces covering all `duration_s` seconds, each at most about `max_s` long, cut in the middle
+    of the pauses between speech `regions`: a long input is transcribed piece by piece, so memory does not grow
+    with its length, and no word is cut. A speech region longer than `max_s` stays whole."""
+    cuts: list[float] = [0.0]
+    candidate: float | None = None
+    for (_, end), (start, _) in zip(regions, regions[1:], strict=False):
+        middle = (end + start) / 2
+        if middle - cuts[-1] > max_s and candidate is not None and candidate > cuts[-1]:
+            cuts.append(candidate)
+        candidate = middle
+    if duration_s - cuts[-1] > max_s and candidate is not None and candidate > cuts[-1]:
+        cuts.append(candidate)
+    return list(zip(cuts, [*cuts[1:], duration_s], strict=True))

@@ -59,6 +59,30 @@ def test_librivox_clips_are_transcribed_with_word_timings(whisper, media_dir):
     assert wer <= 0.05, (wer, hyps)
 
 
+def test_pieces_cover_the_audio_and_are_cut_in_pauses():
+    from dubbing.vad import cut_at_pauses
+
+    regions = [(i * 10.0, i * 10.0 + 8.0) for i in range(60)]  # 8 s of speech every 10 s, for 10 minutes
+    pieces = cut_at_pauses(regions, 600.0, max_s=240.0)
+    assert pieces == [(0.0, 239.0), (239.0, 479.0), (479.0, 600.0)]  # each cut in the middle of a 2 s pause
+    assert cut_at_pauses(regions, 600.0, max_s=1000.0) == [(0.0, 600.0)]
+    assert cut_at_pauses([(0.0, 500.0)], 600.0, max_s=240.0) == [(0.0, 600.0)]  # one long region stays whole
+
+
+def test_long_input_transcribed_in_pieces_matches_the_whole(whisper, monkeypatch):
+    """The call (30 s) in pieces of at most ~6 s: the same words, in order, on the whole file's timeline."""
+    call = media_file("pyannote_sample.wav")
+    whole = whisper.transcribe(call, language="en")
+    monkeypatch.setattr(asr, "CHUNK_S", 6.0)
+    pieces = whisper.transcribe(call)
+    assert pieces.language == "en"  # detected on the first piece, kept for the others
+    words = [w for u in pieces.utterances for w in u.words]
+    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert words[-1].end <= pieces.duration_s + 0.05 and words[-1].start > 25.0
+    text = [normalise(" ".join(u.text for u in t.utterances)) for t in (whole, pieces)]
+    assert jiwer.wer(*text) <= 0.15, text
+
+
 def test_music_and_noise_give_an_empty_transcript_and_a_warning(whisper, tmp_path):
     noise = tmp_path / "music.wav"
     ffmpeg(
