@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from dubbing.errors import DubbingError
 
 
@@ -29,6 +31,41 @@ def run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
 def ffmpeg_input(path: Path) -> str:
     """A path ffmpeg cannot mistake for an option or a protocol (leading dashes, 'name:with:colons')."""
     return "file:" + str(Path(path).absolute())
+
+
+def decode_audio(path: Path, rate: int) -> np.ndarray:
+    """The first audio stream of any file ffmpeg reads, as mono float32 at `rate` (the one decoder for ASR, VAD,
+    speaker embeddings and the lipsync drive)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DubbingError(f"audio not found: {path}")
+    proc = subprocess.run(
+        [
+            require_tool("ffmpeg", "ffmpeg"),
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            ffmpeg_input(path),
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            str(rate),
+            "-f",
+            "f32le",
+            "pipe:1",
+        ],  # fmt: skip
+        capture_output=True,
+    )
+    if proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip()
+        if "matches no streams" in reason:
+            raise DubbingError(f"no audio stream in {path}")
+        raise DubbingError(f"cannot decode audio from {path}: {(reason.splitlines() or ['no message'])[-1]}")
+    return np.frombuffer(proc.stdout, np.float32).copy()
 
 
 def ffprobe(path: Path) -> tuple[dict, dict | None, dict | None]:

@@ -1,7 +1,7 @@
 """Voice activity detection and 16 kHz decoding: a shared helper (not a stage) for ASR and diarization.
 
 Uses the silero VAD v6 model bundled in faster-whisper (ONNX, no torch) so that music and silence never
-reach a speech model, and PyAV through faster-whisper to decode any container ffmpeg reads.
+reach a speech model, and ffmpeg (dubbing.tools.decode_audio) to decode any container it reads.
 """
 
 from __future__ import annotations
@@ -10,20 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dubbing.errors import DubbingError
+from dubbing.tools import decode_audio
 from dubbing.types import ANALYSIS_RATE
 
 
 def read_analysis_audio(path: Path) -> np.ndarray:
     """16 kHz mono float32 samples of any media file with an audio stream."""
-    from faster_whisper.audio import decode_audio
-
-    try:
-        return decode_audio(str(path), sampling_rate=ANALYSIS_RATE)
-    except (IndexError, StopIteration):  # PyAV found no audio stream
-        raise DubbingError(f"no audio stream in {path}: nothing to transcribe") from None
-    except (OSError, ValueError) as exc:
-        raise DubbingError(f"cannot decode audio from {path}: {exc}") from None
+    return decode_audio(path, ANALYSIS_RATE)
 
 
 def speech_regions(

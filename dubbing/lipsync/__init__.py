@@ -8,7 +8,6 @@ from one photo), `inspect` (input checks and a contact sheet). This module compo
 from __future__ import annotations
 
 import logging
-import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from dubbing.lipsync.video import (
     yuv_crop_bgr,
     yuv_supported,
 )
-from dubbing.tools import ffmpeg_input, require_tool
+from dubbing.tools import decode_audio
 from dubbing.types import FaceTracks
 
 __all__ = [
@@ -62,33 +61,7 @@ class LipsyncResult:
 
 def load_audio(path: Path, rate: int = DRIVE_RATE, offset_s: float = 0.0) -> np.ndarray:
     """Any audio (or a video's audio) as mono float32 at `rate`; a positive offset delays it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DubbingError(f"audio not found: {path}")
-    ffmpeg = require_tool("ffmpeg", "ffmpeg")
-    proc = subprocess.run(
-        [
-            ffmpeg,
-            "-nostdin",
-            "-v",
-            "error",
-            "-i",
-            ffmpeg_input(path),
-            "-map",
-            "0:a:0",
-            "-ac",
-            "1",
-            "-ar",
-            str(rate),
-            "-f",
-            "f32le",
-            "pipe:1",
-        ],  # fmt: skip
-        capture_output=True,
-    )
-    if proc.returncode != 0:
-        raise DubbingError(f"no readable audio in {path}")
-    audio = np.frombuffer(proc.stdout, np.float32).copy()
+    audio = decode_audio(path, rate)
     shift = int(round(offset_s * rate))
     if shift > 0:
         audio = np.concatenate([np.zeros(shift, np.float32), audio])
