@@ -10,7 +10,7 @@ import soundfile as sf
 
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
-from dubbing.tools import ffmpeg_input, ffprobe, require_tool, run
+from dubbing.tools import ffmpeg_audio_args, ffmpeg_input, ffprobe, require_tool, run
 from dubbing.types import ANALYSIS_RATE, MIX_RATE, MediaInfo
 
 
@@ -51,30 +51,10 @@ def probe(path: Path) -> MediaInfo:
 
 def extract_audio(path: Path, out: Path, *, rate: int, mono: bool) -> Path:
     """Decode the first audio stream to a WAV at `rate` (float32 for analysis, 16-bit stereo for mixing)."""
-    ffmpeg = require_tool("ffmpeg", "ffmpeg")
     codec = ["-c:a", "pcm_f32le"] if mono else ["-c:a", "pcm_s16le"]
-    channels = ["-ac", "1"] if mono else ["-ac", "2"]
     with atomic_path(out) as tmp:
         run(
-            [
-                ffmpeg,
-                "-nostdin",
-                "-y",
-                "-v",
-                "error",
-                "-i",
-                ffmpeg_input(path),
-                "-map",
-                "0:a:0",
-                "-vn",
-                *channels,
-                "-ar",
-                str(rate),
-                *codec,
-                "-f",
-                "wav",
-                str(tmp),
-            ],
+            [*ffmpeg_audio_args(path, rate, channels=1 if mono else 2), *codec, "-f", "wav", str(tmp)],
             f"extracting audio from {path}",
         )
     return Path(out)

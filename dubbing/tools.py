@@ -33,33 +33,22 @@ def ffmpeg_input(path: Path) -> str:
     return "file:" + str(Path(path).absolute())
 
 
+def ffmpeg_audio_args(path: Path, rate: int, channels: int) -> list[str]:
+    """An ffmpeg command line reading the first audio stream of `path` as `channels` channels at `rate`; the
+    caller adds the output format and destination."""
+    return [
+        require_tool("ffmpeg", "ffmpeg"), "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(path),
+        "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(rate),
+    ]  # fmt: skip
+
+
 def decode_audio(path: Path, rate: int) -> np.ndarray:
     """The first audio stream of any file ffmpeg reads, as mono float32 at `rate` (the one decoder for ASR, VAD,
     speaker embeddings and the lipsync drive)."""
     path = Path(path)
     if not path.is_file():
         raise DubbingError(f"audio not found: {path}")
-    proc = subprocess.run(
-        [
-            require_tool("ffmpeg", "ffmpeg"),
-            "-nostdin",
-            "-v",
-            "error",
-            "-i",
-            ffmpeg_input(path),
-            "-map",
-            "0:a:0",
-            "-vn",
-            "-ac",
-            "1",
-            "-ar",
-            str(rate),
-            "-f",
-            "f32le",
-            "pipe:1",
-        ],  # fmt: skip
-        capture_output=True,
-    )
+    proc = subprocess.run([*ffmpeg_audio_args(path, rate, channels=1), "-f", "f32le", "pipe:1"], capture_output=True)
     if proc.returncode != 0:
         reason = proc.stderr.decode(errors="replace").strip()
         if "matches no streams" in reason:
