@@ -48,6 +48,7 @@ def task_states_since(t0: datetime) -> dict[str, list[str]]:
 def test_rerun_reuses_every_stage_and_a_new_language_runs_alone(clip, tmp_path):
     out = tmp_path / "out"
     t0 = datetime.now(UTC)
+    backends.release()  # an earlier test in this process may have left Whisper in the pool
     asr_loads = backends.loads["asr"]
     first = dub_video(video=clip, languages=["es"], out=out, return_state=True)
     assert first.is_completed()
