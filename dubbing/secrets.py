@@ -85,7 +85,10 @@ def protect_logs() -> None:
 
     def redacting_record(*args, **kwargs) -> logging.LogRecord:
         record = make_record(*args, **kwargs)
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # malformed arguments: logging reports those itself when the record is emitted
+            return record
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
