@@ -143,15 +143,10 @@ def mix(
     block = int(BLOCK_S / FRAME_S) * hop  # whole frames: per-frame levels come out as from the whole track
     gain = None
     if background is not None:  # a first pass over the voice: where the dub speaks, per frame
-        levels: list[np.float32] = []
-        length = 0
-        for speech in _blocks(voice, MIX_RATE, block):
-            mono = np.abs(speech).mean(axis=1)
-            levels += [mono[i : i + hop].max() for i in range(0, len(mono), hop)]
-            length += len(speech)
-        if length % hop == 0:
-            levels.append(np.float32(0.0))  # the empty frame after the end, as duck_gain frames it
-        gain = _frame_gain(np.array(levels, dtype=np.float32), duck_db, -45.0)
+        levels = [_frame_levels(np.abs(speech).mean(axis=1), hop) for speech in _blocks(voice, MIX_RATE, block)]
+        # Every block but the last ends on a frame boundary: drop the empty frame _frame_levels adds after it.
+        whole = [lv[:-1] for lv in levels[:-1]] + levels[-1:] or [np.zeros(1, np.float32)]
+        gain = _frame_gain(np.concatenate(whole), duck_db, -45.0)
     with tempfile.TemporaryDirectory(prefix="dubbing-mix-") as tmp:
         summed = Path(tmp) / "sum.wav"
         backgrounds = _blocks(background, MIX_RATE, block) if background is not None else None
