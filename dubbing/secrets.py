@@ -13,6 +13,8 @@ import os
 import re
 import threading
 
+from dubbing.errors import DubbingError
+
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
 MASK = "***"
 MIN_LENGTH = 6  # shorter values are too likely to be ordinary words to mask
@@ -50,8 +52,6 @@ def redact(text: str) -> str:
 def read_secret(*, env: str | None = None, block: str | None = None, what: str) -> str | None:
     """The secret from environment variable `env` or, failing that, Prefect Secret block `block`; None when neither
     is configured. `what` names the config key in errors."""
-    from dubbing.errors import DubbingError
-
     if env:
         value = os.environ.get(env)
         if value:
