@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/bench_voice.py --only wer,timing
 
 Sections:
-- wer: sentences in es, pt, it spoken by kokoro (jm_kumo) and espeak-ng (its tuned voice and rate per language,
-  tts.ESPEAK_TUNING, else the language's own voice), back-transcribed with
+- wer: sentences in es, pt, it spoken by kokoro (jm_kumo) and espeak-ng (its tuned voice and rate per language:
+  tts.MBROLA_TUNING where installed, else tts.ESPEAK_TUNING; WER_ESPEAK_ALL=1 adds the formant voice and the other
+  offered MBROLA voices; WER_BACKENDS=espeak runs one backend), back-transcribed with
   whisper base (faster-whisper int8, language given); word error rate (jiwer; lowercase, punctuation stripped) per
   backend and language.
 - timing: musetalk_eng.wav (60 s) transcribed (whisper base), translated to Spanish (the configured es
@@ -17,8 +18,9 @@ Sections:
 - similarity: CAM++ cosine between each real speaker in ../shared/media and their matched kokoro Spanish voice
   (default voice, closest bank voice, after pitch/formant matching), and for the two speakers of
   pyannote_sample.wav the similarity of their two matched voices to each other.
-- espeak-tune: espeak-ng voice variants and rates scored on CALIBRATION sentences (not the wer ones); the best per
-  language goes into tts.ESPEAK_TUNING and is then reported by `wer` on the held-out SENTENCES.
+- espeak-tune: espeak-ng voices (formant variants, and the installed MBROLA voices) and rates scored on
+  CALIBRATION sentences (not the wer ones); the best per language goes into tts.ESPEAK_TUNING (formant) and
+  tts.MBROLA_TUNING and is then reported by `wer` on the held-out SENTENCES.
 - probes (not a measurement): rewrite dubbing/data/kokoro_probes.npz, the kokoro bank's probe embeddings.
 Timings are wall-clock on a shared 2-core machine: inflated when other work runs at the same time.
 """
@@ -129,24 +131,37 @@ def _wer_of(model, synth, lang: str, voice_name: str, sentences: list[str], tmp:
 
 
 def bench_espeak_tune(tmp: Path) -> list[str]:
-    """espeak-ng voice variants and rates on the calibration sentences (whisper base WER): the lowest is what
-    tts.ESPEAK_TUNING should hold."""
+    """espeak-ng voices and rates on the calibration sentences (whisper base WER): the lowest formant voice is what
+    tts.ESPEAK_TUNING holds, the lowest MBROLA voice what tts.MBROLA_TUNING holds. Formant variants are scored
+    with TUNE_FORMANT=1 (slow: ten per language); by default only the tuned formant voice is, as the reference."""
     model = whisper()
     synth = tts.EspeakSynthesizer()
     rows = ["| language | voice | words/min | WER (calibration) |", "|---|---|---|---|"]
     bases = {"es": ["es"], "pt": ["pt", "pt-br"], "it": ["it"]}
     variants = ["", "+m3", "+f2", "+klatt", "+klatt3"]
+
+    def score(lang: str, v: str, wpm: int) -> float:
+        speed = wpm / synth.wpm(lang, v)  # synthesize speaks at the voice's tuned rate times speed
+        return _wer_of(model, synth, lang, v, CALIBRATION[lang], tmp, speed)
+
     for lang in os.environ.get("TUNE_LANGUAGES", "es,pt,it").split(","):
-        scores = {}
-        for base in bases[lang]:
-            for var in variants:
-                scores[(base + var, 1.0)] = _wer_of(model, synth, lang, base + var, CALIBRATION[lang], tmp)
-        for v, _ in sorted(scores, key=scores.get)[:2]:
-            for speed in (0.8,):
-                scores[(v, speed)] = _wer_of(model, synth, lang, v, CALIBRATION[lang], tmp, speed)
-        for (v, speed), w in sorted(scores.items(), key=lambda kv: kv[1])[:6]:
-            rows.append(f"| {lang} | {v} | {synth.base_wpm * speed:.0f} | {w:.3f} |")
-        print("\n".join(rows[-6:]), flush=True)
+        formant, mbrola = {}, {}
+        tuned = tts.ESPEAK_TUNING.get(lang, (lang, synth.base_wpm))
+        formant[tuned] = score(lang, *tuned)
+        if os.environ.get("TUNE_FORMANT"):
+            for v in [base + var for base in bases[lang] for var in variants]:
+                formant[(v, synth.base_wpm)] = score(lang, v, synth.base_wpm)
+            for v, _ in sorted(formant, key=formant.get)[:2]:
+                formant[(v, int(synth.base_wpm * 0.8))] = score(lang, v, int(synth.base_wpm * 0.8))
+        for v in synth.mbrola_voices(lang):
+            mbrola[(v, synth.base_wpm)] = score(lang, v, synth.base_wpm)
+        for v, _ in sorted(mbrola, key=mbrola.get)[:2]:
+            for wpm in (120, 140, 185):
+                mbrola[(v, wpm)] = score(lang, v, wpm)
+        for scores in (formant, mbrola):
+            for (v, wpm), w in sorted(scores.items(), key=lambda kv: (kv[1], -kv[0][1]))[:12]:
+                rows.append(f"| {lang} | {v} | {wpm} | {w:.3f} |")
+                print(rows[-1], flush=True)
     return rows
 
 
@@ -161,23 +176,44 @@ def whisper():
 
 
 def bench_wer(tmp: Path) -> list[str]:
+    """kokoro and espeak-ng's default voice per language (its MBROLA voice where tuned and installed); for espeak
+    also its tuned formant voice and the other offered MBROLA voices, each at its tuned rate."""
     import jiwer
 
     model = whisper()
-    rows = ["| backend | language | WER | sentences |", "|---|---|---|---|"]
-    for backend, voice_name in (("kokoro", "jm_kumo"), ("espeak", None)):
+    rows = ["| backend | voice | language | WER | sentences |", "|---|---|---|---|---|"]
+    runs = [("kokoro", lambda lang: ["jm_kumo"])]
+    espeak = tts.EspeakSynthesizer()
+    extra = os.environ.get("WER_ESPEAK_ALL")  # 1: the formant and the other MBROLA voices as well
+    runs.append(
+        ("espeak", lambda lang: [espeak.tuned_voice(lang)] + (_espeak_alternatives(espeak, lang) if extra else []))
+    )
+    wanted = os.environ.get("WER_BACKENDS", "kokoro,espeak").split(",")
+    for backend, voices_for in [r for r in runs if r[0] in wanted]:
         synth = tts.get_synthesizer(backend)
         for lang, sentences in SENTENCES.items():
-            refs, hyps = [], []
-            for i, text in enumerate(sentences):
-                audio, rate = synth.synthesize(text, language=lang, voice=voice_name)
-                path = tmp / f"{backend}-{lang}-{i}.wav"
-                sf.write(str(path), audio, rate)
-                segments, _ = model.transcribe(str(path), language=lang, beam_size=5)
-                refs.append(normalise(text))
-                hyps.append(normalise(" ".join(s.text for s in segments)))
-            rows.append(f"| {backend} | {lang} | {jiwer.wer(refs, hyps):.3f} | {len(sentences)} |")
+            for voice_name in voices_for(lang):
+                refs, hyps = [], []
+                for i, text in enumerate(sentences):
+                    audio, rate = synth.synthesize(text, language=lang, voice=voice_name)
+                    path = tmp / f"{backend}-{lang}-{i}.wav"
+                    sf.write(str(path), audio, rate)
+                    segments, _ = model.transcribe(str(path), language=lang, beam_size=5)
+                    refs.append(normalise(text))
+                    hyps.append(normalise(" ".join(s.text for s in segments)))
+                wpm = f", {espeak.wpm(lang, voice_name)} wpm" if backend == "espeak" else ""
+                rows.append(
+                    f"| {backend} | {voice_name}{wpm} | {lang} | {jiwer.wer(refs, hyps):.3f} | {len(sentences)} |"
+                )
+                print(rows[-1], flush=True)
     return rows
+
+
+def _espeak_alternatives(synth: tts.EspeakSynthesizer, lang: str) -> list[str]:
+    """The tuned formant voice and the offered MBROLA voices other than the default, where they differ."""
+    default = synth.tuned_voice(lang)
+    others = [v for v in synth.voices(lang) if v.startswith("mb-")] + [tts.ESPEAK_TUNING[lang][0]]
+    return [v for v in dict.fromkeys(others) if v != default]
 
 
 def _onsets_ok(track_path: str, lines: list[ScriptLine]) -> tuple[float, float, float]:

@@ -420,7 +420,7 @@ def models_command(
 @app.command()
 def doctor() -> None:
     """Check the tools, translation pairs and models a run needs, and say how to get what is missing."""
-    from dubbing import translate
+    from dubbing import translate, tts
     from dubbing.config import available_languages, load_settings
 
     problems: list[str] = []
@@ -433,6 +433,15 @@ def doctor() -> None:
         table.add_row(tool, "[green]ok[/green]" if path else "[red]missing[/red]", path or f"apt-get install {package}")
         if not path:
             problems.append(tool)
+    espeak = shutil.which("espeak-ng")
+    offered = sorted({v for voices in tts.MBROLA_TUNING.values() for v in voices})
+    have = [v for v in offered if espeak and tts.mbrola_installed(espeak, v)]
+    hint = "apt-get install mbrola " + " ".join(f"mbrola-{v[3:]}" for v in offered)  # Debian contrib, non-free
+    # optional: without them espeak-ng speaks pt and it with its formant voices
+    ok = have == offered
+    table.add_row(
+        "mbrola voices", "[green]ok[/green]" if ok else "[yellow]missing[/yellow]", ", ".join(have) if ok else hint
+    )
     settings = load_settings()
     for lang in available_languages():
         # Build each language's translator as a run would (English source): that checks Apertium pairs, the

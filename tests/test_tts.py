@@ -24,14 +24,92 @@ def test_espeak_speaks_with_rate_control_and_lists_voices():
     assert natural > 2.0 and fast / natural == pytest.approx(0.8, abs=0.08)
     assert "es" in synth.languages()
     voices = synth.voices("es")
-    tuned, wpm = tts.ESPEAK_TUNING.get("es", ("es", synth.base_wpm))
-    assert voices[0] == tuned and "es+m3" in voices and "es+f2" in voices and len(set(voices)) == len(voices)
+    default, wpm = tts.ESPEAK_TUNING["es"]  # Spanish has no MBROLA tuning: its formant voice is the better one
+    assert synth.tuned_voice("es") == default and not any(v.startswith("mb-") for v in voices)
+    assert voices[0] == default and "es+m3" in voices and "es+f2" in voices and len(set(voices)) == len(voices)
     assert synth.wpm("es") == wpm and synth.wpm("xx-unknown") == synth.base_wpm
-    # no voice named: the tuned voice speaks
-    direct = _seconds(synth.synthesize(SENTENCE, language="es", voice=tuned))
+    assert (
+        synth.wpm("pt", "pt-br") == tts.ESPEAK_TUNING["pt"][1]
+        and synth.wpm("pt", "mb-br1") == tts.MBROLA_TUNING["pt"]["mb-br1"]
+    )
+    # no voice named: the default voice speaks
+    direct = _seconds(synth.synthesize(SENTENCE, language="es", voice=default))
     assert direct == pytest.approx(natural, rel=0.02)
     female, _ = synth.synthesize("Hola", language="es", voice="es+f2")
     assert len(female) > 0
+
+
+def _mbrola_or_skip(synth, voice: str) -> None:
+    if not tts.mbrola_installed(synth.binary, voice):
+        pytest.skip(f"MBROLA voice {voice} not installed (scripts/setup installs it from Debian contrib, non-free)")
+
+
+@pytest.mark.parametrize("language", ["pt", "it"])
+def test_mbrola_voice_speaks_by_default_with_rate_control(language):
+    synth = tts.get_synthesizer("espeak")
+    voice = next(iter(tts.MBROLA_TUNING[language]))  # the first is the default
+    _mbrola_or_skip(synth, voice)
+    text = {
+        "pt": "Bom dia a todos, hoje vamos falar da história desta cidade e do seu povo.",
+        "it": "Buongiorno a tutti, oggi parliamo della storia di questa città e della sua gente.",
+    }[language]
+    assert synth.tuned_voice(language) == voice and synth.voices(language)[0] == voice
+    audio, rate = synth.synthesize(text, language=language)
+    assert rate == 22_050 and np.abs(audio).max() > 0.05  # resampled from the database's 16 kHz, like all espeak voices
+    natural = len(audio) / rate
+    formant = _seconds(synth.synthesize(text, language=language, voice=tts.ESPEAK_TUNING[language][0]))
+    assert natural > 2.0 and natural != pytest.approx(formant, rel=0.01)  # another synthesiser spoke
+    fast = _seconds(synth.synthesize(text, language=language, speed=1.25))
+    assert fast / natural == pytest.approx(0.8, abs=0.08)
+    slow = _seconds(synth.synthesize(text, language=language, speed=0.8))
+    assert slow / natural == pytest.approx(1.25, abs=0.1)
+
+
+def test_mbrola_voices_are_listed_with_male_and_female():
+    synth = tts.get_synthesizer("espeak")
+    for voice in tts.MBROLA_TUNING["pt"]:
+        _mbrola_or_skip(synth, voice)
+    voices = synth.voices("pt")
+    assert voices[:2] == ["mb-br4", "mb-br1"] and voices[2] == tts.ESPEAK_TUNING["pt"][0]
+    assert len(set(voices)) == len(voices) and {"mb-br1", "mb-br4"} <= set(synth.mbrola_voices("pt"))
+    assert not any(v.startswith("mb-") for v in synth.voices("fi"))  # Finnish has no MBROLA voice
+    for voice in ("mb-br4", "mb-br1"):  # female and male
+        audio, rate = synth.synthesize("Bom dia.", language="pt", voice=voice)
+        assert len(audio) / rate > 0.3
+
+
+def test_absent_mbrola_voice_falls_back_to_the_formant_voice(monkeypatch, tmp_path):
+    """A machine without the MBROLA data (or a voice named in an earlier run's script) still speaks: with the
+    formant voice tuned for the language."""
+    synth = tts.get_synthesizer("espeak")
+    text = "Bom dia a todos, hoje vamos falar da história desta cidade."
+    formant, formant_rate = synth.synthesize(text, language="pt", voice=tts.ESPEAK_TUNING["pt"][0])
+    tts.mbrola_installed.cache_clear()
+    monkeypatch.setattr(tts, "MBROLA_DIRS", (tmp_path,))  # no database anywhere
+    try:
+        assert synth.tuned_voice("pt") == tts.ESPEAK_TUNING["pt"][0]
+        assert synth.wpm("pt") == tts.ESPEAK_TUNING["pt"][1]
+        assert not any(v.startswith("mb-") for v in synth.voices("pt"))
+        audio, rate = synth.synthesize(text, language="pt")
+        assert rate == formant_rate and len(audio) == pytest.approx(len(formant), rel=0.02)
+        named, _ = synth.synthesize(text, language="pt", voice="mb-br4")
+        assert len(named) == pytest.approx(len(formant), rel=0.02)
+    finally:
+        tts.mbrola_installed.cache_clear()
+
+
+def test_failing_mbrola_synthesis_falls_back_and_formant_failure_is_clear(monkeypatch, tmp_path):
+    synth = tts.get_synthesizer("espeak")
+    voice = "mb-br4"
+    _mbrola_or_skip(synth, voice)
+    formant, _ = synth.synthesize("Bom dia a todos.", language="pt", voice=tts.ESPEAK_TUNING["pt"][0])
+    # the mbrola program vanishes from PATH while its voice data stays: espeak-ng fails to start it
+    (tmp_path / "espeak-ng").symlink_to(synth.binary)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    audio, _ = synth.synthesize("Bom dia a todos.", language="pt", voice=voice)
+    assert len(audio) == pytest.approx(len(formant), rel=0.02)
+    with pytest.raises(DubbingError, match="cannot speak 'pt' with voice 'xx-nobody'"):
+        synth.synthesize("Bom dia.", language="pt", voice="xx-nobody")
 
 
 @pytest.fixture(scope="module")
