@@ -76,7 +76,8 @@ def speaker(backend: str):
     languages = set(synth.languages()) if backend != "espeak" else set(ESPEAK_VOICE)
 
     def seconds(text: str, lang: str) -> float:
-        voice = ESPEAK_VOICE[lang] if backend == "espeak" else None
+        # espeak: the tuned voice and rate a run uses (tts.ESPEAK_TUNING, MBROLA_TUNING) where there is one
+        voice = ESPEAK_VOICE[lang] if backend == "espeak" and lang not in tts.ESPEAK_TUNING else None
         audio, rate = synth.synthesize(text, language=lang, voice=voice)
         return len(audio) / rate
 

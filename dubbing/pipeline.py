@@ -332,6 +332,11 @@ def source_speakers(
     return speakers
 
 
+def default_voice(synth: tts.Synthesizer, language: str) -> str:
+    """The backend's own default voice, else the first it lists for the language (espeak: its tuned voice)."""
+    return getattr(synth, "default_voice", None) or next(iter(synth.voices(language)), language)
+
+
 def match_voices(speakers: list[SourceSpeaker], lang: str, cfg: LanguageConfig, layout: RunLayout) -> dict:
     """Pick each speaker's voice for this language (once per video and language); written to voices.json."""
     synth = synthesizer_for(cfg)
@@ -341,7 +346,7 @@ def match_voices(speakers: list[SourceSpeaker], lang: str, cfg: LanguageConfig, 
         backend=synth.name,
         speak=lambda v: synth.synthesize(text, language=lang, voice=v),
         voices=bank_voices,
-        default_voice=cfg.tts.voice or getattr(synth, "default_voice", None) or (bank_voices or [lang])[0],
+        default_voice=cfg.tts.voice or default_voice(synth, lang),
         can_blend=hasattr(synth, "style"),
         clones=synth.clones,
         cache_dir=models.cache_root() / "voice-bank",
@@ -461,8 +466,11 @@ def synthesize_track(
             far_gap_s=tcfg.far_gap_s,
             guard_s=tcfg.guard_s,
         )
-        named = cfg.tts.voices.get(line.speaker, cfg.tts.voice) or getattr(synth, "default_voice", None)
-        match = voices.get(line.speaker) or voice.parse_voice(named or script.language, synth.name, line.speaker)
+        match = voices.get(line.speaker) or voice.parse_voice(
+            cfg.tts.voices.get(line.speaker, cfg.tts.voice) or default_voice(synth, script.language),
+            synth.name,
+            line.speaker,
+        )
         estimator = estimators.setdefault(match.voice, timing.RateEstimator(match.seconds_per_char))
         text, notes = line.text, list(line.notes)
         if not text.strip():

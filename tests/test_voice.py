@@ -192,3 +192,16 @@ def test_synthesize_track_fits_lines_and_uses_the_shorten_hook(tmp_path):
     assert fitted.lines[0].voice.startswith("espeak:es+m3 pitch=110Hz")
     saved = json.loads(layout.script("es").read_text())
     assert {"synth_s", "speed", "voice", "natural_s", "fit_end", "start", "end"} <= set(saved["lines"][0])
+
+
+def test_a_line_without_a_matched_or_named_voice_gets_the_backends_default(tmp_path):
+    """espeak has no default_voice attribute: its tuned voice for the language speaks (MBROLA mb-br4 when
+    installed, else pt-br), not espeak's bare 'pt'."""
+    cfg = load_settings().for_language("pt").model_copy(deep=True)
+    cfg.tts.backend, cfg.tts.voice, cfg.tts.voices = "espeak", None, {}
+    line = ScriptLine(index=0, speaker="A", start=0.2, end=3.0, source_text="Hi", text="Bom dia a todos.")
+    script = Script(source_language="en", language="pt", translator="test", lines=[line])
+    layout = pipeline.layout_for(tmp_path / "clip.mp4", tmp_path / "out")
+    fitted, _ = pipeline.synthesize_track(script, cfg, 3.5, layout, voices={})
+    tuned = tts.get_synthesizer("espeak").tuned_voice("pt")
+    assert tuned != "pt" and fitted.lines[0].voice == f"espeak:{tuned}"
