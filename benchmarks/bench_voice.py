@@ -18,6 +18,8 @@ Sections:
 - similarity: CAM++ cosine between each real speaker in ../shared/media and their matched kokoro Spanish voice
   (default voice, closest bank voice, after pitch/formant matching), and for the two speakers of
   pyannote_sample.wav the similarity of their two matched voices to each other.
+- similarity-scale: what 0.70 means: the same real speaker's held-out speech against their reference clip, and the
+  closest bank voice on one probe sentence against five.
 - espeak-tune: espeak-ng voices (formant variants, and the installed MBROLA voices) and rates scored on
   CALIBRATION sentences (not the wer ones); the best per language goes into tts.ESPEAK_TUNING (formant) and
   tts.MBROLA_TUNING and is then reported by `wer` on the held-out SENTENCES.
@@ -410,6 +412,43 @@ def bench_similarity(tmp: Path) -> list[str]:
     return rows
 
 
+SCALE_SENTENCES = [
+    "Paseamos junto al río y hablamos de nuestros planes para el verano.",
+    "Mañana por la mañana vamos a visitar a mis abuelos en el pueblo.",
+    "La reunión empezó tarde porque nadie encontraba las llaves de la sala.",
+    "Creo que deberíamos revisar el presupuesto antes de tomar una decisión.",
+    "El tren llegó con veinte minutos de retraso y la estación estaba llena.",
+]
+
+
+def bench_similarity_scale(tmp: Path) -> list[str]:
+    """What a CAM++ cosine of 0.70 means here: the same speaker's own held-out speech against their 30 s reference
+    clip (musetalk_eng.wav is the one real file with 30 s left after its reference), and how much of the figure is
+    the probe's length: the closest bank voice saying one sentence against five."""
+    audio, rate = sf.read(str(MEDIA / "musetalk_eng.wav"), dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    reference = speaker_embedding.embed(audio[: 30 * rate], rate)
+    rest = audio[30 * rate :]
+    rows = ["| compared with musetalk_eng's 30 s reference | cosine (mean, lowest) | stretches |", "|---|---|---|"]
+    for seconds in (3, 6, 12):
+        n = seconds * rate
+        sims = [speaker_embedding.cosine(reference, speaker_embedding.embed(rest[i : i + n], rate))
+                for i in range(0, len(rest) - n + 1, n)]  # fmt: skip
+        rows.append(f"| the speaker's own held-out speech, {seconds} s | {np.mean(sims):.3f}, {np.min(sims):.3f} | "
+                    f"{len(sims)} |")  # fmt: skip
+    synth = tts.get_synthesizer("kokoro")
+    table = voice.load_probe_table("kokoro", voice.probe_table_key(*synth.probe_key("es", voice.probe_text("es"))))
+    closest = max(table, key=lambda v: speaker_embedding.cosine(reference, table[v][0])) if table else "am_santa"
+    clips = [synth.synthesize(t, language="es", voice=closest) for t in SCALE_SENTENCES]
+    one = [speaker_embedding.cosine(reference, speaker_embedding.embed(a, r)) for a, r in clips]
+    joined = np.concatenate([a for a, _ in clips])
+    five = speaker_embedding.cosine(reference, speaker_embedding.embed(joined, clips[0][1]))
+    label = f"closest bank voice ({closest})"
+    rows.append(f"| {label}, one Spanish sentence (~4 s) | {np.mean(one):.3f}, {np.min(one):.3f} | {len(one)} |")
+    rows.append(f"| {label}, the five sentences joined ({len(joined) / clips[0][1]:.0f} s) | {five:.3f} | 1 |")
+    return rows
+
+
 def bench_separation(tmp: Path) -> list[str]:
     """60 s of a repeating music loop with 40 s of espeak speech over it: what is left of the voice in the
     background, how much of the music survives under the speech, speed; then the final mix's loudness."""
@@ -488,6 +527,7 @@ def main() -> None:
                 "wer": bench_wer,
                 "timing": bench_timing,
                 "similarity": bench_similarity,
+                "similarity-scale": bench_similarity_scale,
                 "separation": bench_separation,
                 "probes": build_probes,
                 "espeak-tune": bench_espeak_tune,
