@@ -130,6 +130,18 @@ CALIBRATION = {
         "La película empieza tarde, así que podemos cenar antes.",
         "Escribe tu nombre y tu dirección en la primera página.",
         "El museo tiene una colección de pinturas muy famosa.",
+        "El cartero deja las cartas en el buzón cada mañana.",
+        "Mi primo estudia medicina en la universidad de Sevilla.",
+        "Hace demasiado calor para salir a correr a mediodía.",
+        "Ella siempre lleva una chaqueta azul cuando viaja.",
+        "Los precios de la fruta han subido mucho este invierno.",
+        "El perro de mis vecinos ladra toda la noche.",
+        "Tenemos que llamar al fontanero porque la ducha gotea.",
+        "¿Sabes a qué hora abre la farmacia los domingos?",
+        "Mi padre cocina una paella deliciosa los fines de semana.",
+        "El avión aterrizó sin problemas a pesar del viento.",
+        "Los estudiantes preparan el examen en la biblioteca.",
+        "Nos vemos delante del cine dentro de media hora.",
     ],
     "pt": [
         "A biblioteca fecha às seis horas aos sábados e domingos.",
@@ -140,6 +152,18 @@ CALIBRATION = {
         "O filme começa tarde, então podemos jantar antes.",
         "Escreve o teu nome e a tua morada na primeira página.",
         "O museu tem uma coleção de pinturas muito famosa.",
+        "O carteiro deixa as cartas na caixa de correio toda manhã.",
+        "Meu primo estuda medicina na universidade do Recife.",
+        "Está quente demais para correr ao meio-dia.",
+        "Ela sempre usa uma jaqueta azul quando viaja.",
+        "Os preços das frutas subiram muito neste inverno.",
+        "O cachorro dos meus vizinhos late a noite toda.",
+        "Precisamos chamar o encanador porque o chuveiro está pingando.",
+        "Você sabe a que horas a farmácia abre no domingo?",
+        "Meu pai faz uma feijoada deliciosa nos fins de semana.",
+        "O avião pousou sem problemas apesar do vento.",
+        "Os estudantes se preparam para a prova na biblioteca.",
+        "A gente se encontra na frente do cinema daqui a meia hora.",
     ],
     "it": [
         "La biblioteca chiude alle sei il sabato e la domenica.",
@@ -150,6 +174,18 @@ CALIBRATION = {
         "Il film comincia tardi, quindi possiamo cenare prima.",
         "Scrivi il tuo nome e il tuo indirizzo sulla prima pagina.",
         "Il museo ha una collezione di quadri molto famosa.",
+        "Il postino lascia le lettere nella cassetta ogni mattina.",
+        "Mio cugino studia medicina all'università di Bologna.",
+        "Fa troppo caldo per andare a correre a mezzogiorno.",
+        "Lei porta sempre una giacca blu quando viaggia.",
+        "I prezzi della frutta sono aumentati molto quest'inverno.",
+        "Il cane dei miei vicini abbaia tutta la notte.",
+        "Dobbiamo chiamare l'idraulico perché la doccia perde.",
+        "Sai a che ora apre la farmacia la domenica?",
+        "Mio padre cucina un risotto delizioso nel fine settimana.",
+        "L'aereo è atterrato senza problemi nonostante il vento.",
+        "Gli studenti preparano l'esame in biblioteca.",
+        "Ci vediamo davanti al cinema tra mezz'ora.",
     ],
 }
 
@@ -173,7 +209,8 @@ def _wer_of(model, synth, lang: str, voice_name: str, sentences: list[str], tmp:
 def bench_espeak_tune(tmp: Path) -> list[str]:
     """espeak-ng voices and rates on the calibration sentences (whisper base WER): the lowest formant voice is what
     tts.ESPEAK_TUNING holds, the lowest MBROLA voice what tts.MBROLA_TUNING holds. Formant variants are scored
-    with TUNE_FORMANT=1 (slow: ten per language); by default only the tuned formant voice is, as the reference."""
+    with TUNE_FORMANT=1 (slow: ten per language); by default only the tuned formant voice is, as the reference.
+    TUNE_AROUND=1 instead scores only the tuned voices, at their rate and 10 and 20 wpm either side."""
     model = whisper()
     synth = tts.EspeakSynthesizer()
     rows = ["| language | voice | words/min | WER (calibration) |", "|---|---|---|---|"]
@@ -193,11 +230,19 @@ def bench_espeak_tune(tmp: Path) -> list[str]:
                 formant[(v, synth.base_wpm)] = score(lang, v, synth.base_wpm)
             for v, _ in sorted(formant, key=formant.get)[:2]:
                 formant[(v, int(synth.base_wpm * 0.8))] = score(lang, v, int(synth.base_wpm * 0.8))
-        for v in synth.mbrola_voices(lang):
-            mbrola[(v, synth.base_wpm)] = score(lang, v, synth.base_wpm)
-        for v, _ in sorted(mbrola, key=mbrola.get)[:2]:
-            for wpm in (120, 140, 185):
-                mbrola[(v, wpm)] = score(lang, v, wpm)
+        if os.environ.get("TUNE_AROUND"):  # only the tuned voices, 10 and 20 wpm either side of their rate
+            tuned_voices = [tuned] + list(tts.MBROLA_TUNING.get(lang, {}).items())
+            for v, rate in tuned_voices:
+                for wpm in (rate - 20, rate - 10, rate + 10, rate + 20):
+                    (mbrola if v.startswith("mb-") else formant)[(v, wpm)] = score(lang, v, wpm)
+                if v.startswith("mb-"):
+                    mbrola[(v, rate)] = score(lang, v, rate)
+        else:
+            for v in synth.mbrola_voices(lang):
+                mbrola[(v, synth.base_wpm)] = score(lang, v, synth.base_wpm)
+            for v, _ in sorted(mbrola, key=mbrola.get)[:2]:
+                for wpm in (120, 140, 185):
+                    mbrola[(v, wpm)] = score(lang, v, wpm)
         for scores in (formant, mbrola):
             for (v, wpm), w in sorted(scores.items(), key=lambda kv: (kv[1], -kv[0][1]))[:12]:
                 rows.append(f"| {lang} | {v} | {wpm} | {w:.3f} |")
