@@ -11,6 +11,7 @@ import math
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -48,18 +49,24 @@ class Synthesizer(Protocol):
 # These formant voices are the fallback when the language's MBROLA voice is not installed.
 ESPEAK_TUNING: dict[str, tuple[str, int]] = {"es": ("es+klatt", 148), "pt": ("pt-br", 115), "it": ("it+m3", 165)}
 
-# espeak-ng driving an MBROLA diphone voice (Debian contrib/non-free: mbrola, mbrola-br4...; scripts/setup installs
-# them) sounds far more natural, and is more intelligible for it (and a little for pt); chosen the same way and used
-# when installed: per language the voices offered, a female then a male one (voice matching picks), each at its rate;
-# the first installed is the default. Calibration WER: mb-br4 140 wpm 0.24 (at 120: 0.27, 165: 0.35), mb-br1 120
-# wpm 0.32; mb-it4 120 wpm 0.14 (at 140: 0.18), mb-it3 165 wpm 0.27. Spanish keeps its formant voice: espeak-ng
-# 1.51's Spanish MBROLA voices lose phonemes (mb-es1, mb-es2 every unstressed 'o'); the best, mb-es3, scored 0.48.
+# espeak-ng's phonemes spoken by an MBROLA diphone voice (Debian contrib/non-free: mbrola, mbrola-es1...;
+# scripts/setup installs them) sound far more natural and are far easier to follow; chosen the same way and used
+# when installed: per language the voices offered (pt, it: a female then a male one; es: two male ones, its only
+# female database lacks many diphones), each at its rate; the first installed is the default. Calibration WER
+# (20 sentences): mb-es1 140 wpm 0.12, mb-es2 120 wpm 0.16 (es+klatt 0.32); mb-br4 140 wpm 0.26, mb-br1 120 wpm
+# 0.29 (pt-br 0.53); mb-it4 120 wpm 0.23 (at 140: 0.22, a tie; 120 had won on the first 8 sentences), mb-it3 165
+# wpm 0.26 (it+m3 0.47). Of two rates within about 0.02 the one already chosen is kept.
 MBROLA_TUNING: dict[str, dict[str, int]] = {
+    "es": {"mb-es1": 140, "mb-es2": 120},
     "pt": {"mb-br4": 140, "mb-br1": 120},
     "it": {"mb-it4": 120, "mb-it3": 165},
 }
 
 MBROLA_DIRS = (Path("/usr/share/mbrola"), Path("/usr/share/mbrola/voices"))
+# espeak-ng 1.51 marks unstressed vowels with '/' (o/, e/, i/) and its tables for several MBROLA voices (es1, es2,
+# it3, it4) pass these names on; the databases only have o, e, i, and mbrola speaks silence for every diphone it
+# lacks, so the marks are dropped from the phoneme file before mbrola reads it.
+UNSTRESSED = re.compile(r"^([^\s;]+)/(?=\s)", re.MULTILINE)
 
 
 class EspeakSynthesizer:
@@ -125,19 +132,11 @@ class EspeakSynthesizer:
 
     def _speak(self, text: str, language: str, voice: str, speed: float) -> tuple[np.ndarray, int]:
         wpm = str(int(round(self.wpm(language, voice) * speed)))
-        # Text goes through stdin, never the argument list: a line starting with '-' stays text.
-        proc = subprocess.run(
-            [self.binary, "-v", voice, "-s", wpm, "--stdout"],
-            input=text.encode("utf-8"),
-            capture_output=True,
-        )
-        if proc.returncode != 0 or not proc.stdout:
-            # mbrola prints a warning per unknown diphone: the last lines say why it failed
-            raise DubbingError(
-                f"espeak-ng cannot speak {language!r} with voice {voice!r}: "
-                f"{proc.stderr.decode(errors='replace').strip()[-200:]}"
-            )
-        audio, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32")
+        if voice.startswith("mb-"):
+            wav = self._speak_mbrola(text, language, voice, wpm)
+        else:
+            wav = self._run([self.binary, "-v", voice, "-s", wpm, "--stdout"], text, language, voice)
+        audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
         if rate != self.rate:  # MBROLA databases speak at 16 kHz (some 22.05): one rate for every espeak voice
             from scipy.signal import resample_poly
 
@@ -145,23 +144,68 @@ class EspeakSynthesizer:
             audio = resample_poly(audio, self.rate // g, rate // g).astype(np.float32)
         return _trim_silence(audio), self.rate
 
+    def _run(self, command: list[str], text: str, language: str, voice: str) -> bytes:
+        """A synthesis command's output; the text goes through stdin, never the argument list, so a line
+        starting with '-' stays text."""
+        try:
+            proc = subprocess.run(command, input=text.encode("utf-8"), capture_output=True)
+        except OSError as exc:
+            raise DubbingError(f"espeak-ng cannot speak {language!r} with voice {voice!r}: {exc}") from None
+        if proc.returncode != 0 or not proc.stdout:
+            # mbrola prints a warning per unknown diphone: the last lines say why it failed
+            raise DubbingError(
+                f"espeak-ng cannot speak {language!r} with voice {voice!r}: "
+                f"{proc.stderr.decode(errors='replace').strip()[-200:]}"
+            )
+        return proc.stdout
+
+    def _speak_mbrola(self, text: str, language: str, voice: str, wpm: str) -> bytes:
+        """espeak-ng's phonemes and prosody (a .pho file) spoken by mbrola, run here rather than by espeak-ng so
+        that unstressed vowels keep their sound (see UNSTRESSED)."""
+        database, mbrola = mbrola_database(self.binary, voice), shutil.which("mbrola")
+        if database is None or mbrola is None:
+            raise DubbingError(f"espeak-ng cannot speak {language!r} with voice {voice!r}: MBROLA is not installed")
+        pho = self._run([self.binary, "-v", voice, "-s", wpm, "-q", "--pho"], text, language, voice)
+        pho = UNSTRESSED.sub(r"\1", pho.decode("utf-8", errors="replace"))
+        with tempfile.TemporaryDirectory(prefix="mbrola-") as tmp:
+            out = Path(tmp) / "speech.wav"  # mbrola writes a WAV header only to a named .wav file
+            # -e: a diphone the database lacks becomes a short silence instead of an error
+            proc = subprocess.run([mbrola, "-e", str(database), "-", str(out)], input=pho.encode(), capture_output=True)
+            if proc.returncode != 0 or not out.is_file() or out.stat().st_size <= 44:  # 44: a header, no sound
+                raise DubbingError(
+                    f"mbrola cannot speak {language!r} with voice {voice!r}: "
+                    f"{proc.stderr.decode(errors='replace').strip()[-200:]}"
+                )
+            return out.read_bytes()
+
+
+@functools.lru_cache(maxsize=4)
+def _espeak_data_dir(espeak_binary: str) -> Path:
+    proc = subprocess.run([espeak_binary, "--version"], capture_output=True, text=True)
+    found = re.search(r"Data at:\s*(\S+)", proc.stdout)
+    return Path(found.group(1) if found else "/usr/share/espeak-ng-data")
+
+
+def mbrola_database(espeak_binary: str, voice: str) -> Path | None:
+    """The diphone database of espeak-ng's MBROLA `voice` (e.g. 'mb-br3' -> /usr/share/mbrola/br3/br3), None when
+    it is not installed. espeak-ng's voice file names the database."""
+    if not re.fullmatch(r"mb-[\w-]+", voice):
+        return None
+    voice_file = _espeak_data_dir(espeak_binary) / "voices" / "mb" / voice
+    if not voice_file.is_file():
+        return None
+    named = re.search(r"^mbrola\s+(\S+)", voice_file.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
+    if not named:
+        return None
+    database = named.group(1)
+    found = [p for d in MBROLA_DIRS for p in (d / database, d / database / database) if p.is_file()]
+    return found[0] if found else None
+
 
 @functools.lru_cache(maxsize=64)
 def mbrola_installed(espeak_binary: str, voice: str) -> bool:
-    """Whether espeak-ng's `voice` (e.g. 'mb-br3') can speak here: the mbrola program and the voice's diphone
-    database (e.g. /usr/share/mbrola/br3/br3) are installed. espeak-ng's voice file names the database."""
-    if shutil.which("mbrola") is None or not re.fullmatch(r"mb-[\w-]+", voice):
-        return False
-    proc = subprocess.run([espeak_binary, "--version"], capture_output=True, text=True)
-    found = re.search(r"Data at:\s*(\S+)", proc.stdout)
-    voice_file = Path(found.group(1) if found else "/usr/share/espeak-ng-data") / "voices" / "mb" / voice
-    if not voice_file.is_file():
-        return False
-    named = re.search(r"^mbrola\s+(\S+)", voice_file.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
-    if not named:
-        return False
-    database = named.group(1)
-    return any((d / database).is_file() or (d / database / database).is_file() for d in MBROLA_DIRS)
+    """Whether espeak-ng's `voice` (e.g. 'mb-br3') can speak here: the mbrola program and its database."""
+    return shutil.which("mbrola") is not None and mbrola_database(espeak_binary, voice) is not None
 
 
 # Kokoro phonemises with espeak-ng; these are the espeak voices for the languages it was trained on (plus

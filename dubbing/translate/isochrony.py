@@ -23,9 +23,9 @@ from dubbing.translate.base import ShortenRequest
 # the hand-written references of benchmarks/data/mt_en.tsv for es/pt, the English sources, Apertium renderings
 # for ca/gl/fr/it, hand-written German. Characters predicted a single line's length within a median 3-9%
 # (syllables: 3-12%). Voices differ: Kokoro's jf_alpha spoke Spanish 8% faster than jm_kumo. espeak es, pt, it
-# were measured again once they had tuned voices and rates (es+klatt 148 wpm; MBROLA mb-br4 140, mb-it4 120 wpm).
+# were measured again once they had tuned voices and rates (MBROLA mb-es1 140, mb-br4 140, mb-it4 120 wpm).
 CHAR_RATES: dict[str, dict[str, float]] = {
-    "espeak": {"en": 15.38, "es": 13.04, "pt": 12.52, "fr": 18.75, "it": 12.62, "de": 15.74, "ca": 14.72, "gl": 14.01},
+    "espeak": {"en": 15.38, "es": 14.73, "pt": 12.52, "fr": 18.75, "it": 12.62, "de": 15.74, "ca": 14.72, "gl": 14.01},
     "kokoro": {"en": 15.48, "es": 12.66, "pt": 11.69, "fr": 16.33, "it": 12.79, "de": 13.16},
     "piper": {"en": 16.95},
 }
