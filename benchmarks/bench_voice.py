@@ -6,7 +6,8 @@
 Sections:
 - wer: sentences in es, pt, it spoken by kokoro (jm_kumo) and espeak-ng (its tuned voice and rate per language:
   tts.MBROLA_TUNING where installed, else tts.ESPEAK_TUNING; WER_ESPEAK_ALL=1 adds the formant voice and the other
-  offered MBROLA voices; WER_BACKENDS=espeak runs one backend), back-transcribed with
+  offered MBROLA voices, and the last matching voice and the f5 variant moved in pitch and formants as matching
+  would for a female speaker; WER_BACKENDS=espeak runs one backend), back-transcribed with
   whisper base (faster-whisper int8, language given); word error rate (jiwer; lowercase, punctuation stripped) per
   backend and language.
 - timing: musetalk_eng.wav (60 s) transcribed (whisper base), translated to Spanish (the configured es
@@ -47,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from dubbing import asr, models, pipeline, speaker_embedding, tts, voice  # noqa: E402
 from dubbing.config import load_settings  # noqa: E402
-from dubbing.types import Script, ScriptLine, SourceSpeaker  # noqa: E402
+from dubbing.types import Script, ScriptLine, SourceSpeaker, VoiceMatch  # noqa: E402
 
 SENTENCES = {
     "es": [
@@ -190,14 +191,19 @@ CALIBRATION = {
 }
 
 
-def _wer_of(model, synth, lang: str, voice_name: str, sentences: list[str], tmp: Path, speed: float = 1.0) -> float:
+def _wer_of(
+    model, synth, lang: str, voice_name: str, sentences: list[str], tmp: Path, speed: float = 1.0, shift=None
+) -> float:
     """Each sentence heard as it sits in a dub voice track: with half a second of silence either side (a clip that
-    starts at its first sample makes whisper drop or mishear the first word)."""
+    starts at its first sample makes whisper drop or mishear the first word); `shift`: a VoiceMatch whose pitch,
+    formant and EQ shifts are applied first, as matching would."""
     import jiwer
 
     refs, hyps = [], []
     for i, text in enumerate(sentences):
         audio, rate = synth.synthesize(text, language=lang, voice=voice_name, speed=speed)
+        if shift is not None:
+            audio = voice.shift_voice(audio, rate, shift)
         path = tmp / f"{synth.name}-{lang}-{i}.wav"
         sf.write(str(path), np.pad(audio, rate // 2), rate)
         segments, _ = model.transcribe(str(path), language=lang, beam_size=5)
@@ -280,6 +286,13 @@ def bench_wer(tmp: Path) -> list[str]:
                 wpm = f", {espeak.wpm(lang, voice_name)} wpm" if backend == "espeak" else ""
                 rows.append(f"| {backend} | {voice_name}{wpm} | {lang} | {wer:.3f} | {len(sentences)} |")
                 print(rows[-1], flush=True)
+            if backend == "espeak" and extra:  # a male voice moved to a female speaker, as matching does it
+                for voice_name, pitch, formant in ((espeak.voices(lang)[-1], 200.0, 1.15), (f"{lang}+f5", 167.0, 1.0)):
+                    shift = VoiceMatch(speaker="x", backend="espeak", voice=voice_name, pitch_hz=pitch,
+                                       formant_ratio=formant)  # fmt: skip
+                    wer = _wer_of(model, synth, lang, voice_name, sentences, tmp, shift=shift)
+                    rows.append(f"| {backend} | {shift.label} | {lang} | {wer:.3f} | {len(sentences)} |")
+                    print(rows[-1], flush=True)
     return rows
 
 

@@ -107,11 +107,11 @@ class EspeakSynthesizer:
     def voices(self, language: str) -> list[str]:
         """The voices matching may pick for the language, its default first: its installed MBROLA voices where it
         has any (shifted to a speaker's pitch and formants they stay far easier to follow than the formant voices:
-        whisper base WER 0.23 for mb-es1 moved to 200 Hz against 0.41 for es+f5), else its tuned formant voice,
+        whisper base WER 0.15 for mb-es2 moved to 200 Hz against 0.36 for es+f5), else its tuned formant voice,
         its own and espeak's classic male and female variants (m1.., f1..). Any espeak voice can still be named."""
         mbrola = [v for v in MBROLA_TUNING.get(language, {}) if mbrola_installed(self.binary, v)]
         if mbrola:
-            return mbrola
+            return mbrola  # the first is tuned_voice(language)
         proc = subprocess.run([self.binary, "--voices=variant"], capture_output=True, text=True)
         variants = [row.split()[4].split("/")[-1] for row in proc.stdout.splitlines()[1:] if len(row.split()) > 4]
         formant = [language] + [f"{language}+{v}" for v in variants if re.fullmatch(r"[mf]\d", v)]
