@@ -71,7 +71,7 @@ UNSTRESSED = re.compile(r"^([^\s;]+)/(?=\s)", re.MULTILINE)
 
 class EspeakSynthesizer:
     """espeak-ng: robotic but has 100+ languages, the fallback that makes any language work. With MBROLA voice
-    data installed, espeak-ng drives those diphone voices (`mb-*`), which sound far more natural."""
+    data installed, its phonemes are spoken by those diphone voices (`mb-*`), which sound far more natural."""
 
     name = "espeak"
     clones = False
@@ -155,7 +155,6 @@ class EspeakSynthesizer:
         except OSError as exc:
             raise DubbingError(f"espeak-ng cannot speak {language!r} with voice {voice!r}: {exc}") from None
         if proc.returncode != 0 or not proc.stdout:
-            # mbrola prints a warning per unknown diphone: the last lines say why it failed
             raise DubbingError(
                 f"espeak-ng cannot speak {language!r} with voice {voice!r}: "
                 f"{proc.stderr.decode(errors='replace').strip()[-200:]}"
