@@ -350,7 +350,7 @@ def match_voices(speakers: list[SourceSpeaker], lang: str, cfg: LanguageConfig, 
         can_blend=hasattr(synth, "style"),
         clones=synth.clones,
         cache_dir=models.cache_root() / "voice-bank",
-        cache_key=f"{lang}|{text}",
+        cache_key=f"{lang}|{text}|{getattr(synth, 'revision', '')}",
         table_key=voice.probe_table_key(*synth.probe_key(lang, text)) if hasattr(synth, "probe_key") else "",
         probe_text=text,
     )

@@ -77,6 +77,7 @@ class EspeakSynthesizer:
     clones = False
     base_wpm = 165
     rate = 22_050  # espeak-ng's own; the voice track is assembled at one rate, so a line's voice must not change it
+    revision = "mbrola-pho"  # how a voice sounds changed (mbrola run on espeak-ng's phonemes): cached probes differ
 
     def __init__(self) -> None:
         self.binary = require_tool("espeak-ng", "espeak-ng")
