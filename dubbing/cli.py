@@ -437,7 +437,7 @@ def doctor() -> None:
     offered = sorted({v for voices in tts.MBROLA_TUNING.values() for v in voices})
     have = [v for v in offered if espeak and tts.mbrola_installed(espeak, v)]
     hint = "apt-get install mbrola " + " ".join(f"mbrola-{v[3:]}" for v in offered)  # Debian contrib, non-free
-    # optional: without them espeak-ng speaks pt and it with its formant voices
+    # optional: without them espeak-ng speaks es, pt and it with its formant voices
     ok = have == offered
     table.add_row(
         "mbrola voices", "[green]ok[/green]" if ok else "[yellow]missing[/yellow]", ", ".join(have) if ok else hint

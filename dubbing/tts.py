@@ -82,10 +82,23 @@ class EspeakSynthesizer:
     def __init__(self) -> None:
         self.binary = require_tool("espeak-ng", "espeak-ng")
 
+    def installed_mbrola(self, language: str) -> list[str]:
+        """The language's tuned MBROLA voices that are installed here, the default first."""
+        return [v for v in MBROLA_TUNING.get(language, {}) if mbrola_installed(self.binary, v)]
+
+    @staticmethod
+    def formant_voice(language: str) -> str:
+        """The tuned formant voice, else the language's own: what speaks when no MBROLA voice can."""
+        return ESPEAK_TUNING.get(language, (language, 0))[0]
+
     def tuned_voice(self, language: str) -> str:
         """The tuned MBROLA voice when installed, else the tuned formant voice, else the language's own."""
-        mbrola = [v for v in MBROLA_TUNING.get(language, {}) if mbrola_installed(self.binary, v)]
-        return mbrola[0] if mbrola else ESPEAK_TUNING.get(language, (language, 0))[0]
+        return next(iter(self.installed_mbrola(language)), self.formant_voice(language))
+
+    def _voice_names(self, selector: str) -> list[str]:
+        """Voice file names from `espeak-ng --voices=SELECTOR` (a language, or 'variant')."""
+        proc = subprocess.run([self.binary, f"--voices={selector}"], capture_output=True, text=True)
+        return [row.split()[4].split("/")[-1] for row in proc.stdout.splitlines()[1:] if len(row.split()) > 4]
 
     def wpm(self, language: str, voice: str | None = None) -> int:
         """Words per minute at speed 1 for `voice` (default: the language's tuned voice): an MBROLA voice's tuned
@@ -101,29 +114,25 @@ class EspeakSynthesizer:
 
     def mbrola_voices(self, language: str) -> list[str]:
         """Every installed MBROLA voice that speaks `language`, the candidates for tuning."""
-        proc = subprocess.run([self.binary, f"--voices={language}"], capture_output=True, text=True)
-        names = [row.split()[4].split("/")[-1] for row in proc.stdout.splitlines()[1:] if len(row.split()) > 4]
-        return [n for n in names if n.startswith("mb-") and mbrola_installed(self.binary, n)]
+        return [n for n in self._voice_names(language) if n.startswith("mb-") and mbrola_installed(self.binary, n)]
 
     def voices(self, language: str) -> list[str]:
         """The voices matching may pick for the language, its default first: its installed MBROLA voices where it
         has any (shifted to a speaker's pitch and formants they stay far easier to follow than the formant voices:
         whisper base WER 0.15 for mb-es2 moved to 200 Hz against 0.36 for es+f5), else its tuned formant voice,
         its own and espeak's classic male and female variants (m1.., f1..). Any espeak voice can still be named."""
-        mbrola = [v for v in MBROLA_TUNING.get(language, {}) if mbrola_installed(self.binary, v)]
+        mbrola = self.installed_mbrola(language)
         if mbrola:
             return mbrola  # the first is tuned_voice(language)
-        proc = subprocess.run([self.binary, "--voices=variant"], capture_output=True, text=True)
-        variants = [row.split()[4].split("/")[-1] for row in proc.stdout.splitlines()[1:] if len(row.split()) > 4]
-        formant = [language] + [f"{language}+{v}" for v in variants if re.fullmatch(r"[mf]\d", v)]
-        return list(dict.fromkeys([ESPEAK_TUNING.get(language, (language, 0))[0], *formant]))
+        variants = [f"{language}+{v}" for v in self._voice_names("variant") if re.fullmatch(r"[mf]\d", v)]
+        return list(dict.fromkeys([self.formant_voice(language), language, *variants]))
 
     def synthesize(
         self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
     ) -> tuple[np.ndarray, int]:
         voice = voice or self.tuned_voice(language)
         if voice.startswith("mb-"):
-            fallback = ESPEAK_TUNING.get(language, (language, 0))[0]
+            fallback = self.formant_voice(language)
             if not mbrola_installed(self.binary, voice):
                 log.warning("MBROLA voice %s is not installed; speaking with espeak-ng's %s", voice, fallback)
                 return self._speak(text, language, fallback, speed)
