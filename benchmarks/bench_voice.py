@@ -299,7 +299,7 @@ def bench_wer(tmp: Path) -> list[str]:
 def _espeak_alternatives(synth: tts.EspeakSynthesizer, lang: str) -> list[str]:
     """The tuned formant voice and the offered MBROLA voices other than the default, where they differ."""
     default = synth.tuned_voice(lang)
-    others = [v for v in synth.voices(lang) if v.startswith("mb-")] + [tts.ESPEAK_TUNING[lang][0]]
+    others = [*synth.installed_mbrola(lang), synth.formant_voice(lang)]
     return [v for v in dict.fromkeys(others) if v != default]
 
 
