@@ -21,49 +21,47 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# `backend` names a stage's backend; `options` are that backend's own settings, validated by its `Options` model
+# when the backend is built (dubbing.backends.build): config knows no backend by name.
+BackendOptions = dict[str, Any]
+
+
 class ASRConfig(Section):
-    backend: Literal["faster-whisper", "openai-whisper", "transformers"] = "faster-whisper"
+    backend: str = "faster-whisper"  # faster-whisper | openai-whisper | transformers
     model: str = "whisper-base"
     compute_type: str = "int8"
     language: str | None = None  # None: detect
     beam_size: int = Field(5, ge=1, le=10)
     vad: bool = True
+    options: BackendOptions = Field(default_factory=dict)
 
 
 class DiarizeConfig(Section):
     """Who speaks when, and how words are grouped into dubbing lines."""
 
-    backend: Literal["campplus", "pyannote", "none"] = "campplus"  # none: one speaker, S1
+    backend: str = "campplus"  # campplus | pyannote | none (one speaker, S1)
+    options: BackendOptions = Field(default_factory=dict)  # campplus: merge_cos; pyannote: token_secret
     speakers: int | None = Field(None, ge=1, le=20)  # None: estimate the count
-    merge_cos: float = Field(0.875, gt=0, le=1)  # campplus: clusters this similar are one speaker
     min_line_s: float = Field(1.0, ge=0, le=10)  # utterance (dubbing line) length bounds
     max_line_s: float = Field(10.0, ge=2, le=30)
     pause_s: float = Field(0.6, gt=0, le=5)  # a silence this long ends a line
-    token_secret: str | None = None  # pyannote: a Prefect Secret block with the hub token (else HF_TOKEN)
-
-
-TranslateBackend = Literal["apertium", "bergamot", "transformers", "openai-compatible"]
 
 
 class TranslateConfig(Section):
-    backend: TranslateBackend = "apertium"
+    backend: str = "apertium"  # apertium | bergamot | transformers | openai-compatible
     model: str | None = None  # apertium modes ("eng-spa+es-fr"), a model name from `dub models`, or a folder
+    options: BackendOptions = Field(default_factory=dict)  # e.g. openai-compatible: base_url, api_key_env, formality
     glossary: dict[str, str] = Field(default_factory=dict)  # source term -> forced translation (same: keep)
-    formality: Literal["default", "formal", "informal"] = "default"  # openai-compatible only
     pivot: str | None = None  # go through this language: `backend` into it, `pivot_backend` out of it
-    pivot_backend: TranslateBackend | None = None  # default: `backend`
+    pivot_backend: str | None = None  # default: `backend`
     pivot_model: str | None = None
+    pivot_options: BackendOptions | None = None  # default: `options` when the pivot backend is `backend`
     length_aware: bool = True  # estimate each line's spoken length; ask for shorter renderings that fit
-    beams: int = Field(4, ge=1, le=16)  # transformers: beam size
-    base_url: str | None = None  # openai-compatible: e.g. http://localhost:11434/v1 (Ollama)
-    api_key_env: str | None = None  # openai-compatible: the environment variable holding the key
-    api_key_secret: str | None = None  # openai-compatible: a Prefect Secret block holding it (if the env var is unset)
-    timeout_s: float = Field(60.0, gt=0, le=600)  # openai-compatible: per request
-    max_retries: int = Field(2, ge=0, le=10)  # openai-compatible: retries of a malformed reply
 
 
 class TTSConfig(Section):
     backend: str = "espeak"
+    options: BackendOptions = Field(default_factory=dict)
     voice: str | None = None  # backend voice for every speaker unless `voices` names one
     voices: dict[str, str] = Field(default_factory=dict)  # speaker -> voice
     match: Literal["embedding", "clone", "none"] = "embedding"  # voice matching (named voices are kept as named)
@@ -85,17 +83,17 @@ class MixConfig(Section):
 class SeparateConfig(Section):
     """Splitting the original audio into speech and background (kept under the dub)."""
 
-    backend: Literal["classical", "demucs", "none"] = "classical"
+    backend: str = "classical"  # classical | demucs | none (the dub alone, no background kept)
+    options: BackendOptions = Field(default_factory=dict)
 
 
 class LipsyncConfig(Section):
     """Re-animating the speaking face's mouth to the dub (dubbing/lipsync)."""
 
     enabled: bool = True
-    backend: Literal["classical", "wav2lip"] = "classical"
-    model_path: str | None = None  # wav2lip: a Wav2Lip model exported to TorchScript or ONNX
+    backend: str = "classical"  # classical | wav2lip
+    options: BackendOptions = Field(default_factory=dict)  # classical: strength; wav2lip: model_path
     max_faces: int = Field(2, ge=1, le=8)  # faces tracked per frame
-    strength: float = Field(1.0, ge=0.0, le=1.5)  # classical: scale of the mouth opening
     phonemes: bool = True  # shape width, rounding and p/b/m closures from the script's phonemes (espeak-ng)
     crf: int = Field(17, ge=0, le=51)  # x264 quality of the re-rendered picture
     preset: str = "superfast"  # x264 speed preset (veryfast: files about 3x smaller, encoding 1.7x slower)
