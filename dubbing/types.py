@@ -107,6 +107,7 @@ class ScriptLine(BaseModel):
     natural_s: float | None = None  # length of the synthesised line at speed 1.0 (voice stage)
     fit_end: float | None = None  # latest end the timing fit allowed (next line's start, less a guard)
     speed: float | None = None
+    over_limit: bool = False  # the line could not fit its slot even at the maximum speed-up: its end is cut
     voice: str | None = None
     notes: list[str] = Field(default_factory=list)
 
