@@ -32,28 +32,35 @@ from pathlib import Path
 
 import psutil
 
+from dubbing.layout import RunLayout
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT.parent / "shared" / "media" / "vrt_face1.mp4"
 DUB = ROOT / ".venv" / "bin" / "dub"
 INTERVAL_S = 0.2
-# Each stage writes its outputs under a temporary name and renames them when complete: the moment a stage's
-# file appears is the moment the stage ended. In pipeline order ({lang}: the target language, {name}: the video's).
-STAGE_FILES = (
-    ("extract-audio", "source/audio.48k.wav"),
-    ("transcribe", "source/transcript.json"),
-    ("separate", "source/background.wav"),
-    ("speaker-profiles", "source/speakers.json"),
-    ("track-faces", "source/faces.json"),
-    ("translate", "{lang}/script.json"),
-    ("match-voices", "{lang}/voices.json"),
-    ("synthesize-and-fit", "{lang}/{name}.{lang}.voice.wav"),
-    ("mix", "{lang}/{name}.{lang}.wav"),
-    ("subtitles", "{lang}/{name}.{lang}.vtt"),
-    ("lipsync", "{lang}/{name}.{lang}.picture.mp4"),
-    ("render-video", "{lang}/{name}.{lang}.mp4"),
-    ("report", "{lang}/report.json"),
-    ("review-page", "report.html"),
-)
+
+
+def stage_files(layout: RunLayout, lang: str) -> list[tuple[str, Path]]:
+    """The file whose appearance marks each step's end, in pipeline order: each step writes its outputs under a
+    temporary name and renames them when complete."""
+    return [
+        ("extract-audio", layout.mix_wav),
+        ("transcribe", layout.transcript),
+        ("separate", layout.background_wav),
+        ("speaker-profiles", layout.speaker_profiles),
+        ("track-faces", layout.faces_json),
+        ("translate", layout.script(lang)),
+        ("match-voices", layout.voices(lang)),
+        ("synthesize-and-fit", layout.track(lang)),
+        ("mix", layout.audio(lang)),
+        ("subtitles", layout.vtt(lang)),
+        ("lipsync", layout.picture(lang)),
+        ("render-video", layout.video(lang)),
+        ("report", layout.report(lang)),
+        ("review-page", layout.review_page),
+    ]
+
+
 ESPEAK_CONFIG = "languages:\n  es:\n    tts:\n      backend: espeak\n      voice: es\n"
 
 
@@ -107,7 +114,7 @@ def run_dub(video: Path, out: Path, config: Path | None) -> tuple[float, list[tu
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
     ends: list[tuple[float, str]] = []
     log: list[str] = []
-    waiting = [(stage, out / f.format(lang="es", name=video.stem)) for stage, f in STAGE_FILES]
+    waiting = stage_files(RunLayout(out=out, name=video.stem), "es")
 
     def read() -> None:
         assert proc.stdout is not None

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/run_all.py --durations 1 --scale-languages es
 
 Sections (each prints a markdown table):
-- stages: every pipeline step run as a dub run runs it (the functions in dubbing.pipeline, default config),
+- stages: every step of dubbing.steps.STEPS run as a dub run runs it (default config),
   each in its own worker process on ../shared/media/vrt_face1.mp4: wall seconds, real-time factor (seconds per
   second of video) and the worker's peak resident memory (imports and models included, as a task worker pays
   them). The once-per-video steps run once; the per-language steps for each language.
@@ -36,10 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
 CLIP = MEDIA / "vrt_face1.mp4"
-sys.path.insert(0, str(ROOT))
 
-SOURCE_STEPS = ("extract", "transcribe", "separate", "profiles", "faces")
-LANGUAGE_STEPS = ("translate", "voices", "synthesize", "mix", "subtitles", "lipsync", "render", "qa")
 
 
 # ---------------------------------------------------------------- child processes
@@ -68,75 +65,16 @@ def measured(cmd: list[str]) -> tuple[float, float, str, int]:
 def worker(step: str, video: Path, out: Path, lang: str | None) -> None:
     """One pipeline step in this process, its inputs read back from the files earlier steps wrote (as a task
     worker would get them); prints nothing but what the step made."""
-    from dubbing import pipeline
+    from dubbing import steps
     from dubbing.config import load_settings
-    from dubbing.types import DubTrack, FaceTracks, Script, SpeakerProfile, Transcript, VoiceMatch
+    from dubbing.layout import layout_for
 
     config = os.environ.get("DUB_BENCH_CONFIG")
     settings = load_settings(user_config=Path(config) if config else None)
-    layout = pipeline.layout_for(video, out)
-    state = out / "bench"
-    state.mkdir(parents=True, exist_ok=True)
-    info = pipeline.probe_source(video)
-
-    def transcript() -> Transcript:
-        return Transcript.model_validate_json(layout.transcript.read_text())
-
-    def faces() -> FaceTracks | None:
-        path = layout.source_dir / "faces.json"
-        return FaceTracks.model_validate_json(path.read_text()) if path.exists() else None
-
-    if step == "extract":
-        pipeline.extract_audio(video, layout)
-    elif step == "transcribe":
-        t = pipeline.transcribe(layout.analysis_wav, settings, layout)
-        pipeline.write_source_subtitles(t, layout)
-    elif step == "separate":
-        pipeline.separate_audio(transcript(), settings, layout)
-    elif step == "profiles":
-        speech = layout.source_dir / "speech.wav"
-        pipeline.speaker_profiles(transcript(), layout.analysis_wav, layout, speech if speech.exists() else None)
-    elif step == "faces":
-        pipeline.track_faces(video, info, transcript(), settings, layout)
-    elif lang is None:
-        raise SystemExit(f"step {step} needs a language")
-    else:
-        cfg = settings.for_language(lang)
-        track_file, picture_file = state / f"track.{lang}.json", state / f"picture.{lang}.txt"
-        if step == "translate":
-            pipeline.translate_script(transcript(), lang, cfg, layout)
-            return
-        script = Script.model_validate_json(layout.script(lang).read_text())
-        if step == "voices":
-            profiles = [SpeakerProfile.model_validate(p) for p in json.loads(layout.speaker_profiles.read_text())]
-            speakers = pipeline.source_speakers(transcript(), layout.analysis_wav, layout, profiles)
-            pipeline.match_voices(speakers, lang, cfg, layout)
-            return
-        if step == "synthesize":
-            raw = json.loads((layout.language_dir(lang) / "voices.json").read_text())
-            voices = {k: VoiceMatch.model_validate(v) for k, v in raw.items()}
-            shorten = pipeline.translation_shortener(script, cfg)
-            _script, track = pipeline.synthesize_track(script, cfg, info.duration_s, layout, voices, shorten)
-            track_file.write_text(track.model_dump_json())
-            return
-        track = DubTrack.model_validate_json(track_file.read_text())
-        if step == "mix":
-            pipeline.mix_audio(track, settings, layout)
-        elif step == "subtitles":
-            pipeline.write_subtitles(script, info.duration_s, layout)
-        elif step == "lipsync":
-            picture = pipeline.render_lipsync(video, faces(), script, track, settings, layout)
-            picture_file.write_text(str(picture or ""))
-        elif step == "render":
-            picture = picture_file.read_text().strip() if picture_file.exists() else ""
-            srt = layout.output(lang, ".srt")
-            pipeline.render_video(
-                video, info, layout.output(lang, ".wav"), srt, lang, layout, Path(picture) if picture else None
-            )
-        elif step == "qa":
-            pipeline.write_report(script, track, layout, settings, layout.output(lang, ".mp4"))
-        else:
-            raise SystemExit(f"unknown step {step}")
+    context: steps.Context = {"video": video, "audio": None, "settings": settings, "layout": layout_for(video, out)}
+    if lang is not None:
+        context |= {"lang": lang, "cfg": settings.for_language(lang)}
+    steps.run(steps.get_step(step), context)
 
 
 def run_step(step: str, video: Path, out: Path, lang: str | None = None) -> tuple[float, float]:
@@ -148,25 +86,25 @@ def run_step(step: str, video: Path, out: Path, lang: str | None = None) -> tupl
 
 
 def chain(video: Path, out: Path, languages: list[str]) -> dict[tuple[str, str | None], tuple[float, float]]:
-    """Every step once per video, then every per-language step for each language, each in its own worker."""
-    results = {}
-    for step in SOURCE_STEPS:
-        results[(step, None)] = run_step(step, video, out)
-    for lang in languages:
-        for step in LANGUAGE_STEPS:
-            results[(step, lang)] = run_step(step, video, out, lang)
-    from dubbing import pipeline
-
-    t = time.perf_counter()
-    layout = pipeline.layout_for(video, out)
-    outputs = {lang: pipeline.language_outputs(lang, layout.output(lang, ".mp4"), layout) for lang in languages}
-    info = pipeline.probe_source(video)
+    """Every step once per video, then every per-language step for each language, each in its own worker; then
+    the manifest and the once-per-video summary steps."""
+    from dubbing import steps
+    from dubbing.layout import layout_for
     from dubbing.types import Transcript
 
+    results = {}
+    for step in steps.steps("source"):
+        if step.name != "probe":  # every worker probes the input to build its context
+            results[(step.name, None)] = run_step(step.name, video, out)
+    for lang in languages:
+        for step in steps.steps("language"):
+            results[(step.name, lang)] = run_step(step.name, video, out, lang)
+    layout = layout_for(video, out)
+    outputs = {lang: layout.outputs(lang, layout.video(lang)) for lang in languages}
     transcript = Transcript.model_validate_json(layout.transcript.read_text())
-    pipeline.write_manifest(video, info, transcript, outputs, layout)
-    pipeline.review_page(layout)
-    results[("review page", None)] = (time.perf_counter() - t, 0.0)
+    steps.write_manifest(video, steps.probe_source(video), transcript, outputs, layout)
+    for step in steps.steps("summary"):
+        results[(step.name, None)] = run_step(step.name, video, out)
     return results
 
 
@@ -284,7 +222,7 @@ def section_scaling(work: Path, minutes: list[float], languages: list[str]) -> l
     for m, langs in plan:
         video = looped(m, work)
         results = chain(video, work / f"scale_{m:g}_{len(langs)}", langs)
-        source = sum(w for (s, lang), (w, _p) in results.items() if lang is None and s != "review page")
+        source = sum(w for (s, lang), (w, _p) in results.items() if lang is None and s != "review-page")
         per_lang = sum(w for (s, lang), (w, _p) in results.items() if lang is not None)
         total = sum(w for w, _p in results.values())
         slow = sorted(results.items(), key=lambda kv: -kv[1][0])[:3]

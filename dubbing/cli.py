@@ -75,13 +75,13 @@ def run(
     ] = None,
 ) -> None:
     """Dub VIDEO into each language: video, audio, subtitles, script and report per language."""
-    from dubbing import pipeline
+    from dubbing import steps
 
     langs = _split_languages(languages)
     _check_settings(preset, config, langs)
-    pipeline.probe_source(video, audio)
+    steps.probe_source(video, audio)
 
-    from flows.dub_video import dub_video
+    from dubbing.flows.dub_video import dub_video
 
     flow = dub_video if dask is None else dub_video.with_options(task_runner=_dask_runner(dask))
     with _progress_bars():
@@ -116,7 +116,7 @@ def batch(
     for item in items:
         _check_settings(item.preset, config, item.languages)
 
-    from flows.localize_batch import localize_batch
+    from dubbing.flows.localize_batch import localize_batch
 
     with _progress_bars():
         results = localize_batch(
@@ -154,7 +154,7 @@ def serve(
             "scheduled runs need a Prefect server: start `dub server`, then "
             "export PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
-    from flows.localize_batch import serve as serve_batch
+    from dubbing.flows.localize_batch import serve as serve_batch
 
     console.print(
         f"serving deployment localize-batch/{name}: {source} -> {out} every " + (f"{every:g}s" if every else cron)
@@ -198,10 +198,10 @@ def _progress_bars() -> Iterator[None]:
     """One bar per language (and one for the shared source stages), showing the stage and percentage."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-    from dubbing import progress
-    from flows.dub_video import LANGUAGE_STAGES, SOURCE_STAGES
+    from dubbing import progress, steps
 
-    stages = {None: SOURCE_STAGES}
+    stages = {None: [s.name for s in steps.steps("source") + steps.steps("summary")]}
+    language_stages = [s.name for s in steps.steps("language")]
     bars = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=err_console)
     rows: dict[str | None, int] = {}
     done: dict[str | None, set[str]] = {}
@@ -209,7 +209,7 @@ def _progress_bars() -> Iterator[None]:
     def on_event(event: progress.Event) -> None:
         key = event.language
         if key not in rows:
-            rows[key] = bars.add_task(key or "source", total=len(stages.get(key, LANGUAGE_STAGES)))
+            rows[key] = bars.add_task(key or "source", total=len(stages.get(key, language_stages)))
             done[key] = set()
         cached = " (cached)" if event.detail == "cached" else ""
         if event.fraction >= 1.0:
@@ -232,11 +232,11 @@ def eval_command(
     """Recompute the QA of a finished run from its files: rewrites each report.json and report.html."""
     import json
 
-    from dubbing import pipeline
+    from dubbing import steps
     from dubbing.config import load_settings
     from dubbing.review import summary_rows
 
-    manifest = pipeline.evaluate_run(out, load_settings(preset, config))
+    manifest = steps.evaluate_run(out, load_settings(preset, config))
     table = Table(title=f"QA of {out}")
     for column in ("language", "check", "figure"):
         table.add_column(column)
@@ -286,17 +286,22 @@ def transcribe_command(
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
 ) -> None:
     """Transcribe MEDIA with speakers and word timings: OUT/source/transcript.json, .srt and .vtt."""
-    from dubbing import media, pipeline
+    from dubbing import media, steps
     from dubbing.config import load_settings
+    from dubbing.layout import layout_for
 
     settings = load_settings(preset, config)
     settings.asr.language = language or settings.asr.language
     settings.diarize.speakers = speakers or settings.diarize.speakers
-    info = pipeline.probe_source(media_path)
-    layout = pipeline.layout_for(media_path, out)
-    analysis = media.extract_analysis_audio(media_path, layout.analysis_wav)
-    transcript = pipeline.transcribe(analysis, settings, layout)
-    srt, vtt = pipeline.write_source_subtitles(transcript, layout)
+    info = media.probe(media_path)
+    layout = layout_for(media_path, out)
+    context: steps.Context = {"video": media_path, "audio": None, "settings": settings, "layout": layout}
+    wanted = ["extract-audio", "transcribe", "source-subtitles"] + (["speaker-profiles"] if profiles else [])
+    for name in wanted:
+        if name != "speaker-profiles" or context["transcript"].utterances:
+            context |= steps.run(steps.get_step(name), context | {"separated": None})
+    transcript = context["transcript"]
+    srt, vtt = context["source_subtitles"]
     table = Table(title=f"{media_path.name}: {info.duration_s:.1f} s, language {transcript.language}")
     for column in ("speaker", "talk time", "lines", "words"):
         table.add_column(column)
@@ -307,8 +312,7 @@ def transcribe_command(
     console.print(table)
     for warning in transcript.warnings:
         err_console.print(f"[yellow]warning: {warning}[/yellow]")
-    if profiles and transcript.utterances:
-        pipeline.speaker_profiles(transcript, analysis, layout)
+    if "profiles" in context:
         console.print(f"speaker profiles: {layout.speaker_profiles}")
     console.print(f"transcript: {layout.transcript}\nsubtitles: {srt}  {vtt}")
 
@@ -329,7 +333,7 @@ def lipsync_command(
     """Re-voice VIDEO with AUDIO: the speaking face mouths the new audio; the rest of the picture is kept."""
     from dubbing import lipsync
 
-    options = {"model_path": model_path} if backend == "wav2lip" else {}
+    options = {"model_path": model_path} if model_path else {}  # the renderer says if it takes none
     result = lipsync.lipsync_video(
         video, audio, out, offset_ms=offset_ms, backend=backend, backend_options=options, fmt=fmt, resolution=resolution
     )

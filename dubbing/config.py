@@ -104,6 +104,7 @@ class QAConfig(Section):
 
     enabled: bool = True
     back_transcribe: bool = True  # ASR of the dub voice (intelligibility); the slowest check
+    asr_backend: str = "faster-whisper"  # what hears the dub back (an ASR backend; its model below)
     asr_model: str = "whisper-base"
     lipsync: bool = True  # track the dubbed picture's mouth against the dub audio
     max_error_rate: float = Field(0.5, ge=0, le=2)  # a line heard worse than this is flagged

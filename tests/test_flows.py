@@ -14,8 +14,8 @@ from prefect.testing.utilities import prefect_test_harness
 
 from dubbing import backends
 from dubbing.errors import DubbingError
-from flows.dub_video import dub_video, stage
-from flows.localize_batch import localize_batch
+from dubbing.flows.dub_video import dub_video, stage
+from dubbing.flows.localize_batch import localize_batch
 from tests.conftest import make_speech, make_video
 
 pytestmark = pytest.mark.slow
@@ -181,7 +181,9 @@ def test_api_key_from_a_prefect_secret_block_is_sent_and_masked():
     server = ChatServer()
     try:
         cfg = TranslateConfig(
-            backend="openai-compatible", model="tiny", base_url=server.url, api_key_secret="dub-test-llm-key"
+            backend="openai-compatible",
+            model="tiny",
+            options={"base_url": server.url, "api_key_secret": "dub-test-llm-key"},
         )
         assert translate.translator_for(cfg, "en", "es").translate(["hello"]) == ["<hello>"]
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.dub_video import LANGUAGE_STAGES, SOURCE_STAGES
+from dubbing import steps
 from tests.conftest import make_speech, make_video, media_file
 from tests.test_cli import assert_one_line_error, dub
 from tests.test_translate import ChatServer
@@ -100,8 +100,8 @@ def test_killed_at_every_stage_boundary_resumes_each_time(clip, tmp_path):
     """SIGKILL right after each stage in turn, as a power cut or an OOM kill would: every rerun reuses all that
     finished before (nothing is done twice), leaves no half-written file, and gets one stage further."""
     out = tmp_path / "out"
-    source = [s for s in SOURCE_STAGES if s != "review-page"]  # the review page comes after the manifest
-    boundaries = [("source", s) for s in source] + [("es", s) for s in LANGUAGE_STAGES]
+    boundaries = [("source", s.name) for s in steps.steps("source")]
+    boundaries += [("es", s.name) for s in steps.steps("language")]
     for i, (where, stage) in enumerate(boundaries):
         kill_after = stage if where == "source" else f"{stage}:{where}"
         args = ("run", str(clip), "-l", "es", "-o", str(out))
@@ -170,8 +170,8 @@ def test_secrets_never_reach_logs_artifacts_or_reports(clip, tmp_path):
     server = ChatServer()
     try:
         config = tmp_path / "llm.yaml"
-        es = {"translate": {"backend": "openai-compatible", "model": "tiny", "base_url": server.url}}
-        es["translate"]["api_key_env"] = "DUB_TEST_API_KEY"
+        options = {"base_url": server.url, "api_key_env": "DUB_TEST_API_KEY"}
+        es = {"translate": {"backend": "openai-compatible", "model": "tiny", "options": options}}
         config.write_text(json.dumps({"languages": {"es": es}, "lipsync": {"enabled": False}}))
         env = {"DUB_TEST_API_KEY": API_KEY, "PREFECT_HOME": str(tmp_path / "prefect-home")}
 

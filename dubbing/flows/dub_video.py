@@ -1,6 +1,6 @@
-"""Dub one video into several languages.
+"""Dub one video into several languages: the steps of `dubbing.steps.STEPS`, each as a Prefect task.
 
-The language-independent stages run once; then one `dub-language` subflow per language, several at a
+The once-per-video steps run once; then one `dub-language` subflow per language, several at a
 time. Every stage is a task whose cache key is its inputs' content, its config and the code version,
 with results persisted: a rerun resumes at the first unfinished stage, and adding a language re-runs
 only that language.
@@ -26,13 +26,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import CommitMode, transaction
 
-from dubbing import backends, pipeline, progress
-from dubbing.config import LanguageConfig, Settings, load_settings
+from dubbing import backends, progress, review, steps
+from dubbing.config import LanguageConfig, load_settings
 from dubbing.errors import DubbingError
 from dubbing.files import output_lock
+from dubbing.flows.caching import stage_cache_key
+from dubbing.layout import RunLayout, layout_for
 from dubbing.secrets import protect_logs
-from dubbing.types import FaceTracks, LanguageOutputs, Manifest, MediaInfo, SpeakerProfile, Transcript
-from flows.caching import stage_cache_key
+from dubbing.types import LanguageOutputs, Manifest, Transcript
 
 protect_logs()  # workers import this module without the CLI: keep secrets out of their logs too
 
@@ -57,12 +58,12 @@ def _transient(_task: Task, _run: Any, state: Any) -> bool:
     return not isinstance(state.result(raise_on_failure=False), DubbingError)
 
 
-def run_stage(step: Task, *args: Any, language: str | None = None) -> Any:
+def run_stage(step: Task, *, language: str | None = None, **arguments: Any) -> Any:
     """Run a stage task and report it as a progress event, noting when its result came from the cache."""
     progress.report(step.name, 0.0, language)
-    state = step(*args, return_state=True)
+    state = step(**arguments, return_state=True)
     if state.name == "Cached" and not _files_exist(state.result()):
-        state = step.with_options(refresh_cache=True)(*args, return_state=True)  # its files were deleted
+        state = step.with_options(refresh_cache=True)(**arguments, return_state=True)  # its files were deleted
     result = state.result()  # raises the stage's own error
     progress.report(step.name, 1.0, language, "cached" if state.name == "Cached" else "")
     _kill_if_asked(step.name, language)
@@ -86,83 +87,47 @@ def _kill_if_asked(stage_name: str, language: str | None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-probe = stage(pipeline.probe_source, "probe", cached=False)
-extract_audio = stage(pipeline.extract_audio, "extract-audio")
-transcribe = stage(pipeline.transcribe, "transcribe")
-source_subtitles = stage(pipeline.write_source_subtitles, "source-subtitles")
-separate = stage(pipeline.separate_audio, "separate")
-speaker_profiles = stage(pipeline.speaker_profiles, "speaker-profiles")
-track_faces = stage(pipeline.track_faces, "track-faces")
-# Translation backends may call a network service: retry with backoff.
-translate = stage(pipeline.translate_script, "translate", retries=2)
-match_voices = stage(pipeline.voices_for, "match-voices")
-speak = stage(pipeline.speak_script, "synthesize-and-fit", retries=2)
-mix = stage(pipeline.mix_audio, "mix")
-subtitles = stage(pipeline.write_subtitles, "subtitles")
-lipsync = stage(pipeline.render_lipsync, "lipsync")
-render = stage(pipeline.render_video, "render-video")
-report = stage(pipeline.write_report, "report")
-review = stage(pipeline.review_page, "review-page", cached=False)
+TASKS: dict[str, Task] = {s.name: stage(s.run, s.name, retries=s.retries, cached=s.cached) for s in steps.STEPS}
+"""Every step of `dubbing.steps.STEPS` as a Prefect task of the same name: what the flow runs."""
 
-SOURCE_STAGES = tuple(
-    t.name
-    for t in (probe, extract_audio, transcribe, source_subtitles, separate, speaker_profiles, track_faces, review)
-)
-LANGUAGE_STAGES = tuple(t.name for t in (translate, match_voices, speak, mix, subtitles, lipsync, render, report))
+
+def run_step(step: steps.Step, context: steps.Context, language: str | None = None) -> steps.Context:
+    """Run a step as its task (unless the user supplied its result, as an edited script) and add its outputs."""
+    reused = step.reuse(context) if step.reuse else None
+    if reused is not None:
+        return context | steps.outputs(step, reused)
+    result = run_stage(TASKS[step.name], language=language, **steps.arguments(step, context))
+    return context | steps.outputs(step, result)
 
 
 @dataclass(frozen=True)
 class SourceAnalysis:
-    """What the once-per-video stages hand to every language."""
+    """What the once-per-video steps hand to every language: the run's named values so far."""
 
-    transcript: Transcript
-    profiles: list[SpeakerProfile]
-    background: Path | None
-    faces: FaceTracks | None
+    context: dict[str, Any]
 
 
 @flow(name="dub-language", flow_run_name="dub-{lang}")
-def dub_language(
-    video: Path,
-    info: MediaInfo,
-    source: SourceAnalysis,
-    lang: str,
-    cfg: LanguageConfig,
-    settings: Settings,
-    layout: pipeline.RunLayout,
-) -> LanguageOutputs:
-    transcript = source.transcript
-    script = pipeline.edited_script(layout, lang) or run_stage(translate, transcript, lang, cfg, layout, language=lang)
-    voices = run_stage(match_voices, transcript, source.profiles, lang, cfg, layout, language=lang)
-    script, track = run_stage(speak, script, cfg, info.duration_s, voices, layout, language=lang)
-    audio = run_stage(mix, track, settings, layout, source.background, language=lang)
-    srt, _vtt = run_stage(subtitles, script, info.duration_s, layout, language=lang)
-    picture = run_stage(lipsync, video, source.faces, script, track, settings, layout, language=lang)
-    video_out = run_stage(render, video, info, audio, srt, lang, layout, picture, language=lang)
-    report_path = run_stage(report, script, track, layout, settings, video_out, language=lang)
+def dub_language(source: SourceAnalysis, lang: str, cfg: LanguageConfig) -> LanguageOutputs:
+    context = source.context | {"lang": lang, "cfg": cfg}
+    for step in steps.steps("language"):
+        context = run_step(step, context, language=lang)
+    layout: RunLayout = context["layout"]
     create_markdown_artifact(
         key=f"qa-{_slug(layout.name)}-{lang}",
-        markdown=pipeline.report_markdown(report_path, layout),
+        markdown=review.report_markdown(context["report"], layout),
         description=f"{layout.name} in {lang}",
     )
-    return pipeline.language_outputs(lang, video_out, layout)
+    return layout.outputs(lang, context["dub_video"])
 
 
 @task(name="language", task_run_name="language-{lang}", cache_policy=NO_CACHE)
-def run_language(
-    video: Path,
-    info: MediaInfo,
-    source: SourceAnalysis,
-    lang: str,
-    cfg: LanguageConfig,
-    settings: Settings,
-    layout: pipeline.RunLayout,
-) -> LanguageOutputs:
+def run_language(source: SourceAnalysis, lang: str, cfg: LanguageConfig) -> LanguageOutputs:
     """Runs one language's subflow; as a task it can run beside the other languages. Its stages commit
     their cached results as each finishes (EAGER): inside a task they would otherwise wait for this task to
     end, and a run killed mid-language would lose them."""
     with transaction(commit_mode=CommitMode.EAGER):
-        return dub_language(video, info, source, lang, cfg, settings, layout)
+        return dub_language(source, lang, cfg)
 
 
 @flow(name="dub-video", flow_run_name="dub-{video.name}", task_runner=ThreadPoolTaskRunner(max_workers=16))
@@ -185,45 +150,39 @@ def _dub_video(
     video: Path, languages: list[str], out: Path, preset: str, config: Path | None, audio: Path | None
 ) -> Manifest:
     settings = load_settings(preset, config)
-    layout = pipeline.layout_for(video, out)
+    layout = layout_for(video, out)
     lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
-    steps = len(SOURCE_STAGES) + len(languages)
+    source_steps = steps.steps("source")
+    total = len(source_steps) + len(languages)
     bar = create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
 
-    info = run_stage(probe, video, audio)
-    analysis_wav, _mix_wav = run_stage(extract_audio, video, layout, audio)
-    update_progress_artifact(bar, 100 * 2 / steps)
-    transcript = run_stage(transcribe, analysis_wav, settings, layout)
-    pipeline.require_speech(transcript, audio or video)
-    run_stage(source_subtitles, transcript, layout)
-    separated = run_stage(separate, transcript, settings, layout)
-    speech, background = separated if separated else (None, None)
-    profiles = run_stage(speaker_profiles, transcript, analysis_wav, layout, speech)
-    faces = run_stage(track_faces, video, info, transcript, settings, layout)
-    source = SourceAnalysis(transcript=transcript, profiles=profiles, background=background, faces=faces)
+    context: steps.Context = {"video": video, "audio": audio, "settings": settings, "layout": layout}
+    for done, step in enumerate(source_steps, 1):
+        context = run_step(step, context)
+        update_progress_artifact(bar, 100 * done / total)
+    transcript: Transcript = context["transcript"]
     create_table_artifact(
         key=f"transcript-{_slug(layout.name)}",
         table=[{"start": u.start, "end": u.end, "speaker": u.speaker, "text": u.text} for u in transcript.utterances],
         description=f"{video.name}: {len(transcript.utterances)} utterances, language {transcript.language}",
     )
-    update_progress_artifact(bar, 100 * len(SOURCE_STAGES) / steps)
     backends.release("asr", "diarize")  # no language stage needs them; QA loads Whisper once for all languages
 
-    targets = pipeline.target_languages(languages, transcript.language)
+    source = SourceAnalysis(context)
+    targets = steps.target_languages(languages, transcript.language)
     outputs: dict[str, LanguageOutputs] = {}
-    done = len(SOURCE_STAGES) + len(languages) - len(targets)
-    step = settings.max_parallel_languages
-    for group in (targets[i : i + step] for i in range(0, len(targets), step)):
-        futures = {
-            lang: run_language.submit(video, info, source, lang, lang_cfgs[lang], settings, layout) for lang in group
-        }
+    done = len(source_steps) + len(languages) - len(targets)
+    group_size = settings.max_parallel_languages
+    for group in (targets[i : i + group_size] for i in range(0, len(targets), group_size)):
+        futures = {lang: run_language.submit(source, lang, lang_cfgs[lang]) for lang in group}
         for lang, future in futures.items():
             outputs[lang] = future.result()
             done += 1
-            update_progress_artifact(bar, 100 * done / steps)
-    pipeline.write_manifest(video, info, transcript, outputs, layout)
-    run_stage(review, layout)
-    return Manifest.model_validate_json((layout.out / "manifest.json").read_text())
+            update_progress_artifact(bar, 100 * done / total)
+    steps.write_manifest(video, context["info"], transcript, outputs, layout)
+    for step in steps.steps("summary"):
+        context = run_step(step, context)
+    return Manifest.model_validate_json(layout.manifest.read_text())
 
 
 def _slug(name: str) -> str:

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from dubbing import batch
 from dubbing.errors import DubbingError
-from flows.dub_video import dub_video
+from dubbing.flows.dub_video import dub_video
 
 
 @flow(name="localize-batch", flow_run_name="batch-{source.name}")

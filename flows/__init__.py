@@ -1,1 +1,0 @@
-"""Prefect flows: thin orchestration over dubbing.pipeline."""
