@@ -10,6 +10,7 @@ from pathlib import Path, PurePath
 import yaml
 
 from dubbing.errors import DubbingError
+from dubbing.layout import manifest_of
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 
@@ -86,7 +87,7 @@ def safe_child(root: Path, name: str, source: Path) -> Path:
 
 
 def _mark_done(item: BatchItem) -> BatchItem:
-    manifest = item.out / "manifest.json"
+    manifest = manifest_of(item.out)
     try:
         data = json.loads(manifest.read_text())
         done = set(data["outputs"]) | {data.get("source_language")}

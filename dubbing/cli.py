@@ -18,6 +18,7 @@ from rich.table import Table
 
 from dubbing import __version__, models
 from dubbing.errors import DubbingError
+from dubbing.layout import manifest_of, review_page_of
 from dubbing.secrets import protect_logs, redact
 
 app = typer.Typer(
@@ -94,7 +95,7 @@ def run(
             lang, str(out / outputs.video) if outputs.video else "-", str(out / outputs.srt), str(out / outputs.report)
         )
     console.print(table)
-    console.print(f"manifest: {out / 'manifest.json'}")
+    console.print(f"manifest: {manifest_of(out)}")
     if manifest.review:
         console.print(f"review page: {out / manifest.review}")
 
@@ -245,7 +246,7 @@ def eval_command(
         for label, value in summary_rows(report):
             table.add_row(lang, label, value)
     console.print(table)
-    console.print(f"review page: {out / 'report.html'}")
+    console.print(f"review page: {review_page_of(out)}")
 
 
 @app.command("translate")

@@ -24,11 +24,11 @@ class RunLayout:
     # ---- the run as a whole
     @property
     def manifest(self) -> Path:
-        return self.out / "manifest.json"
+        return manifest_of(self.out)
 
     @property
     def review_page(self) -> Path:
-        return self.out / "report.html"
+        return review_page_of(self.out)
 
     @property
     def lock(self) -> Path:
@@ -155,6 +155,15 @@ class RunLayout:
             script=self.relative(self.script(lang)),
             report=self.relative(self.report(lang)),
         )
+
+
+def manifest_of(out: Path) -> Path:
+    """manifest.json of the run in `out`: what tools outside the project read."""
+    return Path(out) / "manifest.json"
+
+
+def review_page_of(out: Path) -> Path:
+    return Path(out) / "report.html"
 
 
 def layout_for(video: Path, out: Path) -> RunLayout:

@@ -36,7 +36,7 @@ from dubbing import (
 from dubbing.config import ASRConfig, LanguageConfig, Settings
 from dubbing.errors import DubbingError
 from dubbing.files import write_json, write_text
-from dubbing.layout import RunLayout
+from dubbing.layout import RunLayout, layout_for, manifest_of
 from dubbing.types import (
     DubTrack,
     FaceTracks,
@@ -409,9 +409,7 @@ def write_review_page(layout: RunLayout) -> Path:
 def evaluate_run(out: Path, settings: Settings) -> Manifest:
     """`dub eval`: recompute every language's QA of a finished run from its manifest and files, rewriting
     report.json and report.html."""
-    from dubbing.layout import layout_for
-
-    manifest_path = Path(out) / "manifest.json"
+    manifest_path = manifest_of(out)
     if not manifest_path.exists():
         raise DubbingError(f"{manifest_path} not found: give the output folder of a finished `dub run`")
     manifest = Manifest.model_validate_json(manifest_path.read_text())
