@@ -46,8 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
 sys.path.insert(0, str(ROOT))
 
-from dubbing import asr, models, pipeline, speaker_embedding, tts, voice  # noqa: E402
+from dubbing import asr, backends, media, models, speaker_embedding, tts, voice  # noqa: E402
 from dubbing.config import load_settings  # noqa: E402
+from dubbing.layout import layout_for  # noqa: E402
 from dubbing.types import Script, ScriptLine, SourceSpeaker, VoiceMatch  # noqa: E402
 
 SENTENCES = {
@@ -279,7 +280,7 @@ def bench_wer(tmp: Path) -> list[str]:
     )
     wanted = os.environ.get("WER_BACKENDS", "kokoro,espeak").split(",")
     for backend, voices_for in [r for r in runs if r[0] in wanted]:
-        synth = tts.get_synthesizer(backend)
+        synth = backends.build(tts.BACKENDS, backend, "TTS")
         for lang, sentences in SENTENCES.items():
             for voice_name in voices_for(lang):
                 wer = _wer_of(model, synth, lang, voice_name, sentences, tmp)
@@ -336,9 +337,10 @@ def bench_timing(tmp: Path) -> list[str]:
     ]
     notes: list[str] = []
     src = MEDIA / "musetalk_eng.wav"
-    layout = pipeline.layout_for(src, tmp / "muse")
-    pipeline.extract_audio(src, layout)
-    transcript = asr.get_transcriber("faster-whisper", model="whisper-base").transcribe(layout.analysis_wav)
+    layout = layout_for(src, tmp / "muse")
+    media.extract_analysis_audio(src, layout.analysis_wav)
+    transcriber = backends.build(asr.BACKENDS, "faster-whisper", "ASR", model="whisper-base")
+    transcript = transcriber.transcribe(layout.analysis_wav)
     cfg = settings.for_language("es").model_copy(deep=True)
     cfg.tts.backend, cfg.tts.voice = "kokoro", None
     translator = translate.translator_for(cfg.translate, transcript.language, "es")
@@ -348,6 +350,7 @@ def bench_timing(tmp: Path) -> list[str]:
         for i, (u, t) in enumerate(zip(transcript.utterances, texts, strict=True))
     ]
     script = Script(source_language=transcript.language, language="es", translator=translator.name, lines=lines)
+    synth = tts.synthesizer_for(cfg)  # as the match-voices and synthesize steps build it
     # As on a machine's first run: the probe clips cached by earlier runs are moved aside (and put back after).
     probe_cache = models.cache_root() / "voice-bank"
     aside = tmp / "voice-bank-aside"
@@ -355,15 +358,23 @@ def bench_timing(tmp: Path) -> list[str]:
         shutil.move(probe_cache, aside)
     try:
         t0, c0 = time.perf_counter(), _cpu()
-        speakers = pipeline.source_speakers(transcript, layout.analysis_wav, layout)
-        matches = pipeline.match_voices(speakers, "es", cfg, layout)
+        speakers = voice.source_speakers(transcript, None, layout.analysis_wav, layout.speakers_dir)
+        matches = voice.match_voices(speakers, "es", synth, cfg.tts, probe_text=cfg.probe_text, cache_dir=probe_cache)
         t1, c1 = time.perf_counter(), _cpu()
     finally:
         if aside.exists():
             shutil.rmtree(probe_cache, ignore_errors=True)
             shutil.move(aside, probe_cache)
-    fitted, track = pipeline.synthesize_track(
-        script, cfg, transcript.duration_s, layout, voices=matches, shorten=pipeline.translation_shortener(script, cfg)
+    fitted, track = voice.speak_track(
+        script,
+        synth,
+        cfg.tts,
+        cfg.timing,
+        duration_s=transcript.duration_s,
+        voices=matches,
+        voice_wav=layout.voice("es"),
+        clip_cache=layout.clip_cache("es"),
+        shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)),
     )
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     share, top, end_err = _onsets_ok(track.voice_path, fitted.lines)
@@ -392,12 +403,17 @@ def bench_timing(tmp: Path) -> list[str]:
         i += 1
     cfg_e = settings.for_language("es").model_copy(deep=True)
     cfg_e.tts.backend, cfg_e.tts.voice = "espeak", "es"
+    long_layout = layout_for(Path("synthetic10min.wav"), tmp / "long")
     t0 = time.perf_counter()
-    fitted, track = pipeline.synthesize_track(
+    fitted, track = voice.speak_track(
         Script(source_language="en", language="es", translator="none", lines=long_lines),
-        cfg_e,
-        600.0,
-        pipeline.layout_for(Path("synthetic10min.wav"), tmp / "long"),
+        tts.synthesizer_for(cfg_e),
+        cfg_e.tts,
+        cfg_e.timing,
+        duration_s=600.0,
+        voices={},
+        voice_wav=long_layout.voice("es"),
+        clip_cache=long_layout.clip_cache("es"),
     )
     wall = time.perf_counter() - t0
     share, top, end_err = _onsets_ok(track.voice_path, fitted.lines)
@@ -455,7 +471,7 @@ def bench_similarity(tmp: Path) -> list[str]:
         f = row.split()
         turns.setdefault(f[7], []).append((float(f[3]), float(f[3]) + float(f[4])))
     pair = [_clip(MEDIA / "pyannote_sample.wav", tmp, f"pyannote_{k}", v) for k, v in sorted(turns.items())]
-    synth = tts.get_synthesizer("kokoro")
+    synth = backends.build(tts.BACKENDS, "kokoro", "TTS")
     text = voice.probe_text("es")
     bank = voice.VoiceBank(
         backend="kokoro",
@@ -465,7 +481,7 @@ def bench_similarity(tmp: Path) -> list[str]:
         can_blend=True,
         table_key=voice.probe_table_key(*synth.probe_key("es", text)),
     )
-    matcher = voice.get_matcher("embedding")
+    matcher = backends.build(voice.MATCHERS, "embedding", "voice matching")
     rows = [
         "| speaker | voice after matching | default voice | closest bank voice | after matching |",
         "|---|---|---|---|---|",
@@ -521,7 +537,7 @@ def bench_similarity_scale(tmp: Path) -> list[str]:
                 for i in range(0, len(rest) - n + 1, n)]  # fmt: skip
         rows.append(f"| the speaker's own held-out speech, {seconds} s | {np.mean(sims):.3f}, {np.min(sims):.3f} | "
                     f"{len(sims)} |")  # fmt: skip
-    synth = tts.get_synthesizer("kokoro")
+    synth = backends.build(tts.BACKENDS, "kokoro", "TTS")
     table = voice.load_probe_table("kokoro", voice.probe_table_key(*synth.probe_key("es", voice.probe_text("es"))))
     closest = max(table, key=lambda v: speaker_embedding.cosine(reference, table[v][0])) if table else "am_santa"
     clips = [synth.synthesize(t, language="es", voice=closest) for t in SCALE_SENTENCES]
@@ -552,7 +568,8 @@ def bench_separation(tmp: Path) -> list[str]:
         spans.append((float(start), end))
     sf.write(str(tmp / "sep_mix.wav"), music + speech, RATE, subtype="FLOAT")
     t0 = time.perf_counter()
-    separate.get_separator("classical").separate(tmp / "sep_mix.wav", tmp / "sp.wav", tmp / "bg.wav", speech=spans)
+    separator = backends.build(separate.BACKENDS, "classical", "separation")
+    separator.separate(tmp / "sep_mix.wav", tmp / "sp.wav", tmp / "bg.wav", speech=spans)
     sep_s = time.perf_counter() - t0
     bg, _ = sf.read(str(tmp / "bg.wav"), dtype="float32")
     inside = np.zeros(len(bg), bool)
@@ -588,7 +605,7 @@ PROBE_LANGUAGES = ("es", "pt", "it")
 def build_probes(tmp: Path) -> list[str]:
     """Not a measurement: (re)write dubbing/data/kokoro_probes.npz, every kokoro voice's probe embedding per language
     (set PROBE_LANGUAGES=es,pt to make only some), so matching screens the bank without synthesising it."""
-    synth = tts.get_synthesizer("kokoro")
+    synth = backends.build(tts.BACKENDS, "kokoro", "TTS")
     banks = {}
     for lang in os.environ.get("PROBE_LANGUAGES", ",".join(PROBE_LANGUAGES)).split(","):
         text = voice.probe_text(lang)

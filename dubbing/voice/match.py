@@ -6,12 +6,13 @@ embedding is closest, then moves pitch and formants toward the speaker with praa
 choosing the formant shift that brings the embedding closest. Different speakers get different bank voices
 when the bank has enough. The chosen voice, shifts and similarities are recorded so they can be reused.
 
-The stage never calls TTS itself: the caller passes `speak(voice) -> (audio, rate)`, which says a fixed probe
-sentence in the target language with that voice.
+Matching never calls TTS itself: its caller (`track.match_voices`) passes `speak(voice) -> (audio, rate)`, which
+says a fixed probe sentence in the target language with that voice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,9 +20,12 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import soundfile as sf
 
 from dubbing import speaker_embedding
+from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
+from dubbing.files import atomic_path
 from dubbing.types import SourceSpeaker, VoiceMatch
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,15 @@ Speak = Callable[[str], tuple[np.ndarray, int]]
 # Probe embeddings of a packaged voice bank, made once by `benchmarks/bench_voice.py --only probes`: with 54 voices,
 # synthesising every probe on a machine's first run would cost minutes, so the bank is screened from this table and
 # only the few closest voices are synthesised. Each table records what its numbers depend on (`key`).
-PROBE_TABLE_DIR = Path(__file__).resolve().parent / "data"
+PROBE_TABLE_DIR = Path(__file__).resolve().parent.parent / "data"  # dubbing/data (packaged with dubbing)
+
+
+def write_clip(path: Path, audio: np.ndarray, rate: int) -> Path:
+    """Keep a probe or line clip across runs as float32 samples, so reading it back gives exactly what was spoken
+    (media.write_audio writes 16-bit)."""
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), audio, rate, format="WAV", subtype="FLOAT")
+    return Path(path)
 
 
 @dataclass
@@ -78,20 +90,13 @@ class VoiceBank:
         """The probe clip, from the disk cache when an earlier run made it."""
         if self.cache_dir is None:
             return self.speak(voice)
-        import hashlib
-
-        import soundfile as sf
-
-        from dubbing.files import atomic_path
-
         digest = hashlib.sha256(f"{self.backend}|{voice}|{self.cache_key}".encode()).hexdigest()[:24]
         path = Path(self.cache_dir) / f"{self.backend}-{digest}.wav"
         if path.exists():
             audio, rate = sf.read(str(path), dtype="float32")
             return audio, rate
         audio, rate = self.speak(voice)
-        with atomic_path(path) as tmp:
-            sf.write(str(tmp), audio, rate, format="WAV", subtype="FLOAT")
+        write_clip(path, audio, rate)
         return audio, rate
 
     def _heard(self, voice: str) -> tuple[np.ndarray, int, np.ndarray, float | None, float]:
@@ -122,8 +127,6 @@ class VoiceBank:
 
 def probe_table_key(backend: str, model_sha256: str, voices_sha256: str, language: str, text: str) -> str:
     """Everything a bank voice's probe embedding depends on, besides the voice's name."""
-    import hashlib
-
     embedder = speaker_embedding.model_sha256()
     return hashlib.sha256(f"{backend}|{model_sha256}|{voices_sha256}|{embedder}|{language}|{text}".encode()).hexdigest()
 
@@ -282,8 +285,6 @@ class SpeakerStats:
 
 def speaker_stats(speaker: SourceSpeaker) -> SpeakerStats:
     """Embedding, median pitch, pitch spread and spectral balance of an original speaker's reference clip."""
-    import soundfile as sf
-
     path = Path(speaker.reference_clip)
     if not path.exists():
         raise DubbingError(f"reference clip of speaker {speaker.speaker} not found: {path}")
@@ -300,6 +301,10 @@ class EmbeddingMatcher:
     speaker, keeping whichever variant the embedding says is closest."""
 
     name = "embedding"
+
+    class Options(NoOptions):
+        shift: bool = True  # try pitch and formant shifts toward the speaker
+        eq: bool = True  # try an EQ toward the speaker's spectrum
 
     def __init__(self, shift: bool = True, eq: bool = True) -> None:
         self.shift, self.eq = shift, eq
@@ -465,15 +470,8 @@ class FixedMatcher:
         return {s.speaker: parse_voice(fixed.get(s.speaker, voice), bank.backend, s.speaker) for s in speakers}
 
 
-BACKENDS: dict[str, type] = {"embedding": EmbeddingMatcher, "clone": CloneMatcher, "none": FixedMatcher}
-
-
-def get_matcher(name: str, **options) -> VoiceMatcher:
-    try:
-        cls = BACKENDS[name]
-    except KeyError:
-        raise DubbingError(f"unknown voice matcher {name!r}; available: {', '.join(BACKENDS)}") from None
-    return cls(**options)
+MATCHERS: dict[str, type] = {"embedding": EmbeddingMatcher, "clone": CloneMatcher, "none": FixedMatcher}
+"""The voice matchers by name (`tts.match`), built with `dubbing.backends.build(MATCHERS, name, "voice matching")`."""
 
 
 def probe_text(language: str) -> str:
