@@ -202,7 +202,9 @@ def test_the_packaged_probe_table_screens_the_bank_as_hearing_it_would(phone_cal
         audio, rate = kokoro_bank.speak(name)
         emb = speaker_embedding.embed(audio, rate)
         median, _ = voice.pitch_stats(audio, rate)
-        assert speaker_embedding.cosine(emb, table[name][0]) > 0.98
+        # Kokoro's int8 ONNX kernels round differently on different CPUs (0.97 was seen on an AMD EPYC against a
+        # table made elsewhere): the table screens the bank, and matching then hears the closest voices themselves.
+        assert speaker_embedding.cosine(emb, table[name][0]) > 0.95
         assert table[name][1] == pytest.approx(median, rel=0.03)
     assert voice.load_probe_table("kokoro", voice.probe_table_key("kokoro", "other", "model", "es", "x")) == {}
     heard: list[str] = []
