@@ -76,11 +76,11 @@ def fit_lines(
     estimates = [estimate(t) for t in texts]
     results: list[LineFit] = []
     requests: list[ShortenRequest] = []
-    for i, (text, slot_s, estimate) in enumerate(zip(texts, slot_seconds, estimates, strict=True)):
-        ok = fits(estimate, slot_s, max_speedup)
-        results.append(LineFit(text, estimate, slot_s, "empty" if not text.strip() else "fits" if ok else "over"))
+    for i, (text, slot_s, seconds) in enumerate(zip(texts, slot_seconds, estimates, strict=True)):
+        ok = fits(seconds, slot_s, max_speedup)
+        results.append(LineFit(text, seconds, slot_s, "empty" if not text.strip() else "fits" if ok else "over"))
         if results[-1].action == "over" and shorten is not None:
-            requests.append(ShortenRequest(i, text, max(8, int(len(text) * slot_s * max_speedup / estimate))))
+            requests.append(ShortenRequest(i, text, max(8, int(len(text) * slot_s * max_speedup / seconds))))
     if requests:
         for request, candidates in zip(requests, shorten(requests), strict=True):
             i = request.index
