@@ -62,8 +62,8 @@ class TranslateConfig(Section):
 class TTSConfig(Section):
     backend: str = "espeak"  # espeak | kokoro | piper | xtts (dubbing.tts.BACKENDS)
     # Each TTS backend's own options for this language, by backend name: a language record tunes the backend it
-    # uses and the ones it may fall back to (espeak's voice and rates next to Kokoro's phonemizer). The chosen
-    # backend's block is validated by its `Options` when it is built.
+    # uses and the ones it may fall back to (espeak's voice and words per minute next to Kokoro's phonemizer). The
+    # chosen backend's block is validated by its `Options` when it is built.
     options: dict[str, BackendOptions] = Field(default_factory=dict)
     # Characters (whitespace not counted) spoken per second at speed 1.0, by TTS backend: the translation
     # stage's length estimate (dubbing.tts.estimator). Measured with benchmarks/calibrate_speech_rate.py.

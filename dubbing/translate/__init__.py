@@ -43,6 +43,7 @@ __all__ = [
     "check",
     "fit_to_slots",
     "is_offline",
+    "pivot_options",
     "isochrony",
     "shortener",
     "shorter_after_synthesis",
