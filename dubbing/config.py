@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -60,8 +60,14 @@ class TranslateConfig(Section):
 
 
 class TTSConfig(Section):
-    backend: str = "espeak"
-    options: BackendOptions = Field(default_factory=dict)
+    backend: str = "espeak"  # espeak | kokoro | piper | xtts (dubbing.tts.BACKENDS)
+    # Each TTS backend's own options for this language, by backend name: a language record tunes the backend it
+    # uses and the ones it may fall back to (espeak's voice and words per minute next to Kokoro's phonemizer). The
+    # chosen backend's block is validated by its `Options` when it is built.
+    options: dict[str, BackendOptions] = Field(default_factory=dict)
+    # Characters (whitespace not counted) spoken per second at speed 1.0, by TTS backend: the translation
+    # stage's length estimate (dubbing.tts.estimator). Measured with benchmarks/calibrate_speech_rate.py.
+    rates: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     voice: str | None = None  # backend voice for every speaker unless `voices` names one
     voices: dict[str, str] = Field(default_factory=dict)  # speaker -> voice
     match: Literal["embedding", "clone", "none"] = "embedding"  # voice matching (named voices are kept as named)
@@ -115,12 +121,45 @@ class QAConfig(Section):
 
 
 class LanguageConfig(Section):
-    """Everything that is chosen per target language."""
+    """Everything that is chosen per target language: one record, configs/languages/<code>.yaml. A record with a
+    missing piece is reported by `check_language` (`dub doctor`)."""
 
-    name: str = ""
+    code: str = ""  # the record's language code: its file name (set by the loader)
+    name: str = ""  # in English ("Spanish"): what a translator that takes instructions is told
+    iso639_2: str | None = None  # "spa": the language tag of the dubbed video's audio and subtitle streams
+    metric: Literal["wer", "cer"] | None = None  # QA's error rate of the dub heard back (cer: written without spaces)
+    probe_text: str | None = None  # about three seconds of varied speech: what voice matching hears each voice say
     translate: TranslateConfig = Field(default_factory=TranslateConfig)
     tts: TTSConfig = Field(default_factory=TTSConfig)
     timing: TimingConfig = Field(default_factory=TimingConfig)
+
+
+def check_language(cfg: LanguageConfig) -> list[str]:
+    """What the record lacks for a run (empty when it is complete); each problem names its key. Backend names and
+    options are checked by their stages (`tts.check`, `translate.check`)."""
+    problems = []
+    if not cfg.name:
+        problems.append("name: missing (the language's name in English)")
+    if not (cfg.iso639_2 and len(cfg.iso639_2) == 3 and cfg.iso639_2.isalpha() and cfg.iso639_2.islower()):
+        problems.append(f"iso639_2: {cfg.iso639_2!r} is not a three-letter ISO 639-2 code (e.g. spa)")
+    if cfg.metric is None:
+        problems.append("metric: missing (wer, or cer for a language written without spaces)")
+    if not (cfg.probe_text or "").strip():
+        problems.append("probe_text: missing (a sentence of about three seconds, for voice matching)")
+    if cfg.tts.backend not in cfg.tts.rates:
+        problems.append(
+            f"tts.rates.{cfg.tts.backend}: no speech rate for the language's TTS backend "
+            "(characters per second; measure it with benchmarks/calibrate_speech_rate.py)"
+        )
+    return problems
+
+
+def language_name(code: str) -> str | None:
+    """The name the language's record gives it ("Spanish"), None when it has no record (a source language)."""
+    path = config_dir() / "languages" / f"{code.split('-')[0].lower()}.yaml"
+    if not path.is_file():
+        return None
+    return str(_read_yaml(path).get("name") or "") or None
 
 
 class Settings(Section):
@@ -220,8 +259,12 @@ def load_settings(preset: str = "draft", user_config: Path | None = None) -> Set
     for path in sorted((root / "languages").glob("*.yaml")):
         data = _read_yaml(path)
         _validate(LanguageConfig, data, path)
+        if data.get("code", path.stem) != path.stem:
+            raise DubbingError(f"{path}: key 'code' is {data['code']!r}; a record's code is its file name")
         languages[path.stem] = _merge(_merge(language_defaults, data), user_languages.get(path.stem, {}))
     for code, data in user_languages.items():  # languages only the user's file defines
         languages.setdefault(code, _merge(language_defaults, data))
+    for code, data in languages.items():
+        data["code"] = code
     merged["languages"] = languages
     return _validate(Settings, merged, user_config or root)  # type: ignore[return-value]

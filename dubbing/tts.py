@@ -1,9 +1,14 @@
-"""Text to speech. Backends implement `Synthesizer`: each has a rate control (`speed`) and lists the languages
-and voices it has. A voice is a string so it can be written into script.json and named again in config."""
+"""Text to speech. Backends implement `Synthesizer`: each declares what it can do (`capabilities`), owns its options
+(`Options`, one block per backend in a language record's `tts.options`) and lists the languages and voices it has.
+A voice is a string so it can be written into script.json and named again in config.
+
+The language record also holds each backend's speech rate (`tts.rates`): `estimator` turns it into the seconds a
+text takes to speak, which the translation stage uses to fit lines to their slots without loading a model."""
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import json
 import logging
@@ -13,27 +18,45 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import unicodedata
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import soundfile as sf
+from pydantic import Field
 
 from dubbing import models
-from dubbing.backends import pick
+from dubbing.backends import NoOptions, build, capable, options_for, shared
+from dubbing.config import LanguageConfig
 from dubbing.errors import DubbingError
 from dubbing.tools import require_tool
 
 log = logging.getLogger(__name__)
 
+# What a backend can do (its `capabilities`):
+# "rate": `speed` changes how fast it speaks; "voices": it lists named voices to choose from;
+# "blend": a voice may be a weighted mix of its voices ("a*0.7+b*0.3");
+# "clone": a voice is a reference clip of the speaker to imitate; such a backend is used without being named,
+#     whenever its `available()` says it can run here and the language allows cloning;
+# "probe-table": packaged probe embeddings of its voices exist, looked up by `probe_key(language, text)`.
+CAPABILITIES = frozenset({"rate", "voices", "blend", "clone", "probe-table"})
+
 
 class Synthesizer(Protocol):
-    name: str
-    clones: bool  # True: `voice` is a path to a reference clip of the speaker to imitate
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]]
+    Options: ClassVar[type[NoOptions]]
+    revision: ClassVar[str]  # changes when the same voice starts to sound different (cached probes are keyed on it)
 
     def languages(self) -> list[str]: ...
 
     def voices(self, language: str) -> list[str]: ...
+
+    def default_voice(self, language: str) -> str:
+        """The voice a speaker gets when nothing else chooses one."""
+        ...
 
     def synthesize(
         self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
@@ -41,26 +64,6 @@ class Synthesizer(Protocol):
         """Speak `text`; `speed` > 1 speaks faster. Returns mono float32 samples (silence trimmed) and their rate."""
         ...
 
-
-# espeak-ng voice and rate per language, chosen for intelligibility (whisper base back-transcription) on a
-# calibration sentence set and reported on another (benchmarks/bench_voice.py, sections espeak-tune and wer).
-# Calibration WER (8 sentences each): es+klatt 148 wpm 0.28 (es at 165: 0.37), pt-br 115 wpm 0.26 (pt-br at 165:
-# 0.59), it+m3 165 wpm 0.38 (it: 0.51). Slower speech is easier to follow but needs more speed-up to fit a slot.
-# These formant voices are the fallback when the language's MBROLA voice is not installed.
-ESPEAK_TUNING: dict[str, tuple[str, int]] = {"es": ("es+klatt", 148), "pt": ("pt-br", 115), "it": ("it+m3", 165)}
-
-# espeak-ng's phonemes spoken by an MBROLA diphone voice (Debian contrib/non-free: mbrola, mbrola-es1...;
-# scripts/setup installs them) sound far more natural and are far easier to follow; chosen the same way and used
-# when installed: per language the voices offered (pt, it: a female then a male one; es: two male ones, its only
-# female database lacks many diphones), each at its rate; the first installed is the default. Calibration WER
-# (20 sentences): mb-es1 140 wpm 0.12, mb-es2 120 wpm 0.16 (es+klatt 0.32); mb-br4 140 wpm 0.26, mb-br1 120 wpm
-# 0.29 (pt-br 0.53); mb-it4 120 wpm 0.23 (at 140: 0.22, a tie; 120 had won on the first 8 sentences), mb-it3 165
-# wpm 0.26 (it+m3 0.47). Of two rates within about 0.02 the one already chosen is kept.
-MBROLA_TUNING: dict[str, dict[str, int]] = {
-    "es": {"mb-es1": 140, "mb-es2": 120},
-    "pt": {"mb-br4": 140, "mb-br1": 120},
-    "it": {"mb-it4": 120, "mb-it3": 165},
-}
 
 MBROLA_DIRS = (Path("/usr/share/mbrola"), Path("/usr/share/mbrola/voices"))
 # espeak-ng 1.51 marks unstressed vowels with '/' (o/, e/, i/) and its tables for several MBROLA voices (es1, es2,
@@ -71,29 +74,48 @@ UNSTRESSED = re.compile(r"^([^\s;]+)/(?=\s)", re.MULTILINE)
 
 class EspeakSynthesizer:
     """espeak-ng: robotic but has 100+ languages, the fallback that makes any language work. With MBROLA voice
-    data installed, its phonemes are spoken by those diphone voices (`mb-*`), which sound far more natural."""
+    data installed, its phonemes are spoken by those diphone voices (`mb-*`), which sound far more natural.
+
+    Its options tune the language it is built for (`language`): the formant voice and rate, and the MBROLA voices
+    offered; any other language is spoken by espeak-ng's own voice for it at `base_wpm`."""
 
     name = "espeak"
-    clones = False
+    capabilities = frozenset({"rate", "voices"})
     base_wpm = 165
     rate = 22_050  # espeak-ng's own; the voice track is assembled at one rate, so a line's voice must not change it
     revision = "mbrola-pho"  # how a voice sounds changed (mbrola run on espeak-ng's phonemes): cached probes differ
 
-    def __init__(self) -> None:
+    class Options(NoOptions):
+        voice: str | None = None  # espeak-ng's formant voice for the language (default: the language's own)
+        wpm: int = Field(165, ge=40, le=450)  # the formant voice's words per minute at speed 1.0
+        # MBROLA voices offered for the language, each with its words per minute, the preferred first; each one
+        # speaks only where it is installed (scripts/setup), and the first installed is the default voice.
+        mbrola: dict[str, int] = Field(default_factory=dict)
+
+    def __init__(
+        self, *, language: str | None = None, voice: str | None = None, wpm: int = 165, mbrola: dict | None = None
+    ) -> None:
         self.binary = require_tool("espeak-ng", "espeak-ng")
+        self.language = language
+        self.tuned = self.Options(voice=voice, wpm=wpm, mbrola=dict(mbrola or {}))
+
+    def _tuning(self, language: str) -> EspeakSynthesizer.Options:
+        return self.tuned if language == self.language else self.Options(wpm=self.base_wpm)
 
     def installed_mbrola(self, language: str) -> list[str]:
         """The language's tuned MBROLA voices that are installed here, the default first."""
-        return [v for v in MBROLA_TUNING.get(language, {}) if mbrola_installed(self.binary, v)]
+        return [v for v in self._tuning(language).mbrola if mbrola_installed(self.binary, v)]
 
-    @staticmethod
-    def formant_voice(language: str) -> str:
+    def formant_voice(self, language: str) -> str:
         """The tuned formant voice, else the language's own: what speaks when no MBROLA voice can."""
-        return ESPEAK_TUNING.get(language, (language, 0))[0]
+        return self._tuning(language).voice or language
 
     def tuned_voice(self, language: str) -> str:
         """The tuned MBROLA voice when installed, else the tuned formant voice, else the language's own."""
         return next(iter(self.installed_mbrola(language)), self.formant_voice(language))
+
+    def default_voice(self, language: str) -> str:
+        return self.tuned_voice(language)
 
     def _voice_names(self, selector: str) -> list[str]:
         """Voice file names from `espeak-ng --voices=SELECTOR` (a language, or 'variant')."""
@@ -102,11 +124,12 @@ class EspeakSynthesizer:
 
     def wpm(self, language: str, voice: str | None = None) -> int:
         """Words per minute at speed 1 for `voice` (default: the language's tuned voice): an MBROLA voice's tuned
-        rate, else the language's tuned formant rate where it has one."""
+        rate, else the language's tuned formant rate."""
         voice = voice or self.tuned_voice(language)
+        tuning = self._tuning(language)
         if voice.startswith("mb-"):
-            return MBROLA_TUNING.get(language, {}).get(voice, self.base_wpm)
-        return ESPEAK_TUNING[language][1] if language in ESPEAK_TUNING else self.base_wpm
+            return tuning.mbrola.get(voice, self.base_wpm)
+        return tuning.wpm
 
     def languages(self) -> list[str]:
         proc = subprocess.run([self.binary, "--voices"], capture_output=True, text=True)
@@ -220,28 +243,6 @@ def mbrola_installed(espeak_binary: str, voice: str) -> bool:
     return shutil.which("mbrola") is not None and mbrola_database(espeak_binary, voice) is not None
 
 
-# Kokoro phonemises with espeak-ng; these are the espeak voices for the languages it was trained on (plus
-# German, which works but sounds poor).
-KOKORO_LANGUAGES = {
-    "en": "en-us",
-    "es": "es",
-    "fr": "fr-fr",
-    "it": "it",
-    "pt": "pt-br",
-    "de": "de",
-    "ja": "ja",
-    "hi": "hi",
-    "zh": "cmn",
-}
-
-
-@functools.lru_cache(maxsize=2)
-def _kokoro_engine(model_path: str, voices_path: str):
-    from kokoro_onnx import Kokoro
-
-    return Kokoro(model_path, voices_path)
-
-
 @functools.lru_cache(maxsize=8)
 def _file_sha256(path: str, mtime_ns: int) -> str:
     return models.sha256_file(Path(path))
@@ -275,18 +276,42 @@ def kokoro_voices_path() -> Path:
     return models.resolve("kokoro-voices")
 
 
+def _kokoro_engine(model_path: Path, voices_path: Path):
+    """The ONNX session, one per model and voice pack in the process (pooled: `backends.release("tts")`)."""
+
+    def load():
+        from kokoro_onnx import Kokoro
+
+        return Kokoro(str(model_path), str(voices_path))
+
+    return shared("tts", ("kokoro", str(model_path), str(voices_path)), load)
+
+
 class KokoroSynthesizer:
     """Kokoro-82M (int8 ONNX via kokoro-onnx): natural offline speech; voices are style vectors, so a voice can be
     a weighted blend of bank voices ('jm_kumo*0.7+jf_alpha*0.3')."""
 
     name = "kokoro"
-    clones = False
-    default_voice = "jm_kumo"
+    capabilities = frozenset({"rate", "voices", "blend", "probe-table"})
+    revision = ""
+    # The languages Kokoro was trained on (plus German, which works but sounds poor).
+    LANGUAGES = ("de", "en", "es", "fr", "hi", "it", "ja", "pt", "zh")
 
-    def __init__(self, model_path: Path | None = None, voices_path: Path | None = None) -> None:
+    class Options(NoOptions):
+        lang: str | None = None  # the espeak-ng language Kokoro phonemises with (en-us, pt-br); default: the code
+
+    def __init__(
+        self,
+        *,
+        language: str | None = None,
+        lang: str | None = None,
+        model_path: Path | None = None,
+        voices_path: Path | None = None,
+    ) -> None:
         model_path = Path(model_path) if model_path else models.resolve("kokoro-82m")
         voices_path = Path(voices_path) if voices_path else kokoro_voices_path()
-        self.engine = _kokoro_engine(str(model_path), str(voices_path))
+        self.engine = _kokoro_engine(model_path, voices_path)
+        self.language, self.lang = language, lang
         self._lock = threading.Lock()
         self._files = (model_path, voices_path)
 
@@ -297,10 +322,13 @@ class KokoroSynthesizer:
         return (self.name, model_sha, voices_sha, language, text)
 
     def languages(self) -> list[str]:
-        return sorted(KOKORO_LANGUAGES)
+        return list(self.LANGUAGES)
 
     def voices(self, language: str) -> list[str]:
         return sorted(self.engine.voices.files if hasattr(self.engine.voices, "files") else self.engine.voices)
+
+    def default_voice(self, language: str) -> str:
+        return "jm_kumo"
 
     def style(self, voice: str) -> np.ndarray:
         known = self.voices("")
@@ -311,18 +339,20 @@ class KokoroSynthesizer:
             styles.append(weight * np.asarray(self.engine.voices[name], dtype=np.float32))
         return np.sum(styles, axis=0)
 
+    def _phonemizer_language(self, language: str) -> str:
+        if language not in self.LANGUAGES:
+            raise DubbingError(
+                f"kokoro cannot speak {language!r}; it has {', '.join(self.LANGUAGES)} (use tts backend espeak)"
+            )
+        return (self.lang if language == self.language else None) or language
+
     def synthesize(
         self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
     ) -> tuple[np.ndarray, int]:
-        lang = KOKORO_LANGUAGES.get(language)
-        if lang is None:
-            raise DubbingError(
-                f"kokoro cannot speak {language!r}; it has {', '.join(sorted(KOKORO_LANGUAGES))} "
-                "(use tts backend espeak)"
-            )
+        lang = self._phonemizer_language(language)
         if not 0.5 <= speed <= 2.0:
             raise DubbingError(f"kokoro speed must be within 0.5-2.0, got {speed}")
-        style = self.style(voice or self.default_voice)
+        style = self.style(voice or self.default_voice(language))
         try:
             with self._lock:  # one ONNX session; its own threads already use the cores
                 audio, rate = self.engine.create(text, voice=style, speed=speed, lang=lang)
@@ -336,9 +366,11 @@ class PiperSynthesizer:
     `<name>.onnx` with its `.onnx.json` in `search_dirs` (default: the model store's `piper` folder)."""
 
     name = "piper"
-    clones = False
+    capabilities = frozenset({"rate", "voices"})
+    revision = ""
+    Options = NoOptions
 
-    def __init__(self, search_dirs: list[Path] | None = None) -> None:
+    def __init__(self, *, language: str | None = None, search_dirs: list[Path] | None = None) -> None:
         dirs = list(search_dirs) if search_dirs is not None else [models.models_dir() / "piper"]
         self._models: dict[str, Path] = {}
         if models.check("piper-joe-en").state == "available":
@@ -362,6 +394,13 @@ class PiperSynthesizer:
     def voices(self, language: str) -> list[str]:
         return [name for name, m in self._models.items() if self._language_of(m) == language]
 
+    def default_voice(self, language: str) -> str:
+        """The first voice found for the language (a one-line error when it has none)."""
+        names = self.voices(language)
+        if not names:
+            raise DubbingError(f"piper has no {language!r} voice; it has {', '.join(self.languages())}")
+        return names[0]
+
     def _voice(self, name: str):
         if name not in self._loaded:
             from piper import PiperVoice
@@ -374,10 +413,7 @@ class PiperSynthesizer:
     ) -> tuple[np.ndarray, int]:
         from piper import SynthesisConfig
 
-        names = self.voices(language)
-        if not names:
-            raise DubbingError(f"piper has no {language!r} voice; it has {', '.join(self.languages())}")
-        name = voice or names[0]
+        name = voice or self.default_voice(language)
         if name not in self._models:
             raise DubbingError(f"piper has no voice {name!r}; available: {', '.join(self._models)}")
         piper_voice = self._voice(name)
@@ -393,28 +429,29 @@ class XTTSSynthesizer:
     Its weights come only from the Hugging Face cache (models.resolve('xtts-v2'))."""
 
     name = "xtts"
-    clones = True
+    capabilities = frozenset({"rate", "clone"})
+    revision = ""
+    Options = NoOptions
     LANGUAGES = ["ar", "cs", "de", "en", "es", "fr", "hi", "hu", "it", "ja", "ko", "nl", "pl", "pt", "ru", "tr", "zh"]
 
-    def __init__(self, model_dir: Path | None = None, device: str = "cpu") -> None:
-        try:
-            from TTS.tts.configs.xtts_config import XttsConfig
-            from TTS.tts.models.xtts import Xtts
-        except ImportError as exc:
-            raise DubbingError(f"the xtts backend needs the `xtts` extra (pip install coqui-tts): {exc}") from None
+    def __init__(self, *, language: str | None = None, model_dir: Path | None = None, device: str = "cpu") -> None:
         model_dir = Path(model_dir) if model_dir else models.resolve("xtts-v2")
-        self.config = XttsConfig()
-        self.config.load_json(str(model_dir / "config.json"))
-        self.model = Xtts.init_from_config(self.config)
-        self.model.load_checkpoint(self.config, checkpoint_dir=str(model_dir), eval=True)
-        self.model.to(device)
+        self.config, self.model = shared("tts", ("xtts", str(model_dir), device), lambda: _load_xtts(model_dir, device))
         self._latents: dict[str, tuple] = {}
+
+    @staticmethod
+    def available() -> bool:
+        """Whether XTTS can run here: coqui-tts installed and its weights cached (then it is used automatically)."""
+        return importlib.util.find_spec("TTS") is not None and models.check("xtts-v2").state == "available"
 
     def languages(self) -> list[str]:
         return list(self.LANGUAGES)
 
     def voices(self, language: str) -> list[str]:
         return []  # any reference clip is a voice
+
+    def default_voice(self, language: str) -> str:
+        return ""  # none: every voice is a reference clip of a speaker
 
     def synthesize(
         self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
@@ -427,6 +464,20 @@ class XTTSSynthesizer:
         out = self.model.inference(text, language, gpt_latent, speaker_embedding, speed=speed)
         audio = np.asarray(out["wav"], dtype=np.float32)
         return _trim_silence(audio), int(self.config.audio.output_sample_rate)
+
+
+def _load_xtts(model_dir: Path, device: str):
+    try:
+        from TTS.tts.configs.xtts_config import XttsConfig
+        from TTS.tts.models.xtts import Xtts
+    except ImportError as exc:
+        raise DubbingError(f"the xtts backend needs the `xtts` extra (pip install coqui-tts): {exc}") from None
+    config = XttsConfig()
+    config.load_json(str(model_dir / "config.json"))
+    model = Xtts.init_from_config(config)
+    model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True)
+    model.to(device)
+    return config, model
 
 
 def _trim_silence(audio: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
@@ -445,10 +496,116 @@ BACKENDS: dict[str, type] = {
 
 def xtts_available() -> bool:
     """XTTS is used automatically when its weights are cached and coqui-tts is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("TTS") is not None and models.check("xtts-v2").state == "available"
+    return XTTSSynthesizer.available()
 
 
-def get_synthesizer(backend: str, **options) -> Synthesizer:
-    return pick(BACKENDS, backend, "TTS")(**options)
+def cloner() -> str | None:
+    """The first registered backend that clones speakers and can run here, else None."""
+    return next((name for name, cls in BACKENDS.items() if capable(cls, "clone") and cls.available()), None)
+
+
+def backend_for(cfg: LanguageConfig, name: str | None = None) -> Synthesizer:
+    """The TTS backend `name` (default: the language's) built for the language, with the record's options for it
+    (`tts.options.<name>`)."""
+    name = name or cfg.tts.backend
+    return build(BACKENDS, name, "TTS", cfg.tts.options.get(name), language=cfg.code)
+
+
+def synthesizer_for(cfg: LanguageConfig) -> Synthesizer:
+    """The language's TTS backend; a cloning one (XTTS) instead whenever it can run here, matching is on and the
+    language allows it (`tts.clone_when_available`)."""
+    clone = cloner() if cfg.tts.clone_when_available and cfg.tts.match != "none" else None
+    return backend_for(cfg, clone)
+
+
+# Speech rates (each language record's `tts.rates`): characters (not counting spaces; punctuation counts, since it
+# makes pauses) spoken per second at speed 1.0, per TTS backend. Measured with benchmarks/calibrate_speech_rate.py
+# on 2026-11-24: each backend spoke 15 everyday sentences per language through this stage (silence trimmed) with
+# the voice a run uses by default (espeak-ng at 165 words per minute with voices en-us, es, pt-br, fr, it, de, ca
+# and es for gl; Kokoro-82M int8 with jm_kumo; Piper joe-en); rate = total characters / total seconds. Sentences:
+# the hand-written references of benchmarks/data/mt_en.tsv for es/pt, the English sources, Apertium renderings
+# for ca/gl/fr/it, hand-written German. Characters predicted a single line's length within a median 3-9%
+# (syllables: 3-12%). Voices differ: Kokoro's jf_alpha spoke Spanish 8% faster than jm_kumo. espeak es, pt, it
+# were measured again once they had tuned voices and rates (MBROLA mb-es1 140, mb-br4 140, mb-it4 120 wpm).
+# A backend a record gives no rate is not guessed at: `speech_rate` fails and `dub doctor` reports it.
+def speech_rate(cfg: LanguageConfig) -> float:
+    """Characters per second the language's TTS backend speaks at speed 1.0 (the record's `tts.rates`)."""
+    backend = cfg.tts.backend
+    try:
+        return cfg.tts.rates[backend]
+    except KeyError:
+        raise DubbingError(
+            f"language {cfg.code or '?'} has no speech rate for TTS backend {backend} (tts.rates.{backend} in "
+            f"configs/languages/{cfg.code or '<code>'}.yaml; measure it with benchmarks/calibrate_speech_rate.py)"
+        ) from None
+
+
+def estimator(cfg: LanguageConfig) -> Callable[[str], float]:
+    """Seconds the language's TTS backend takes to speak a text at speed 1.0, from the record's speech rate (no
+    model is loaded). A DubbingError at once when the record has no rate for its backend."""
+    return functools.partial(estimate_seconds, rate=speech_rate(cfg))
+
+
+def length_basis(cfg: LanguageConfig) -> str:
+    """What a script's estimated lengths were computed for (recorded in script.json)."""
+    return f"{cfg.tts.backend} speech rate for {cfg.code}, up to {cfg.timing.max_speedup:g}x speed-up"
+
+
+def estimate_seconds(text: str, rate: float) -> float:
+    """Spoken length of `text` at `rate` characters per second (0 for text with nothing to say). Characters
+    predicted a single line's length within a median 3-9% (syllables: 3-12%; benchmarks/calibrate_speech_rate.py)."""
+    if not count_letters(text):
+        return 0.0
+    return round(count_chars(unicodedata.normalize("NFC", text)) / rate, 3)
+
+
+def count_chars(text: str) -> int:
+    """What speech rates are measured in: characters other than whitespace (punctuation counts: it makes pauses)."""
+    return sum(not ch.isspace() for ch in text)
+
+
+def count_letters(text: str) -> int:
+    """Letters and digits: what a TTS engine has to pronounce, without spaces and punctuation."""
+    return sum(ch.isalnum() for ch in text)
+
+
+_VOWELS = "aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœ"
+_VOWEL_GROUP = re.compile(f"[{_VOWELS}]+")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_DIGITS = re.compile(r"\d+")
+
+
+def count_syllables(text: str) -> int:
+    """Vowel groups per word, at least one per word: a crude but language-neutral syllable count (the unit
+    benchmarks/calibrate_speech_rate.py compares characters with). Digits are spoken as words: two syllables each."""
+    total = 0
+    for word in _WORD.findall(text.lower()):
+        digits = sum(len(d) for d in _DIGITS.findall(word))
+        letters = _DIGITS.sub("", word)
+        groups = len(_VOWEL_GROUP.findall(letters)) if letters else 0
+        total += max(groups, 1 if letters else 0) + 2 * digits
+    return total
+
+
+def check(cfg: LanguageConfig) -> list[str]:
+    """Problems with the language's TTS settings that `dub doctor` reports: an unknown backend, options its
+    backend does not take, a rate for a backend that does not exist."""
+    problems = []
+    if cfg.tts.backend not in BACKENDS:
+        problems.append(f"tts.backend: unknown TTS backend {cfg.tts.backend!r}; available: {', '.join(BACKENDS)}")
+    for name, options in cfg.tts.options.items():
+        if name not in BACKENDS:
+            problems.append(f"tts.options.{name}: no TTS backend {name!r}; available: {', '.join(BACKENDS)}")
+            continue
+        try:
+            options_for(BACKENDS[name], options, f"tts.options.{name}")
+        except DubbingError as exc:
+            problems.append(str(exc))
+    problems += [f"tts.rates.{name}: no TTS backend {name!r}" for name in cfg.tts.rates if name not in BACKENDS]
+    return problems
+
+
+def configured_mbrola(languages: Iterable[LanguageConfig]) -> list[str]:
+    """The MBROLA voices the language records offer (espeak's `mbrola` option), for `dub doctor`'s check."""
+    espeak = EspeakSynthesizer.name
+    return sorted({v for cfg in languages for v in cfg.tts.options.get(espeak, {}).get("mbrola", {})})

@@ -8,12 +8,13 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from dubbing import translate
+from dubbing import translate, tts
 from dubbing.config import TranslateConfig, load_settings
 from dubbing.errors import DubbingError
 from dubbing.translate import isochrony
@@ -21,21 +22,29 @@ from dubbing.translate.base import Glossary, finish, spanish_marks
 from dubbing.translate.condense import condense
 
 ROOT = Path(__file__).resolve().parent.parent
+ESTIMATE = partial(tts.estimate_seconds, rate=14.0)  # seconds to speak a text, for tests that need any estimate
+
+
+def espeak_record(language: str):
+    """The language's record with espeak as its TTS backend: the estimate its voice stage would use."""
+    cfg = load_settings().for_language(language).model_copy(deep=True)
+    cfg.tts.backend = "espeak"
+    return cfg
 
 
 # --- offline backends -----------------------------------------------------------------------------------------
 
 
 def test_apertium_keeps_one_line_per_line_and_records_its_pivot():
-    es = translate.get_translator("apertium", source="en", target="es")
+    es = translate.build_translator("apertium", source="en", target="es")
     out = es.translate(["We need to buy bread, milk and eggs.", "", "Thank you."])
     assert len(out) == 3 and "pan" in out[0] and "leche" in out[0] and out[1] == ""
     assert es.pivot is None
-    assert translate.get_translator("apertium", source="en", target="fr").pivot == "es"
+    assert translate.build_translator("apertium", source="en", target="fr").pivot == "es"
 
 
 def test_bergamot_raw_engine_avoids_the_package_postprocessing_bug():
-    pt = translate.get_translator("bergamot", source="en", target="pt")
+    pt = translate.build_translator("bergamot", source="en", target="pt")
     (line,) = pt.translate(["See you next year."])
     assert "próximo ano" in line and "não próximo" not in line
 
@@ -88,7 +97,7 @@ def test_unknown_language_and_missing_pair_fail_with_one_line_listing_what_exist
     message = str(err.value)
     assert "\n" not in message and "de->ca" in message and "en->ca" in message and "bergamot" in message
     with pytest.raises(DubbingError, match="available: apertium, bergamot"):
-        translate.get_translator("nope", source="en", target="es")
+        translate.build_translator("nope", source="en", target="es")
 
 
 def test_configured_backend_falls_back_to_apertium_for_other_sources():
@@ -123,23 +132,17 @@ def test_condense_drops_fillers_then_asides_then_wordy_phrases():
     assert condense("The meeting is at 8.") == [] and condense("Bueno, pues sí.", "es") == []
 
 
-def test_estimates_follow_length_and_language_rates():
-    short = isochrony.estimate_seconds("Hola.", "es", "espeak")
-    long = isochrony.estimate_seconds("Hola, ¿cómo estás? Vamos a la playa mañana por la tarde.", "es", "espeak")
-    assert 0 < short < long
-    assert isochrony.estimate_seconds("...", "es", "espeak") == 0.0
+def test_slots_run_to_the_next_line_or_the_end():
+    # (estimates follow the language record's speech rate: tests/test_tts.py, the estimator)
     assert isochrony.slots([0.0, 2.0, 5.0], 6.5) == [2.0, 3.0, 1.5]
-    # French espeak is measured faster than Portuguese: the same characters take less time.
-    assert isochrony.estimate_seconds("abcdefghij" * 3, "fr", "espeak") < isochrony.estimate_seconds(
-        "abcdefghij" * 3, "pt", "espeak"
-    )
 
 
 def test_faithful_rejects_dropped_numbers_terms_and_truncations():
-    assert isochrony.faithful("Nos vemos a las 8 en Madrid.", "A las 8 en Madrid.", ["Madrid"])
-    assert not isochrony.faithful("Nos vemos a las 8 en Madrid.", "Nos vemos en Madrid.")
-    assert not isochrony.faithful("Nos vemos a las 8 en Madrid.", "A las 8 allí.", ["Madrid"])
-    assert not isochrony.faithful("Nos vemos mañana a primera hora en la oficina.", "Nos.")
+    faithful = partial(isochrony.faithful, estimate=ESTIMATE)
+    assert faithful("Nos vemos a las 8 en Madrid.", "A las 8 en Madrid.", ["Madrid"])
+    assert not faithful("Nos vemos a las 8 en Madrid.", "Nos vemos en Madrid.")
+    assert not faithful("Nos vemos a las 8 en Madrid.", "A las 8 allí.", ["Madrid"])
+    assert not faithful("Nos vemos mañana a primera hora en la oficina.", "Nos.")
 
 
 def test_length_pass_shortens_a_line_that_cannot_fit_and_keeps_one_that_does():
@@ -149,10 +152,11 @@ def test_length_pass_shortens_a_line_that_cannot_fit_and_keeps_one_that_does():
         "Thank you.",
     ]
     texts = tr.translate(sources)
-    first_s = isochrony.estimate_seconds(texts[0], "es", "espeak")
+    estimate = tts.estimator(espeak_record("es"))
+    first_s = estimate(texts[0])
     slot = first_s * 0.75 / 1.25  # the first line would need 1.33x speed-up at the 1.25 limit
     fits = translate.fit_to_slots(
-        tr, sources, texts, starts=[0.0, slot], end_of_timeline=slot + 3.0, tts_backend="espeak", max_speedup=1.25
+        tr, sources, texts, starts=[0.0, slot], end_of_timeline=slot + 3.0, estimate=estimate, max_speedup=1.25
     )
     first, second = fits
     assert first.action == "shortened" and first.original_text == texts[0]
@@ -164,16 +168,15 @@ def test_length_pass_shortens_a_line_that_cannot_fit_and_keeps_one_that_does():
         texts,
         starts=[0.0, slot],
         end_of_timeline=slot + 3.0,
-        tts_backend="espeak",
+        estimate=estimate,
         max_speedup=1.25,
         shorten=False,
     )
     assert unchanged[0].action == "over" and unchanged[0].text == texts[0]
 
 
-def test_pipeline_records_estimate_slot_and_action_in_script_json(tmp_path):
-    from dubbing import pipeline
-    from dubbing.types import Transcript, Utterance
+def test_translate_script_records_estimate_slot_and_action_per_line():
+    from dubbing.types import Script, Transcript, Utterance
 
     transcript = Transcript(
         language="en",
@@ -183,11 +186,18 @@ def test_pipeline_records_estimate_slot_and_action_in_script_json(tmp_path):
             Utterance(start=1.5, end=3.5, text="Where is the nearest pharmacy?", speaker="S2"),
         ],
     )
-    layout = pipeline.layout_for(Path("talk.mp4"), tmp_path)
     cfg = load_settings().for_language("pt")
-    script = pipeline.translate_script(transcript, "pt", cfg, layout)
-    saved = json.loads(layout.script("pt").read_text())
+    script = translate.translate_script(
+        transcript,
+        "pt",
+        cfg.translate,
+        estimate=tts.estimator(cfg),
+        max_speedup=cfg.timing.max_speedup,
+        length_basis=tts.length_basis(cfg),
+    )
+    saved = json.loads(Script.model_validate_json(script.model_dump_json()).model_dump_json())  # as script.json
     assert saved["translator"] == "bergamot" and saved["length_basis"].startswith(cfg.tts.backend)
+    assert saved["source_language"] == "en" and saved["language"] == "pt"
     first, second = saved["lines"]
     assert first["slot_s"] == 1.5 and first["length_action"] in {"shortened", "shortened_over"}
     assert first["first_text"] and len(first["text"]) < len(first["first_text"])
@@ -259,12 +269,12 @@ def _llm(url: str, **options) -> translate.ConfiguredTranslator:
     cfg = TranslateConfig(
         backend="openai-compatible",
         model="tiny-test",
-        base_url=url,
+        options={"base_url": url, "formality": "informal", **options},
         glossary={"Prefect": "Prefect", "dub": "doblar"},
-        formality="informal",
-        **options,
     )
-    return translate.translator_for(cfg, "en", "es")
+    tr = translate.translator_for(cfg, "en", "es")
+    assert not tr.placeholders  # it takes instructions: the glossary goes into them, not through placeholders
+    return tr
 
 
 def test_llm_request_shape_context_and_glossary(chat_server, monkeypatch):
@@ -430,7 +440,7 @@ def tiny_nllb(tmp_path_factory) -> Path:
 
 def test_transformers_nllb_uses_flores_codes(tiny_nllb, monkeypatch):
     monkeypatch.setattr(translate.hub, "MAX_NEW_TOKENS", 6)
-    tr = translate.get_translator("transformers", source="en", target="es", model=str(tiny_nllb))
+    tr = translate.build_translator("transformers", source="en", target="es", model=str(tiny_nllb))
     assert tr.family == "nllb" and tr.tokenizer.src_lang == "eng_Latn"
     assert tr.forced_bos == tr.tokenizer.convert_tokens_to_ids("spa_Latn") != tr.tokenizer.unk_token_id
     batch = tr.tokenizer(["Good morning."], return_tensors="pt")
@@ -442,7 +452,7 @@ def test_transformers_nllb_uses_flores_codes(tiny_nllb, monkeypatch):
 
 def test_transformers_m2m100_forces_the_target_language_token(tiny_m2m100, monkeypatch):
     monkeypatch.setattr(translate.hub, "MAX_NEW_TOKENS", 6)
-    tr = translate.get_translator("transformers", source="en", target="es", model=str(tiny_m2m100))
+    tr = translate.build_translator("transformers", source="en", target="es", model=str(tiny_m2m100))
     assert tr.family == "m2m100" and tr.tokenizer.src_lang == "en"
     assert tr.forced_bos == tr.tokenizer.get_lang_id("es") == tr.tokenizer.convert_tokens_to_ids("__es__")
     batch = tr.tokenizer(["Good morning."], return_tensors="pt")
@@ -454,7 +464,10 @@ def test_transformers_m2m100_forces_the_target_language_token(tiny_m2m100, monke
 
 def test_transformers_backend_loads_a_marian_folder_and_batches(tiny_marian, monkeypatch):
     monkeypatch.setattr(translate.hub, "MAX_NEW_TOKENS", 8)
-    tr = translate.get_translator("transformers", source="en", target="es", model=str(tiny_marian), batch_size=4)
+    tr = translate.build_translator(
+        "transformers", source="en", target="es", model=str(tiny_marian), options={"batch_size": 4}
+    )
+    assert tr.batch_size == 4 and tr.beams == 4
     assert tr.family == "marian" and tr.forced_bos is None
     lines = [f"I have {i} boxes." for i in range(9)] + [""]
     out = tr.translate(lines)
@@ -476,29 +489,28 @@ def test_transformers_language_codes():
 def test_transformers_missing_hub_model_names_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(DubbingError, match="hf download Helsinki-NLP/opus-mt-en-de"):
-        translate.get_translator("transformers", source="en", target="de", model="opus-mt-en-de")
+        translate.build_translator("transformers", source="en", target="de", model="opus-mt-en-de")
 
 
 def test_voice_stage_hook_returns_a_line_that_really_speaks_shorter(tmp_path):
     """The hook synthesize_track calls when a measured clip is too long: the shorter line, spoken by the same
     espeak-ng voice, must actually take less time."""
-    from dubbing import pipeline, tts
     from dubbing.types import Script, ScriptLine
 
-    cfg = load_settings().for_language("es")
+    cfg = espeak_record("es")
     source = "Well, you know, I think that the meeting is, like, really very important for all of us."
     translator = translate.translator_for(cfg.translate, "en", "es")
     (text,) = translator.translate([source])
     line = ScriptLine(index=0, speaker="S1", start=0.0, end=3.0, source_text=source, text=text)
     script = Script(source_language="en", language="es", translator=translator.name, lines=[line])
-    synth = tts.get_synthesizer("espeak")
+    synth = tts.backend_for(cfg, "espeak")
 
     def seconds(t: str) -> float:
         audio, rate = synth.synthesize(t, language="es", voice="es")
         return len(audio) / rate
 
     natural_s = seconds(text)
-    shorten = pipeline.translation_shortener(script, cfg)
+    shorten = translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg))
     shorter = shorten(line, 0.7 * natural_s, natural_s)
     assert shorter and "reunión" in shorter and seconds(shorter) < 0.85 * natural_s
     assert shorten(line, 1.1 * natural_s, natural_s) is None  # it already fits: nothing to do
@@ -511,10 +523,46 @@ def test_same_language_passes_lines_through_and_pivots_are_recorded():
     assert fr.name == "bergamot+apertium" and fr.pivot == "pt+es"
 
 
-def test_bad_translate_config_names_file_key_and_allowed_backends(tmp_path):
+def test_bad_translate_config_names_key_and_allowed_backends(tmp_path):
     user = tmp_path / "mine.yaml"
     user.write_text("languages:\n  es:\n    translate:\n      backend: deepl\n")
-    with pytest.raises(DubbingError) as err:
+    cfg = load_settings("draft", user).for_language("es").translate  # backends are named by the stage, not config
+    (problem,) = translate.check(cfg)
+    assert problem.startswith("translate.backend:") and "'deepl'" in problem and "bergamot" in problem
+    with pytest.raises(DubbingError, match="unknown translation backend 'deepl'; available: apertium, bergamot"):
+        translate.translator_for(cfg, "en", "es")
+    user.write_text("languages:\n  es:\n    translate:\n      toggle: 1\n")  # unknown keys still name the file
+    with pytest.raises(DubbingError, match=r"mine.yaml: unknown key 'languages.es.translate.toggle'"):
         load_settings("draft", user)
+
+
+def test_backend_options_are_validated_by_the_backend_with_one_line_errors():
+    with pytest.raises(DubbingError) as err:
+        translate.translator_for(TranslateConfig(backend="openai-compatible", options={"beam": 4}), "en", "es")
     message = str(err.value)
-    assert str(user) in message and "translate.backend" in message and "'bergamot'" in message and "deepl" in message
+    assert "\n" not in message and "'beam'" in message and "openai-compatible" in message
+    assert "api_key_env, api_key_secret, base_url, batch_size, formality, max_retries, timeout_s" in message
+    # formality is asked of a backend that takes instructions; others do not take it
+    formal = TranslateConfig(backend="bergamot", options={"formality": "formal"})
+    with pytest.raises(DubbingError, match="unknown key 'formality' for backend bergamot; allowed: none"):
+        translate.translator_for(formal, "en", "pt")
+    assert translate.check(formal) == [
+        "translate.options: unknown key 'formality' for backend bergamot; allowed: none"
+    ]
+    with pytest.raises(DubbingError, match=r"options.beams: .*less than or equal to 16"):
+        translate.build_translator("transformers", source="en", target="de", options={"beams": 99})
+
+
+def test_pivot_options_and_offline_backends():
+    same = TranslateConfig(backend="transformers", options={"beams": 2}, pivot="pt")
+    assert translate.pivot_options(same) == {"beams": 2}
+    other = TranslateConfig(backend="transformers", options={"beams": 2}, pivot="pt", pivot_backend="apertium")
+    assert translate.pivot_options(other) == {} and translate.check(other) == []
+    given = other.model_copy(update={"pivot_options": {"beams": 3}})
+    assert translate.pivot_options(given) == {"beams": 3}
+    assert [p.split(":")[0] for p in translate.check(given)] == ["translate.pivot_options"]
+    settings = load_settings()
+    assert translate.is_offline(settings.for_language("es").translate)  # bergamot + apertium
+    assert not translate.is_offline(settings.for_language("de").translate)  # a hub model
+    assert not translate.is_offline(other) and not translate.is_offline(TranslateConfig(backend="openai-compatible"))
+    assert all(cls.name == name and isinstance(cls.capabilities, frozenset) for name, cls in translate.BACKENDS.items())

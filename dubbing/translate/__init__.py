@@ -2,26 +2,32 @@
 
 Backends implement `Translator` (translate, and shorten for lines that will not fit their slot):
 `apertium` (Debian, offline), `bergamot` (English<->Portuguese, offline), `transformers` (Opus-MT, NLLB,
-M2M100 from the Hugging Face cache) and `openai-compatible` (any chat-completions server). Two backends chain
-through a pivot language where one has no direct pair. `get_translator(name, source=..., target=..., model=...)`
-picks one backend; `translator_for(cfg, source, target)` builds what a language config asks for, glossary
-and orthography fixes included. `isochrony` estimates spoken length and shortens lines that will not fit.
+M2M100 from the Hugging Face cache) and `openai-compatible` (any chat-completions server). Each owns its options
+(`Options`, from `translate.options`) and declares its capabilities. Two backends chain through a pivot language
+where one has no direct pair. `translator_for(cfg, source, target)` builds what a language config asks for,
+glossary and orthography fixes included; `translate_script` translates a transcript into a script, estimating
+each line's spoken length (the caller's `estimate`) and shortening lines that will not fit; `shortener` is the
+voice stage's way back for a line that turned out too long once spoken.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from dubbing.backends import pick
+from dubbing.backends import build, capable, options_for
 from dubbing.config import TranslateConfig
+from dubbing.errors import DubbingError
 from dubbing.translate import isochrony
 from dubbing.translate.apertium import APERTIUM_MODES, APERTIUM_ROUTES, ApertiumTranslator
 from dubbing.translate.base import Glossary, LanguagePairError, ShortenRequest, Translator, finish, translate_groups
-from dubbing.translate.bergamot import BERGAMOT_MODELS, BergamotTranslator
+from dubbing.translate.bergamot import BergamotTranslator
 from dubbing.translate.condense import condense_requests
 from dubbing.translate.hub import HubTranslator
+from dubbing.translate.isochrony import Estimate
 from dubbing.translate.llm import OpenAICompatibleTranslator
+from dubbing.types import Script, ScriptLine, Transcript
 
 __all__ = [
     "APERTIUM_MODES",
@@ -29,13 +35,19 @@ __all__ = [
     "BACKENDS",
     "ChainTranslator",
     "ConfiguredTranslator",
+    "Estimate",
     "ShortenRequest",
     "Translator",
     "available_routes",
+    "build_translator",
+    "check",
     "fit_to_slots",
+    "is_offline",
+    "pivot_options",
     "isochrony",
+    "shortener",
     "shorter_after_synthesis",
-    "get_translator",
+    "translate_script",
     "translator_for",
 ]
 
@@ -47,39 +59,26 @@ BACKENDS: dict[str, type] = {
     "transformers": HubTranslator,
     "openai-compatible": OpenAICompatibleTranslator,
 }
-# Options each backend accepts beyond source, target and model.
-_OPTIONS = {
-    "transformers": {"beams", "batch_size"},
-    "openai-compatible": {
-        "base_url",
-        "api_key_env",
-        "api_key_secret",
-        "glossary",
-        "formality",
-        "timeout_s",
-        "max_retries",
-        "batch_size",
-    },
-}
-# Backends that take instructions: the glossary and formality go to them, not through placeholders.
-_INSTRUCTABLE = {"openai-compatible"}
 
 
 def available_routes() -> str:
-    """The offline pairs, for error messages (hub and LLM backends depend on what the user has)."""
-    apertium = ", ".join(f"{s}->{t}" for s, t in APERTIUM_ROUTES)
-    bergamot = ", ".join(f"{s}->{t}" for s, t in BERGAMOT_MODELS)
-    return (
-        f"apertium: {apertium}; bergamot: {bergamot}; transformers: any pair of a local Opus-MT/NLLB/M2M100 model; "
-        "openai-compatible: any pair your server's model knows"
-    )
+    """Every backend's pairs, for error messages."""
+    return "; ".join(f"{name}: {cls.routes()}" for name, cls in BACKENDS.items())
 
 
-def get_translator(backend: str, *, source: str, target: str, model: str | None = None, **options: Any) -> Translator:
-    """One backend for one pair; options a backend does not take are ignored."""
-    cls = pick(BACKENDS, backend, "translation")
-    accepted = {k: v for k, v in options.items() if k in _OPTIONS.get(backend, set()) and v is not None}
-    return cls(source=source, target=target, model=model, **accepted)
+def build_translator(
+    backend: str,
+    *,
+    source: str,
+    target: str,
+    model: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    glossary: Mapping[str, str] | None = None,
+) -> Translator:
+    """One backend for one pair, built with its validated `options`; a backend that takes instructions is also
+    given the glossary."""
+    instructed = {"glossary": dict(glossary or {})} if capable(BACKENDS.get(backend), "instructions") else {}
+    return build(BACKENDS, backend, "translation", options, source=source, target=target, model=model, **instructed)
 
 
 class IdentityTranslator:
@@ -163,37 +162,156 @@ class ConfiguredTranslator:
 def translator_for(cfg: TranslateConfig, source: str, target: str) -> ConfiguredTranslator:
     """What a language's `translate` config asks for (a dubbing.config.TranslateConfig): one backend, or two
     through `pivot`; glossary and formality applied. When the configured backend has no route for this source
-    language (the config is per target; the source is detected), Apertium's direct route is used if it has one."""
+    language (the config is per target; the source is detected), the first offline backend with a route for the
+    pair is used (Apertium's direct pairs)."""
     if source.split("-")[0] == target.split("-")[0]:  # re-voicing in the same language: nothing to translate
         return ConfiguredTranslator(IdentityTranslator(source=source, target=target), cfg.glossary)
     try:
         return _configured(cfg, source, target)
     except LanguagePairError as exc:
-        if (source, target) not in APERTIUM_ROUTES:
-            raise LanguagePairError(
-                f"no translation route {source}->{target} with {cfg.backend}; available offline: {available_routes()}"
-            ) from None
-        log.warning("%s; using apertium for %s->%s instead", exc, source, target)
-        return ConfiguredTranslator(ApertiumTranslator(source=source, target=target), cfg.glossary)
+        for name, cls in BACKENDS.items():
+            if not capable(cls, "offline"):
+                continue
+            try:
+                fallback = build_translator(name, source=source, target=target)
+            except LanguagePairError:
+                continue
+            log.warning("%s; using %s for %s->%s instead", exc, name, source, target)
+            return ConfiguredTranslator(fallback, cfg.glossary)
+        raise LanguagePairError(
+            f"no translation route {source}->{target} with {cfg.backend}; available: {available_routes()}"
+        ) from None
+
+
+def pivot_options(cfg: TranslateConfig) -> Mapping[str, Any]:
+    """The chain's second backend's options: `pivot_options`, else `options` when both legs are one backend."""
+    if cfg.pivot_options is not None:
+        return cfg.pivot_options
+    return cfg.options if (cfg.pivot_backend or cfg.backend) == cfg.backend else {}
 
 
 def _configured(cfg: TranslateConfig, source: str, target: str) -> ConfiguredTranslator:
-    options = cfg.model_dump(
-        include={"base_url", "api_key_env", "api_key_secret", "timeout_s", "max_retries", "beams", "formality"}
-    )
-    options["glossary"] = cfg.glossary
-    if cfg.formality != "default" and cfg.backend not in _INSTRUCTABLE:
-        log.warning("%s cannot be asked for %s address; translate.formality is ignored", cfg.backend, cfg.formality)
     if cfg.pivot and cfg.pivot not in (source, target):
         second_backend = cfg.pivot_backend or cfg.backend
-        first = get_translator(cfg.backend, source=source, target=cfg.pivot, model=cfg.model, **options)
-        second = get_translator(second_backend, source=cfg.pivot, target=target, model=cfg.pivot_model, **options)
+        first = build_translator(
+            cfg.backend, source=source, target=cfg.pivot, model=cfg.model, options=cfg.options, glossary=cfg.glossary
+        )
+        second = build_translator(
+            second_backend,
+            source=cfg.pivot,
+            target=target,
+            model=cfg.pivot_model,
+            options=pivot_options(cfg),
+            glossary=cfg.glossary,
+        )
         inner: Translator = ChainTranslator(first, second)
-        instructable = cfg.backend in _INSTRUCTABLE and second_backend in _INSTRUCTABLE
+        instructed = capable(first, "instructions") and capable(second, "instructions")
     else:
-        inner = get_translator(cfg.backend, source=source, target=target, model=cfg.model, **options)
-        instructable = cfg.backend in _INSTRUCTABLE
-    return ConfiguredTranslator(inner, cfg.glossary, placeholders=not instructable)
+        inner = build_translator(
+            cfg.backend, source=source, target=target, model=cfg.model, options=cfg.options, glossary=cfg.glossary
+        )
+        instructed = capable(inner, "instructions")
+    return ConfiguredTranslator(inner, cfg.glossary, placeholders=not instructed)
+
+
+def is_offline(cfg: TranslateConfig) -> bool:
+    """Whether every backend the config uses works from what scripts/setup installs (no download, no server): a
+    missing pair is then a setup problem, not an optional extra."""
+    names = {cfg.backend} | ({cfg.pivot_backend or cfg.backend} if cfg.pivot else set())
+    return all(capable(BACKENDS.get(name), "offline") for name in names)
+
+
+def check(cfg: TranslateConfig) -> list[str]:
+    """Problems with a language's translate settings that `dub doctor` reports: an unknown backend, or options
+    its backend does not take (each names its key)."""
+    legs = [("translate.backend", "translate.options", cfg.backend, cfg.options)]
+    if cfg.pivot:
+        pivot_backend = cfg.pivot_backend or cfg.backend
+        legs.append(("translate.pivot_backend", "translate.pivot_options", pivot_backend, pivot_options(cfg)))
+    problems = []
+    for backend_key, options_key, name, options in legs:
+        if name not in BACKENDS:
+            problems.append(f"{backend_key}: unknown translation backend {name!r}; available: {', '.join(BACKENDS)}")
+            continue
+        try:
+            options_for(BACKENDS[name], options, options_key)
+        except DubbingError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def translate_script(
+    transcript: Transcript,
+    target: str,
+    cfg: TranslateConfig,
+    *,
+    estimate: Estimate,
+    max_speedup: float,
+    length_basis: str,
+) -> Script:
+    """Translate every utterance, then the length pass: estimate each line's spoken length (`estimate`), and where
+    it will not fit its slot at `max_speedup`, take a shorter rendering (recorded per line)."""
+    translated = translator_for(cfg, transcript.language, target)
+    sources = [u.text for u in transcript.utterances]
+    fits = fit_to_slots(
+        translated,
+        sources,
+        translated.translate(sources),
+        starts=[u.start for u in transcript.utterances],
+        end_of_timeline=transcript.duration_s,
+        estimate=estimate,
+        max_speedup=max_speedup,
+        shorten=cfg.length_aware,
+    )
+    lines = [
+        ScriptLine(
+            index=i,
+            speaker=u.speaker,
+            start=u.start,
+            end=u.end,
+            source_text=u.text,
+            text=fit.text,
+            estimated_s=fit.estimated_s,
+            slot_s=fit.slot_s,
+            length_action=fit.action,
+            first_text=fit.original_text,
+            notes=fit.notes,
+        )
+        for i, (u, fit) in enumerate(zip(transcript.utterances, fits, strict=True))
+    ]
+    return Script(
+        source_language=transcript.language,
+        language=target,
+        translator=translated.name,
+        pivot=translated.pivot,
+        length_basis=length_basis,
+        lines=lines,
+    )
+
+
+def shortener(
+    script: Script, cfg: TranslateConfig, *, estimate: Estimate
+) -> Callable[[ScriptLine, float, float], str | None]:
+    """The voice stage's hook for a line it measured as too long: (line, seconds it must fit, seconds it takes now)
+    -> a shorter rendering from the language's translator (rule-based condensation, n-best or an LLM rewrite), or
+    None."""
+    translated = translator_for(cfg, script.source_language, script.language)
+    ordered = sorted(script.lines, key=lambda line: line.index)
+    sources = [line.source_text for line in ordered]
+    positions = {line.index: i for i, line in enumerate(ordered)}
+
+    def shorten(line: ScriptLine, budget_s: float, natural_s: float) -> str | None:
+        return shorter_after_synthesis(
+            translated,
+            sources,
+            positions[line.index],
+            line.text,
+            budget_s=budget_s,
+            natural_s=natural_s,
+            estimate=estimate,
+        )
+
+    return shorten
 
 
 def fit_to_slots(
@@ -203,7 +321,7 @@ def fit_to_slots(
     *,
     starts: list[float],
     end_of_timeline: float,
-    tts_backend: str,
+    estimate: Estimate,
     max_speedup: float,
     shorten: bool = True,
 ) -> list[isochrony.LineFit]:
@@ -213,13 +331,12 @@ def fit_to_slots(
         return translator.shorten(sources, requests)
 
     def keep(index: int, current: str, candidate: str) -> bool:
-        return isochrony.faithful(current, candidate, translator.required_terms(sources[index]))
+        return isochrony.faithful(current, candidate, translator.required_terms(sources[index]), estimate=estimate)
 
     return isochrony.fit_lines(
         texts,
         isochrony.slots(starts, end_of_timeline),
-        language=translator.target,
-        tts_backend=tts_backend,
+        estimate=estimate,
         max_speedup=max_speedup,
         shorten=ask if shorten else None,
         keep=keep,
@@ -234,15 +351,15 @@ def shorter_after_synthesis(
     *,
     budget_s: float,
     natural_s: float,
-    tts_backend: str,
+    estimate: Estimate,
 ) -> str | None:
     """A second chance once the voice stage has measured a line: `text` took `natural_s` at speed 1.0 and must
     fit `budget_s`. Candidates are timed by the estimate scaled to this voice's measured rate; None when no
     faithful shorter rendering exists."""
     if not text.strip() or natural_s <= budget_s:
         return None
-    estimate = isochrony.estimate_seconds(text, translator.target, tts_backend)
-    scale = natural_s / estimate if estimate else 1.0
+    estimated_s = estimate(text)
+    scale = natural_s / estimated_s if estimated_s else 1.0
     target_chars = max(8, int(len(text) * budget_s / natural_s))
     required = translator.required_terms(sources[index])
     choice = isochrony.choose_shorter(
@@ -250,7 +367,7 @@ def shorter_after_synthesis(
         natural_s,
         budget_s,
         translator.shorten(sources, [ShortenRequest(index, text, target_chars)])[0],
-        lambda c: isochrony.estimate_seconds(c, translator.target, tts_backend) * scale,
-        lambda c: isochrony.faithful(text, c, required),
+        lambda c: estimate(c) * scale,
+        lambda c: isochrony.faithful(text, c, required, estimate=estimate),
     )
     return choice.text if choice else None

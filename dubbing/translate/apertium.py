@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
 from dubbing.tools import require_tool
 from dubbing.translate.base import LanguagePairError, ShortenRequest, translate_groups
@@ -50,6 +51,13 @@ class ApertiumTranslator:
     """Apertium pairs chained where Debian has no direct one; shorter lines by condensing the source."""
 
     name = "apertium"
+    capabilities = frozenset({"offline"})
+    Options = NoOptions
+
+    @staticmethod
+    def routes() -> str:
+        """The pairs it translates, for error messages."""
+        return ", ".join(f"{s}->{t}" for s, t in APERTIUM_ROUTES)
 
     def __init__(self, *, source: str, target: str, model: str | None = None) -> None:
         self.source, self.target = source, target
@@ -61,8 +69,7 @@ class ApertiumTranslator:
         elif (source, target) in APERTIUM_ROUTES:
             self.modes = APERTIUM_ROUTES[(source, target)]
         else:
-            pairs = ", ".join(f"{s}->{t}" for s, t in APERTIUM_ROUTES)
-            raise LanguagePairError(f"apertium has no route {source}->{target}; it has: {pairs}")
+            raise LanguagePairError(f"apertium has no route {source}->{target}; it has: {self.routes()}")
         self.binary = require_tool("apertium", "apertium")
         for mode in self.modes:
             if not (APERTIUM_MODES / f"{mode}.mode").exists():

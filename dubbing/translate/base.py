@@ -18,6 +18,10 @@ class ShortenRequest(NamedTuple):
 
 
 class Translator(Protocol):
+    """A translation backend. Its class also declares `Options` (its own config options, `translate.options`),
+    `capabilities` ("offline": it works from what scripts/setup installs, no download or server; "instructions":
+    the glossary and formality go to it as instructions, not placeholders) and `routes()`, the pairs it has."""
+
     name: str
     source: str
     target: str
@@ -46,36 +50,6 @@ def translate_groups(groups: list[list[str]], translate: Callable[[list[str]], l
 
 class LanguagePairError(DubbingError):
     """A backend has no route for a language pair (the message lists the ones it has)."""
-
-
-LANGUAGE_NAMES = {
-    "en": "English",
-    "es": "Spanish",
-    "pt": "Portuguese",
-    "fr": "French",
-    "it": "Italian",
-    "de": "German",
-    "ca": "Catalan",
-    "gl": "Galician",
-    "ro": "Romanian",
-    "nl": "Dutch",
-    "pl": "Polish",
-    "ru": "Russian",
-    "uk": "Ukrainian",
-    "ja": "Japanese",
-    "zh": "Chinese",
-    "ko": "Korean",
-    "ar": "Arabic",
-    "hi": "Hindi",
-    "tr": "Turkish",
-    "sv": "Swedish",
-    "eu": "Basque",
-    "eo": "Esperanto",
-}
-
-
-def language_name(code: str) -> str:
-    return LANGUAGE_NAMES.get(code.split("-")[0].lower(), code)
 
 
 class Glossary:

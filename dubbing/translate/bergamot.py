@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
 from dubbing.translate.base import LanguagePairError, ShortenRequest, translate_groups
 from dubbing.translate.condense import condense_requests
@@ -32,14 +33,20 @@ def _engine(folder: str):
 
 class BergamotTranslator:
     name = "bergamot"
+    capabilities = frozenset({"offline"})
+    Options = NoOptions
     pivot = None
+
+    @staticmethod
+    def routes() -> str:
+        """The pairs it translates, for error messages."""
+        return ", ".join(f"{s}->{t}" for s, t in BERGAMOT_MODELS)
 
     def __init__(self, *, source: str, target: str, model: str | None = None) -> None:
         self.source, self.target = source, target
         key = (source.split("-")[0], target.split("-")[0])
         if key not in BERGAMOT_MODELS:
-            pairs = ", ".join(f"{s}->{t}" for s, t in BERGAMOT_MODELS)
-            raise LanguagePairError(f"bergamot has no model for {source}->{target}; it has: {pairs}")
+            raise LanguagePairError(f"bergamot has no model for {source}->{target}; it has: {self.routes()}")
         self.engine = _engine(model or BERGAMOT_MODELS[key])
 
     def translate(self, lines: list[str]) -> list[str]:

@@ -11,7 +11,10 @@ import logging
 from functools import cache
 from pathlib import Path
 
+from pydantic import Field
+
 from dubbing import models
+from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
 from dubbing.translate.base import LanguagePairError, ShortenRequest, translate_groups
 from dubbing.translate.condense import condense_requests
@@ -91,7 +94,17 @@ class HubTranslator:
     """A transformers seq2seq model; `model` is a registry name or a local folder."""
 
     name = "transformers"
+    capabilities: frozenset[str] = frozenset()
     pivot = None
+
+    class Options(NoOptions):
+        beams: int = Field(4, ge=1, le=16)  # beam search width
+        batch_size: int = Field(DEFAULT_BATCH, ge=1, le=256)  # lines per forward pass
+
+    @staticmethod
+    def routes() -> str:
+        """The pairs it translates, for error messages."""
+        return "any pair of a local Opus-MT/NLLB/M2M100 model"
 
     def __init__(
         self,

@@ -3,75 +3,19 @@
 A line's slot runs from its start to the next line's start (or the end of the media), the same window the
 timing stage fits clips into; the voice stage may speed speech up by at most `max_speedup`. A line whose
 estimate exceeds slot x max_speedup is flagged, and `fit_lines` asks the translator for shorter renderings.
+How long a text takes to speak is the caller's `estimate` (the TTS stage's, from the language's speech rate).
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
 from dubbing.translate.base import ShortenRequest
 
-# Characters (not counting spaces; punctuation counts, since it makes pauses) spoken per second at speed 1.0,
-# per TTS backend and language. Measured with benchmarks/calibrate_speech_rate.py on 2026-11-24: each backend
-# spoke 15 everyday sentences per language through the TTS stage (dubbing.tts, silence trimmed there) with the
-# voice a run uses by default (espeak-ng at 165 words per minute with voices en-us, es, pt-br, fr, it, de, ca and
-# es for gl; Kokoro-82M int8 with jm_kumo; Piper joe-en); rate = total characters / total seconds. Sentences:
-# the hand-written references of benchmarks/data/mt_en.tsv for es/pt, the English sources, Apertium renderings
-# for ca/gl/fr/it, hand-written German. Characters predicted a single line's length within a median 3-9%
-# (syllables: 3-12%). Voices differ: Kokoro's jf_alpha spoke Spanish 8% faster than jm_kumo. espeak es, pt, it
-# were measured again once they had tuned voices and rates (MBROLA mb-es1 140, mb-br4 140, mb-it4 120 wpm).
-CHAR_RATES: dict[str, dict[str, float]] = {
-    "espeak": {"en": 15.38, "es": 14.73, "pt": 12.52, "fr": 18.75, "it": 12.62, "de": 15.74, "ca": 14.72, "gl": 14.01},
-    "kokoro": {"en": 15.48, "es": 12.66, "pt": 11.69, "fr": 16.33, "it": 12.79, "de": 13.16},
-    "piper": {"en": 16.95},
-}
-# A language or backend that was not measured: the median of the measured rates.
-DEFAULT_RATE = 14.5
-
-_VOWELS = "aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœ"
-_VOWEL_GROUP = re.compile(f"[{_VOWELS}]+")
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_DIGITS = re.compile(r"\d+")
-
-
-def count_syllables(text: str) -> int:
-    """Vowel groups per word, at least one per word: a crude but language-neutral syllable count.
-
-    Digits are spoken as words, so each digit counts as two syllables."""
-    total = 0
-    for word in _WORD.findall(text.lower()):
-        digits = sum(len(d) for d in _DIGITS.findall(word))
-        letters = _DIGITS.sub("", word)
-        groups = len(_VOWEL_GROUP.findall(letters)) if letters else 0
-        total += max(groups, 1 if letters else 0) + 2 * digits
-    return total
-
-
-def count_letters(text: str) -> int:
-    """Letters and digits: what a TTS engine has to pronounce, without spaces and punctuation."""
-    return sum(ch.isalnum() for ch in text)
-
-
-def count_chars(text: str) -> int:
-    """What the rates are measured in: characters other than whitespace."""
-    return sum(not ch.isspace() for ch in text)
-
-
-def char_rate(tts_backend: str, language: str) -> float:
-    rates = CHAR_RATES.get(tts_backend, {})
-    base = language.split("-")[0].lower()
-    return rates.get(language) or rates.get(base) or DEFAULT_RATE
-
-
-def estimate_seconds(text: str, language: str, tts_backend: str) -> float:
-    """Spoken length of `text` at speed 1.0 with the given TTS backend (0 for text with nothing to say)."""
-    if not count_letters(text):
-        return 0.0
-    return round(count_chars(unicodedata.normalize("NFC", text)) / char_rate(tts_backend, language), 3)
+Estimate = Callable[[str], float]  # text -> seconds to speak it at speed 1.0 (0 for text with nothing to say)
 
 
 def slots(starts: Sequence[float], end_of_timeline: float) -> list[float]:
@@ -101,10 +45,12 @@ Judge = Callable[[int, str, str], bool]  # (line index, current text, candidate)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 
 
-def faithful(original: str, candidate: str, required: Sequence[str] = (), min_ratio: float = 0.4) -> bool:
+def faithful(
+    original: str, candidate: str, required: Sequence[str] = (), *, estimate: Estimate, min_ratio: float = 0.4
+) -> bool:
     """A shorter rendering may drop words, not facts: every number and glossary term stays, and it keeps at
-    least `min_ratio` of the characters (an n-best entry cut to a few words is not a translation)."""
-    if count_chars(candidate) < min_ratio * count_chars(original):
+    least `min_ratio` of the spoken length (an n-best entry cut to a few words is not a translation)."""
+    if estimate(candidate) < min_ratio * estimate(original):
         return False
     if sorted(_NUMBER.findall(original)) != sorted(_NUMBER.findall(candidate)):
         return False
@@ -119,27 +65,27 @@ def fit_lines(
     texts: Sequence[str],
     slot_seconds: Sequence[float],
     *,
-    language: str,
-    tts_backend: str,
+    estimate: Estimate,
     max_speedup: float,
     shorten: Shortener | None,
     keep: Judge | None = None,
 ) -> list[LineFit]:
     """Estimate every line; the lines that will not fit even at `max_speedup` go to `shorten` together (one
-    batch: engines translate all candidates at once), and `choose_shorter` picks each one's replacement."""
-    estimates = [estimate_seconds(t, language, tts_backend) for t in texts]
+    batch: engines translate all candidates at once), and `choose_shorter` picks each one's replacement.
+    `keep` judges a candidate faithful (default: `faithful` with no required terms)."""
+    estimates = [estimate(t) for t in texts]
     results: list[LineFit] = []
     requests: list[ShortenRequest] = []
-    for i, (text, slot_s, estimate) in enumerate(zip(texts, slot_seconds, estimates, strict=True)):
-        ok = fits(estimate, slot_s, max_speedup)
-        results.append(LineFit(text, estimate, slot_s, "empty" if not text.strip() else "fits" if ok else "over"))
+    for i, (text, slot_s, seconds) in enumerate(zip(texts, slot_seconds, estimates, strict=True)):
+        ok = fits(seconds, slot_s, max_speedup)
+        results.append(LineFit(text, seconds, slot_s, "empty" if not text.strip() else "fits" if ok else "over"))
         if results[-1].action == "over" and shorten is not None:
-            requests.append(ShortenRequest(i, text, max(8, int(len(text) * slot_s * max_speedup / estimate))))
+            requests.append(ShortenRequest(i, text, max(8, int(len(text) * slot_s * max_speedup / seconds))))
     if requests:
         for request, candidates in zip(requests, shorten(requests), strict=True):
             i = request.index
-            judge = partial(keep or _faithful_enough, i, texts[i])
-            results[i] = _shortened(results[i], candidates, max_speedup, language, tts_backend, judge)
+            judge = partial(keep or partial(_faithful_enough, estimate), i, texts[i])
+            results[i] = _shortened(results[i], candidates, max_speedup, estimate, judge)
     return results
 
 
@@ -147,18 +93,10 @@ def _shortened(
     line: LineFit,
     candidates: list[str],
     max_speedup: float,
-    language: str,
-    tts_backend: str,
+    estimate: Estimate,
     keep: Callable[[str], bool],
 ) -> LineFit:
-    choice = choose_shorter(
-        line.text,
-        line.estimated_s,
-        line.slot_s * max_speedup,
-        candidates,
-        lambda c: estimate_seconds(c, language, tts_backend),
-        keep,
-    )
+    choice = choose_shorter(line.text, line.estimated_s, line.slot_s * max_speedup, candidates, estimate, keep)
     if choice is None:
         return LineFit(
             line.text, line.estimated_s, line.slot_s, "over", notes=[f"{len(candidates)} candidates, none usable"]
@@ -209,5 +147,5 @@ def choose_shorter(
     return None
 
 
-def _faithful_enough(index: int, original: str, candidate: str) -> bool:
-    return faithful(original, candidate)
+def _faithful_enough(estimate: Estimate, index: int, original: str, candidate: str) -> bool:
+    return faithful(original, candidate, estimate=estimate)

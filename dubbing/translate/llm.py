@@ -14,12 +14,16 @@ import re
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Literal
 
 import httpx
+from pydantic import Field
 
+from dubbing.backends import NoOptions
+from dubbing.config import language_name
 from dubbing.errors import DubbingError
 from dubbing.secrets import read_secret
-from dubbing.translate.base import ShortenRequest, language_name
+from dubbing.translate.base import ShortenRequest
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +50,25 @@ class MalformedReply(ValueError):
 
 
 class OpenAICompatibleTranslator:
+    """A chat model told what to do: the glossary and formality go into its instructions ("instructions")."""
+
     name = "openai-compatible"
+    capabilities = frozenset({"instructions"})
     pivot = None
+
+    class Options(NoOptions):
+        base_url: str | None = None  # e.g. http://localhost:11434/v1 (required)
+        api_key_env: str | None = None  # the environment variable that holds the API key
+        api_key_secret: str | None = None  # or the Prefect Secret block that does
+        formality: Literal["default", "formal", "informal"] = "default"  # the form of address it is asked for
+        timeout_s: float = Field(60.0, gt=0, le=600)  # per request
+        max_retries: int = Field(2, ge=0, le=10)
+        batch_size: int = Field(8, ge=1, le=100)  # lines per request
+
+    @staticmethod
+    def routes() -> str:
+        """The pairs it translates, for error messages."""
+        return "any pair your server's model knows"
 
     def __init__(
         self,
@@ -67,8 +88,8 @@ class OpenAICompatibleTranslator:
     ) -> None:
         if not base_url or not model:
             raise DubbingError(
-                "openai-compatible translation needs translate.base_url and translate.model in the language config "
-                "(e.g. base_url: http://localhost:11434/v1, model: qwen2.5:7b)"
+                "openai-compatible translation needs translate.options.base_url and translate.model in the language "
+                "config (e.g. options: {base_url: http://localhost:11434/v1}, model: qwen2.5:7b)"
             )
         self.source, self.target, self.model = source, target, model
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -77,7 +98,9 @@ class OpenAICompatibleTranslator:
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.batch_size, self.context_lines = batch_size, context_lines
         headers = {"Content-Type": "application/json"}
-        key = read_secret(env=api_key_env, block=api_key_secret, what="translate.api_key_env/api_key_secret")
+        key = read_secret(
+            env=api_key_env, block=api_key_secret, what="translate.options.api_key_env/api_key_secret"
+        )
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self.client = httpx.Client(headers=headers, timeout=timeout_s)
@@ -89,8 +112,8 @@ class OpenAICompatibleTranslator:
             glossary = f"Glossary, always use these renderings: {pairs}. "
         formality = "" if self.formality == "default" else f"Use the {self.formality} form of address. "
         return template.format(
-            source=language_name(self.source),
-            target=language_name(self.target),
+            source=_name(self.source),
+            target=_name(self.target),
             glossary=glossary,
             formality=formality,
             **extra,
@@ -189,7 +212,7 @@ class OpenAICompatibleTranslator:
             if last_try:
                 raise DubbingError(
                     f"translation server {self.url} did not answer within {self.timeout_s:g}s in {tries} tries "
-                    f"(model {self.model}); raise translate.timeout_s or check the server"
+                    f"(model {self.model}); raise translate.options.timeout_s or check the server"
                 ) from None
             log.warning("translation server %s did not answer within %gs; retrying", self.url, self.timeout_s)
         except httpx.TransportError as exc:
@@ -197,6 +220,11 @@ class OpenAICompatibleTranslator:
                 raise DubbingError(f"cannot reach translation server {self.url} in {tries} tries: {exc}") from None
             log.warning("cannot reach translation server %s (%s); retrying", self.url, exc)
         return None
+
+
+def _name(code: str) -> str:
+    """How the instructions name a language: its record's name, else its code."""
+    return language_name(code) or f"the language with ISO 639-1 code {code!r}"
 
 
 def _json_object(content: str) -> dict:
