@@ -178,12 +178,14 @@ def server(
 
 
 def _check_settings(preset: str, config: Path | None, languages: list[str]) -> None:
-    """Validate config and language codes before any work starts."""
+    """Validate config, language codes and records, and backend options before any work starts: every problem
+    in one message."""
+    from dubbing import steps
     from dubbing.config import load_settings
 
-    settings = load_settings(preset, config)
-    for lang in languages:
-        settings.for_language(lang)
+    problems = steps.settings_problems(load_settings(preset, config), languages)
+    if problems:
+        raise DubbingError("; ".join(problems))
 
 
 def _dask_runner(address: str):
@@ -268,6 +270,8 @@ def translate_command(
         pick(translate.BACKENDS, backend, "translation")
     if backend or model:
         overrides = {"backend": backend or cfg.backend, "model": model, "pivot": None if backend else cfg.pivot}
+        if backend:  # the record's options are for its own backend
+            overrides |= {"options": {}, "pivot_options": None}
         cfg = TranslateConfig.model_validate({**cfg.model_dump(), **overrides})
     translator = translate.translator_for(cfg, source.lower(), target.lower())
     lines = sys.stdin.read().splitlines()
@@ -425,7 +429,7 @@ def models_command(
 @app.command()
 def doctor() -> None:
     """Check the tools, translation pairs and models a run needs, and say how to get what is missing."""
-    from dubbing import translate, tts
+    from dubbing import steps, translate, tts
     from dubbing.config import available_languages, load_settings
 
     problems: list[str] = []
@@ -438,29 +442,37 @@ def doctor() -> None:
         table.add_row(tool, "[green]ok[/green]" if path else "[red]missing[/red]", path or f"apt-get install {package}")
         if not path:
             problems.append(tool)
+    settings = load_settings()
     espeak = shutil.which("espeak-ng")
-    offered = sorted({v for voices in tts.MBROLA_TUNING.values() for v in voices})
+    offered = tts.configured_mbrola(settings.languages.values())
     have = [v for v in offered if espeak and tts.mbrola_installed(espeak, v)]
     hint = "apt-get install mbrola " + " ".join(f"mbrola-{v[3:]}" for v in offered)  # Debian contrib, non-free
-    # optional: without them espeak-ng speaks es, pt and it with its formant voices
+    # optional: without them espeak-ng speaks with its formant voices
     ok = have == offered
     table.add_row(
         "mbrola voices", "[green]ok[/green]" if ok else "[yellow]missing[/yellow]", ", ".join(have) if ok else hint
     )
-    settings = load_settings()
     for lang in available_languages():
+        cfg = settings.for_language(lang)
+        missing = steps.language_problems(cfg)
+        table.add_row(
+            f"language {lang}",
+            "[red]incomplete[/red]" if missing else "[green]ok[/green]",
+            "; ".join(missing) or f"{cfg.name}: {cfg.translate.backend} translation, {cfg.tts.backend} speech",
+        )
+        if missing:
+            problems.append(f"language {lang} ({len(missing)} problem{'s' * (len(missing) > 1)})")
         # Build each language's translator as a run would (English source): that checks Apertium pairs, the
         # Bergamot models and cached hub models. Offline backends must work; hub and LLM ones are optional.
-        tcfg = settings.for_language(lang).translate
         source = "es" if lang == "en" else "en"
         try:
-            translator = translate.translator_for(tcfg, source, lang)
+            translator = translate.translator_for(cfg.translate, source, lang)
             state, detail = (
                 "[green]ok[/green]",
                 translator.name + (f" via {translator.pivot}" if translator.pivot else ""),
             )
         except DubbingError as exc:
-            offline = {tcfg.backend, tcfg.pivot_backend or tcfg.backend} <= {"apertium", "bergamot"}
+            offline = translate.is_offline(cfg.translate)
             state, detail = ("[red]missing[/red]" if offline else "[yellow]missing[/yellow]"), str(exc)
             if offline:
                 problems.append(f"translation {source}->{lang}")

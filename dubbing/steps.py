@@ -33,7 +33,7 @@ from dubbing import (
     tts,
     voice,
 )
-from dubbing.config import ASRConfig, LanguageConfig, Settings
+from dubbing.config import ASRConfig, LanguageConfig, Settings, check_language
 from dubbing.errors import DubbingError
 from dubbing.files import write_json, write_text
 from dubbing.layout import RunLayout, layout_for, manifest_of
@@ -421,6 +421,39 @@ def evaluate_run(out: Path, settings: Settings) -> Manifest:
         write_json(layout.out / outputs.report, quality_report(layout, lang, outputs, settings).model_dump())
     review.review_page(layout)
     return manifest
+
+
+def language_problems(cfg: LanguageConfig) -> list[str]:
+    """What a language's record lacks for a run, and what its stages refuse in it (each problem names its key)."""
+    return check_language(cfg) + tts.check(cfg) + translate.check(cfg.translate)
+
+
+def _backend_problems(registry: dict[str, type], name: str, options: dict, where: str) -> list[str]:
+    try:
+        backends.options_for(backends.pick(registry, name, where), options, f"{where}.options")
+    except DubbingError as exc:
+        return [f"{where}: {exc}"]
+    return []
+
+
+def settings_problems(settings: Settings, languages: list[str]) -> list[str]:
+    """Everything a run into `languages` would fail on, found before any work: unknown language codes, incomplete
+    language records, unknown backends and options the backends do not take."""
+    problems = _backend_problems(asr.BACKENDS, settings.asr.backend, settings.asr.options, "asr")
+    problems += _backend_problems(diarize.BACKENDS, settings.diarize.backend, settings.diarize.options, "diarize")
+    problems += _backend_problems(separate.BACKENDS, settings.separate.backend, settings.separate.options, "separate")
+    problems += _backend_problems(lipsync.BACKENDS, settings.lipsync.backend, settings.lipsync.options, "lipsync")
+    unknown = [lang for lang in languages if lang not in settings.languages]
+    if unknown:
+        codes = ", ".join(map(repr, unknown))
+        problems.append(
+            f"no configuration for language{'s' * (len(unknown) > 1)} {codes}; available: "
+            f"{', '.join(sorted(settings.languages))} (add configs/languages/CODE.yaml)"
+        )
+    for lang in languages:
+        if lang in settings.languages:
+            problems += [f"{lang}: {p}" for p in language_problems(settings.languages[lang])]
+    return problems
 
 
 def target_languages(languages: list[str], source_language: str) -> list[str]:
