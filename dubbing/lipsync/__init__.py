@@ -8,16 +8,18 @@ from one photo), `inspect` (input checks and a contact sheet). This module compo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from dubbing import backends
 from dubbing.errors import DubbingError
 from dubbing.lipsync import visemes
-from dubbing.lipsync.faces import FaceData, choose_active, face_box, track_faces
-from dubbing.lipsync.render import BACKENDS, Clip, Renderer, get_renderer
+from dubbing.lipsync.faces import FaceData, choose_active, face_box, mouth_gap, track_faces
+from dubbing.lipsync.render import BACKENDS, Clip, Renderer
 from dubbing.lipsync.video import (
     FrameWriter,
     VideoStream,
@@ -39,9 +41,9 @@ __all__ = [
     "analyse",
     "render_dub",
     "Renderer",
-    "get_renderer",
     "load_audio",
     "lipsync_video",
+    "mouth_opening",
     "render_faces",
     "track_video",
 ]
@@ -79,6 +81,25 @@ def track_video(
         frames, stream.fps_float, max_faces=max_faces, keep=keep, kept=kept, expected_frames=stream.frames
     )
     return faces, stream
+
+
+def mouth_opening(video: Path | None, *, max_faces: int = 2, landmarks: Path | None = None) -> tuple[np.ndarray, float]:
+    """Per frame, the inner-lip gap of the face this stage would animate (NaN where there is none), and the frame
+    rate: from landmarks already tracked (`landmarks`, the track-faces step's file) or else from the video's own
+    pixels. What QA compares with the dub's loudness."""
+    if landmarks is not None:
+        faces = FaceData.load(landmarks)
+    elif video is not None:
+        faces, _stream = track_video(video, max_faces=max_faces)
+        choose_active(faces)
+    else:
+        raise DubbingError("mouth_opening needs a video or tracked landmarks")
+    gap = np.full(faces.frames, np.nan, np.float32)
+    for t in range(min(faces.frames, len(faces.active))):
+        face = faces.face_of(t, int(faces.active[t]))
+        if face is not None:
+            gap[t] = mouth_gap(face)
+    return gap, faces.fps
 
 
 def mouth_drive(
@@ -156,7 +177,7 @@ def lipsync_video(
     *,
     offset_ms: float = 0.0,
     backend: str = "classical",
-    backend_options: dict | None = None,
+    backend_options: Mapping[str, Any] | None = None,
     fmt: str | None = None,
     resolution: str | None = None,
     max_faces: int = 2,
@@ -168,9 +189,10 @@ def lipsync_video(
     mux_audio: bool = True,
 ) -> LipsyncResult:
     """Re-voice VIDEO with AUDIO: the most prominent face (or the active speaker per line) mouths the new audio.
-    A video without a face is passed through re-encoded, so the caller still gets a picture."""
+    A video without a face is passed through re-encoded, so the caller still gets a picture. `backend_options`
+    are the renderer's own (only those set: another renderer's options are an error)."""
     stream = probe_video(video)
-    renderer = get_renderer(backend, **(backend_options or {}))
+    renderer = backends.build(BACKENDS, backend, "lipsync", backend_options)
     offset_s = offset_ms / 1000.0
     speech = load_audio(audio, offset_s=offset_s)
     if faces is None:
@@ -254,7 +276,7 @@ def render_dub(
     lines: list[tuple[float, float, str]] | None = None,
     language: str | None = None,
     backend: str = "classical",
-    backend_options: dict | None = None,
+    backend_options: Mapping[str, Any] | None = None,
     crf: int = 17,
     preset: str = "superfast",
 ) -> LipsyncResult:
