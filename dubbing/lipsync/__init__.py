@@ -45,6 +45,7 @@ __all__ = [
     "lipsync_video",
     "mouth_opening",
     "render_faces",
+    "summary",
     "track_video",
 ]
 
@@ -298,3 +299,19 @@ def render_dub(
         mux_audio=False,
         fmt="mp4",
     )
+
+
+def summary(faces: FaceTracks | None, picture: Path | None) -> dict:
+    """What this stage did for one language, for its report: whether a face was re-animated (`picture`, the
+    render_dub output, or None) and the input checks of the tracked faces (None: no video or lipsync off)."""
+    if faces is None:
+        return {"applied": False, "reason": "no video or lipsync disabled", "checks": []}
+    return {
+        "applied": picture is not None,
+        "reason": None if picture is not None else "no face found: the original picture is kept",
+        "faces": faces.faces,
+        "face_frames": faces.face_frames,
+        "scene_cuts": faces.scene_cuts,
+        "line_faces": faces.line_faces,
+        "checks": [c.model_dump() for c in faces.checks],
+    }
