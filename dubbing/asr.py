@@ -81,6 +81,11 @@ def read_speech(audio: Path) -> np.ndarray:
     return sosfilt(sos, samples).astype(np.float32)
 
 
+def speech_spans(samples: np.ndarray, vad: bool) -> list[tuple[float, float]]:
+    """The stretches to decode: speech regions joined into Whisper-window spans, or everything without VAD."""
+    return group_regions(speech_regions(samples)) if vad else [(0.0, len(samples) / ANALYSIS_RATE)]
+
+
 def finish(utterances: Iterable[Utterance | None], language: str, duration_s: float) -> Transcript:
     """The Transcript, with a warning (not invented text) when nothing was said."""
     kept = [u for u in utterances if u is not None]
@@ -178,7 +183,7 @@ class OpenAIWhisperTranscriber:
     def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
         samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
-        spans = group_regions(speech_regions(samples)) if self.vad else [(0.0, duration)]
+        spans = speech_spans(samples, self.vad)
         language = check_language(language)
         utterances: list[Utterance | None] = []
         for start, end in spans:
@@ -265,7 +270,7 @@ class TransformersWhisperTranscriber:
     def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
         samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
-        spans = group_regions(speech_regions(samples)) if self.vad else [(0.0, duration)]
+        spans = speech_spans(samples, self.vad)
         if not spans:
             return finish([], language or "und", duration)
         speech = np.concatenate([samples[int(s * ANALYSIS_RATE) : int(e * ANALYSIS_RATE)] for s, e in spans])

@@ -15,6 +15,7 @@ import soundfile as sf
 
 from dubbing import asr, backends, media
 from dubbing.errors import DubbingError
+from dubbing.tools import ffprobe
 from dubbing.types import ANALYSIS_RATE, MIX_RATE
 from tests.conftest import make_speech, make_video, media_file
 
@@ -293,20 +294,14 @@ def test_resample_is_librosas_and_write_audio_is_atomic(tmp_path):
     assert rate == ANALYSIS_RATE and audio.shape == (len(ref),)
 
 
-def test_mux_tags_the_tracks_with_the_iso_639_2_code_it_is_given(tmp_path):
+def test_mux_tags_the_dub_with_the_iso_639_2_code_it_is_given(tmp_path):
     video = make_video(tmp_path / "v.mp4", 1.0)
     voice = make_speech(tmp_path / "s.wav", "hola")
     srt = tmp_path / "s.srt"
     srt.write_text("1\n00:00:00,000 --> 00:00:00,900\nhola\n")
     out = media.mux(video, voice, tmp_path / "out.mp4", subtitles=srt, language="spa", duration_s=1.0)
-    proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type:stream_tags=language", "-of", "json", str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    tags = {s["codec_type"]: s.get("tags", {}).get("language") for s in json.loads(proc.stdout)["streams"]}
-    assert tags["audio"] == "spa" and tags["subtitle"] == "spa"
+    _format, _video, audio = ffprobe(out)
+    assert audio is not None and audio["tags"]["language"] == "spa"
     with pytest.raises(DubbingError, match="ISO 639-2"):
         media.mux(video, voice, tmp_path / "bad.mp4", language="es")
 
