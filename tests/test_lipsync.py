@@ -281,6 +281,7 @@ def test_faces_tracked_once_then_each_language_rendered_and_muxed(tmp_path):
     voice, spans = speech_at(tmp_path, 2.0, [(0.3, "hola amigo")])
     result = render_dub(video, faces, voice, layout.picture("es"), lines=[(0.3, spans[0][1], "hola amigo")],
                         language="es", backend="classical", backend_options={"strength": 1.0})  # fmt: skip
+    assert result is not None
     picture = result.out
     assert picture == layout.picture("es") and probe_video(picture).width == 320 and result.animated_frames > 0
     final = media.mux(picture, voice, layout.video("es"), language="spa", duration_s=2.0)
@@ -291,6 +292,7 @@ def test_faces_tracked_once_then_each_language_rendered_and_muxed(tmp_path):
     blank = make_video(tmp_path / "pattern.mp4", 1.0, audio=voice)
     nobody, _ = analyse(blank, RunLayout(out=tmp_path / "o2", name=blank.stem).faces_npz, lines=[(0.2, 0.8)])
     assert nobody.faces == 0 and nobody.line_faces == [None]
+    assert render_dub(blank, nobody, voice, tmp_path / "o2" / "picture.mp4") is None
     report = lipsync.summary(nobody, None)
     assert not report["applied"] and "no face" in report["reason"] and report["checks"][0]["code"] == "no-face"
     assert lipsync.summary(None, None)["applied"] is False

@@ -280,8 +280,11 @@ def render_dub(
     backend_options: Mapping[str, Any] | None = None,
     crf: int = 17,
     preset: str = "superfast",
-) -> LipsyncResult:
-    """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face."""
+) -> LipsyncResult | None:
+    """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face.
+    None when no face was tracked: the original picture is kept (`summary` says so)."""
+    if faces.faces == 0:
+        return None
     if not faces.landmarks or not Path(faces.landmarks).is_file():
         raise DubbingError(f"face landmarks missing for {video}: run the track-faces step first")
     data = FaceData.load(Path(faces.landmarks))
