@@ -85,11 +85,12 @@ def worker(threads: int, files: list[str]) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from dubbing import asr, diarize
+    from dubbing import asr, backends, diarize
 
     t = time.perf_counter()
-    transcriber = asr.get_transcriber("faster-whisper", model="whisper-base", threads=threads)
-    diarizer = diarize.get_diarizer("campplus")  # CAM++ runs on one torch thread (see diarize.torch_threads)
+    transcriber = backends.build(asr.BACKENDS, "faster-whisper", "ASR", {"threads": threads}, model="whisper-base")
+    # CAM++ runs on one torch thread (see diarize.torch_threads)
+    diarizer = backends.build(diarize.BACKENDS, "campplus", "diarization")
     print(json.dumps({"load_s": time.perf_counter() - t}), flush=True)
     for path in files:
         t0, c0 = time.perf_counter(), time.process_time()

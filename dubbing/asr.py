@@ -1,6 +1,7 @@
 """Speech recognition: audio to utterances with word timings.
 
-Backends implement `Transcriber`; `get_transcriber(name, ...)` picks one by its config name:
+Backends implement `Transcriber`; `dubbing.backends.build(BACKENDS, name, "ASR", options, model=...,
+compute_type=..., beam_size=..., vad=...)` makes one by its config name:
 - `faster-whisper` (default): CTranslate2 Whisper, int8 on CPU, whisper base offline, silero VAD built in.
 - `openai-whisper` (extra): the reference implementation; a model name from its cache or a .pt path.
 - `transformers`: any Whisper checkpoint on the Hugging Face hub (from the local cache) or in a folder.
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from pydantic import Field
 
 from dubbing import models
-from dubbing.backends import pick
+from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
 from dubbing.types import ANALYSIS_RATE, Transcript, Utterance, Word
 from dubbing.vad import cut_at_pauses, group_regions, read_analysis_audio, speech_regions
@@ -79,6 +81,11 @@ def read_speech(audio: Path) -> np.ndarray:
     return sosfilt(sos, samples).astype(np.float32)
 
 
+def speech_spans(samples: np.ndarray, vad: bool) -> list[tuple[float, float]]:
+    """The stretches to decode: speech regions joined into Whisper-window spans, or everything without VAD."""
+    return group_regions(speech_regions(samples)) if vad else [(0.0, len(samples) / ANALYSIS_RATE)]
+
+
 def finish(utterances: Iterable[Utterance | None], language: str, duration_s: float) -> Transcript:
     """The Transcript, with a warning (not invented text) when nothing was said."""
     kept = [u for u in utterances if u is not None]
@@ -92,6 +99,11 @@ class FasterWhisperTranscriber:
     """faster-whisper (CTranslate2), int8 on CPU, with silero VAD so silence and music yield no text."""
 
     name = "faster-whisper"
+    capabilities: frozenset[str] = frozenset()
+
+    class Options(NoOptions):
+        device: str = "cpu"  # CTranslate2 device: cpu, cuda or auto
+        threads: int | None = Field(None, ge=1)  # CPU threads (default: all cores)
 
     def __init__(
         self,
@@ -142,9 +154,14 @@ class OpenAIWhisperTranscriber:
     from its cache (~/.cache/whisper/<name>.pt) or a .pt path; silero VAD picks the stretches it reads."""
 
     name = "openai-whisper"
+    Options = NoOptions
+    capabilities: frozenset[str] = frozenset()
     ALIASES = {"whisper-base": "base", "whisper-tiny.en": "tiny.en"}  # registry names -> openai-whisper names
 
-    def __init__(self, model: str = "base", *, beam_size: int = 5, vad: bool = True, **_: object) -> None:
+    def __init__(
+        self, model: str = "base", *, compute_type: str = "float32", beam_size: int = 5, vad: bool = True
+    ) -> None:
+        """`compute_type` (CTranslate2's, from asr.compute_type) does not apply: this backend runs fp32 on CPU."""
         try:
             import whisper
         except ImportError as exc:
@@ -166,7 +183,7 @@ class OpenAIWhisperTranscriber:
     def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
         samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
-        spans = group_regions(speech_regions(samples)) if self.vad else [(0.0, duration)]
+        spans = speech_spans(samples, self.vad)
         language = check_language(language)
         utterances: list[Utterance | None] = []
         for start, end in spans:
@@ -194,8 +211,13 @@ class TransformersWhisperTranscriber:
     word timestamps from cross-attention alignment (`return_timestamps="word"`)."""
 
     name = "transformers"
+    Options = NoOptions
+    capabilities: frozenset[str] = frozenset()
 
-    def __init__(self, model: str = "whisper-small-hf", *, beam_size: int = 1, vad: bool = True, **_: object) -> None:
+    def __init__(
+        self, model: str = "whisper-small-hf", *, compute_type: str = "float32", beam_size: int = 1, vad: bool = True
+    ) -> None:
+        """`compute_type` (CTranslate2's, from asr.compute_type) does not apply: this backend runs fp32 on CPU."""
         from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
 
         path = self._locate(model)
@@ -248,7 +270,7 @@ class TransformersWhisperTranscriber:
     def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
         samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
-        spans = group_regions(speech_regions(samples)) if self.vad else [(0.0, duration)]
+        spans = speech_spans(samples, self.vad)
         if not spans:
             return finish([], language or "und", duration)
         speech = np.concatenate([samples[int(s * ANALYSIS_RATE) : int(e * ANALYSIS_RATE)] for s, e in spans])
@@ -280,7 +302,3 @@ BACKENDS: dict[str, type] = {
     "openai-whisper": OpenAIWhisperTranscriber,
     "transformers": TransformersWhisperTranscriber,
 }
-
-
-def get_transcriber(backend: str, **options) -> Transcriber:
-    return pick(BACKENDS, backend, "ASR")(**options)

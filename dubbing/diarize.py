@@ -1,10 +1,10 @@
 """Speaker diarization: who speaks when; words labelled with speakers; utterances for dubbing; speaker profiles.
 
-Backends implement `Diarizer` and return speaker turns; `get_diarizer(name, ...)` picks one by its config name.
-The offline default (`campplus`) finds speech with silero VAD, embeds overlapping ~1.5 s windows with CAM++
-and clusters them (spectral clustering with an eigengap speaker count, as 3D-Speaker does, then merging
-clusters whose centroids are near). `pyannote` runs `pyannote/speaker-diarization-3.1` when it is installed
-and cached.
+Backends implement `Diarizer` and return speaker turns; `dubbing.backends.build(BACKENDS, name, ...)` makes one
+by its config name. The offline default (`campplus`) finds speech with silero VAD, embeds overlapping ~1.5 s
+windows with CAM++ and clusters them (spectral clustering with an eigengap speaker count, as 3D-Speaker does, then
+merging clusters whose centroids are near). `pyannote` runs `pyannote/speaker-diarization-3.1` when it is
+installed and cached. `none` finds no turns: every word goes to S1.
 
 Everything after the turns is backend-independent: `assign_speakers` gives each word one speaker (a turn
 boundary never splits a word), `make_utterances` groups words into dubbing lines by speaker, pause and
@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from pydantic import Field
 
 from dubbing import speaker_embedding
-from dubbing.backends import pick
+from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
-from dubbing.files import atomic_path
-from dubbing.secrets import remember
+from dubbing.media import write_audio
+from dubbing.secrets import read_secret, remember
 from dubbing.types import ANALYSIS_RATE, SpeakerProfile, SpeakerTurn, Transcript, Utterance, Word
 from dubbing.vad import read_analysis_audio, speech_regions
 
@@ -216,6 +217,10 @@ class CampplusDiarizer:
     """Offline: silero VAD, CAM++ embeddings of ~1.5 s windows, spectral clustering with an automatic count."""
 
     name = "campplus"
+    capabilities: frozenset[str] = frozenset()
+
+    class Options(NoOptions):
+        merge_cos: float = Field(0.875, gt=0, le=1)  # clusters whose centroids are this similar are one speaker
 
     def __init__(
         self,
@@ -252,8 +257,13 @@ class PyannoteDiarizer:
     in the local Hugging Face cache and a token (HF_TOKEN) for the first download."""
 
     name = "pyannote"
+    capabilities: frozenset[str] = frozenset()
 
-    def __init__(self, *, model: str = "pyannote/speaker-diarization-3.1", token: str | None = None) -> None:
+    class Options(NoOptions):
+        model: str = "pyannote/speaker-diarization-3.1"
+        token_secret: str | None = None  # a Prefect Secret block holding the hub token (else HF_TOKEN)
+
+    def __init__(self, *, model: str = "pyannote/speaker-diarization-3.1", token_secret: str | None = None) -> None:
         try:
             from pyannote.audio import Pipeline
         except ImportError as exc:
@@ -263,6 +273,7 @@ class PyannoteDiarizer:
             ) from None
         import inspect
 
+        token = read_secret(block=token_secret, what="diarize.options.token_secret") if token_secret else None
         token = remember(token or os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_TOKEN"))
         # pyannote.audio 4 takes `token=`, 3.x `use_auth_token=`
         key = "token" if "token" in inspect.signature(Pipeline.from_pretrained).parameters else "use_auth_token"
@@ -293,11 +304,18 @@ class PyannoteDiarizer:
         return sorted(turns, key=lambda t: t.start)
 
 
-BACKENDS: dict[str, type] = {"campplus": CampplusDiarizer, "pyannote": PyannoteDiarizer}
+class NoDiarizer:
+    """No diarization: no turns, so every word is attributed to one speaker, S1."""
+
+    name = "none"
+    Options = NoOptions
+    capabilities: frozenset[str] = frozenset()
+
+    def diarize(self, audio: Path, *, speakers: int | None = None) -> list[SpeakerTurn]:
+        return []
 
 
-def get_diarizer(backend: str, **options) -> Diarizer:
-    return pick(BACKENDS, backend, "diarization")(**options)
+BACKENDS: dict[str, type] = {"campplus": CampplusDiarizer, "pyannote": PyannoteDiarizer, "none": NoDiarizer}
 
 
 # --- words to speakers to utterances ---------------------------------------------------------------------
@@ -527,7 +545,7 @@ def speaker_profiles(
         else:
             clip, clip_rate = _read_span(reference_audio, start, end)
         path = Path(out_dir) / f"{speaker}.reference.wav"
-        _write_wav(path, clip, clip_rate)
+        write_audio(path, clip, clip_rate)
         profiles.append(
             SpeakerProfile(
                 speaker=speaker,
@@ -577,11 +595,3 @@ def _read_span(path: Path, start_s: float, end_s: float) -> tuple[np.ndarray, in
     rate = sf.info(str(path)).samplerate
     data, _ = sf.read(str(path), start=int(start_s * rate), stop=int(end_s * rate), dtype="float32", always_2d=True)
     return data.mean(axis=1), rate
-
-
-def _write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
-    import soundfile as sf
-
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), audio, rate, format="WAV", subtype="PCM_16")
-    return Path(path)

@@ -40,26 +40,26 @@ def write_json(path: Path, data: object) -> Path:
 
 
 @contextmanager
-def output_lock(folder: Path) -> Iterator[None]:
+def output_lock(lock: Path) -> Iterator[None]:
     """Refuse a second run writing into the same folder at the same time.
 
-    An OS lock (flock) on `folder/.dub.lock`: released when the process ends, even by SIGKILL, so a
-    crashed run never leaves a stale lock behind.
+    An OS lock (flock) on the file `lock` (a run's `RunLayout.lock`): released when the process ends, even by
+    SIGKILL, so a crashed run never leaves a stale lock behind.
     """
     import fcntl
 
     from dubbing.errors import DubbingError
 
-    folder.mkdir(parents=True, exist_ok=True)
-    lock_path = folder / ".dub.lock"
-    with open(lock_path, "a+") as handle:
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "another process"
             raise DubbingError(
-                f"another run ({owner}) is writing to {folder}; wait for it to finish or choose another --out"
+                f"another run ({owner}) is writing to {lock.parent}; wait for it to finish or choose another --out"
             ) from None
         handle.seek(0)
         handle.truncate()

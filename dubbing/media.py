@@ -71,20 +71,36 @@ def extract_mix_audio(path: Path, out: Path) -> Path:
 
 
 def read_audio(path: Path, rate: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
-    """Read a WAV as float32; resample when `rate` differs (soxr via librosa)."""
+    """Read a sound file as float32 (samples, or samples x channels when not `mono`), resampled to `rate` when
+    given."""
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     audio = data.mean(axis=1) if mono else data
     if rate is not None and sr != rate:
-        import librosa
-
-        audio = librosa.resample(audio, orig_sr=sr, target_sr=rate, axis=0)
-        sr = rate
+        audio, sr = resample(audio, sr, rate, axis=0), rate
     return audio.astype(np.float32), sr
 
 
-def write_audio(path: Path, audio: np.ndarray, rate: int) -> Path:
+def resample(audio: np.ndarray, from_rate: int, to_rate: int, axis: int = -1) -> np.ndarray:
+    """The one resampler for whole signals (float32), along `axis` (time): soxr at high quality, called as
+    librosa.resample calls it, so the samples and the length (ceil(n * to / from)) are librosa's, without its
+    slow import. mix.py resamples long files as a soxr stream, which gives the same samples."""
+    import soxr
+
+    audio = np.asarray(audio, dtype=np.float32)
+    if from_rate == to_rate:
+        return audio
+    length = int(np.ceil(audio.shape[axis] * to_rate / from_rate))
+    out = np.apply_along_axis(soxr.resample, axis, audio, from_rate, to_rate, quality="soxr_hq")
+    out = np.moveaxis(out, axis, 0)[:length]
+    out = np.pad(out, [(0, length - len(out))] + [(0, 0)] * (out.ndim - 1))  # as librosa.util.fix_length
+    return np.moveaxis(out, 0, axis).astype(np.float32)
+
+
+def write_audio(path: Path, audio: np.ndarray, rate: int, *, subtype: str = "PCM_16") -> Path:
+    """The one audio writer: a WAV written atomically (`subtype` 'PCM_16' for outputs, 'FLOAT' for working files
+    that are read again). The caller clips to [-1, 1] where its signal may exceed it."""
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), audio, rate, format="WAV", subtype="PCM_16")
+        sf.write(str(tmp), audio, rate, format="WAV", subtype=subtype)
     return Path(path)
 
 
@@ -97,7 +113,10 @@ def mux(
     language: str | None = None,
     duration_s: float | None = None,
 ) -> Path:
-    """Put new audio (and a soft subtitle track) under the original video stream, without re-encoding it."""
+    """Put new audio (and a soft subtitle track) under the original video stream, without re-encoding it.
+    `language` is the ISO 639-2 code the container's metadata wants ('spa'; the language record's `iso639_2`)."""
+    if language is not None and not (len(language) == 3 and language.isalpha()):
+        raise DubbingError(f"mux needs an ISO 639-2 language code (three letters, e.g. 'spa'), got {language!r}")
     ffmpeg = require_tool("ffmpeg", "ffmpeg")
     cmd = [ffmpeg, "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(video), "-i", ffmpeg_input(audio)]
     maps = ["-map", "0:v:0", "-map", "1:a:0"]
@@ -105,34 +124,12 @@ def mux(
         cmd += ["-i", ffmpeg_input(subtitles)]
         maps += ["-map", "2:s:0", "-c:s", "mov_text"]
         if language:
-            maps += ["-metadata:s:s:0", f"language={_iso639_2(language)}"]
+            maps += ["-metadata:s:s:0", f"language={language}"]
     cmd += maps + ["-c:v", "copy", "-c:a", "aac", "-b:a", "192k"]
     if language:
-        cmd += ["-metadata:s:a:0", f"language={_iso639_2(language)}"]
+        cmd += ["-metadata:s:a:0", f"language={language}"]
     if duration_s is not None:
         cmd += ["-t", f"{duration_s:.3f}"]
     with atomic_path(out) as tmp:
         run(cmd + ["-movflags", "+faststart", "-f", "mp4", str(tmp)], f"writing {out}")
     return Path(out)
-
-
-_ISO639_2 = {
-    "en": "eng",
-    "es": "spa",
-    "pt": "por",
-    "fr": "fra",
-    "it": "ita",
-    "de": "deu",
-    "ca": "cat",
-    "gl": "glg",
-    "ro": "ron",
-    "nl": "nld",
-    "ja": "jpn",
-    "zh": "zho",
-    "ru": "rus",
-    "eo": "epo",
-}
-
-
-def _iso639_2(code: str) -> str:
-    return _ISO639_2.get(code, code)

@@ -25,8 +25,9 @@ BLOCK_S = 10.0  # audio is mixed in blocks of this many seconds: memory does not
 
 
 def _stream(path: Path, rate: int) -> Iterator[np.ndarray]:
-    """A WAV as float32 stereo at `rate`, in pieces. Resampling runs as a stream (soxr HQ, the engine
-    librosa.resample uses, bit for bit), and the total length is the one librosa.resample gives."""
+    """A WAV as float32 stereo at `rate`, in pieces. Resampling runs as a stream (soxr HQ, the engine of
+    media.resample, bit for bit), and the total length is the one media.resample gives. The only streaming
+    resampler: a whole file never has to fit in memory here."""
     import soxr
 
     if not Path(path).exists():

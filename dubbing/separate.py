@@ -5,7 +5,8 @@ background (music, room, effects) without the original voice under it.
 (gated by the transcript's speech times) it is a REPET-SIM estimate: each spectrogram frame's background is the
 median of the frames most similar to it elsewhere, which keeps repeating music and steady noise and drops the
 non-repeating voice. `demucs` (extra, needs its weights) runs the htdemucs neural separator.
-Both write 48 kHz stereo WAVs with speech + background equal to the input.
+Both write 48 kHz stereo WAVs with speech + background equal to the input; `none` writes nothing (the dub is
+mixed without a background). Backends are built by name with `dubbing.backends.build(BACKENDS, ...)`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Protocol
 import numpy as np
 import soundfile as sf
 
-from dubbing.backends import pick
+from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
+from dubbing.media import resample, write_audio
 
 Segments = list[tuple[float, float]]
 
@@ -28,8 +30,8 @@ class Separator(Protocol):
 
     def separate(
         self, audio: Path, speech_out: Path, background_out: Path, *, speech: Segments | None = None
-    ) -> tuple[Path, Path]:
-        """Write the speech and background stems; returns their paths."""
+    ) -> tuple[Path, Path] | None:
+        """Write the speech and background stems; returns their paths (None: no separation)."""
         ...
 
 
@@ -39,12 +41,6 @@ def _read(path: Path) -> tuple[np.ndarray, int]:
         raise DubbingError(f"audio to separate not found: {path}")
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     return data, rate
-
-
-def _write(path: Path, audio: np.ndarray, rate: int) -> Path:
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), rate, format="WAV", subtype="PCM_16")
-    return Path(path)
 
 
 def speech_gate(segments: Segments, n_frames: int, frame_s: float, pad_s: float = 0.15) -> np.ndarray:
@@ -65,6 +61,8 @@ class ClassicalSeparator:
     """VAD-gated REPET-SIM soft mask (librosa): no model, fast, good for music and steady noise."""
 
     name = "classical"
+    Options = NoOptions
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(
         self, n_fft: int = 4096, hop: int = 1024, chunk_s: float = 60.0, margin: float = 2.0, k: int = 10
@@ -188,6 +186,11 @@ class DemucsSeparator:
     Weights load from torch hub's cache (offline) or `model_path` (a saved model file)."""
 
     name = "demucs"
+    capabilities: frozenset[str] = frozenset()
+
+    class Options(NoOptions):
+        model: str = "htdemucs"  # a pretrained model name in torch hub's cache
+        model_path: Path | None = None  # or a saved model file
 
     def __init__(self, model: str = "htdemucs", model_path: Path | None = None, device: str = "cpu") -> None:
         try:
@@ -207,25 +210,31 @@ class DemucsSeparator:
     def separate(
         self, audio: Path, speech_out: Path, background_out: Path, *, speech: Segments | None = None
     ) -> tuple[Path, Path]:
-        import librosa
         import torch
 
         data, rate = _read(audio)
         wav = data.T if data.shape[1] == 2 else np.repeat(data.T, 2, axis=0)
-        if rate != self.model.samplerate:
-            wav = librosa.resample(wav, orig_sr=rate, target_sr=self.model.samplerate, axis=1)
+        wav = resample(wav, rate, self.model.samplerate)
         with torch.no_grad():
             sources = self.apply_model(self.model, torch.from_numpy(wav)[None], device=self.device)[0].numpy()
-        vocals = sources[self.model.sources.index("vocals")]
-        if rate != self.model.samplerate:
-            vocals = librosa.resample(vocals, orig_sr=self.model.samplerate, target_sr=rate, axis=1)
+        vocals = resample(sources[self.model.sources.index("vocals")], self.model.samplerate, rate)
         vocals = vocals.T[: len(data), : data.shape[1]]
         vocals = np.pad(vocals, ((0, len(data) - len(vocals)), (0, 0)))
-        return _write(speech_out, vocals, rate), _write(background_out, data - vocals, rate)
+        return (
+            write_audio(speech_out, np.clip(vocals, -1.0, 1.0), rate),
+            write_audio(background_out, np.clip(data - vocals, -1.0, 1.0), rate),
+        )
 
 
-BACKENDS: dict[str, type] = {"classical": ClassicalSeparator, "demucs": DemucsSeparator}
+class NoSeparator:
+    """No separation: the dub is mixed without the original background."""
+
+    name = "none"
+    Options = NoOptions
+    capabilities: frozenset[str] = frozenset()
+
+    def separate(self, audio: Path, speech_out: Path, background_out: Path, *, speech: Segments | None = None) -> None:
+        return None
 
 
-def get_separator(backend: str, **options) -> Separator:
-    return pick(BACKENDS, backend, "separation")(**options)
+BACKENDS: dict[str, type] = {"classical": ClassicalSeparator, "demucs": DemucsSeparator, "none": NoSeparator}

@@ -16,6 +16,7 @@ import numpy as np
 
 from dubbing import models
 from dubbing.errors import DubbingError
+from dubbing.media import resample
 from dubbing.types import ANALYSIS_RATE
 
 MIN_SECONDS = 0.5  # shorter audio gives embeddings too noisy to compare
@@ -65,17 +66,12 @@ def fbank(audio: np.ndarray) -> np.ndarray:
 
 
 def _to_analysis_rate(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Mono at 16 kHz. (The resampler was scipy's polyphase before media.resample; the embeddings moved by a
+    cosine of 0.988-0.999 on the shared media, as much as shifting the audio by 5 ms moves them.)"""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
-    if rate != ANALYSIS_RATE:  # polyphase: exact for 48/44.1/24/22.05 kHz and no slow first call
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(int(rate), ANALYSIS_RATE)
-        audio = resample_poly(audio, ANALYSIS_RATE // g, int(rate) // g).astype(np.float32)
-    return audio
+    return resample(audio, int(rate), ANALYSIS_RATE)
 
 
 def embed(audio: np.ndarray, rate: int) -> np.ndarray:

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing import asr, media
+from dubbing import asr, backends, media
 from dubbing.errors import DubbingError
+from dubbing.tools import ffprobe
 from dubbing.types import ANALYSIS_RATE, MIX_RATE
 from tests.conftest import make_speech, make_video, media_file
 
@@ -31,7 +32,7 @@ def ffmpeg(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def whisper() -> asr.Transcriber:
-    return asr.get_transcriber("faster-whisper", model="whisper-base")
+    return backends.build(asr.BACKENDS, "faster-whisper", "ASR", model="whisper-base")
 
 
 def librivox_references(media_dir: Path) -> dict[str, str]:
@@ -112,7 +113,17 @@ def test_unknown_language_is_a_one_line_error():
 
 def test_unknown_backend_lists_the_available_ones():
     with pytest.raises(DubbingError, match="faster-whisper, openai-whisper, transformers"):
-        asr.get_transcriber("nemo")
+        backends.build(asr.BACKENDS, "nemo", "ASR")
+
+
+def test_backend_options_are_checked_before_a_model_loads():
+    """asr.options are the backend's own: faster-whisper's device and threads, nothing for the others."""
+    with pytest.raises(DubbingError, match="unknown key 'device' for backend transformers; allowed: none"):
+        backends.build(asr.BACKENDS, "transformers", "ASR", {"device": "cuda"}, model="whisper-base")
+    with pytest.raises(DubbingError, match="threads"):
+        backends.build(asr.BACKENDS, "faster-whisper", "ASR", {"threads": 0}, model="whisper-base")
+    transcriber = backends.build(asr.BACKENDS, "faster-whisper", "ASR", {"threads": 1}, model="whisper-base")
+    assert transcriber.name == "faster-whisper"
 
 
 @pytest.mark.skipif(
@@ -120,7 +131,7 @@ def test_unknown_backend_lists_the_available_ones():
 )
 def test_openai_whisper_missing_is_a_clear_error():
     with pytest.raises(DubbingError, match="openai-whisper"):
-        asr.get_transcriber("openai-whisper", model="base")
+        backends.build(asr.BACKENDS, "openai-whisper", "ASR", model="base")
 
 
 def test_openai_whisper_loads_a_checkpoint_and_decodes(tmp_path):
@@ -152,7 +163,8 @@ def test_openai_whisper_loads_a_checkpoint_and_decodes(tmp_path):
     checkpoint = tmp_path / "tiny-random.pt"
     torch.save({"dims": dataclasses.asdict(dims), "model_state_dict": net.state_dict()}, checkpoint)
     speech = make_speech(tmp_path / "s.wav", "the quick brown fox jumps over the lazy dog")
-    transcript = asr.get_transcriber("openai-whisper", model=str(checkpoint)).transcribe(speech, language="en")
+    transcriber = backends.build(asr.BACKENDS, "openai-whisper", "ASR", model=str(checkpoint))
+    transcript = transcriber.transcribe(speech, language="en")
     assert transcript.language == "en"
     assert abs(transcript.duration_s - sf.info(speech).duration) < 0.05
     words = [w for u in transcript.utterances for w in u.words]
@@ -224,7 +236,7 @@ def _tiny_whisper_checkpoint(folder: Path) -> Path:
 def test_transformers_backend_runs_word_timestamps_on_a_tiny_random_whisper(tmp_path):
     checkpoint = _tiny_whisper_checkpoint(tmp_path / "tiny-whisper")
     speech = make_speech(tmp_path / "s.wav", "hello there, this is a short test of the tiny model")
-    transcriber = asr.get_transcriber("transformers", model=str(checkpoint), vad=True)
+    transcriber = backends.build(asr.BACKENDS, "transformers", "ASR", model=str(checkpoint), vad=True)
     transcript = transcriber.transcribe(speech, language="en")
     assert transcript.language == "en"
     # random weights say nonsense, but the path is real: words with times inside the audio, no special tokens
@@ -240,7 +252,7 @@ def test_transformers_backend_runs_word_timestamps_on_a_tiny_random_whisper(tmp_
 
 def test_transformers_backend_missing_checkpoint_names_the_fetch_command():
     with pytest.raises(DubbingError, match="hf download openai/whisper-tiny"):
-        asr.get_transcriber("transformers", model="openai/whisper-tiny")
+        backends.build(asr.BACKENDS, "transformers", "ASR", model="openai/whisper-tiny")
 
 
 # --- probing and extraction ---------------------------------------------------------------------------------
@@ -263,6 +275,35 @@ def test_odd_rate_and_surround_layout_decode_to_16k_mono_and_48k_stereo(tmp_path
     assert (rm, m.shape[1]) == (MIX_RATE, 2)
     assert abs(len(a) / ra - 2.0) < 0.05 and abs(len(m) / rm - 2.0) < 0.05
     assert np.abs(a).max() > 0.1  # the tone survived the downmix
+
+
+def test_resample_is_librosas_and_write_audio_is_atomic(tmp_path):
+    """One resampler (soxr HQ, exactly what librosa.resample gives, along any axis) and one WAV writer."""
+    import librosa
+
+    rng = np.random.default_rng(0)
+    stereo = rng.uniform(-0.5, 0.5, (44_101, 2)).astype(np.float32)
+    ref = librosa.resample(stereo, orig_sr=44_100, target_sr=ANALYSIS_RATE, axis=0)
+    assert np.array_equal(media.resample(stereo, 44_100, ANALYSIS_RATE, axis=0), ref)
+    assert np.array_equal(media.resample(stereo.T, 44_100, ANALYSIS_RATE), ref.T)
+    assert np.array_equal(media.resample(stereo, 48_000, 48_000, axis=0), stereo)  # same rate: same samples
+    path = media.write_audio(tmp_path / "x" / "a.wav", stereo, 44_100)
+    assert sf.info(path).subtype == "PCM_16" and list(path.parent.iterdir()) == [path]  # no temporary left
+    assert sf.info(media.write_audio(tmp_path / "f.wav", stereo, 44_100, subtype="FLOAT")).subtype == "FLOAT"
+    audio, rate = media.read_audio(path, ANALYSIS_RATE)
+    assert rate == ANALYSIS_RATE and audio.shape == (len(ref),)
+
+
+def test_mux_tags_the_dub_with_the_iso_639_2_code_it_is_given(tmp_path):
+    video = make_video(tmp_path / "v.mp4", 1.0)
+    voice = make_speech(tmp_path / "s.wav", "hola")
+    srt = tmp_path / "s.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,900\nhola\n")
+    out = media.mux(video, voice, tmp_path / "out.mp4", subtitles=srt, language="spa", duration_s=1.0)
+    _format, _video, audio = ffprobe(out)
+    assert audio is not None and audio["tags"]["language"] == "spa"
+    with pytest.raises(DubbingError, match="ISO 639-2"):
+        media.mux(video, voice, tmp_path / "bad.mp4", language="es")
 
 
 def test_audio_only_compressed_input_and_video_input_are_transcribable(whisper, tmp_path):

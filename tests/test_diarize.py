@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing import asr, diarize
+from dubbing import asr, backends, diarize
 from dubbing.errors import DubbingError
 from dubbing.types import SpeakerTurn, Transcript, Word
 from tests.conftest import media_file
@@ -16,14 +16,14 @@ from tests.conftest import media_file
 
 @pytest.fixture(scope="module")
 def diarizer() -> diarize.CampplusDiarizer:
-    return diarize.get_diarizer("campplus")
+    return backends.build(diarize.BACKENDS, "campplus", "diarization")
 
 
 @pytest.fixture(scope="module")
 def call(media_dir, diarizer) -> tuple[Transcript, list[SpeakerTurn]]:
     """The two-speaker phone call: ASR words and CAM++ turns."""
     audio = media_dir / "pyannote_sample.wav"
-    transcript = asr.get_transcriber("faster-whisper").transcribe(audio)
+    transcript = backends.build(asr.BACKENDS, "faster-whisper", "ASR").transcribe(audio)
     return transcript, diarizer.diarize(audio)
 
 
@@ -73,6 +73,23 @@ def test_silence_has_no_turns(diarizer, tmp_path):
     silent = tmp_path / "silence.wav"
     sf.write(silent, np.zeros(16000 * 3, dtype=np.float32), 16000)
     assert diarizer.diarize(silent) == []
+
+
+def test_none_backend_finds_no_turns_and_everyone_is_s1(call):
+    transcript, _ = call
+    diarizer = backends.build(diarize.BACKENDS, "none", "diarization")
+    turns = diarizer.diarize(media_file("pyannote_sample.wav"), speakers=2)
+    assert turns == []
+    assert {u.speaker for u in diarize.attribute(transcript, turns).utterances} == {"S1"}
+
+
+def test_backend_options_are_the_backends_own():
+    with pytest.raises(DubbingError, match="unknown key 'token_secret' for backend campplus; allowed: merge_cos"):
+        backends.build(diarize.BACKENDS, "campplus", "diarization", {"token_secret": "hf"})
+    with pytest.raises(DubbingError, match="merge_cos"):
+        backends.build(diarize.BACKENDS, "campplus", "diarization", {"merge_cos": 1.5})
+    assert backends.build(diarize.BACKENDS, "campplus", "diarization", {"merge_cos": 0.8}).merge_cos == 0.8
+    assert set(diarize.PyannoteDiarizer.Options.model_fields) == {"model", "token_secret"}
 
 
 def _words(spec: list[tuple[float, float, str, str]]) -> list[Word]:
@@ -125,14 +142,14 @@ def test_speaker_profiles_describe_each_speaker(attributed, media_dir, tmp_path)
 @pytest.mark.skipif(importlib.util.find_spec("pyannote") is not None, reason="pyannote.audio installed")
 def test_pyannote_backend_without_its_extra_is_a_clear_error():
     with pytest.raises(DubbingError, match="pyannote-audio"):
-        diarize.get_diarizer("pyannote")
+        backends.build(diarize.BACKENDS, "pyannote", "diarization")
 
 
 def test_pyannote_backend_on_the_phone_call(media_dir):
     if importlib.util.find_spec("pyannote") is None:
         pytest.skip("pyannote-audio is an optional extra (it needs torchaudio/torchcodec builds) and is not installed")
     try:
-        diarizer = diarize.get_diarizer("pyannote")
+        diarizer = backends.build(diarize.BACKENDS, "pyannote", "diarization")
     except DubbingError as exc:
         pytest.skip(f"pyannote/speaker-diarization-3.1 not obtainable here: {exc}")
     turns = diarizer.diarize(media_dir / "pyannote_sample.wav")

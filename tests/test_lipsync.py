@@ -10,11 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
+from dubbing import backends, lipsync, media
 from dubbing.errors import DubbingError
-from dubbing.lipsync import analyse, lipsync_video, load_audio, track_video
+from dubbing.layout import RunLayout
+from dubbing.lipsync import analyse, lipsync_video, load_audio, mouth_opening, render_dub, track_video
 from dubbing.lipsync.avatar import blink_track, make_avatar
 from dubbing.lipsync.faces import mouth_gap
-from dubbing.lipsync.render import Wav2LipRenderer, get_renderer
+from dubbing.lipsync.render import BACKENDS, Wav2LipRenderer
 from dubbing.lipsync.video import parse_resolution, probe_video, read_frames
 from dubbing.lipsync.visemes import apply_script, drive_from_audio, phonemes
 from tests.conftest import make_speech, make_video, media_file
@@ -222,9 +224,16 @@ def test_phonemes_close_lips_on_bilabials():
 
 def test_renderer_backends(tmp_path):
     with pytest.raises(DubbingError, match="unknown lipsync backend"):
-        get_renderer("nope")
+        backends.build(BACKENDS, "nope", "lipsync")
     with pytest.raises(DubbingError, match="needs a Wav2Lip model"):
-        get_renderer("wav2lip")
+        backends.build(BACKENDS, "wav2lip", "lipsync")
+    with pytest.raises(DubbingError, match="strength"):
+        backends.build(BACKENDS, "classical", "lipsync", {"strength": 2.0})
+    assert backends.build(BACKENDS, "classical", "lipsync", {"strength": 0.5}).strength == 0.5
+    # options are the chosen renderer's own: wav2lip's model_path is an error for the classical renderer
+    video = make_video(tmp_path / "v.mp4", 0.5)
+    with pytest.raises(DubbingError, match="unknown key 'model_path' for backend classical; allowed: strength"):
+        lipsync_video(video, video, tmp_path / "out.mp4", backend_options={"model_path": "w.onnx"})
 
 
 def test_wav2lip_backend_runs_a_tiny_random_network(tmp_path):
@@ -244,7 +253,7 @@ def test_wav2lip_backend_runs_a_tiny_random_network(tmp_path):
     torch.manual_seed(0)
     model_path = tmp_path / "tiny.pt"
     torch.jit.trace(Tiny(), (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))).save(str(model_path))
-    assert isinstance(get_renderer("wav2lip", model_path=model_path), Wav2LipRenderer)
+    assert isinstance(backends.build(BACKENDS, "wav2lip", "lipsync", {"model_path": model_path}), Wav2LipRenderer)
     video = tmp_path / "clip.mp4"
     ffmpeg("-i", str(media_file("vrt_face1.mp4")), "-t", "1", "-vf", "scale=320:320", "-an", str(video))
     speech = make_speech(tmp_path / "s.wav", "hello")
@@ -260,39 +269,52 @@ def test_wav2lip_backend_runs_a_tiny_random_network(tmp_path):
     assert psnr(a[y0:y1, x0:x1], b[y0:y1, x0:x1]) < 30  # the mouth: the network's output
 
 
-def test_pipeline_steps_track_render_and_report(tmp_path):
-    """The run's steps: faces tracked once, each language's picture lipsynced to its dub voice and muxed, the
-    checks in the report; a video with no face keeps its picture and says so."""
-    from dubbing import pipeline
-    from dubbing.config import load_settings
-    from dubbing.types import DubTrack, MediaInfo, PlacedClip, Script, ScriptLine, Transcript, Utterance
-
+def test_faces_tracked_once_then_each_language_rendered_and_muxed(tmp_path):
+    """What the steps do: faces tracked once into the run's landmarks file, each language's picture lipsynced to
+    its dub voice and muxed, the checks in the report; a video with no face keeps its picture and says so."""
     video = tmp_path / "talk.mp4"
     ffmpeg("-i", str(media_file("vrt_face1.mp4")), "-t", "2", "-vf", "scale=320:320", str(video))
-    settings = load_settings()
-    layout = pipeline.layout_for(video, tmp_path / "out")
-    info = MediaInfo(path=str(video), duration_s=2.0, has_video=True, has_audio=True)
-    transcript = Transcript(language="en", duration_s=2.0, utterances=[Utterance(start=0.2, end=1.8, text="hi")])
-    faces = pipeline.track_faces(video, info, transcript, settings, layout)
-    assert faces is not None and faces.faces == 1 and faces.line_faces == [0]
-    assert (layout.source_dir / "faces.json").exists()
+    layout = RunLayout(out=tmp_path / "out", name=video.stem)
+    faces, _data = analyse(video, layout.faces_npz, lines=[(0.2, 1.8)])
+    assert faces.faces == 1 and faces.line_faces == [0]
+    assert faces.landmarks == str(layout.faces_npz) and layout.faces_npz.exists()
     voice, spans = speech_at(tmp_path, 2.0, [(0.3, "hola amigo")])
-    line = ScriptLine(index=0, speaker="S1", start=0.3, end=1.8, source_text="hi", text="hola amigo")
-    script = Script(source_language="en", language="es", translator="t", lines=[line])
-    track = DubTrack(language="es", voice_path=str(voice), sample_rate=RATE, duration_s=2.0,
-                     clips=[PlacedClip(index=0, start=0.3, end=spans[0][1], speed=1.0)])  # fmt: skip
-    picture = pipeline.render_lipsync(video, faces, script, track, settings, layout)
-    assert picture is not None and probe_video(picture).width == 320
-    final = pipeline.render_video(video, info, voice, None, "es", layout, picture=picture)
-    assert final is not None and probe_video(final).frames == probe_video(picture).frames
-    report = pipeline.lipsync_report(faces, picture)
+    result = render_dub(video, faces, voice, layout.picture("es"), lines=[(0.3, spans[0][1], "hola amigo")],
+                        language="es", backend="classical", backend_options={"strength": 1.0})  # fmt: skip
+    assert result is not None
+    picture = result.out
+    assert picture == layout.picture("es") and probe_video(picture).width == 320 and result.animated_frames > 0
+    final = media.mux(picture, voice, layout.video("es"), language="spa", duration_s=2.0)
+    assert probe_video(final).frames == probe_video(picture).frames
+    report = lipsync.summary(faces, picture)
     assert report["applied"] and report["faces"] == 1 and "low-resolution" in {c["code"] for c in report["checks"]}
 
     blank = make_video(tmp_path / "pattern.mp4", 1.0, audio=voice)
-    nobody = pipeline.track_faces(blank, info, transcript, settings, pipeline.layout_for(blank, tmp_path / "o2"))
-    assert pipeline.render_lipsync(blank, nobody, script, track, settings, layout) is None
-    report = pipeline.lipsync_report(nobody, None)
+    nobody, _ = analyse(blank, RunLayout(out=tmp_path / "o2", name=blank.stem).faces_npz, lines=[(0.2, 0.8)])
+    assert nobody.faces == 0 and nobody.line_faces == [None]
+    assert render_dub(blank, nobody, voice, tmp_path / "o2" / "picture.mp4") is None
+    report = lipsync.summary(nobody, None)
     assert not report["applied"] and "no face" in report["reason"] and report["checks"][0]["code"] == "no-face"
+    assert lipsync.summary(None, None)["applied"] is False
+    with pytest.raises(DubbingError, match="run the track-faces step first"):
+        render_dub(video, faces.model_copy(update={"landmarks": None}), voice, tmp_path / "x.mp4")
+
+
+def test_mouth_opening_from_pixels_or_from_tracked_landmarks(tmp_path):
+    """Per frame, the active face's inner-lip gap: the same from the video as from the landmarks it gave, NaN
+    where there is no face."""
+    video = tmp_path / "talk.mp4"
+    ffmpeg("-i", str(media_file("vrt_face1.mp4")), "-t", "1.5", "-vf", "scale=320:320", "-an", str(video))
+    gap, fps = mouth_opening(video)
+    assert fps == pytest.approx(probe_video(video).fps_float) and len(gap) == probe_video(video).frames
+    assert np.isfinite(gap).all() and 0 <= gap.min() and gap.max() > 0.02  # he talks: the mouth opens
+    analyse(video, tmp_path / "faces.npz")
+    tracked, tracked_fps = mouth_opening(None, landmarks=tmp_path / "faces.npz")
+    assert tracked_fps == fps and np.allclose(tracked, gap)
+    blank, _ = mouth_opening(make_video(tmp_path / "pattern.mp4", 1.0))
+    assert len(blank) > 0 and np.isnan(blank).all()
+    with pytest.raises(DubbingError, match="needs a video or tracked landmarks"):
+        mouth_opening(None)
 
 
 def test_covered_mouth_is_reported(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing import mix, separate
+from dubbing import backends, media, mix, separate
 from dubbing.errors import DubbingError
 from dubbing.types import MIX_RATE
 from tests.conftest import make_speech
@@ -30,11 +30,8 @@ def _music(seconds: float) -> np.ndarray:
 
 
 def _speech(tmp_path, seconds: float, start: float) -> tuple[np.ndarray, float]:
-    import librosa
-
     wav = make_speech(tmp_path / "speech.wav", "This is the original voice speaking over the music for a while now.")
-    audio, rate = sf.read(str(wav), dtype="float32")
-    audio = librosa.resample(audio, orig_sr=rate, target_sr=RATE)
+    audio, _ = media.read_audio(wav, RATE)
     out = np.zeros((int(seconds * RATE), 2), dtype=np.float32)
     out[int(start * RATE) : int(start * RATE) + len(audio)] = 0.5 * audio[:, None]
     return out, start + len(audio) / RATE
@@ -50,7 +47,7 @@ def separated(tmp_path_factory):
     music = _music(12.0)
     speech, end = _speech(tmp, 12.0, 3.0)
     sf.write(str(tmp / "mix.wav"), music + speech, RATE, subtype="FLOAT")
-    out = separate.get_separator("classical").separate(
+    out = backends.build(separate.BACKENDS, "classical", "separation").separate(
         tmp / "mix.wav", tmp / "speech.wav", tmp / "bg.wav", speech=[(3.0, end)]
     )
     return music, speech, end, out
@@ -74,15 +71,24 @@ def test_background_keeps_the_music_and_drops_the_voice(separated):
 
 def test_separator_needs_speech_times_and_known_backend(tmp_path, separated):
     with pytest.raises(DubbingError, match="speech times"):
-        separate.get_separator("classical").separate(separated[3][1], tmp_path / "a.wav", tmp_path / "b.wav")
+        classical = backends.build(separate.BACKENDS, "classical", "separation")
+        classical.separate(separated[3][1], tmp_path / "a.wav", tmp_path / "b.wav")
     with pytest.raises(DubbingError, match="unknown separation backend"):
-        separate.get_separator("spleeter")
+        backends.build(separate.BACKENDS, "spleeter", "separation")
+
+
+def test_none_backend_separates_nothing(tmp_path, separated):
+    separator = backends.build(separate.BACKENDS, "none", "separation")
+    assert separator.separate(separated[3][1], tmp_path / "a.wav", tmp_path / "b.wav", speech=[(0.0, 1.0)]) is None
+    assert not (tmp_path / "a.wav").exists()
+    with pytest.raises(DubbingError, match="unknown key 'model' for backend classical; allowed: none"):
+        backends.build(separate.BACKENDS, "classical", "separation", {"model": "htdemucs"})
 
 
 def test_demucs_backend_loads_its_model_when_installed():
     pytest.importorskip("demucs", reason="the demucs separator needs the `demucs` extra (pip install demucs)")
     try:
-        separate.get_separator("demucs")
+        backends.build(separate.BACKENDS, "demucs", "separation")
     except DubbingError as exc:
         pytest.skip(f"demucs weights not cached offline: {exc}")
 

@@ -8,16 +8,18 @@ from one photo), `inspect` (input checks and a contact sheet). This module compo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from dubbing import backends
 from dubbing.errors import DubbingError
 from dubbing.lipsync import visemes
-from dubbing.lipsync.faces import FaceData, choose_active, face_box, track_faces
-from dubbing.lipsync.render import BACKENDS, Clip, Renderer, get_renderer
+from dubbing.lipsync.faces import FaceData, choose_active, face_box, mouth_gap, track_faces
+from dubbing.lipsync.render import BACKENDS, Clip, Renderer
 from dubbing.lipsync.video import (
     FrameWriter,
     VideoStream,
@@ -39,10 +41,11 @@ __all__ = [
     "analyse",
     "render_dub",
     "Renderer",
-    "get_renderer",
     "load_audio",
     "lipsync_video",
+    "mouth_opening",
     "render_faces",
+    "summary",
     "track_video",
 ]
 
@@ -79,6 +82,25 @@ def track_video(
         frames, stream.fps_float, max_faces=max_faces, keep=keep, kept=kept, expected_frames=stream.frames
     )
     return faces, stream
+
+
+def mouth_opening(video: Path | None, *, max_faces: int = 2, landmarks: Path | None = None) -> tuple[np.ndarray, float]:
+    """Per frame, the inner-lip gap of the face this stage would animate (NaN where there is none), and the frame
+    rate: from landmarks already tracked (`landmarks`, the track-faces step's file) or else from the video's own
+    pixels. What QA compares with the dub's loudness."""
+    if landmarks is not None:
+        faces = FaceData.load(landmarks)
+    elif video is not None:
+        faces, _stream = track_video(video, max_faces=max_faces)
+        choose_active(faces)
+    else:
+        raise DubbingError("mouth_opening needs a video or tracked landmarks")
+    gap = np.full(faces.frames, np.nan, np.float32)
+    for t in range(min(faces.frames, len(faces.active))):
+        face = faces.face_of(t, int(faces.active[t]))
+        if face is not None:
+            gap[t] = mouth_gap(face)
+    return gap, faces.fps
 
 
 def mouth_drive(
@@ -156,7 +178,7 @@ def lipsync_video(
     *,
     offset_ms: float = 0.0,
     backend: str = "classical",
-    backend_options: dict | None = None,
+    backend_options: Mapping[str, Any] | None = None,
     fmt: str | None = None,
     resolution: str | None = None,
     max_faces: int = 2,
@@ -168,9 +190,10 @@ def lipsync_video(
     mux_audio: bool = True,
 ) -> LipsyncResult:
     """Re-voice VIDEO with AUDIO: the most prominent face (or the active speaker per line) mouths the new audio.
-    A video without a face is passed through re-encoded, so the caller still gets a picture."""
+    A video without a face is passed through re-encoded, so the caller still gets a picture. `backend_options`
+    are the renderer's own (only those set: another renderer's options are an error)."""
     stream = probe_video(video)
-    renderer = get_renderer(backend, **(backend_options or {}))
+    renderer = backends.build(BACKENDS, backend, "lipsync", backend_options)
     offset_s = offset_ms / 1000.0
     speech = load_audio(audio, offset_s=offset_s)
     if faces is None:
@@ -254,11 +277,14 @@ def render_dub(
     lines: list[tuple[float, float, str]] | None = None,
     language: str | None = None,
     backend: str = "classical",
-    backend_options: dict | None = None,
+    backend_options: Mapping[str, Any] | None = None,
     crf: int = 17,
     preset: str = "superfast",
-) -> LipsyncResult:
-    """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face."""
+) -> LipsyncResult | None:
+    """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face.
+    None when no face was tracked: the original picture is kept (`summary` says so)."""
+    if faces.faces == 0:
+        return None
     if not faces.landmarks or not Path(faces.landmarks).is_file():
         raise DubbingError(f"face landmarks missing for {video}: run the track-faces step first")
     data = FaceData.load(Path(faces.landmarks))
@@ -276,3 +302,19 @@ def render_dub(
         mux_audio=False,
         fmt="mp4",
     )
+
+
+def summary(faces: FaceTracks | None, picture: Path | None) -> dict:
+    """What this stage did for one language, for its report: whether a face was re-animated (`picture`, the
+    render_dub output, or None) and the input checks of the tracked faces (None: no video or lipsync off)."""
+    if faces is None:
+        return {"applied": False, "reason": "no video or lipsync disabled", "checks": []}
+    return {
+        "applied": picture is not None,
+        "reason": None if picture is not None else "no face found: the original picture is kept",
+        "faces": faces.faces,
+        "face_frames": faces.face_frames,
+        "scene_cuts": faces.scene_cuts,
+        "line_faces": faces.line_faces,
+        "checks": [c.model_dump() for c in faces.checks],
+    }

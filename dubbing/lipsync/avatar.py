@@ -7,16 +7,19 @@ with it, so the same renderer that re-voices videos animates the mouth and the b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from dubbing import backends
 from dubbing.errors import DubbingError
 from dubbing.lipsync import DRIVE_RATE, LipsyncResult, load_audio, mouth_drive, render_faces
 from dubbing.lipsync.faces import N_POINTS, FaceData, detect_photo, face_box
-from dubbing.lipsync.render import get_renderer
+from dubbing.lipsync.render import BACKENDS
 from dubbing.lipsync.video import FrameWriter, VideoStream
 
 BLINK_MEAN_S = 4.0  # people blink every 2-10 s, about 15 times a minute
@@ -90,7 +93,7 @@ def make_avatar(
     fmt: str | None = None,
     seed: int = 0,
     backend: str = "classical",
-    backend_options: dict | None = None,
+    backend_options: Mapping[str, Any] | None = None,
     crf: int = 17,
     preset: str = "superfast",
 ) -> LipsyncResult:
@@ -126,7 +129,7 @@ def make_avatar(
         return cv2.warpAffine(image, maps[i], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
     stream = VideoStream(width=w, height=h, fps=Fraction(fps).limit_denominator(1001), frames=frames)
-    renderer = get_renderer(backend, **(backend_options or {}))
+    renderer = backends.build(BACKENDS, backend, "lipsync", backend_options)
     writer = FrameWriter(
         out,
         stream,

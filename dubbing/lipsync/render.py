@@ -4,7 +4,8 @@
 the lower face only (cost grows with the face, not the frame), takes the mouth interior from the clip's own
 most open frame (or paints one for a photo), and leaves everything outside the mesh untouched.
 `wav2lip` runs a Wav2Lip network exported to TorchScript or ONNX (GPU when available) through the same
-interface; no such weights ship in any registry package, so it needs `lipsync.model_path`.
+interface; no such weights ship in any registry package, so it needs `lipsync.options.model_path`.
+Renderers are built by name with `dubbing.backends.build(BACKENDS, ...)`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+from pydantic import Field
 from scipy.spatial import Delaunay
 
-from dubbing.backends import pick
+from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
 from dubbing.lipsync.faces import (
     LOWER_INNER,
@@ -32,6 +34,7 @@ from dubbing.lipsync.faces import (
     mouth_gap,
 )
 from dubbing.lipsync.visemes import MouthDrive
+from dubbing.media import resample
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +309,10 @@ class ClassicalRenderer:
     """Landmark-driven warp of lips and jaw; interior from the clip's own open mouth; no weights needed."""
 
     name = "classical"
+    capabilities: frozenset[str] = frozenset()
+
+    class Options(NoOptions):
+        strength: float = Field(1.0, ge=0.0, le=1.5)  # scale of the mouth opening
 
     def __init__(
         self, strength: float = 1.0, min_open_gap: float = 0.08, closed_bank: int = 6, closed_gap: float = 0.015
@@ -496,7 +503,11 @@ class Wav2LipRenderer:
     """
 
     name = "wav2lip"
+    capabilities: frozenset[str] = frozenset()
     size = 96
+
+    class Options(NoOptions):
+        model_path: Path | None = None  # a Wav2Lip model exported to TorchScript (.pt) or ONNX (.onnx)
 
     def __init__(self, model_path: str | Path | None = None) -> None:
         path = model_path or os.environ.get("DUBBING_WAV2LIP_MODEL")
@@ -504,7 +515,7 @@ class Wav2LipRenderer:
             raise DubbingError(
                 "the wav2lip lipsync backend needs a Wav2Lip model exported to TorchScript or ONNX "
                 f"({'not found: ' + str(path) if path else 'none given'}); no such weights ship offline: set "
-                "lipsync.model_path (or DUBBING_WAV2LIP_MODEL), or use lipsync.backend: classical"
+                "lipsync.options.model_path (or DUBBING_WAV2LIP_MODEL), or use lipsync.backend: classical"
             )
         self.path = Path(path)
         self._infer = self._load_onnx(self.path) if self.path.suffix == ".onnx" else self._load_torchscript(self.path)
@@ -583,8 +594,7 @@ def wav2lip_mel(audio: np.ndarray, rate: int) -> np.ndarray:
     """Wav2Lip's mel spectrogram: 80 bands, 80 steps per second, values in [-4, 4]."""
     import librosa
 
-    if rate != 16_000:
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=16_000)
+    audio = resample(audio, rate, 16_000)
     emphasised = np.append(audio[0], audio[1:] - 0.97 * audio[:-1])
     spec = np.abs(librosa.stft(emphasised, n_fft=800, hop_length=200, win_length=800))
     mel = librosa.feature.melspectrogram(S=spec, sr=16_000, n_mels=80, fmin=55, fmax=7600)
@@ -593,7 +603,3 @@ def wav2lip_mel(audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 BACKENDS: dict[str, type] = {"classical": ClassicalRenderer, "wav2lip": Wav2LipRenderer}
-
-
-def get_renderer(backend: str, **options) -> Renderer:
-    return pick(BACKENDS, backend, "lipsync")(**options)
