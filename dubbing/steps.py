@@ -302,7 +302,7 @@ def render_lipsync(
     """The picture with each line's speaker mouthing the dub voice (None: no face, the original picture is kept and
     the report says so)."""
     cfg = settings.lipsync
-    if faces is None or not cfg.enabled or faces.faces == 0:
+    if faces is None or not cfg.enabled:
         return None
     texts = {line.index: line.text for line in script.lines}
     lines = [(c.start, c.end, texts.get(c.index, "")) for c in track.clips] if cfg.phonemes else None
@@ -318,7 +318,7 @@ def render_lipsync(
         crf=cfg.crf,
         preset=cfg.preset,
     )
-    return result.out
+    return result.out if result else None
 
 
 def render_video(

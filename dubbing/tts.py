@@ -12,7 +12,6 @@ import importlib.util
 import io
 import json
 import logging
-import math
 import re
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
-from dubbing import models
+from dubbing import media, models
 from dubbing.backends import NoOptions, build, capable, options_for, shared
 from dubbing.config import LanguageConfig
 from dubbing.errors import DubbingError
@@ -174,10 +173,7 @@ class EspeakSynthesizer:
             wav = self._run([self.binary, "-v", voice, "-s", wpm, "--stdout"], text, language, voice)
         audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
         if rate != self.rate:  # MBROLA databases speak at 16 kHz (some 22.05): one rate for every espeak voice
-            from scipy.signal import resample_poly
-
-            g = math.gcd(rate, self.rate)
-            audio = resample_poly(audio, self.rate // g, rate // g).astype(np.float32)
+            audio = media.resample(audio, rate, self.rate)
         return _trim_silence(audio), self.rate
 
     def _run(self, command: list[str], text: str, language: str, voice: str) -> bytes:

@@ -139,18 +139,18 @@ def dub_video(
     config: Path | None = None,
     audio: Path | None = None,
 ) -> Manifest:
-    with output_lock(Path(out)):
+    layout = layout_for(video, out)
+    with output_lock(layout.lock):
         try:
-            return _dub_video(video, languages, Path(out), preset, config, audio)
+            return _dub_video(video, languages, layout, preset, config, audio)
         finally:
             backends.release("asr", "diarize")  # a long-lived worker does not hold Whisper between videos
 
 
 def _dub_video(
-    video: Path, languages: list[str], out: Path, preset: str, config: Path | None, audio: Path | None
+    video: Path, languages: list[str], layout: RunLayout, preset: str, config: Path | None, audio: Path | None
 ) -> Manifest:
     settings = load_settings(preset, config)
-    layout = layout_for(video, out)
     lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
     source_steps = steps.steps("source")
     total = len(source_steps) + len(languages)
