@@ -187,7 +187,7 @@ class Settings(Section):
 def config_dir() -> Path:
     if env := os.environ.get("DUBBING_CONFIG_DIR"):
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "configs"
+    return Path(__file__).resolve().parent / "configs"  # package data: `configs/` at the top level links here
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
