@@ -139,3 +139,43 @@ def test_no_module_but_the_layout_spells_a_run_file():
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 spelled = [n for n in CONTRACT_NAMES if node.value.endswith(n) and "\n" not in node.value]
                 assert not spelled, f"{path.relative_to(PACKAGE)}:{node.lineno} spells {spelled}: ask RunLayout"
+
+
+def test_a_built_wheel_carries_the_configs_and_flows_and_loads_from_any_folder(tmp_path):
+    """A non-editable install (the wheel pip builds from this tree) has everything a run reads: the language
+    records, presets and defaults as package data, and the flows inside the package."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = PACKAGE.parent
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = tmp_path.glob("dubbing-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"dubbing/configs/defaults.yaml", "dubbing/configs/languages/es.yaml", "dubbing/flows/dub_video.py"} <= names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    probe = "import dubbing.config as c; s = c.load_settings('final'); print(c.config_dir(), s.for_language('es').name)"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=elsewhere, capture_output=True, text=True, env={"PYTHONPATH": str(site)}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(site / "dubbing" / "configs"), "Spanish"]

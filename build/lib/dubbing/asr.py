@@ -1,0 +1,304 @@
+"""Speech recognition: audio to utterances with word timings.
+
+Backends implement `Transcriber`; `dubbing.backends.build(BACKENDS, name, "ASR", options, model=...,
+compute_type=..., beam_size=..., vad=...)` makes one by its config name:
+- `faster-whisper` (default): CTranslate2 Whisper, int8 on CPU, whisper base offline, silero VAD built in.
+- `openai-whisper` (extra): the reference implementation; a model name from its cache or a .pt path.
+- `transformers`: any Whisper checkpoint on the Hugging Face hub (from the local cache) or in a folder.
+All give word-level timestamps, and all skip what silero VAD does not call speech, so music and silence do
+not turn into invented text. Utterances here are Whisper's segments; diarization regroups the words later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from pydantic import Field
+
+from dubbing import models
+from dubbing.backends import NoOptions
+from dubbing.errors import DubbingError
+from dubbing.types import ANALYSIS_RATE, Transcript, Utterance, Word
+from dubbing.vad import cut_at_pauses, group_regions, read_analysis_audio, speech_regions
+
+log = logging.getLogger(__name__)
+
+NO_SPEECH = "no speech found: the transcript is empty"
+HIGHPASS_HZ = 80.0
+CHUNK_S = 240.0  # longer inputs are transcribed in pieces cut at pauses (memory flat with length)
+
+
+class Transcriber(Protocol):
+    name: str
+
+    def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
+        """Transcribe any audio or video file; `language=None` detects it."""
+        ...
+
+
+def check_language(language: str | None) -> str | None:
+    """A Whisper language code, or a one-line error listing the valid ones."""
+    if language is None:
+        return None
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    code = language.strip().lower()
+    if code not in _LANGUAGE_CODES:
+        raise DubbingError(f"unknown source language {language!r}; Whisper knows: {', '.join(sorted(_LANGUAGE_CODES))}")
+    return code
+
+
+def make_word(start: float, end: float, text: str, probability: float | None = None) -> Word | None:
+    """A cleaned Word (None for empty text); end is never before start."""
+    text = text.strip()
+    if not text:
+        return None
+    start = round(float(start), 3)
+    end = round(max(float(end), start), 3)
+    return Word(start=start, end=end, word=text, probability=None if probability is None else round(probability, 3))
+
+
+def utterance(words: list[Word], text: str | None, language: str) -> Utterance | None:
+    if not words:
+        return None
+    made = Utterance.from_words(words, language)
+    return made.model_copy(update={"text": text.strip()}) if text and text.strip() else made
+
+
+def read_speech(audio: Path) -> np.ndarray:
+    """The 16 kHz analysis audio with rumble and hum below the voice removed (4th-order Butterworth high-pass at
+    `HIGHPASS_HZ`). Measured with whisper base: phone-call WER 0.198 -> 0.160 (any cut-off from 60 to 150 Hz gave
+    the same), LibriVox unchanged (benchmarks/bench_asr.py)."""
+    from scipy.signal import butter, sosfilt
+
+    samples = read_analysis_audio(audio)
+    sos = butter(4, HIGHPASS_HZ, "highpass", fs=ANALYSIS_RATE, output="sos")
+    return sosfilt(sos, samples).astype(np.float32)
+
+
+def speech_spans(samples: np.ndarray, vad: bool) -> list[tuple[float, float]]:
+    """The stretches to decode: speech regions joined into Whisper-window spans, or everything without VAD."""
+    return group_regions(speech_regions(samples)) if vad else [(0.0, len(samples) / ANALYSIS_RATE)]
+
+
+def finish(utterances: Iterable[Utterance | None], language: str, duration_s: float) -> Transcript:
+    """The Transcript, with a warning (not invented text) when nothing was said."""
+    kept = [u for u in utterances if u is not None]
+    transcript = Transcript(language=language, duration_s=round(duration_s, 3), utterances=kept)
+    if not kept:
+        transcript.warnings.append(NO_SPEECH)
+    return transcript
+
+
+class FasterWhisperTranscriber:
+    """faster-whisper (CTranslate2), int8 on CPU, with silero VAD so silence and music yield no text."""
+
+    name = "faster-whisper"
+    capabilities: frozenset[str] = frozenset()
+
+    class Options(NoOptions):
+        device: str = "cpu"  # CTranslate2 device: cpu, cuda or auto
+        threads: int | None = Field(None, ge=1)  # CPU threads (default: all cores)
+
+    def __init__(
+        self,
+        model: str = "whisper-base",
+        *,
+        compute_type: str = "int8",
+        beam_size: int = 5,
+        vad: bool = True,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        from faster_whisper import WhisperModel
+
+        path = Path(model) if Path(model).exists() else models.resolve(model)
+        self.model = WhisperModel(
+            str(path), device=device, compute_type=compute_type, cpu_threads=threads or os.cpu_count() or 1
+        )
+        self.beam_size = beam_size
+        self.vad = vad
+
+    def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
+        samples = read_speech(audio)
+        duration = len(samples) / ANALYSIS_RATE
+        regions = speech_regions(samples) if self.vad else []
+        if self.vad and not regions:  # faster-whisper would still detect a language on noise
+            return finish([], language or "und", duration)
+        language = check_language(language)
+        utterances = []
+        for start, end in cut_at_pauses(regions, duration, CHUNK_S):  # one piece unless the input is long
+            segments, info = self.model.transcribe(
+                samples[int(start * ANALYSIS_RATE) : int(end * ANALYSIS_RATE)],
+                language=language,
+                beam_size=self.beam_size,
+                word_timestamps=True,
+                vad_filter=self.vad,
+                vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
+                condition_on_previous_text=False,
+            )
+            language = language or info.language  # detected on the first piece, kept for the rest
+            for seg in segments:
+                words = [make_word(start + w.start, start + w.end, w.word, w.probability) for w in seg.words or []]
+                utterances.append(utterance([w for w in words if w], seg.text, language))
+        return finish(utterances, language or "und", duration)
+
+
+class OpenAIWhisperTranscriber:
+    """The reference `openai-whisper` package (extra; install with --no-deps or it pulls triton). Models load
+    from its cache (~/.cache/whisper/<name>.pt) or a .pt path; silero VAD picks the stretches it reads."""
+
+    name = "openai-whisper"
+    Options = NoOptions
+    capabilities: frozenset[str] = frozenset()
+    ALIASES = {"whisper-base": "base", "whisper-tiny.en": "tiny.en"}  # registry names -> openai-whisper names
+
+    def __init__(
+        self, model: str = "base", *, compute_type: str = "float32", beam_size: int = 5, vad: bool = True
+    ) -> None:
+        """`compute_type` (CTranslate2's, from asr.compute_type) does not apply: this backend runs fp32 on CPU."""
+        try:
+            import whisper
+        except ImportError as exc:
+            raise DubbingError(
+                f"the openai-whisper backend needs the `openai-whisper` package ({exc}); "
+                f"install it with `pip install --no-deps openai-whisper tiktoken` or use asr.backend: faster-whisper"
+            ) from None
+        name = self.ALIASES.get(model, model)
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper"
+        if not Path(name).exists() and not (root / f"{name}.pt").exists():
+            raise DubbingError(
+                f"openai-whisper model {name!r} is not at {root / (name + '.pt')} and this machine is offline; "
+                f"run `python -c \"import whisper; whisper.load_model('{name}')\"` on a connected machine"
+            )
+        self.model = whisper.load_model(name, device="cpu", download_root=str(root))
+        self.beam_size = beam_size
+        self.vad = vad
+
+    def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
+        samples = read_speech(audio)
+        duration = len(samples) / ANALYSIS_RATE
+        spans = speech_spans(samples, self.vad)
+        language = check_language(language)
+        utterances: list[Utterance | None] = []
+        for start, end in spans:
+            piece = samples[int(start * ANALYSIS_RATE) : int(end * ANALYSIS_RATE)]
+            result = self.model.transcribe(
+                piece,
+                language=language,
+                beam_size=self.beam_size,
+                word_timestamps=True,
+                condition_on_previous_text=False,
+                fp16=False,
+            )
+            language = language or result.get("language")
+            for seg in result.get("segments", []):
+                words = [
+                    make_word(start + w["start"], start + w["end"], w["word"], w.get("probability"))
+                    for w in seg.get("words", [])
+                ]
+                utterances.append(utterance([w for w in words if w], seg.get("text"), language or "und"))
+        return finish(utterances, language or "und", duration)
+
+
+class TransformersWhisperTranscriber:
+    """A Whisper checkpoint through transformers (hub id from the local cache, registry name, or a folder),
+    word timestamps from cross-attention alignment (`return_timestamps="word"`)."""
+
+    name = "transformers"
+    Options = NoOptions
+    capabilities: frozenset[str] = frozenset()
+
+    def __init__(
+        self, model: str = "whisper-small-hf", *, compute_type: str = "float32", beam_size: int = 1, vad: bool = True
+    ) -> None:
+        """`compute_type` (CTranslate2's, from asr.compute_type) does not apply: this backend runs fp32 on CPU."""
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
+
+        path = self._locate(model)
+        try:
+            processor = WhisperProcessor.from_pretrained(str(path))
+            net = WhisperForConditionalGeneration.from_pretrained(str(path))
+        except OSError as exc:
+            raise DubbingError(f"cannot load Whisper checkpoint from {path}: {str(exc).splitlines()[0]}") from None
+        net.eval()
+        self.pipe = pipeline(
+            "automatic-speech-recognition",
+            model=net,
+            tokenizer=processor.tokenizer,
+            feature_extractor=processor.feature_extractor,
+            chunk_length_s=30,
+            device="cpu",
+            ignore_warning=True,
+        )
+        self.model, self.processor = net, processor
+        self.beam_size = beam_size
+        self.vad = vad
+
+    def detect_language(self, samples: np.ndarray) -> str:
+        """The language code Whisper finds most likely in the first 30 s of speech."""
+        import torch
+
+        features = self.processor.feature_extractor(
+            samples[: 30 * ANALYSIS_RATE], sampling_rate=ANALYSIS_RATE, return_tensors="pt"
+        ).input_features
+        with torch.no_grad():
+            token_id = int(self.model.detect_language(features.to(self.model.dtype))[0])
+        return self.processor.tokenizer.convert_ids_to_tokens(token_id).strip("<|>")
+
+    @staticmethod
+    def _locate(model: str) -> Path:
+        if Path(model).exists():
+            return Path(model)
+        if model in models.REGISTRY:
+            return models.resolve(model)
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(model, local_files_only=True))
+        except Exception:  # not cached: the hub is unreachable offline
+            raise DubbingError(
+                f"Whisper checkpoint {model!r} is not in the Hugging Face cache; "
+                f"fetch it online with `hf download {model}`"
+            ) from None
+
+    def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
+        samples = read_speech(audio)
+        duration = len(samples) / ANALYSIS_RATE
+        spans = speech_spans(samples, self.vad)
+        if not spans:
+            return finish([], language or "und", duration)
+        speech = np.concatenate([samples[int(s * ANALYSIS_RATE) : int(e * ANALYSIS_RATE)] for s, e in spans])
+        language = check_language(language) or self.detect_language(speech)
+        utterances: list[Utterance | None] = []
+        for start, end in spans:
+            piece = samples[int(start * ANALYSIS_RATE) : int(end * ANALYSIS_RATE)]
+            out = self.pipe(
+                {"raw": piece, "sampling_rate": ANALYSIS_RATE},
+                return_timestamps="word",
+                generate_kwargs={"task": "transcribe", "language": language, "num_beams": self.beam_size},
+            )
+            words = [self._word(c, start, end) for c in out.get("chunks", [])]
+            utterances.append(utterance([w for w in words if w], None, language))
+        return finish(utterances, language, duration)
+
+    @staticmethod
+    def _word(chunk: dict, offset: float, span_end: float) -> Word | None:
+        begin, finish_ = chunk.get("timestamp") or (None, None)
+        text = chunk.get("text", "").strip()
+        if begin is None or (text.startswith("<|") and text.endswith("|>")):  # a special token, not a word
+            return None
+        end = finish_ if finish_ is not None else begin
+        return make_word(min(offset + begin, span_end), min(offset + end, span_end), text)
+
+
+BACKENDS: dict[str, type] = {
+    "faster-whisper": FasterWhisperTranscriber,
+    "openai-whisper": OpenAIWhisperTranscriber,
+    "transformers": TransformersWhisperTranscriber,
+}

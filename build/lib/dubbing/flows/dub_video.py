@@ -1,0 +1,190 @@
+"""Dub one video into several languages: the steps of `dubbing.steps.STEPS`, each as a Prefect task.
+
+The once-per-video steps run once; then one `dub-language` subflow per language, several at a
+time. Every stage is a task whose cache key is its inputs' content, its config and the code version,
+with results persisted: a rerun resumes at the first unfinished stage, and adding a language re-runs
+only that language.
+"""
+
+# No `from __future__ import annotations` in flow modules: Prefect builds pydantic models from these
+# signatures, concurrently in threads for the language subflows, and string annotations fail there.
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, flow, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.transactions import CommitMode, transaction
+
+from dubbing import backends, progress, review, steps
+from dubbing.config import LanguageConfig, load_settings
+from dubbing.errors import DubbingError
+from dubbing.files import output_lock
+from dubbing.flows.caching import stage_cache_key
+from dubbing.layout import RunLayout, layout_for
+from dubbing.secrets import protect_logs
+from dubbing.types import LanguageOutputs, Manifest, Transcript
+
+protect_logs()  # workers import this module without the CLI: keep secrets out of their logs too
+
+
+def stage(fn: Callable, name: str, *, retries: int = 0, cached: bool = True) -> Task:
+    """A pipeline step as a named Prefect task, cached by content unless `cached` is False."""
+    options: dict[str, Any] = {
+        "name": name,
+        "retries": retries,
+        "retry_delay_seconds": [2, 10, 30][:retries],
+        "retry_condition_fn": _transient,
+    }
+    if cached:
+        options |= {"cache_key_fn": stage_cache_key, "persist_result": True}
+    else:
+        options["cache_policy"] = NO_CACHE
+    return task(fn, **options)
+
+
+def _transient(_task: Task, _run: Any, state: Any) -> bool:
+    """Retry real faults (timeouts, connection errors), not a user's bad input or config."""
+    return not isinstance(state.result(raise_on_failure=False), DubbingError)
+
+
+def run_stage(step: Task, *, language: str | None = None, **arguments: Any) -> Any:
+    """Run a stage task and report it as a progress event, noting when its result came from the cache."""
+    progress.report(step.name, 0.0, language)
+    state = step(**arguments, return_state=True)
+    if state.name == "Cached" and not _files_exist(state.result()):
+        state = step.with_options(refresh_cache=True)(**arguments, return_state=True)  # its files were deleted
+    result = state.result()  # raises the stage's own error
+    progress.report(step.name, 1.0, language, "cached" if state.name == "Cached" else "")
+    _kill_if_asked(step.name, language)
+    return result
+
+
+def _files_exist(result: Any) -> bool:
+    """Whether every file a stage returned is still there (a cached result may outlive a deleted file)."""
+    if isinstance(result, Path):
+        return result.exists()
+    if isinstance(result, list | tuple):
+        return all(_files_exist(item) for item in result)
+    return True
+
+
+def _kill_if_asked(stage_name: str, language: str | None) -> None:
+    """Fault injection for the crash-and-resume tests: DUBBING_KILL_AFTER=stage[:lang] SIGKILLs this
+    process right after that stage finishes, as a power cut or OOM kill would."""
+    target = os.environ.get("DUBBING_KILL_AFTER")
+    if target and target in (stage_name, f"{stage_name}:{language}"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+TASKS: dict[str, Task] = {s.name: stage(s.run, s.name, retries=s.retries, cached=s.cached) for s in steps.STEPS}
+"""Every step of `dubbing.steps.STEPS` as a Prefect task of the same name: what the flow runs."""
+
+
+def run_step(step: steps.Step, context: steps.Context, language: str | None = None) -> steps.Context:
+    """Run a step as its task (unless the user supplied its result, as an edited script) and add its outputs."""
+    reused = step.reuse(context) if step.reuse else None
+    if reused is not None:
+        return context | steps.outputs(step, reused)
+    result = run_stage(TASKS[step.name], language=language, **steps.arguments(step, context))
+    return context | steps.outputs(step, result)
+
+
+@dataclass(frozen=True)
+class SourceAnalysis:
+    """What the once-per-video steps hand to every language: the run's named values so far."""
+
+    context: dict[str, Any]
+
+
+@flow(name="dub-language", flow_run_name="dub-{lang}")
+def dub_language(source: SourceAnalysis, lang: str, cfg: LanguageConfig) -> LanguageOutputs:
+    context = source.context | {"lang": lang, "cfg": cfg}
+    for step in steps.steps("language"):
+        context = run_step(step, context, language=lang)
+    layout: RunLayout = context["layout"]
+    create_markdown_artifact(
+        key=f"qa-{_slug(layout.name)}-{lang}",
+        markdown=review.report_markdown(context["report"], layout),
+        description=f"{layout.name} in {lang}",
+    )
+    return layout.outputs(lang, context["dub_video"])
+
+
+@task(name="language", task_run_name="language-{lang}", cache_policy=NO_CACHE)
+def run_language(source: SourceAnalysis, lang: str, cfg: LanguageConfig) -> LanguageOutputs:
+    """Runs one language's subflow; as a task it can run beside the other languages. Its stages commit
+    their cached results as each finishes (EAGER): inside a task they would otherwise wait for this task to
+    end, and a run killed mid-language would lose them."""
+    with transaction(commit_mode=CommitMode.EAGER):
+        return dub_language(source, lang, cfg)
+
+
+@flow(name="dub-video", flow_run_name="dub-{video.name}", task_runner=ThreadPoolTaskRunner(max_workers=16))
+def dub_video(
+    video: Path,
+    languages: list[str],
+    out: Path,
+    preset: str = "draft",
+    config: Path | None = None,
+    audio: Path | None = None,
+) -> Manifest:
+    layout = layout_for(video, out)
+    with output_lock(layout.lock):
+        try:
+            return _dub_video(video, languages, layout, preset, config, audio)
+        finally:
+            backends.release("asr", "diarize")  # a long-lived worker does not hold Whisper between videos
+
+
+def _dub_video(
+    video: Path, languages: list[str], layout: RunLayout, preset: str, config: Path | None, audio: Path | None
+) -> Manifest:
+    settings = load_settings(preset, config)
+    lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
+    source_steps = steps.steps("source")
+    total = len(source_steps) + len(languages)
+    bar = create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
+
+    context: steps.Context = {"video": video, "audio": audio, "settings": settings, "layout": layout}
+    for done, step in enumerate(source_steps, 1):
+        context = run_step(step, context)
+        update_progress_artifact(bar, 100 * done / total)
+    transcript: Transcript = context["transcript"]
+    create_table_artifact(
+        key=f"transcript-{_slug(layout.name)}",
+        table=[{"start": u.start, "end": u.end, "speaker": u.speaker, "text": u.text} for u in transcript.utterances],
+        description=f"{video.name}: {len(transcript.utterances)} utterances, language {transcript.language}",
+    )
+    backends.release("asr", "diarize")  # no language stage needs them; QA loads Whisper once for all languages
+
+    source = SourceAnalysis(context)
+    targets = steps.target_languages(languages, transcript.language)
+    outputs: dict[str, LanguageOutputs] = {}
+    done = len(source_steps) + len(languages) - len(targets)
+    group_size = settings.max_parallel_languages
+    for group in (targets[i : i + group_size] for i in range(0, len(targets), group_size)):
+        futures = {lang: run_language.submit(source, lang, lang_cfgs[lang]) for lang in group}
+        for lang, future in futures.items():
+            outputs[lang] = future.result()
+            done += 1
+            update_progress_artifact(bar, 100 * done / total)
+    steps.write_manifest(video, context["info"], transcript, outputs, layout)
+    for step in steps.steps("summary"):
+        context = run_step(step, context)
+    return Manifest.model_validate_json(layout.manifest.read_text())
+
+
+def _slug(name: str) -> str:
+    """Artifact keys allow only lowercase letters, digits and dashes."""
+    return "".join(c if c.isascii() and c.isalnum() else "-" for c in name.lower()).strip("-")[:40] or "video"

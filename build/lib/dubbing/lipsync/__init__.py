@@ -1,0 +1,320 @@
+"""Lipsync stage: track faces once per video, then re-animate the speaking face's mouth to new speech.
+
+Modules: `video` (ffmpeg frame pipes), `faces` (mesh tracking, cuts, speakers), `visemes` (mouth targets
+from audio and phonemes), `render` (the `Renderer` protocol and its backends), `avatar` (a talking video
+from one photo), `inspect` (input checks and a contact sheet). This module composes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dubbing import backends
+from dubbing.errors import DubbingError
+from dubbing.lipsync import visemes
+from dubbing.lipsync.faces import FaceData, choose_active, face_box, mouth_gap, track_faces
+from dubbing.lipsync.render import BACKENDS, Clip, Renderer
+from dubbing.lipsync.video import (
+    FrameWriter,
+    VideoStream,
+    changed_box,
+    patch_yuv,
+    probe_video,
+    read_frames,
+    read_frames_at,
+    yuv_crop_bgr,
+    yuv_supported,
+)
+from dubbing.tools import decode_audio
+from dubbing.types import FaceTracks
+
+__all__ = [
+    "BACKENDS",
+    "FaceData",
+    "LipsyncResult",
+    "analyse",
+    "render_dub",
+    "Renderer",
+    "load_audio",
+    "lipsync_video",
+    "mouth_opening",
+    "render_faces",
+    "summary",
+    "track_video",
+]
+
+log = logging.getLogger(__name__)
+DRIVE_RATE = 16_000
+
+
+@dataclass
+class LipsyncResult:
+    out: Path
+    frames: int
+    animated_frames: int
+    faces: int
+    renderer: str
+
+
+def load_audio(path: Path, rate: int = DRIVE_RATE, offset_s: float = 0.0) -> np.ndarray:
+    """Any audio (or a video's audio) as mono float32 at `rate`; a positive offset delays it."""
+    audio = decode_audio(path, rate)
+    shift = int(round(offset_s * rate))
+    if shift > 0:
+        audio = np.concatenate([np.zeros(shift, np.float32), audio])
+    elif shift < 0:
+        audio = audio[-shift:]
+    return audio
+
+
+def track_video(
+    video: Path, *, max_faces: int = 2, keep: tuple[int, ...] = (), kept: dict | None = None
+) -> tuple[FaceData, VideoStream]:
+    stream = probe_video(video)
+    frames = read_frames(video, stream)
+    faces = track_faces(
+        frames, stream.fps_float, max_faces=max_faces, keep=keep, kept=kept, expected_frames=stream.frames
+    )
+    return faces, stream
+
+
+def mouth_opening(video: Path | None, *, max_faces: int = 2, landmarks: Path | None = None) -> tuple[np.ndarray, float]:
+    """Per frame, the inner-lip gap of the face this stage would animate (NaN where there is none), and the frame
+    rate: from landmarks already tracked (`landmarks`, the track-faces step's file) or else from the video's own
+    pixels. What QA compares with the dub's loudness."""
+    if landmarks is not None:
+        faces = FaceData.load(landmarks)
+    elif video is not None:
+        faces, _stream = track_video(video, max_faces=max_faces)
+        choose_active(faces)
+    else:
+        raise DubbingError("mouth_opening needs a video or tracked landmarks")
+    gap = np.full(faces.frames, np.nan, np.float32)
+    for t in range(min(faces.frames, len(faces.active))):
+        face = faces.face_of(t, int(faces.active[t]))
+        if face is not None:
+            gap[t] = mouth_gap(face)
+    return gap, faces.fps
+
+
+def mouth_drive(
+    audio: np.ndarray,
+    fps: float,
+    frames: int,
+    *,
+    lines: list[tuple[float, float, str]] | None = None,
+    language: str | None = None,
+) -> visemes.MouthDrive:
+    """Per-frame mouth targets from the driving audio, shaped by the script's phonemes when given."""
+    drive = visemes.drive_from_audio(audio, DRIVE_RATE, fps, frames)
+    if lines and language:
+        visemes.apply_script(drive, lines, language, fps)
+    return drive
+
+
+def work_box(face: np.ndarray, stream_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The even-aligned region a renderer works in: the face with margins wide enough for the warp's fixed
+    ring (sides and below the chin) and the eyes (blinks). Work outside it costs nothing."""
+    x0, y0, x1, y1 = face_box(face)
+    fw, fh = x1 - x0, y1 - y0
+    width, height = stream_size
+    box = (x0 - 0.4 * fw, y0 - 0.1 * fh, x1 + 0.4 * fw, y1 + 0.5 * fh)
+    x0, y0 = max(0, int(box[0])) & ~1, max(0, int(box[1])) & ~1
+    x1, y1 = min(width, int(np.ceil(box[2])) + 1) & ~1, min(height, int(np.ceil(box[3])) + 1) & ~1
+    return x0, y0, max(x1, x0 + 2), max(y1, y0 + 2)
+
+
+def render_faces(
+    frames: Iterable[np.ndarray],
+    frames_at: Callable[[list[int]], dict[int, np.ndarray]],
+    fps: float,
+    faces: FaceData,
+    drive: visemes.MouthDrive,
+    audio: np.ndarray,
+    writer: FrameWriter,
+    renderer: Renderer,
+    *,
+    blink: np.ndarray | None = None,
+) -> int:
+    """Stream every frame through the renderer into `writer`; returns how many frames had a face animated."""
+    tracks = {int(k): faces.track_frames(int(k)) for k in np.unique(faces.active) if k >= 0}
+    clip = Clip(
+        fps=fps, drive=drive, audio=audio, audio_rate=DRIVE_RATE, tracks=tracks, frames_at=frames_at, blink=blink
+    )
+    renderer.prepare(clip)
+    animated = 0
+    for t, frame in enumerate(frames):
+        track = int(faces.active[t]) if t < faces.frames else -1
+        face = faces.face_of(t, track)
+        animated += face is not None
+        if not writer.yuv:
+            writer.write(renderer.render(frame, t, face, track))
+            continue
+        if face is None:
+            writer.write(frame)
+            continue
+        x0, y0, x1, y1 = work_box(face, stream_size=(frame.shape[1], frame.shape[0] * 2 // 3))
+        crop = yuv_crop_bgr(frame, (x0, y0, x1, y1))
+        new = renderer.render(crop, t, face - [x0, y0], track)
+        box = None if new is crop else changed_box(crop, new)
+        if box is None:
+            writer.write(frame)
+        else:
+            bx0, by0, bx1, by1 = box
+            writer.write(patch_yuv(frame, new[by0:by1, bx0:bx1], x0 + bx0, y0 + by0))
+    return animated
+
+
+def lipsync_video(
+    video: Path,
+    audio: Path,
+    out: Path,
+    *,
+    offset_ms: float = 0.0,
+    backend: str = "classical",
+    backend_options: Mapping[str, Any] | None = None,
+    fmt: str | None = None,
+    resolution: str | None = None,
+    max_faces: int = 2,
+    crf: int = 17,
+    preset: str = "superfast",
+    faces: FaceData | None = None,
+    lines: list[tuple[float, float, str]] | None = None,
+    language: str | None = None,
+    mux_audio: bool = True,
+) -> LipsyncResult:
+    """Re-voice VIDEO with AUDIO: the most prominent face (or the active speaker per line) mouths the new audio.
+    A video without a face is passed through re-encoded, so the caller still gets a picture. `backend_options`
+    are the renderer's own (only those set: another renderer's options are an error)."""
+    stream = probe_video(video)
+    renderer = backends.build(BACKENDS, backend, "lipsync", backend_options)
+    offset_s = offset_ms / 1000.0
+    speech = load_audio(audio, offset_s=offset_s)
+    if faces is None:
+        faces, _ = track_video(video, max_faces=max_faces)
+        choose_active(faces)
+    frames = faces.frames
+    drive = mouth_drive(speech, stream.fps_float, frames, lines=lines, language=language)
+    fmt = fmt or (Path(out).suffix.lstrip(".") or "mp4")
+    duration = frames / stream.fps_float
+    yuv = yuv_supported(stream)
+    writer = FrameWriter(
+        out,
+        stream,
+        yuv=yuv,
+        audio=Path(audio) if mux_audio else None,
+        audio_offset_s=offset_s,
+        fmt=fmt,
+        resolution=resolution,
+        crf=crf,
+        preset=preset,
+        duration_s=duration,
+    )
+    with writer:
+        animated = render_faces(
+            read_frames(video, stream, yuv=yuv),
+            lambda wanted: read_frames_at(video, stream, wanted),
+            stream.fps_float,
+            faces,
+            drive,
+            speech,
+            writer,
+            renderer,
+        )
+    return LipsyncResult(Path(out), writer.frames, animated, len(faces.tracks()), renderer.name)
+
+
+def analyse(
+    video: Path,
+    landmarks: Path | None,
+    *,
+    lines: list[tuple[float, float]] | None = None,
+    source_audio: Path | None = None,
+    max_faces: int = 2,
+    keep: tuple[int, ...] = (),
+    kept: dict | None = None,
+) -> tuple[FaceTracks, FaceData]:
+    """Once per video: track faces, pick the speaking face of each line (by how its mouth follows the source
+    speech), check the input, and save the landmarks for the per-language renders."""
+    from dubbing.lipsync.inspect import check_faces
+
+    faces, stream = track_video(video, max_faces=max_faces, keep=keep, kept=kept)
+    envelope = None
+    if source_audio is not None and lines:
+        envelope, _speech = visemes.envelope(load_audio(source_audio), DRIVE_RATE, stream.fps_float, faces.frames)
+    line_faces = choose_active(faces, envelope, lines)
+    if landmarks is not None:
+        faces.save(landmarks)
+    present = (faces.ids >= 0).any(axis=1)
+    summary = FaceTracks(
+        video=str(video),
+        landmarks=str(landmarks) if landmarks is not None else None,
+        frames=faces.frames,
+        fps=faces.fps,
+        width=faces.width,
+        height=faces.height,
+        faces=len(faces.tracks()),
+        face_frames=round(float(present.mean()), 4),
+        scene_cuts=[round(c / faces.fps, 3) for c in faces.cuts],
+        line_faces=line_faces,
+        checks=check_faces(faces),
+    )
+    return summary, faces
+
+
+def render_dub(
+    video: Path,
+    faces: FaceTracks,
+    voice: Path,
+    out: Path,
+    *,
+    lines: list[tuple[float, float, str]] | None = None,
+    language: str | None = None,
+    backend: str = "classical",
+    backend_options: Mapping[str, Any] | None = None,
+    crf: int = 17,
+    preset: str = "superfast",
+) -> LipsyncResult | None:
+    """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face.
+    None when no face was tracked: the original picture is kept (`summary` says so)."""
+    if faces.faces == 0:
+        return None
+    if not faces.landmarks or not Path(faces.landmarks).is_file():
+        raise DubbingError(f"face landmarks missing for {video}: run the track-faces step first")
+    data = FaceData.load(Path(faces.landmarks))
+    return lipsync_video(
+        video,
+        voice,
+        out,
+        backend=backend,
+        backend_options=backend_options,
+        crf=crf,
+        preset=preset,
+        faces=data,
+        lines=lines,
+        language=language,
+        mux_audio=False,
+        fmt="mp4",
+    )
+
+
+def summary(faces: FaceTracks | None, picture: Path | None) -> dict:
+    """What this stage did for one language, for its report: whether a face was re-animated (`picture`, the
+    render_dub output, or None) and the input checks of the tracked faces (None: no video or lipsync off)."""
+    if faces is None:
+        return {"applied": False, "reason": "no video or lipsync disabled", "checks": []}
+    return {
+        "applied": picture is not None,
+        "reason": None if picture is not None else "no face found: the original picture is kept",
+        "faces": faces.faces,
+        "face_frames": faces.face_frames,
+        "scene_cuts": faces.scene_cuts,
+        "line_faces": faces.line_faces,
+        "checks": [c.model_dump() for c in faces.checks],
+    }

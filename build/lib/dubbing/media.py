@@ -1,0 +1,135 @@
+"""Media in and out: probing, audio extraction, muxing. ffmpeg is always called with argument lists."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from dubbing.errors import DubbingError
+from dubbing.files import atomic_path
+from dubbing.tools import ffmpeg_audio_args, ffmpeg_input, ffprobe, require_tool, run
+from dubbing.types import ANALYSIS_RATE, MIX_RATE, MediaInfo
+
+
+def probe(path: Path) -> MediaInfo:
+    """Read duration and stream properties; a clear error for missing, empty or non-media files."""
+    path = Path(path)
+    if not path.exists():
+        raise DubbingError(f"input not found: {path}")
+    if path.is_dir():
+        raise DubbingError(f"input is a folder, not a media file: {path}")
+    if path.stat().st_size == 0:
+        raise DubbingError(f"input is empty (0 bytes): {path}")
+    fmt, video, audio = ffprobe(path)
+    if video is None and audio is None:
+        raise DubbingError(f"no audio or video stream in {path}")
+    duration = float(fmt.get("duration") or 0.0)
+    if duration <= 0:
+        raise DubbingError(f"media has no duration (truncated or corrupt?): {path}")
+    fps = None
+    if video is not None:
+        rate = video.get("avg_frame_rate") or video.get("r_frame_rate") or "0/1"
+        fps = float(Fraction(rate)) if rate not in ("0/0", "") else None
+    return MediaInfo(
+        path=str(path),
+        duration_s=duration,
+        has_video=video is not None,
+        has_audio=audio is not None,
+        width=video.get("width") if video else None,
+        height=video.get("height") if video else None,
+        fps=fps,
+        video_codec=video.get("codec_name") if video else None,
+        pix_fmt=video.get("pix_fmt") if video else None,
+        audio_codec=audio.get("codec_name") if audio else None,
+        sample_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
+        channels=audio.get("channels") if audio else None,
+    )
+
+
+def extract_audio(path: Path, out: Path, *, rate: int, mono: bool) -> Path:
+    """Decode the first audio stream to a WAV at `rate` (float32 for analysis, 16-bit stereo for mixing)."""
+    codec = ["-c:a", "pcm_f32le"] if mono else ["-c:a", "pcm_s16le"]
+    with atomic_path(out) as tmp:
+        run(
+            [*ffmpeg_audio_args(path, rate, channels=1 if mono else 2), *codec, "-f", "wav", str(tmp)],
+            f"extracting audio from {path}",
+        )
+    return Path(out)
+
+
+def extract_analysis_audio(path: Path, out: Path) -> Path:
+    """16 kHz mono: what ASR, VAD and speaker models read."""
+    return extract_audio(path, out, rate=ANALYSIS_RATE, mono=True)
+
+
+def extract_mix_audio(path: Path, out: Path) -> Path:
+    """48 kHz stereo: kept at full quality for separation and mixing."""
+    return extract_audio(path, out, rate=MIX_RATE, mono=False)
+
+
+def read_audio(path: Path, rate: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
+    """Read a sound file as float32 (samples, or samples x channels when not `mono`), resampled to `rate` when
+    given."""
+    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    audio = data.mean(axis=1) if mono else data
+    if rate is not None and sr != rate:
+        audio, sr = resample(audio, sr, rate, axis=0), rate
+    return audio.astype(np.float32), sr
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int, axis: int = -1) -> np.ndarray:
+    """The one resampler for whole signals (float32), along `axis` (time): soxr at high quality, called as
+    librosa.resample calls it, so the samples and the length (ceil(n * to / from)) are librosa's, without its
+    slow import. mix.py resamples long files as a soxr stream, which gives the same samples."""
+    import soxr
+
+    audio = np.asarray(audio, dtype=np.float32)
+    if from_rate == to_rate:
+        return audio
+    length = int(np.ceil(audio.shape[axis] * to_rate / from_rate))
+    out = np.apply_along_axis(soxr.resample, axis, audio, from_rate, to_rate, quality="soxr_hq")
+    out = np.moveaxis(out, axis, 0)[:length]
+    out = np.pad(out, [(0, length - len(out))] + [(0, 0)] * (out.ndim - 1))  # as librosa.util.fix_length
+    return np.moveaxis(out, 0, axis).astype(np.float32)
+
+
+def write_audio(path: Path, audio: np.ndarray, rate: int, *, subtype: str = "PCM_16") -> Path:
+    """The one audio writer: a WAV written atomically (`subtype` 'PCM_16' for outputs, 'FLOAT' for working files
+    that are read again). The caller clips to [-1, 1] where its signal may exceed it."""
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), audio, rate, format="WAV", subtype=subtype)
+    return Path(path)
+
+
+def mux(
+    video: Path,
+    audio: Path,
+    out: Path,
+    *,
+    subtitles: Path | None = None,
+    language: str | None = None,
+    duration_s: float | None = None,
+) -> Path:
+    """Put new audio (and a soft subtitle track) under the original video stream, without re-encoding it.
+    `language` is the ISO 639-2 code the container's metadata wants ('spa'; the language record's `iso639_2`)."""
+    if language is not None and not (len(language) == 3 and language.isalpha()):
+        raise DubbingError(f"mux needs an ISO 639-2 language code (three letters, e.g. 'spa'), got {language!r}")
+    ffmpeg = require_tool("ffmpeg", "ffmpeg")
+    cmd = [ffmpeg, "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(video), "-i", ffmpeg_input(audio)]
+    maps = ["-map", "0:v:0", "-map", "1:a:0"]
+    if subtitles is not None:
+        cmd += ["-i", ffmpeg_input(subtitles)]
+        maps += ["-map", "2:s:0", "-c:s", "mov_text"]
+        if language:
+            maps += ["-metadata:s:s:0", f"language={language}"]
+    cmd += maps + ["-c:v", "copy", "-c:a", "aac", "-b:a", "192k"]
+    if language:
+        cmd += ["-metadata:s:a:0", f"language={language}"]
+    if duration_s is not None:
+        cmd += ["-t", f"{duration_s:.3f}"]
+    with atomic_path(out) as tmp:
+        run(cmd + ["-movflags", "+faststart", "-f", "mp4", str(tmp)], f"writing {out}")
+    return Path(out)

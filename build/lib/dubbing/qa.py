@@ -1,0 +1,419 @@
+"""QA stage: measures a finished dub so a person knows where to look before publishing it.
+
+Checks, per language: intelligibility (the dub voice transcribed back by the ASR stage, scored against the
+script with a word or character error rate), timing (speed factors, lines that did not fit), voice match
+(CAM++ similarity of each dubbed speaker to the source speaker), lipsync (how well the picture's mouth opening
+follows the dub audio, and frames with no face), loudness (EBU R128 integrated loudness and true peak) and the
+warnings about the input. Every line failing a threshold becomes a `QAFlag` with its time.
+
+This module gets everything as shared types and arrays; the pipeline runs the other stages (ASR, face
+tracking) and hands their results in. Backends here are the error-rate metrics (`wer`, `cer`: Chinese,
+Japanese, Thai... have no spaces to count words by) and the loudness meter (ffmpeg's `ebur128`).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from dubbing import speaker_embedding
+from dubbing.errors import DubbingError
+from dubbing.tools import ffmpeg_input, require_tool, run
+from dubbing.types import NO_SPACE_LANGUAGES, LineQA, QAFlag, QAReport, Script, ScriptLine, Transcript
+
+HEARD_TOLERANCE_S = 0.3  # a heard word this close to a line's dub still belongs to it
+LAG_FRAMES = 6  # mouth/audio lags searched each way (about 0.2 s at 30 fps)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What fails a check (the defaults are QAConfig's)."""
+
+    max_error_rate: float = 0.5
+    min_similarity: float = 0.4
+    min_lip_sync: float = 0.2
+    loudness_target: float = -16.0
+    loudness_tolerance_lu: float = 2.0
+    max_true_peak_db: float = -1.0
+    max_speedup: float = 1.25
+
+
+# ---------------------------------------------------------------- error-rate metrics (backends)
+
+
+class ErrorRate(Protocol):
+    name: str
+
+    def score(self, references: Sequence[str], hypotheses: Sequence[str]) -> float:
+        """Corpus error rate of `hypotheses` against `references` (normalised text, pairwise)."""
+        ...
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation and symbols dropped (apostrophes inside words kept), spaces collapsed: what
+    is compared is the words, not how the translation or the ASR punctuated them."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
+    kept = "".join(ch if not unicodedata.category(ch).startswith(("P", "S")) or ch == "'" else " " for ch in text)
+    return re.sub(r"\s+", " ", re.sub(r"(?<!\w)'|'(?!\w)", " ", kept)).strip()
+
+
+class WordErrorRate:
+    name = "wer"
+
+    def score(self, references: Sequence[str], hypotheses: Sequence[str]) -> float:
+        return _jiwer_rate("wer", references, hypotheses)
+
+
+class CharErrorRate:
+    """For languages written without spaces between words."""
+
+    name = "cer"
+
+    def score(self, references: Sequence[str], hypotheses: Sequence[str]) -> float:
+        return _jiwer_rate("cer", [r.replace(" ", "") for r in references], [h.replace(" ", "") for h in hypotheses])
+
+
+def _jiwer_rate(kind: str, references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    import jiwer
+
+    pairs = [(normalise(r), normalise(h)) for r, h in zip(references, hypotheses, strict=True)]
+    pairs = [(r, h) for r, h in pairs if r]  # nothing to say: no error to count
+    if not pairs:
+        return 0.0
+    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+    if kind == "cer":
+        return float(jiwer.cer(refs, hyps))
+    return float(jiwer.wer(refs, hyps))
+
+
+BACKENDS: dict[str, type] = {"wer": WordErrorRate, "cer": CharErrorRate}
+
+
+def get_metric(name: str) -> ErrorRate:
+    try:
+        return BACKENDS[name]()
+    except KeyError:
+        raise DubbingError(f"unknown QA error-rate metric {name!r}; available: {', '.join(BACKENDS)}") from None
+
+
+def metric_for(language: str) -> ErrorRate:
+    return get_metric("cer" if language in NO_SPACE_LANGUAGES else "wer")
+
+
+# ---------------------------------------------------------------- per-line helpers
+
+
+def dub_span(line: ScriptLine) -> tuple[float, float]:
+    """Where the line's dub sounds on the timeline: from its start for its synthesised length, never past the
+    end the fit allowed."""
+    length = line.synth_s if line.synth_s is not None else line.end - line.start
+    end = line.start + max(length, 0.0)
+    if line.fit_end is not None:
+        end = min(end, max(line.fit_end, line.start))
+    return line.start, round(end, 3)
+
+
+def over_limit(line: ScriptLine, max_speedup: float) -> bool:
+    """The line needed more than the allowed speed-up to fit, so its end was cut."""
+    if any(note.startswith("does not fit") for note in line.notes):
+        return True
+    if line.natural_s and line.fit_end is not None and line.fit_end > line.start:
+        return line.natural_s / (line.fit_end - line.start) > max_speedup + 1e-3
+    return False
+
+
+def heard_per_line(lines: Sequence[ScriptLine], heard: Transcript) -> tuple[dict[int, str], list[str]]:
+    """Each back-transcribed word goes to the line whose dub span holds its midpoint (or is nearest, within a
+    tolerance); words near no line are returned apart (speech the script does not have)."""
+    spans = {line.index: dub_span(line) for line in lines if line.text.strip()}
+    words: dict[int, list[str]] = {i: [] for i in spans}
+    stray: list[str] = []
+    for utterance in heard.utterances:
+        for word in utterance.words or []:
+            mid = (word.start + word.end) / 2
+            best, distance = None, HEARD_TOLERANCE_S
+            for index, (a, b) in spans.items():
+                d = 0.0 if a <= mid <= b else min(abs(mid - a), abs(mid - b))
+                if d <= distance:
+                    best, distance = index, d
+            (words[best] if best is not None else stray).append(word.word)
+    sep = "" if heard.language in NO_SPACE_LANGUAGES else " "
+    return {i: sep.join(w).strip() for i, w in words.items()}, stray
+
+
+def listening_windows(lines: Sequence[ScriptLine], duration_s: float, max_s: float = 20.0) -> list[tuple[float, float]]:
+    """Pieces of the dub timeline to transcribe back one at a time: consecutive lines grouped up to `max_s`, each
+    piece cut halfway through the silence before and after it. Whisper's long-form decoding skipped whole lines of
+    a 10-minute dub that it heard perfectly in short pieces."""
+    spans = sorted(dub_span(line) for line in lines if line.text.strip())
+    groups: list[list[float]] = []
+    for start, end in spans:
+        if groups and end - groups[-1][0] <= max_s:
+            groups[-1][1] = max(groups[-1][1], end)
+        else:
+            groups.append([start, end])
+    cuts = [0.0] + [(a[1] + b[0]) / 2 for a, b in zip(groups, groups[1:], strict=False)] + [duration_s]
+    return [(round(cuts[i], 3), round(cuts[i + 1], 3)) for i in range(len(groups))]
+
+
+# ---------------------------------------------------------------- checks
+
+
+def intelligibility(lines: Sequence[ScriptLine], heard: Transcript, metric: ErrorRate) -> tuple[dict, dict[int, dict]]:
+    """Error rate of the back-transcribed dub against the script: over the whole dub, and per line."""
+    per_line_text, stray = heard_per_line(lines, heard)
+    spoken = [line for line in lines if line.text.strip()]
+    whole = metric.score([" ".join(line.text for line in spoken)], [" ".join(u.text for u in heard.utterances)])
+    per_line = {
+        line.index: {
+            "heard": per_line_text.get(line.index, ""),
+            "error_rate": metric.score([line.text], [per_line_text.get(line.index, "")]),
+        }
+        for line in spoken
+    }
+    summary = {
+        "metric": metric.name,
+        "error_rate": round(whole, 4),
+        "heard": " ".join(u.text.strip() for u in heard.utterances),
+        "unmatched_words": stray,
+    }
+    return summary, per_line
+
+
+def loudness(path: Path) -> dict:
+    """EBU R128 of a file's audio with ffmpeg's ebur128 filter: integrated loudness (LUFS), loudness range (LU)
+    and true peak (dBTP)."""
+    ffmpeg = require_tool("ffmpeg", "ffmpeg")
+    proc = run(
+        [
+            ffmpeg,
+            "-nostdin",
+            "-hide_banner",
+            "-nostats",
+            "-i",
+            ffmpeg_input(path),
+            "-map",
+            "0:a:0",
+            "-af",
+            "ebur128=peak=true",
+            "-f",
+            "null",
+            "-",
+        ],  # fmt: skip
+        f"measuring the loudness of {path}",
+    )
+    summary = proc.stderr[proc.stderr.rfind("Summary:") :]
+
+    def figure(label: str) -> float | None:
+        found = re.search(rf"{label}:\s*(-?inf|-?[\d.]+)", summary)
+        return None if not found or "inf" in found.group(1) else float(found.group(1))
+
+    integrated = figure("I")
+    if integrated is not None and integrated <= -70.0:  # R128's absolute gate: nothing above it, i.e. silence
+        integrated = None
+    return {"integrated_lufs": integrated, "range_lu": figure("LRA"), "true_peak_dbtp": figure("Peak")}
+
+
+def frame_envelope(audio: np.ndarray, rate: int, fps: float, frames: int) -> np.ndarray:
+    """Loudness of the audio per video frame (dB RMS, floored 40 dB under the peak): what a speaking mouth
+    follows. Deliberately simpler than, and independent of, the lipsync stage's own mouth drive."""
+    hop = rate / fps
+    out = np.zeros(frames, np.float32)
+    for t in range(frames):
+        piece = audio[int(t * hop) : int((t + 1) * hop)]
+        out[t] = 10 * np.log10(float(np.mean(piece.astype(np.float64) ** 2)) + 1e-10) if piece.size else -100.0
+    peak = float(np.percentile(out, 99)) if frames else 0.0
+    return np.maximum(out, peak - 40.0)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    ok = ~(np.isnan(a) | np.isnan(b))
+    if ok.sum() < 5 or np.std(a[ok]) < 1e-9 or np.std(b[ok]) < 1e-9:
+        return None
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def lip_sync(
+    mouth: np.ndarray, envelope: np.ndarray, fps: float, spans: dict[int, tuple[float, float]]
+) -> tuple[dict, dict[int, float | None]]:
+    """How well mouth opening (per frame, NaN without a face) follows the audio envelope: Pearson correlation
+    over the frames with a face, the lag that correlates best (a steady offset shows here), the share of frames
+    with no face, and the correlation over each line."""
+    n = min(len(mouth), len(envelope))
+    mouth, envelope = mouth[:n].astype(np.float64), envelope[:n].astype(np.float64)
+    by_lag = {}
+    for lag in range(-LAG_FRAMES, LAG_FRAMES + 1):  # positive: the mouth moves after the sound
+        a = mouth[lag:] if lag >= 0 else mouth[:lag]
+        b = envelope[: n - lag] if lag >= 0 else envelope[-lag:]
+        if (r := _corr(a, b)) is not None:
+            by_lag[lag] = r
+    per_line = {}
+    for index, (start, end) in spans.items():
+        a, b = int(start * fps), min(n, int(np.ceil(end * fps)))
+        per_line[index] = None if b - a < 5 else _corr(mouth[a:b], envelope[a:b])
+    best = max(by_lag, key=by_lag.__getitem__) if by_lag else None
+    summary = {
+        "correlation": None if 0 not in by_lag else round(by_lag[0], 4),
+        "best_lag_ms": None if best is None else round(1000 * best / fps, 1),
+        "best_lag_correlation": None if best is None else round(by_lag[best], 4),
+        "no_face_frames": int(np.isnan(mouth).sum()),
+        "no_face_share": round(float(np.isnan(mouth).mean()), 4) if n else None,
+        "frames": n,
+    }
+    return summary, {k: None if v is None else round(v, 4) for k, v in per_line.items()}
+
+
+def voice_similarity(
+    source: dict[str, np.ndarray], dub: np.ndarray, rate: int, lines: Sequence[ScriptLine]
+) -> dict[str, dict]:
+    """CAM++ cosine similarity of each dubbed speaker (their lines cut from the dub voice) to the source speaker's
+    embedding. A speaker with too little dubbed or source speech gets no figure and says why."""
+    result: dict[str, dict] = {}
+    for speaker in sorted({line.speaker for line in lines if line.text.strip()}):
+        pieces = [dub[int(a * rate) : int(b * rate)] for a, b in (dub_span(x) for x in lines if x.speaker == speaker)]
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        seconds = round(len(audio) / rate, 2)
+        if speaker not in source:
+            result[speaker] = {"similarity": None, "dub_s": seconds, "note": "no source embedding (too little speech)"}
+        elif seconds < speaker_embedding.MIN_SECONDS:
+            result[speaker] = {"similarity": None, "dub_s": seconds, "note": "too little dubbed speech to compare"}
+        else:
+            similarity = speaker_embedding.cosine(source[speaker], speaker_embedding.embed(audio, rate))
+            result[speaker] = {"similarity": round(similarity, 4), "dub_s": seconds}
+    return result
+
+
+# ---------------------------------------------------------------- the report
+
+
+@dataclass
+class Measurements:
+    """What the pipeline measured with the other stages, for `build_report` to judge."""
+
+    heard: Transcript | None = None  # the dub voice, transcribed back
+    voice: dict[str, dict] | None = None  # voice_similarity()
+    lipsync: dict | None = None  # lip_sync() summary plus what the lipsync stage reported
+    lip_lines: dict[int, float | None] | None = None
+    loudness: dict | None = None
+    inputs: list[str] | None = None
+    notes: dict[str, str] | None = None  # check -> why it was not measured
+
+
+def build_report(script: Script, measured: Measurements, limits: Thresholds) -> QAReport:
+    """Judge the measurements against the thresholds: sections, a row per line, and a flag per failure."""
+    lines = sorted(script.lines, key=lambda line: line.start)
+    notes = measured.notes or {}
+    flags: list[QAFlag] = []
+    rows = {
+        line.index: LineQA(
+            index=line.index,
+            speaker=line.speaker,
+            start=line.start,
+            end=dub_span(line)[1],
+            source_text=line.source_text,
+            text=line.text,
+            speed=line.speed,
+            over_limit=over_limit(line, limits.max_speedup),
+        )
+        for line in lines
+    }
+
+    def flag(check: str, message: str, row: LineQA | None = None, value: float | None = None) -> None:
+        flags.append(
+            QAFlag(
+                check=check,
+                message=message,
+                start=row.start if row else None,
+                end=row.end if row else None,
+                line=row.index if row else None,
+                value=None if value is None else round(value, 4),
+            )
+        )
+        if row is not None and check not in row.flags:
+            row.flags.append(check)
+
+    intelligibility_section: dict = {"note": notes.get("intelligibility", "not measured")}
+    if measured.heard is not None:
+        intelligibility_section, per_line = intelligibility(lines, measured.heard, metric_for(script.language))
+        for index, figures in per_line.items():
+            row = rows[index]
+            row.heard, row.error_rate = figures["heard"], round(figures["error_rate"], 4)
+            if row.error_rate > limits.max_error_rate:
+                flag("intelligibility", f"heard {row.heard!r} for {row.text!r}", row, row.error_rate)
+
+    speeds = [row.speed for row in rows.values() if row.speed is not None]
+    over = [row.index for row in rows.values() if row.over_limit]
+    for index in over:
+        row = rows[index]
+        flag("timing", f"does not fit its slot even at x{limits.max_speedup:g}: the end is cut", row, row.speed)
+    timing_section = {
+        "max_speedup": limits.max_speedup,
+        "mean_speed": round(float(np.mean(speeds)), 4) if speeds else None,
+        "max_speed": max(speeds, default=1.0),
+        "sped_up": sum(s > 1.0 + 1e-6 for s in speeds),
+        "over_limit": len(over),
+    }
+
+    voice_section: dict = {"note": notes.get("voice", "not measured")}
+    if measured.voice is not None:
+        voice_section = {"speakers": measured.voice}
+        for speaker, figures in measured.voice.items():
+            value = figures.get("similarity")
+            if value is not None and value < limits.min_similarity:
+                first = next((r for r in rows.values() if r.speaker == speaker and r.text.strip()), None)
+                flag("voice", f"{speaker}'s dubbed voice is far from the original ({value:.2f})", first, value)
+                if first is not None:  # one flag for the speaker; mark every line of theirs in the table
+                    for row in rows.values():
+                        if row.speaker == speaker and row.text.strip() and "voice" not in row.flags:
+                            row.flags.append("voice")
+
+    lipsync_section: dict = measured.lipsync or {"note": notes.get("lipsync", "not measured")}
+    for index, value in (measured.lip_lines or {}).items():
+        if index in rows:
+            rows[index].lip_sync = value
+            if value is not None and value < limits.min_lip_sync:
+                flag("lipsync", f"the mouth does not follow the dub (r={value:.2f})", rows[index], value)
+
+    loud_section: dict = measured.loudness or {"note": notes.get("loudness", "not measured")}
+    if measured.loudness:
+        loud_section = {**measured.loudness, "target_lufs": limits.loudness_target}
+        integrated, peak = measured.loudness.get("integrated_lufs"), measured.loudness.get("true_peak_dbtp")
+        if integrated is None:
+            flag("loudness", "the mix is silent")
+        elif abs(integrated - limits.loudness_target) > limits.loudness_tolerance_lu:
+            flag(
+                "loudness",
+                f"integrated loudness {integrated:.1f} LUFS, target {limits.loudness_target:g}",
+                None,
+                integrated,
+            )
+        if peak is not None and peak > limits.max_true_peak_db:
+            flag("loudness", f"true peak {peak:.1f} dBTP over {limits.max_true_peak_db:g}", None, peak)
+
+    inputs = list(measured.inputs or [])
+    for warning in inputs:
+        flag("input", warning)
+
+    return QAReport(
+        language=script.language,
+        translator=script.translator,
+        pivot=script.pivot,
+        lines=len(lines),
+        max_speed=timing_section["max_speed"],
+        lines_over_limit=over,
+        intelligibility=intelligibility_section,
+        timing=timing_section,
+        voice=voice_section,
+        lipsync=lipsync_section,
+        loudness=loud_section,
+        inputs=inputs,
+        thresholds={k: getattr(limits, k) for k in limits.__dataclass_fields__},
+        line_qa=list(rows.values()),
+        flags=sorted(flags, key=lambda f: (f.start is None, f.start or 0.0)),
+    )

@@ -1,0 +1,590 @@
+"""The steps of a dubbing run, declared once: the flow, the CLI's progress, `dub transcribe` and the benchmarks all
+read `STEPS`.
+
+A step is a small function over named values (`Step.inputs` -> `Step.outputs`): it calls one stage, hands it what
+other stages made, and writes the run's files through `RunLayout`. Stages never import each other; this module is
+where they meet. Every value a step makes can be read back from the run's files (`restore`), so one step can run on
+its own in a fresh process, as a benchmark worker or a task worker would run it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dubbing import (
+    asr,
+    backends,
+    diarize,
+    lipsync,
+    media,
+    mix,
+    models,
+    qa,
+    review,
+    separate,
+    subtitles,
+    translate,
+    tts,
+    voice,
+)
+from dubbing.config import ASRConfig, LanguageConfig, Settings, check_language
+from dubbing.errors import DubbingError
+from dubbing.files import write_json, write_text
+from dubbing.layout import RunLayout, layout_for, manifest_of
+from dubbing.types import (
+    DubTrack,
+    FaceTracks,
+    LanguageOutputs,
+    Manifest,
+    MediaInfo,
+    QAReport,
+    Script,
+    SpeakerProfile,
+    Transcript,
+    VoiceMatch,
+)
+
+log = logging.getLogger(__name__)
+
+Scope = Literal["source", "language", "summary"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run. `inputs` name the values its function takes (keyword arguments of the same names);
+    `outputs` name what it returns (a tuple when more than one). `scope`: once per video before the languages
+    (source), once per language, or once per video after every language (summary)."""
+
+    name: str
+    run: Callable[..., Any]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    scope: Scope
+    retries: int = 0  # retried on faults (timeouts, connection errors), never on a user's bad input
+    cached: bool = True  # persisted and keyed on the inputs' content, so a rerun resumes after the last finished
+    reuse: Callable[[dict[str, Any]], Any] | None = None  # a value the user supplied instead of running it
+
+
+Context = dict[str, Any]
+"""The named values of a run: `video`, `audio` (the --audio file or None), `settings`, `layout`; per language also
+`lang` and `cfg` (its LanguageConfig); and every step's outputs."""
+
+
+# ---------------------------------------------------------------- once per video
+
+
+def probe_source(video: Path, audio: Path | None = None) -> MediaInfo:
+    """Check the input before any work: a video, with speech in it or given separately as `audio`."""
+    info = media.probe(video)
+    if not info.has_video:
+        raise DubbingError(
+            f"{video} has no video stream; to make a talking video from a photo and this audio, "
+            f"use `dub avatar PHOTO {video}`"
+        )
+    if audio is not None:
+        if not media.probe(audio).has_audio:
+            raise DubbingError(f"{audio} has no audio stream")
+    elif not info.has_audio:
+        raise DubbingError(
+            f"{video} has no audio track: give the speech to translate with --audio FILE "
+            f"(or re-voice it in the same language with `dub lipsync VIDEO AUDIO`)"
+        )
+    return info
+
+
+def extract_audio(video: Path, audio: Path | None, layout: RunLayout) -> tuple[Path, Path]:
+    """Decode the speech (from `audio` when given, else the video) for analysis (16 kHz) and for mixing (48 kHz)."""
+    source = audio or video
+    return media.extract_analysis_audio(source, layout.analysis_wav), media.extract_mix_audio(source, layout.mix_wav)
+
+
+def transcriber(cfg: ASRConfig) -> asr.Transcriber:
+    """The pooled ASR model: transcription and the QA back-transcription share one when their settings agree."""
+    key = (cfg.backend, cfg.model, cfg.compute_type, cfg.beam_size, cfg.vad, json.dumps(cfg.options, sort_keys=True))
+    return backends.shared(
+        "asr",
+        key,
+        lambda: backends.build(
+            asr.BACKENDS,
+            cfg.backend,
+            "ASR",
+            cfg.options,
+            model=cfg.model,
+            compute_type=cfg.compute_type,
+            beam_size=cfg.beam_size,
+            vad=cfg.vad,
+        ),
+    )
+
+
+def transcribe(
+    video: Path, audio: Path | None, analysis_wav: Path, settings: Settings, layout: RunLayout
+) -> Transcript:
+    """ASR (words with times), diarization (who speaks when), then the words grouped into speaker-labelled dubbing
+    lines; writes transcript.json. An input without speech stops here: there is nothing to dub."""
+    transcript = transcriber(settings.asr).transcribe(analysis_wav, language=settings.asr.language)
+    cfg = settings.diarize
+    turns = []
+    if transcript.utterances:
+        key = (cfg.backend, json.dumps(cfg.options, sort_keys=True))
+        diarizer = backends.shared(
+            "diarize", key, lambda: backends.build(diarize.BACKENDS, cfg.backend, "diarization", cfg.options)
+        )
+        turns = diarizer.diarize(analysis_wav, speakers=cfg.speakers)
+    transcript = diarize.attribute(transcript, turns, min_s=cfg.min_line_s, max_s=cfg.max_line_s, pause_s=cfg.pause_s)
+    for warning in transcript.warnings:
+        log.warning(warning)
+    write_json(layout.transcript, transcript.model_dump())
+    if not transcript.utterances:
+        raise DubbingError(f"no speech found in {audio or video}: nothing to dub (is it music or silence?)")
+    return transcript
+
+
+def write_source_subtitles(transcript: Transcript, layout: RunLayout) -> tuple[Path, Path]:
+    lang = transcript.language
+    return subtitles.write_subtitles(
+        ((u.start, u.end, u.text) for u in transcript.utterances),
+        layout.source_subtitles(lang, ".srt"),
+        layout.source_subtitles(lang, ".vtt"),
+        transcript.duration_s,
+    )
+
+
+def separate_audio(transcript: Transcript, settings: Settings, layout: RunLayout) -> tuple[Path, Path] | None:
+    """Split the original (48 kHz) audio into speech and background, gated by the transcript's speech times; None
+    when the backend keeps no background ('none')."""
+    cfg = settings.separate
+    separator = backends.build(separate.BACKENDS, cfg.backend, "separation", cfg.options)
+    speech = [(u.start, u.end) for u in transcript.utterances]
+    return separator.separate(layout.mix_wav, layout.speech_wav, layout.background_wav, speech=speech)
+
+
+def profile_speakers(
+    transcript: Transcript, analysis_wav: Path, separated: tuple[Path, Path] | None, layout: RunLayout
+) -> list[SpeakerProfile]:
+    """A profile per speaker (embedding, median pitch, a clean reference clip cut from the separated speech when
+    there is one) for voice matching; writes source/speakers/ and source/speakers.json."""
+    reference = separated[0] if separated else None
+    profiles = diarize.speaker_profiles(transcript, analysis_wav, layout.speakers_dir, reference_audio=reference)
+    write_json(layout.speaker_profiles, [p.model_dump() for p in profiles])
+    return profiles
+
+
+def track_faces(
+    video: Path, info: MediaInfo, transcript: Transcript, settings: Settings, layout: RunLayout
+) -> FaceTracks | None:
+    """Faces tracked once per video, each line's speaking face, and the input checks every report carries."""
+    if not info.has_video or not settings.lipsync.enabled:
+        return None
+    faces, _data = lipsync.analyse(
+        video,
+        layout.faces_npz,
+        lines=[(u.start, u.end) for u in transcript.utterances],
+        source_audio=layout.analysis_wav if layout.analysis_wav.exists() else None,
+        max_faces=settings.lipsync.max_faces,
+    )
+    write_json(layout.faces_json, faces.model_dump())
+    for check in faces.checks:
+        log.warning("lipsync: %s", check.message)
+    return faces
+
+
+# ---------------------------------------------------------------- per language
+
+
+def translate_script(transcript: Transcript, lang: str, cfg: LanguageConfig, layout: RunLayout) -> Script:
+    """Translate every line, shortening those that will not fit their slot at the allowed speed-up."""
+    script = translate.translate_script(
+        transcript,
+        lang,
+        cfg.translate,
+        estimate=tts.estimator(cfg),
+        max_speedup=cfg.timing.max_speedup,
+        length_basis=tts.length_basis(cfg),
+    )
+    save_script(script, layout)
+    return script
+
+
+def save_script(script: Script, layout: RunLayout) -> Path:
+    """Write script.json and remember its hash, so a later run can tell a user's edit from our own output."""
+    path = write_json(layout.script(script.language), script.model_dump())
+    write_text(layout.script_stamp(script.language), hashlib.sha256(path.read_bytes()).hexdigest())
+    return path
+
+
+def edited_script(context: Context) -> Script | None:
+    """The user's edited script.json, if they changed it since the pipeline wrote it (else None). Its lines replace
+    the translation; the voice stage re-speaks only the lines whose text changed."""
+    layout, lang = context["layout"], context["lang"]
+    path, stamp = layout.script(lang), layout.script_stamp(lang)
+    if not (path.exists() and stamp.exists()):
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() == stamp.read_text().strip():
+        return None
+    try:
+        script = Script.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DubbingError(f"{path}: not a valid script after editing ({str(exc).splitlines()[0]})") from None
+    log.warning("%s was edited: using its lines instead of translating again", path)
+    return script
+
+
+def match_voices(
+    transcript: Transcript, profiles: list[SpeakerProfile], lang: str, cfg: LanguageConfig, layout: RunLayout
+) -> dict[str, VoiceMatch]:
+    """Each speaker's voice in this language (a step of its own, so a cached run keeps exactly these voices)."""
+    speakers = voice.source_speakers(transcript, profiles, layout.analysis_wav, layout.speakers_dir)
+    matches = voice.match_voices(
+        speakers,
+        lang,
+        tts.synthesizer_for(cfg),
+        cfg.tts,
+        probe_text=cfg.probe_text,
+        cache_dir=models.cache_root() / "voice-bank",
+    )
+    write_json(layout.voices(lang), {k: v.model_dump() for k, v in matches.items()})
+    return matches
+
+
+def synthesize_track(
+    script: Script, voices: dict[str, VoiceMatch], info: MediaInfo, cfg: LanguageConfig, layout: RunLayout
+) -> tuple[Script, DubTrack]:
+    """Speak and fit every line in its speaker's voice; a line that cannot fit goes back to the translator once.
+    Writes NAME.LANG.voice.wav, script.json (what was spoken, how fast) and track.json (where it was placed)."""
+    lang = script.language
+    fitted, track = voice.speak_track(
+        script,
+        tts.synthesizer_for(cfg),
+        cfg.tts,
+        cfg.timing,
+        duration_s=info.duration_s,
+        voices=voices,
+        voice_wav=layout.voice(lang),
+        clip_cache=layout.clip_cache(lang),
+        shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)) if cfg.timing.shorten else None,
+    )
+    save_script(fitted, layout)
+    write_json(layout.track(lang), track.model_dump())
+    return fitted, track
+
+
+def mix_audio(track: DubTrack, separated: tuple[Path, Path] | None, settings: Settings, layout: RunLayout) -> Path:
+    """The dub voice over the background (ducked under the dub), loudness-normalised (EBU R128)."""
+    return mix.mix(
+        layout.voice(track.language),
+        layout.audio(track.language),
+        background=separated[1] if separated else None,
+        loudness_lufs=settings.mix.loudness_lufs,
+        duck_db=settings.mix.duck_db,
+    )
+
+
+def write_subtitles(script: Script, info: MediaInfo, layout: RunLayout) -> tuple[Path, Path]:
+    lang = script.language
+    return subtitles.write_subtitles(
+        ((line.start, line.end, line.text) for line in script.lines),
+        layout.srt(lang),
+        layout.vtt(lang),
+        info.duration_s,
+    )
+
+
+def render_lipsync(
+    video: Path, faces: FaceTracks | None, script: Script, track: DubTrack, settings: Settings, layout: RunLayout
+) -> Path | None:
+    """The picture with each line's speaker mouthing the dub voice (None: no face, the original picture is kept and
+    the report says so)."""
+    cfg = settings.lipsync
+    if faces is None or not cfg.enabled:
+        return None
+    texts = {line.index: line.text for line in script.lines}
+    lines = [(c.start, c.end, texts.get(c.index, "")) for c in track.clips] if cfg.phonemes else None
+    result = lipsync.render_dub(
+        video,
+        faces,
+        layout.voice(script.language),
+        layout.picture(script.language),
+        lines=lines,
+        language=script.language,
+        backend=cfg.backend,
+        backend_options=cfg.options,
+        crf=cfg.crf,
+        preset=cfg.preset,
+    )
+    return result.out if result else None
+
+
+def render_video(
+    video: Path,
+    info: MediaInfo,
+    dub_audio: Path,
+    subtitle_files: tuple[Path, Path],
+    picture: Path | None,
+    cfg: LanguageConfig,
+    lang: str,
+    layout: RunLayout,
+) -> Path | None:
+    """Mux the dub audio and subtitles under the picture: the lipsynced one when there is one."""
+    if not info.has_video:
+        return None
+    return media.mux(
+        picture or video,
+        dub_audio,
+        layout.video(lang),
+        subtitles=subtitle_files[0],
+        language=cfg.iso639_2,
+        duration_s=info.duration_s,
+    )
+
+
+def write_report(
+    script: Script, track: DubTrack, dub_video: Path | None, lang: str, settings: Settings, layout: RunLayout
+) -> Path:
+    """The language's QA (dubbing.qa) written to report.json, measured from the run's files alone."""
+    report = quality_report(layout, lang, layout.outputs(lang, dub_video), settings)
+    return write_json(layout.report(lang), report.model_dump())
+
+
+def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, settings: Settings) -> QAReport:
+    """What `report` and `dub eval` compute: QA hears the dub back with the ASR stage and reads the mouths with the
+    lipsync stage, through the hooks given here."""
+    cfg = settings.for_language(lang)
+    limits = qa.Thresholds.from_config(
+        settings.qa, loudness_target=settings.mix.loudness_lufs, max_speedup=cfg.timing.max_speedup
+    )
+    if not settings.qa.enabled:
+        script = Script.model_validate_json((layout.out / outputs.script).read_text())
+        return qa.disabled_report(script, limits)
+
+    listener = settings.asr.model_copy(update={"model": settings.qa.asr_model, "beam_size": 5, "vad": True})
+    listener.backend, listener.options = settings.qa.asr_backend, {}
+
+    def hear(audio: Path, language: str) -> Transcript:
+        return transcriber(listener).transcribe(audio, language=language)
+
+    def mouth(video: Path | None, landmarks: Path | None) -> Any:
+        return lipsync.mouth_opening(video, max_faces=settings.lipsync.max_faces, landmarks=landmarks)
+
+    return qa.quality_report(
+        layout,
+        lang,
+        outputs,
+        settings.qa,
+        limits,
+        metric=cfg.metric,
+        hear=hear if settings.qa.back_transcribe else None,
+        mouth=mouth if settings.qa.lipsync else None,
+    )
+
+
+# ---------------------------------------------------------------- once per video, after every language
+
+
+def write_manifest(
+    video: Path, info: MediaInfo, transcript: Transcript, outputs: dict[str, LanguageOutputs], layout: RunLayout
+) -> Manifest:
+    manifest = Manifest(
+        source=str(video),
+        source_language=transcript.language,
+        duration_s=info.duration_s,
+        speakers=transcript.speakers,
+        transcript=layout.relative(layout.transcript),
+        outputs=outputs,
+    )
+    write_json(layout.manifest, manifest.model_dump())
+    return manifest
+
+
+def write_review_page(layout: RunLayout) -> Path:
+    return review.review_page(layout)
+
+
+def evaluate_run(out: Path, settings: Settings) -> Manifest:
+    """`dub eval`: recompute every language's QA of a finished run from its manifest and files, rewriting
+    report.json and report.html."""
+    manifest_path = manifest_of(out)
+    if not manifest_path.exists():
+        raise DubbingError(f"{manifest_path} not found: give the output folder of a finished `dub run`")
+    manifest = Manifest.model_validate_json(manifest_path.read_text())
+    layout = layout_for(Path(manifest.source), Path(out))
+    for lang, outputs in manifest.outputs.items():
+        for what in ("script", "voice", "audio"):
+            if not (layout.out / getattr(outputs, what)).exists():
+                raise DubbingError(f"{lang}: {getattr(outputs, what)} is missing from {out}; re-run `dub run`")
+        write_json(layout.out / outputs.report, quality_report(layout, lang, outputs, settings).model_dump())
+    review.review_page(layout)
+    return manifest
+
+
+def language_problems(cfg: LanguageConfig) -> list[str]:
+    """What a language's record lacks for a run, and what its stages refuse in it (each problem names its key)."""
+    return check_language(cfg) + tts.check(cfg) + translate.check(cfg.translate)
+
+
+def _backend_problems(registry: dict[str, type], name: str, options: dict, where: str) -> list[str]:
+    try:
+        backends.options_for(backends.pick(registry, name, where), options, f"{where}.options")
+    except DubbingError as exc:
+        return [f"{where}: {exc}"]
+    return []
+
+
+def settings_problems(settings: Settings, languages: list[str]) -> list[str]:
+    """Everything a run into `languages` would fail on, found before any work: unknown language codes, incomplete
+    language records, unknown backends and options the backends do not take."""
+    problems = _backend_problems(asr.BACKENDS, settings.asr.backend, settings.asr.options, "asr")
+    problems += _backend_problems(diarize.BACKENDS, settings.diarize.backend, settings.diarize.options, "diarize")
+    problems += _backend_problems(separate.BACKENDS, settings.separate.backend, settings.separate.options, "separate")
+    problems += _backend_problems(lipsync.BACKENDS, settings.lipsync.backend, settings.lipsync.options, "lipsync")
+    unknown = [lang for lang in languages if lang not in settings.languages]
+    if unknown:
+        codes = ", ".join(map(repr, unknown))
+        problems.append(
+            f"no configuration for language{'s' * (len(unknown) > 1)} {codes}; available: "
+            f"{', '.join(sorted(settings.languages))} (add configs/languages/CODE.yaml)"
+        )
+    for lang in languages:
+        if lang in settings.languages:
+            problems += [f"{lang}: {p}" for p in language_problems(settings.languages[lang])]
+    return problems
+
+
+def target_languages(languages: list[str], source_language: str) -> list[str]:
+    """The languages to dub into: a target equal to the source is skipped with a warning."""
+    if source_language in languages:
+        log.warning("skipping %s: it is the source language", source_language)
+    return [lang for lang in languages if lang != source_language]
+
+
+# ---------------------------------------------------------------- the table
+
+
+STEPS: tuple[Step, ...] = (
+    Step("probe", probe_source, ("video", "audio"), ("info",), "source", cached=False),
+    Step("extract-audio", extract_audio, ("video", "audio", "layout"), ("analysis_wav", "mix_wav"), "source"),
+    Step("transcribe", transcribe, ("video", "audio", "analysis_wav", "settings", "layout"), ("transcript",), "source"),
+    Step("source-subtitles", write_source_subtitles, ("transcript", "layout"), ("source_subtitles",), "source"),
+    Step("separate", separate_audio, ("transcript", "settings", "layout"), ("separated",), "source"),
+    Step(
+        "speaker-profiles",
+        profile_speakers,
+        ("transcript", "analysis_wav", "separated", "layout"),
+        ("profiles",),
+        "source",
+    ),
+    Step("track-faces", track_faces, ("video", "info", "transcript", "settings", "layout"), ("faces",), "source"),
+    # Translation backends may call a network service: retry with backoff.
+    Step(
+        "translate",
+        translate_script,
+        ("transcript", "lang", "cfg", "layout"),
+        ("script",),
+        "language",
+        retries=2,
+        reuse=edited_script,
+    ),
+    Step("match-voices", match_voices, ("transcript", "profiles", "lang", "cfg", "layout"), ("voices",), "language"),
+    Step(
+        "synthesize-and-fit",
+        synthesize_track,
+        ("script", "voices", "info", "cfg", "layout"),
+        ("script", "track"),
+        "language",
+        retries=2,
+    ),
+    Step("mix", mix_audio, ("track", "separated", "settings", "layout"), ("dub_audio",), "language"),
+    Step("subtitles", write_subtitles, ("script", "info", "layout"), ("subtitle_files",), "language"),
+    Step(
+        "lipsync", render_lipsync, ("video", "faces", "script", "track", "settings", "layout"), ("picture",), "language"
+    ),
+    Step(
+        "render-video",
+        render_video,
+        ("video", "info", "dub_audio", "subtitle_files", "picture", "cfg", "lang", "layout"),
+        ("dub_video",),
+        "language",
+    ),
+    Step(
+        "report", write_report, ("script", "track", "dub_video", "lang", "settings", "layout"), ("report",), "language"
+    ),
+    Step("review-page", write_review_page, ("layout",), ("review_page",), "summary", cached=False),
+)
+
+
+def steps(scope: Scope) -> tuple[Step, ...]:
+    return tuple(s for s in STEPS if s.scope == scope)
+
+
+def get_step(name: str) -> Step:
+    for step in STEPS:
+        if step.name == name:
+            return step
+    raise DubbingError(f"unknown step {name!r}; steps: {', '.join(s.name for s in STEPS)}")
+
+
+def arguments(step: Step, context: Context) -> dict[str, Any]:
+    """The step's inputs from the context, each read back from the run's files when the context lacks it."""
+    return {name: context[name] if name in context else restore(name, context) for name in step.inputs}
+
+
+def outputs(step: Step, result: Any) -> Context:
+    """The step's result as named values."""
+    if len(step.outputs) == 1:
+        return {step.outputs[0]: result}
+    return dict(zip(step.outputs, result, strict=True))
+
+
+def run(step: Step, context: Context) -> Context:
+    """Run one step without Prefect (dub transcribe, benchmark workers, tests): its outputs as named values."""
+    reused = step.reuse(context) if step.reuse else None
+    return outputs(step, reused if reused is not None else step.run(**arguments(step, context)))
+
+
+# ---------------------------------------------------------------- reading a value back from the run's files
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _if_exists(path: Path) -> Path | None:
+    return path if path.exists() else None
+
+
+def _restore_separated(c: Context) -> tuple[Path, Path] | None:
+    layout = c["layout"]
+    return (layout.speech_wav, layout.background_wav) if layout.background_wav.exists() else None
+
+
+_RESTORE: dict[str, Callable[[Context], Any]] = {
+    "info": lambda c: media.probe(c["video"]),
+    "analysis_wav": lambda c: c["layout"].analysis_wav,
+    "mix_wav": lambda c: c["layout"].mix_wav,
+    "transcript": lambda c: Transcript.model_validate_json(c["layout"].transcript.read_text()),
+    "separated": _restore_separated,
+    "profiles": lambda c: [SpeakerProfile.model_validate(p) for p in _json(c["layout"].speaker_profiles)],
+    "faces": lambda c: (
+        FaceTracks.model_validate_json(c["layout"].faces_json.read_text()) if c["layout"].faces_json.exists() else None
+    ),
+    "script": lambda c: Script.model_validate_json(c["layout"].script(c["lang"]).read_text()),
+    "voices": lambda c: {k: VoiceMatch.model_validate(v) for k, v in _json(c["layout"].voices(c["lang"])).items()},
+    "track": lambda c: DubTrack.model_validate_json(c["layout"].track(c["lang"]).read_text()),
+    "dub_audio": lambda c: c["layout"].audio(c["lang"]),
+    "subtitle_files": lambda c: (c["layout"].srt(c["lang"]), c["layout"].vtt(c["lang"])),
+    "picture": lambda c: _if_exists(c["layout"].picture(c["lang"])),
+    "dub_video": lambda c: _if_exists(c["layout"].video(c["lang"])),
+}
+
+
+def restore(name: str, context: Context) -> Any:
+    """A step's output read back from the files the step wrote (layout names them)."""
+    if name not in _RESTORE:
+        raise DubbingError(f"{name!r} is not in this run's context and cannot be read back from its files")
+    return _RESTORE[name](context)

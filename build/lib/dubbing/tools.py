@@ -1,0 +1,86 @@
+"""External programs (ffmpeg, espeak-ng, apertium, rubberband): found on PATH, run with argument lists."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from dubbing.errors import DubbingError
+
+
+def require_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise DubbingError(f"{name} not found; install it with: apt-get install {package} (or run scripts/setup)")
+    return path
+
+
+def run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run without a shell; a failure becomes one line naming what was being done."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise DubbingError(f"{what} failed: {last}")
+    return proc
+
+
+def ffmpeg_input(path: Path) -> str:
+    """A path ffmpeg cannot mistake for an option or a protocol (leading dashes, 'name:with:colons')."""
+    return "file:" + str(Path(path).absolute())
+
+
+def ffmpeg_audio_args(path: Path, rate: int, channels: int) -> list[str]:
+    """An ffmpeg command line reading the first audio stream of `path` as `channels` channels at `rate`; the
+    caller adds the output format and destination."""
+    return [
+        require_tool("ffmpeg", "ffmpeg"), "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(path),
+        "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(rate),
+    ]  # fmt: skip
+
+
+def decode_audio(path: Path, rate: int) -> np.ndarray:
+    """The first audio stream of any file ffmpeg reads, as mono float32 at `rate` (the one decoder for ASR, VAD,
+    speaker embeddings and the lipsync drive)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DubbingError(f"audio not found: {path}")
+    proc = subprocess.run([*ffmpeg_audio_args(path, rate, channels=1), "-f", "f32le", "pipe:1"], capture_output=True)
+    if proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip()
+        if "matches no streams" in reason:
+            raise DubbingError(f"no audio stream in {path}")
+        raise DubbingError(f"cannot decode audio from {path}: {(reason.splitlines() or ['no message'])[-1]}")
+    return np.frombuffer(proc.stdout, np.float32).copy()
+
+
+def ffprobe(path: Path) -> tuple[dict, dict | None, dict | None]:
+    """ffprobe's format, first picture stream (cover art excluded) and first audio stream of a file."""
+    path = Path(path)
+    proc = subprocess.run(
+        [
+            require_tool("ffprobe", "ffmpeg"),
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            ffmpeg_input(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise DubbingError(f"not a readable media file: {path}")
+    data = json.loads(proc.stdout or "{}")
+    streams = data.get("streams", [])
+    video = next(
+        (s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")),
+        None,
+    )
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    return data.get("format", {}), video, audio

