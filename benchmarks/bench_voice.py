@@ -4,12 +4,12 @@
     .venv/bin/python benchmarks/bench_voice.py --only wer,timing
 
 Sections:
-- wer: sentences in es, pt, it spoken by kokoro (jm_kumo) and espeak-ng (its tuned voice and rate per language:
-  tts.MBROLA_TUNING where installed, else tts.ESPEAK_TUNING; WER_ESPEAK_ALL=1 adds the formant voice and the other
-  offered MBROLA voices, and the last matching voice and the f5 variant moved in pitch and formants as matching
-  would for a female speaker; WER_BACKENDS=espeak runs one backend), back-transcribed with
-  whisper base (faster-whisper int8, language given); word error rate (jiwer; lowercase, punctuation stripped) per
-  backend and language.
+- wer: sentences in es, pt, it spoken by kokoro (its default voice, jm_kumo) and espeak-ng (its default voice and
+  rate per language, from the language record's tts.options.espeak: the first MBROLA voice installed, else the
+  formant voice; WER_ESPEAK_ALL=1 adds the formant voice and the other offered MBROLA voices, and the last
+  matching voice and the f5 variant moved in pitch and formants as matching would for a female speaker;
+  WER_BACKENDS=espeak runs one backend), back-transcribed with whisper base (faster-whisper int8, language
+  given); word error rate (jiwer; lowercase, punctuation stripped) per backend and language.
 - timing: musetalk_eng.wav (60 s) transcribed (whisper base), translated to Spanish (the configured es
   translator), voices matched and synthesised with kokoro and fitted; plus a synthetic 10-minute script (two
   speakers, espeak-ng, lines every ~4 s). Share of lines whose sound starts within 50 ms of their slot, the
@@ -22,8 +22,9 @@ Sections:
 - similarity-scale: what 0.70 means: the same real speaker's held-out speech against their reference clip, and the
   closest bank voice on one probe sentence against five.
 - espeak-tune: espeak-ng voices (formant variants, and the installed MBROLA voices) and rates scored on
-  CALIBRATION sentences (not the wer ones); the best per language goes into tts.ESPEAK_TUNING (formant) and
-  tts.MBROLA_TUNING and is then reported by `wer` on the held-out SENTENCES.
+  CALIBRATION sentences (not the wer ones); the best per language goes into its record,
+  configs/languages/<code>.yaml tts.options.espeak (`voice` and `wpm` for the formant voice, `mbrola` for the
+  MBROLA voices), and is then reported by `wer` on the held-out SENTENCES.
 - probes (not a measurement): rewrite dubbing/data/kokoro_probes.npz, the kokoro bank's probe embeddings.
 Timings are wall-clock on a shared 2-core machine: inflated when other work runs at the same time.
 """
@@ -42,14 +43,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from dubbing import asr, backends, media, models, speaker_embedding, tts, voice
+from dubbing.config import LanguageConfig, load_settings
+from dubbing.layout import layout_for
+from dubbing.types import Script, ScriptLine, SourceSpeaker, VoiceMatch
+
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
-sys.path.insert(0, str(ROOT))
-
-from dubbing import asr, backends, media, models, speaker_embedding, tts, voice  # noqa: E402
-from dubbing.config import load_settings  # noqa: E402
-from dubbing.layout import layout_for  # noqa: E402
-from dubbing.types import Script, ScriptLine, SourceSpeaker, VoiceMatch  # noqa: E402
 
 SENTENCES = {
     "es": [
@@ -215,22 +215,25 @@ def _wer_of(
 
 def bench_espeak_tune(tmp: Path) -> list[str]:
     """espeak-ng voices and rates on the calibration sentences (whisper base WER): the lowest formant voice is what
-    tts.ESPEAK_TUNING holds, the lowest MBROLA voice what tts.MBROLA_TUNING holds. Formant variants are scored
-    with TUNE_FORMANT=1 (slow: ten per language); by default only the tuned formant voice is, as the reference.
-    TUNE_AROUND=1 instead scores only the tuned voices, at their rate and 10 and 20 wpm either side."""
+    the language record's tts.options.espeak `voice` and `wpm` hold, the lowest MBROLA voices what its `mbrola`
+    holds. Formant variants are scored with TUNE_FORMANT=1 (slow: ten per language); by default only the tuned
+    formant voice is, as the reference. TUNE_AROUND=1 instead scores only the tuned voices, at their rate and 10
+    and 20 wpm either side."""
     model = whisper()
-    synth = tts.EspeakSynthesizer()
+    settings = load_settings()
     rows = ["| language | voice | words/min | WER (calibration) |", "|---|---|---|---|"]
     bases = {"es": ["es"], "pt": ["pt", "pt-br"], "it": ["it"]}
     variants = ["", "+m3", "+f2", "+klatt", "+klatt3"]
 
-    def score(lang: str, v: str, wpm: int) -> float:
-        speed = wpm / synth.wpm(lang, v)  # synthesize speaks at the voice's tuned rate times speed
-        return _wer_of(model, synth, lang, v, CALIBRATION[lang], tmp, speed)
-
     for lang in os.environ.get("TUNE_LANGUAGES", "es,pt,it").split(","):
+        synth = espeak_for(settings.for_language(lang))
+
+        def score(lang: str, v: str, wpm: int, synth: tts.EspeakSynthesizer = synth) -> float:
+            speed = wpm / synth.wpm(lang, v)  # synthesize speaks at the voice's tuned rate times speed
+            return _wer_of(model, synth, lang, v, CALIBRATION[lang], tmp, speed)
+
         formant, mbrola = {}, {}
-        tuned = tts.ESPEAK_TUNING.get(lang, (lang, synth.base_wpm))
+        tuned = (synth.formant_voice(lang), synth.wpm(lang, synth.formant_voice(lang)))
         formant[tuned] = score(lang, *tuned)
         if os.environ.get("TUNE_FORMANT"):
             for v in [base + var for base in bases[lang] for var in variants]:
@@ -238,7 +241,7 @@ def bench_espeak_tune(tmp: Path) -> list[str]:
             for v, _ in sorted(formant, key=formant.get)[:2]:
                 formant[(v, int(synth.base_wpm * 0.8))] = score(lang, v, int(synth.base_wpm * 0.8))
         if os.environ.get("TUNE_AROUND"):  # only the tuned voices, 10 and 20 wpm either side of their rate
-            tuned_voices = [tuned] + list(tts.MBROLA_TUNING.get(lang, {}).items())
+            tuned_voices = [tuned] + [(v, synth.wpm(lang, v)) for v in synth.installed_mbrola(lang)]
             for v, rate in tuned_voices:
                 for wpm in (rate - 20, rate - 10, rate + 10, rate + 20):
                     (mbrola if v.startswith("mb-") else formant)[(v, wpm)] = score(lang, v, wpm)
@@ -268,27 +271,27 @@ def whisper():
 
 
 def bench_wer(tmp: Path) -> list[str]:
-    """kokoro and espeak-ng's default voice per language (its MBROLA voice where tuned and installed); for espeak
-    also its tuned formant voice and the other offered MBROLA voices, each at its tuned rate."""
+    """kokoro and espeak-ng's default voice per language (espeak: its MBROLA voice where tuned and installed); for
+    espeak also its tuned formant voice and the other offered MBROLA voices, each at its tuned rate. Each backend
+    is built from the language's record, as a run builds it."""
     model = whisper()
+    settings = load_settings()
     rows = ["| backend | voice | language | WER | sentences |", "|---|---|---|---|---|"]
-    runs = [("kokoro", lambda lang: ["jm_kumo"])]
-    espeak = tts.EspeakSynthesizer()
     extra = os.environ.get("WER_ESPEAK_ALL")  # 1: the formant and the other MBROLA voices as well
-    runs.append(
-        ("espeak", lambda lang: [espeak.tuned_voice(lang)] + (_espeak_alternatives(espeak, lang) if extra else []))
-    )
     wanted = os.environ.get("WER_BACKENDS", "kokoro,espeak").split(",")
-    for backend, voices_for in [r for r in runs if r[0] in wanted]:
-        synth = backends.build(tts.BACKENDS, backend, "TTS")
+    for backend in [b for b in ("kokoro", "espeak") if b in wanted]:
         for lang, sentences in SENTENCES.items():
-            for voice_name in voices_for(lang):
+            cfg = settings.for_language(lang)
+            synth = espeak_for(cfg) if backend == "espeak" else tts.backend_for(cfg, backend)
+            espeak = synth if isinstance(synth, tts.EspeakSynthesizer) else None
+            voices_for = [synth.default_voice(lang)] + (_espeak_alternatives(espeak, lang) if espeak and extra else [])
+            for voice_name in voices_for:
                 wer = _wer_of(model, synth, lang, voice_name, sentences, tmp)
-                wpm = f", {espeak.wpm(lang, voice_name)} wpm" if backend == "espeak" else ""
+                wpm = f", {espeak.wpm(lang, voice_name)} wpm" if espeak else ""
                 rows.append(f"| {backend} | {voice_name}{wpm} | {lang} | {wer:.3f} | {len(sentences)} |")
                 print(rows[-1], flush=True)
-            if backend == "espeak" and extra:  # a male voice moved to a female speaker, as matching does it
-                for voice_name, pitch, formant in ((espeak.voices(lang)[-1], 200.0, 1.15), (f"{lang}+f5", 167.0, 1.0)):
+            if espeak and extra:  # a male voice moved to a female speaker, as matching does it
+                for voice_name, pitch, formant in ((synth.voices(lang)[-1], 200.0, 1.15), (f"{lang}+f5", 167.0, 1.0)):
                     shift = VoiceMatch(speaker="x", backend="espeak", voice=voice_name, pitch_hz=pitch,
                                        formant_ratio=formant)  # fmt: skip
                     wer = _wer_of(model, synth, lang, voice_name, sentences, tmp, shift=shift)
@@ -297,9 +300,17 @@ def bench_wer(tmp: Path) -> list[str]:
     return rows
 
 
+def espeak_for(cfg: LanguageConfig) -> tts.EspeakSynthesizer:
+    """espeak-ng tuned by the language record (tts.options.espeak), with its tuning methods (wpm, formant_voice,
+    installed_mbrola) in view."""
+    synth = tts.backend_for(cfg, "espeak")
+    assert isinstance(synth, tts.EspeakSynthesizer)
+    return synth
+
+
 def _espeak_alternatives(synth: tts.EspeakSynthesizer, lang: str) -> list[str]:
     """The tuned formant voice and the offered MBROLA voices other than the default, where they differ."""
-    default = synth.tuned_voice(lang)
+    default = synth.default_voice(lang)
     others = [*synth.installed_mbrola(lang), synth.formant_voice(lang)]
     return [v for v in dict.fromkeys(others) if v != default]
 
@@ -434,6 +445,35 @@ def _clip(path: Path, tmp: Path, name: str, turns: list[tuple[float, float]] | N
     return SourceSpeaker(speaker=name, reference_clip=str(out))
 
 
+def probe_text(cfg: LanguageConfig) -> str:
+    """The sentence voice matching hears each voice say in the language (its record's `probe_text`)."""
+    if not cfg.probe_text:
+        raise SystemExit(f"configs/languages/{cfg.code}.yaml has no probe_text")
+    return cfg.probe_text
+
+
+def kokoro_for(cfg: LanguageConfig) -> tts.KokoroSynthesizer:
+    """Kokoro built for the language from its record (its phonemiser language), as a run builds it."""
+    synth = tts.backend_for(cfg, "kokoro")
+    assert isinstance(synth, tts.KokoroSynthesizer)
+    return synth
+
+
+def kokoro_bank(cfg: LanguageConfig) -> voice.VoiceBank:
+    """Kokoro's voice bank for the language as matching sees it: each voice says the record's probe sentence, the
+    bank screened by the packaged probe table."""
+    synth, text = kokoro_for(cfg), probe_text(cfg)
+    bank = voice.VoiceBank(
+        backend=synth.name,
+        speak=lambda v: synth.synthesize(text, language=cfg.code, voice=v),
+        voices=synth.voices(cfg.code),
+        default_voice=synth.default_voice(cfg.code),
+        can_blend=True,
+        table_key=voice.probe_table_key(*synth.probe_key(cfg.code, text)),
+    )
+    return bank
+
+
 def bench_similarity(tmp: Path) -> list[str]:
     import subprocess
 
@@ -471,16 +511,7 @@ def bench_similarity(tmp: Path) -> list[str]:
         f = row.split()
         turns.setdefault(f[7], []).append((float(f[3]), float(f[3]) + float(f[4])))
     pair = [_clip(MEDIA / "pyannote_sample.wav", tmp, f"pyannote_{k}", v) for k, v in sorted(turns.items())]
-    synth = backends.build(tts.BACKENDS, "kokoro", "TTS")
-    text = voice.probe_text("es")
-    bank = voice.VoiceBank(
-        backend="kokoro",
-        speak=lambda v: synth.synthesize(text, language="es", voice=v),
-        voices=synth.voices("es"),
-        default_voice="jm_kumo",
-        can_blend=True,
-        table_key=voice.probe_table_key(*synth.probe_key("es", text)),
-    )
+    bank = kokoro_bank(load_settings().for_language("es"))
     matcher = backends.build(voice.MATCHERS, "embedding", "voice matching")
     rows = [
         "| speaker | voice after matching | default voice | closest bank voice | after matching |",
@@ -500,7 +531,7 @@ def bench_similarity(tmp: Path) -> list[str]:
     emb = {}
     for s in pair:
         m = results[s.speaker]
-        audio, rate = synth.synthesize(text, language="es", voice=m.voice)
+        audio, rate = bank.speak(m.voice)
         emb[s.speaker] = speaker_embedding.embed(voice.shift_voice(audio, rate, m), rate)
     a, b = (s.speaker for s in pair)
     cross = speaker_embedding.cosine(emb[a], emb[b])
@@ -537,8 +568,9 @@ def bench_similarity_scale(tmp: Path) -> list[str]:
                 for i in range(0, len(rest) - n + 1, n)]  # fmt: skip
         rows.append(f"| the speaker's own held-out speech, {seconds} s | {np.mean(sims):.3f}, {np.min(sims):.3f} | "
                     f"{len(sims)} |")  # fmt: skip
-    synth = backends.build(tts.BACKENDS, "kokoro", "TTS")
-    table = voice.load_probe_table("kokoro", voice.probe_table_key(*synth.probe_key("es", voice.probe_text("es"))))
+    spanish = load_settings().for_language("es")
+    synth = kokoro_for(spanish)
+    table = voice.load_probe_table("kokoro", voice.probe_table_key(*synth.probe_key("es", probe_text(spanish))))
     closest = max(table, key=lambda v: speaker_embedding.cosine(reference, table[v][0])) if table else "am_santa"
     clips = [synth.synthesize(t, language="es", voice=closest) for t in SCALE_SENTENCES]
     one = [speaker_embedding.cosine(reference, speaker_embedding.embed(a, r)) for a, r in clips]
@@ -550,6 +582,24 @@ def bench_similarity_scale(tmp: Path) -> list[str]:
     return rows
 
 
+def _test_module(name: str):
+    """A module of this checkout's test suite, which is not installed: the `tests` package is loaded from its folder
+    (so its own `tests.` imports resolve) without putting the checkout on the import path."""
+    import importlib
+    import importlib.util
+
+    if "tests" not in sys.modules:
+        folder = ROOT / "tests"
+        spec = importlib.util.spec_from_file_location(
+            "tests", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        assert spec is not None and spec.loader is not None
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["tests"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"tests.{name}")
+
+
 def bench_separation(tmp: Path) -> list[str]:
     """60 s of a repeating music loop with 40 s of espeak speech over it: what is left of the voice in the
     background, how much of the music survives under the speech, speed; then the final mix's loudness."""
@@ -557,7 +607,9 @@ def bench_separation(tmp: Path) -> list[str]:
     import subprocess
 
     from dubbing import mix, separate
-    from tests.test_mix import RATE, _music, _speech
+
+    test_mix = _test_module("test_mix")  # the separation test's signals
+    RATE, _music, _speech = test_mix.RATE, test_mix._music, test_mix._speech
 
     music = _music(60.0)
     speech = np.zeros_like(music)
@@ -605,12 +657,11 @@ PROBE_LANGUAGES = ("es", "pt", "it")
 def build_probes(tmp: Path) -> list[str]:
     """Not a measurement: (re)write dubbing/data/kokoro_probes.npz, every kokoro voice's probe embedding per language
     (set PROBE_LANGUAGES=es,pt to make only some), so matching screens the bank without synthesising it."""
-    synth = backends.build(tts.BACKENDS, "kokoro", "TTS")
+    settings = load_settings()
     banks = {}
     for lang in os.environ.get("PROBE_LANGUAGES", ",".join(PROBE_LANGUAGES)).split(","):
-        text = voice.probe_text(lang)
-        key = voice.probe_table_key(*synth.probe_key(lang, text))
-        banks[key] = (lang, lambda v, t=text, la=lang: synth.synthesize(t, language=la, voice=v), synth.voices(lang))
+        bank = kokoro_bank(settings.for_language(lang))
+        banks[bank.table_key] = (lang, bank.speak, bank.voices)
     t0 = time.perf_counter()
     path = voice.build_probe_table("kokoro", banks)
     return [f"wrote {path.relative_to(ROOT)}: {len(banks)} languages in {time.perf_counter() - t0:.0f} s"]

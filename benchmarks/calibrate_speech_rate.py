@@ -1,9 +1,11 @@
 """Measure how fast each TTS backend speaks each language, for the length estimates of the translate stage.
 
 For every (backend, language) it speaks up to N sentences at speed 1.0 through the TTS stage (dubbing.tts, which
-trims leading and trailing silence) with the voice a run uses by default, and prints the rate in syllables,
-letters and non-space characters per second (the last is stored in dubbing/translate/isochrony.py), and how well
-each predicts a single line's length (median absolute relative error).
+trims leading and trailing silence) with the voice a run uses by default (the backend built from the language's
+record, tuned by its `tts.options`), and prints the rate in syllables, letters and non-space characters per second
+and how well each predicts a single line's length (median absolute relative error). The characters per second are
+what a language record stores: the script ends with the `tts.rates` line to put into each
+configs/languages/<code>.yaml.
 
     .venv/bin/python benchmarks/calibrate_speech_rate.py [--sentences 15] [--backends espeak,kokoro]
 
@@ -18,14 +20,13 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from dubbing import translate, tts
+from dubbing.config import LanguageConfig, available_languages, load_settings
 
-from dubbing import translate  # noqa: E402
-from dubbing.translate import isochrony  # noqa: E402
-from dubbing.translate.isochrony import count_letters, count_syllables  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 GERMAN = [
     "Guten Morgen, wie hast du geschlafen?",
@@ -44,48 +45,48 @@ GERMAN = [
     "Wir müssen Brot, Milch und Eier kaufen.",
     "Sie hat mich gestern angerufen, um mir die Neuigkeit zu erzählen.",
 ]
-ESPEAK_VOICE = {"en": "en-us", "es": "es", "pt": "pt-br", "fr": "fr", "it": "it", "de": "de", "ca": "ca", "gl": "es"}
-UNITS = {"syllables": count_syllables, "letters": count_letters, "chars": lambda s: len(s.replace(" ", ""))}
+UNITS = {"syllables": tts.count_syllables, "letters": tts.count_letters, "chars": tts.count_chars}
+# Languages whose test sentences Apertium writes, and the language it writes them from (the benchmark file has
+# hand-written English, Spanish and Portuguese).
+APERTIUM_FROM = {"ca": "en", "gl": "en", "fr": "es", "it": "es"}
+
+Speak = Callable[[str], float]  # text -> seconds of speech
 
 
-def load_sentences(n: int, skip: int = 0) -> dict[str, list[str]]:
-    """Sentences `skip` to `skip + n` of the benchmark file, per language."""
+def load_sentences(languages: list[str], n: int, skip: int = 0) -> dict[str, list[str]]:
+    """Sentences `skip` to `skip + n` of the benchmark file for each of `languages` that has some."""
     rows = [
         line.rstrip("\n").split("\t")
         for line in (ROOT / "benchmarks/data/mt_en.tsv").read_text(encoding="utf-8").splitlines(True)
         if line.strip() and not line.startswith("#")
     ][skip : skip + n]
     en, es, pt = ([r[i] for r in rows] for i in range(3))
-    return {
-        "en": en,
-        "es": es,
-        "pt": pt,
-        "ca": translate.get_translator("apertium", source="en", target="ca").translate(en),
-        "gl": translate.get_translator("apertium", source="en", target="gl").translate(en),
-        "fr": translate.get_translator("apertium", source="es", target="fr").translate(es),
-        "it": translate.get_translator("apertium", source="es", target="it").translate(es),
-        "de": GERMAN[skip : skip + n],
-    }
+    written = {"en": en, "es": es, "pt": pt, "de": GERMAN[skip : skip + n]}
+    for lang in languages:
+        if lang in APERTIUM_FROM:
+            source = APERTIUM_FROM[lang]
+            written[lang] = translate.build_translator("apertium", source=source, target=lang).translate(
+                written[source]
+            )
+    return {lang: written[lang] for lang in languages if written.get(lang)}
 
 
-def speaker(backend: str):
-    """Speech through the TTS stage itself (silence trimmed there), with the voice a run would use by default."""
-    from dubbing import tts
+def speaker(cfg: LanguageConfig, backend: str) -> Speak | None:
+    """Speech through the TTS stage itself (silence trimmed there), with the voice a run would use by default;
+    None when the backend cannot speak the language (it neither lists it nor has options for it in the record)."""
+    synth = tts.backend_for(cfg, backend)
+    if cfg.code not in synth.languages() and backend not in cfg.tts.options:
+        return None
 
-    synth = tts.get_synthesizer(backend)
-    languages = set(synth.languages()) if backend != "espeak" else set(ESPEAK_VOICE)
-
-    def seconds(text: str, lang: str) -> float:
-        # espeak: the tuned voice and rate a run uses (tts.ESPEAK_TUNING, MBROLA_TUNING) where there is one
-        voice = ESPEAK_VOICE[lang] if backend == "espeak" and lang not in tts.ESPEAK_TUNING else None
-        audio, rate = synth.synthesize(text, language=lang, voice=voice)
+    def seconds(text: str) -> float:
+        audio, rate = synth.synthesize(text, language=cfg.code)
         return len(audio) / rate
 
-    return seconds, languages
+    return seconds
 
 
-def measure(speak, sentences: list[str], lang: str) -> dict[str, float]:
-    seconds = [speak(s, lang) for s in sentences]
+def measure(speak: Speak, sentences: list[str]) -> dict[str, float]:
+    seconds = [speak(s) for s in sentences]
     result = {"s": sum(seconds)}
     for unit, count in UNITS.items():
         counts = [count(s) for s in sentences]
@@ -99,48 +100,60 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=15)
     parser.add_argument("--backends", default="espeak,kokoro,piper")
-    parser.add_argument("--languages", default="en,es,pt,fr,it,de,ca,gl")
+    parser.add_argument("--languages", default=",".join(available_languages()), help="default: every record")
     parser.add_argument(
         "--holdout",
         action="store_true",
-        help="instead, check the stored rates (dubbing/translate/isochrony.py) on the sentences not used to set them",
+        help="instead, check the records' rates (tts.rates) on the sentences not used to set them",
     )
     args = parser.parse_args()
+    settings = load_settings()
+    languages = [settings.for_language(code) for code in args.languages.split(",")]
     if args.holdout:
-        return holdout(args)
-    corpus = load_sentences(args.sentences)
+        return holdout(args, languages)
+    corpus = load_sentences([cfg.code for cfg in languages], args.sentences)
     head = " | ".join(f"{u}/s" for u in UNITS) + " | " + " | ".join(f"line error ({u})" for u in UNITS)
     print(f"| TTS | language | sentences | audio s | {head} |")
     print("|---|---|---|---|" + "---|" * 2 * len(UNITS))
+    measured: dict[str, dict[str, float]] = {}
     for backend in args.backends.split(","):
-        speak, languages = speaker(backend)
-        for lang in args.languages.split(","):
-            if lang not in languages:
+        for cfg in languages:
+            sentences = corpus.get(cfg.code)
+            speak = speaker(cfg, backend) if sentences else None
+            if speak is None or not sentences:
                 continue
             started = time.time()
-            m = measure(speak, corpus[lang], lang)
+            m = measure(speak, sentences)
+            measured.setdefault(cfg.code, {})[backend] = round(m["chars"], 2)
             rates = " | ".join(f"{m[u]:.2f}" for u in UNITS)
             errors = " | ".join(f"{m[u + '_err']:.1%}" for u in UNITS)
-            print(f"| {backend} | {lang} | {len(corpus[lang])} | {m['s']:.1f} | {rates} | {errors} |", flush=True)
+            print(f"| {backend} | {cfg.code} | {len(sentences)} | {m['s']:.1f} | {rates} | {errors} |", flush=True)
             print(f"  ({time.time() - started:.0f}s wall)", file=sys.stderr)
+    print("\nFor each record (the measured rates over the ones it holds):\n")
+    for cfg in languages:
+        if cfg.code in measured:
+            rates = cfg.tts.rates | measured[cfg.code]
+            now = ", ".join(f"{b}: {r:g}" for b, r in rates.items())
+            print(f"configs/languages/{cfg.code}.yaml  tts:  rates: {{{now}}}")
 
 
-def holdout(args: argparse.Namespace) -> None:
-    """How well the stored constants predict lines they were not measured on (German has none left)."""
-    corpus = load_sentences(100, skip=args.sentences)
+def holdout(args: argparse.Namespace, languages: list[LanguageConfig]) -> None:
+    """How well the records' rates predict lines they were not measured on (German has none left)."""
+    corpus = load_sentences([cfg.code for cfg in languages], 100, skip=args.sentences)
     print("| TTS | language | held-out lines | median error | lines within 15% | total predicted / spoken s |")
     print("|---|---|---|---|---|---|")
     for backend in args.backends.split(","):
-        speak, languages = speaker(backend)
-        for lang in args.languages.split(","):
-            if lang not in languages or not corpus[lang] or lang not in isochrony.CHAR_RATES.get(backend, {}):
+        for cfg in languages:
+            rate, sentences = cfg.tts.rates.get(backend), corpus.get(cfg.code)
+            speak = speaker(cfg, backend) if rate and sentences else None
+            if speak is None or not rate or not sentences:
                 continue
-            spoken = [speak(s, lang) for s in corpus[lang]]
-            predicted = [isochrony.estimate_seconds(s, lang, backend) for s in corpus[lang]]
+            spoken = [speak(s) for s in sentences]
+            predicted = [tts.estimate_seconds(s, rate) for s in sentences]
             errors = [abs(p - s) / s for p, s in zip(predicted, spoken, strict=True)]
             within = sum(e <= 0.15 for e in errors) / len(errors)
             print(
-                f"| {backend} | {lang} | {len(errors)} | {statistics.median(errors):.1%} | {within:.0%} | "
+                f"| {backend} | {cfg.code} | {len(errors)} | {statistics.median(errors):.1%} | {within:.0%} | "
                 f"{sum(predicted):.1f} / {sum(spoken):.1f} |",
                 flush=True,
             )

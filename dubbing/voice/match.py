@@ -7,7 +7,8 @@ choosing the formant shift that brings the embedding closest. Different speakers
 when the bank has enough. The chosen voice, shifts and similarities are recorded so they can be reused.
 
 Matching never calls TTS itself: its caller (`track.match_voices`) passes `speak(voice) -> (audio, rate)`, which
-says a fixed probe sentence in the target language with that voice.
+says the language's probe sentence (its record's `probe_text`: about three seconds of varied speech, long enough
+for a stable embedding, short enough to synthesise often) with that voice.
 """
 
 from __future__ import annotations
@@ -37,18 +38,6 @@ EQ_LIMIT_DB = (-12.0, 9.0)  # cut more freely than boost: boosting empty bands o
 BLEND_WEIGHTS = (0.6,)  # weight of the best voice in blends tried with the second best
 REGISTER_SPLIT_HZ = (150.0, 185.0)  # median pitch below: a low (usually male) voice; above: a high one
 DISTINCT_MARGIN = 0.02  # two speakers' voices must be this much further apart than each is from its speaker
-# About three seconds of varied speech: long enough for a stable embedding, short enough to synthesise often.
-PROBE_TEXT = {
-    "en": "We walked along the river and talked about our plans for the summer.",
-    "es": "Paseamos junto al río y hablamos de nuestros planes para el verano.",
-    "pt": "Caminhamos ao longo do rio e falamos dos nossos planos para o verão.",
-    "it": "Abbiamo camminato lungo il fiume parlando dei nostri progetti per l'estate.",
-    "fr": "Nous avons marché le long de la rivière en parlant de nos projets pour l'été.",
-    "de": "Wir gingen am Fluss entlang und sprachen über unsere Pläne für den Sommer.",
-    "ca": "Vam passejar vora el riu i vam parlar dels nostres plans per a l'estiu.",
-    "gl": "Paseamos á beira do río e falamos dos nosos plans para o verán.",
-}
-
 Speak = Callable[[str], tuple[np.ndarray, int]]
 # Probe embeddings of a packaged voice bank, made once by `benchmarks/bench_voice.py --only probes`: with 54 voices,
 # synthesising every probe on a machine's first run would cost minutes, so the bank is screened from this table and
@@ -472,7 +461,3 @@ class FixedMatcher:
 
 MATCHERS: dict[str, type] = {"embedding": EmbeddingMatcher, "clone": CloneMatcher, "none": FixedMatcher}
 """The voice matchers by name (`tts.match`), built with `dubbing.backends.build(MATCHERS, name, "voice matching")`."""
-
-
-def probe_text(language: str) -> str:
-    return PROBE_TEXT.get(language, PROBE_TEXT["en"])

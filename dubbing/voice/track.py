@@ -21,6 +21,7 @@ import soundfile as sf
 from dubbing import media, speaker_embedding
 from dubbing.backends import build, capable
 from dubbing.config import TimingConfig, TTSConfig
+from dubbing.errors import DubbingError
 from dubbing.files import write_json
 from dubbing.types import (
     DubTrack,
@@ -106,18 +107,30 @@ def match_voices(
     synth: Synthesizer,
     cfg: TTSConfig,
     *,
-    probe_text: str,
+    probe_text: str | None,
     cache_dir: Path,
 ) -> dict[str, VoiceMatch]:
     """Each speaker's voice in this language (once per video and language), by the configured matcher (`cfg.match`;
-    cloning backends clone). Voices named in `cfg.voices` are kept as named. Probe clips are cached in `cache_dir`."""
+    cloning backends clone). Voices named in `cfg.voices` are kept as named. Each bank voice is heard saying
+    `probe_text` (the language record's); a matcher that must hear one fails in one line when the record has none.
+    Probe clips are cached in `cache_dir`."""
     matcher: VoiceMatcher = build(MATCHERS, "clone" if capable(synth, "clone") else cfg.match, "voice matching")
+    probe_text = probe_text or ""
+
+    def speak(voice: str) -> tuple[np.ndarray, int]:
+        if not probe_text.strip():
+            raise DubbingError(
+                f"language {language} has no probe_text (configs/languages/{language}.yaml): voice matching "
+                "needs a sentence of about three seconds to hear each voice say"
+            )
+        return synth.synthesize(probe_text, language=language, voice=voice)
+
     table_key = ""
-    if capable(synth, "probe-table"):
+    if capable(synth, "probe-table") and probe_text.strip():
         table_key = probe_table_key(*cast(ProbeTableSynthesizer, synth).probe_key(language, probe_text))
     bank = VoiceBank(
         backend=synth.name,
-        speak=lambda v: synth.synthesize(probe_text, language=language, voice=v),
+        speak=speak,
         voices=synth.voices(language),
         default_voice=cfg.voice or synth.default_voice(language),
         can_blend=capable(synth, "blend"),
