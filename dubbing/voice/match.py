@@ -23,10 +23,9 @@ from typing import Protocol
 import numpy as np
 import soundfile as sf
 
-from dubbing import speaker_embedding
+from dubbing import media, speaker_embedding
 from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
-from dubbing.files import atomic_path
 from dubbing.types import SourceSpeaker, VoiceMatch
 
 log = logging.getLogger(__name__)
@@ -47,10 +46,8 @@ PROBE_TABLE_DIR = Path(__file__).resolve().parent.parent / "data"  # dubbing/dat
 
 def write_clip(path: Path, audio: np.ndarray, rate: int) -> Path:
     """Keep a probe or line clip across runs as float32 samples, so reading it back gives exactly what was spoken
-    (media.write_audio writes 16-bit)."""
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), audio, rate, format="WAV", subtype="FLOAT")
-    return Path(path)
+    (media.write_audio writes 16-bit by default)."""
+    return media.write_audio(path, audio, rate, subtype="FLOAT")
 
 
 @dataclass
