@@ -199,20 +199,20 @@ def _dask_runner(address: str):
 @contextmanager
 def _progress_bars() -> Iterator[None]:
     """One bar per language (and one for the shared source stages), showing the stage and percentage."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+    from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
     from dubbing import progress, steps
 
-    stages = {None: [s.name for s in steps.steps("source") + steps.steps("summary")]}
-    language_stages = [s.name for s in steps.steps("language")]
+    source_steps = [s.name for s in steps.steps("source") + steps.steps("summary")]
+    language_steps = [s.name for s in steps.steps("language")]
     bars = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=err_console)
-    rows: dict[str | None, int] = {}
+    rows: dict[str | None, TaskID] = {}
     done: dict[str | None, set[str]] = {}
 
     def on_event(event: progress.Event) -> None:
         key = event.language
         if key not in rows:
-            rows[key] = bars.add_task(key or "source", total=len(stages.get(key, language_stages)))
+            rows[key] = bars.add_task(key or "source", total=len(source_steps if key is None else language_steps))
             done[key] = set()
         cached = " (cached)" if event.detail == "cached" else ""
         if event.fraction >= 1.0:
@@ -269,7 +269,8 @@ def translate_command(
     if backend:
         pick(translate.BACKENDS, backend, "translation")
     if backend or model:
-        overrides = {"backend": backend or cfg.backend, "model": model, "pivot": None if backend else cfg.pivot}
+        overrides: dict[str, object] = {"backend": backend or cfg.backend, "model": model}
+        overrides["pivot"] = None if backend else cfg.pivot
         if backend:  # the record's options are for its own backend
             overrides |= {"options": {}, "pivot_options": None}
         cfg = TranslateConfig.model_validate({**cfg.model_dump(), **overrides})

@@ -13,7 +13,8 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import Task, flow, task
 from prefect.artifacts import (
@@ -130,7 +131,11 @@ def run_language(source: SourceAnalysis, lang: str, cfg: LanguageConfig) -> Lang
         return dub_language(source, lang, cfg)
 
 
-@flow(name="dub-video", flow_run_name="dub-{video.name}", task_runner=ThreadPoolTaskRunner(max_workers=16))
+@flow(
+    name="dub-video",
+    flow_run_name="dub-{video.name}",
+    task_runner=ThreadPoolTaskRunner(max_workers=16),  # type: ignore[arg-type]  # Prefect's generic is too narrow
+)
 def dub_video(
     video: Path,
     languages: list[str],
@@ -154,7 +159,9 @@ def _dub_video(
     lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
     source_steps = steps.steps("source")
     total = len(source_steps) + len(languages)
-    bar = create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
+    bar = cast(
+        UUID, create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
+    )  # sync in a sync flow
 
     context: steps.Context = {"video": video, "audio": audio, "settings": settings, "layout": layout}
     for done, step in enumerate(source_steps, 1):
