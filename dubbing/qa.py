@@ -6,26 +6,43 @@ script with a word or character error rate), timing (speed factors, lines that d
 follows the dub audio, and frames with no face), loudness (EBU R128 integrated loudness and true peak) and the
 warnings about the input. Every line failing a threshold becomes a `QAFlag` with its time.
 
-This module gets everything as shared types and arrays; the pipeline runs the other stages (ASR, face
-tracking) and hands their results in. Backends here are the error-rate metrics (`wer`, `cer`: Chinese,
-Japanese, Thai... have no spaces to count words by) and the loudness meter (ffmpeg's `ebur128`).
+QA reads a finished language from its files alone (`quality_report`), so `dub eval` recomputes exactly what the
+run wrote. It never imports another stage: hearing the dub back (ASR) and measuring mouth opening (face tracking)
+are callables the step layer passes in (`Hear`, `Mouth`). Backends here are the error-rate metrics (`wer`, `cer`:
+Chinese, Japanese, Thai... have no spaces to count words by; the language's config names one) and the loudness
+meter (ffmpeg's `ebur128`).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from dubbing import speaker_embedding
+from dubbing import media, speaker_embedding
+from dubbing.config import QAConfig
 from dubbing.errors import DubbingError
+from dubbing.layout import RunLayout
 from dubbing.tools import ffmpeg_input, require_tool, run
-from dubbing.types import NO_SPACE_LANGUAGES, LineQA, QAFlag, QAReport, Script, ScriptLine, Transcript
+from dubbing.types import (
+    ANALYSIS_RATE,
+    NO_SPACE_LANGUAGES,
+    FaceTracks,
+    LanguageOutputs,
+    LineQA,
+    QAFlag,
+    QAReport,
+    Script,
+    ScriptLine,
+    Transcript,
+)
 
 HEARD_TOLERANCE_S = 0.3  # a heard word this close to a line's dub still belongs to it
 LAG_FRAMES = 6  # mouth/audio lags searched each way (about 0.2 s at 30 fps)
@@ -42,6 +59,29 @@ class Thresholds:
     loudness_tolerance_lu: float = 2.0
     max_true_peak_db: float = -1.0
     max_speedup: float = 1.25
+
+    @classmethod
+    def from_config(cls, cfg: QAConfig, *, loudness_target: float, max_speedup: float) -> Thresholds:
+        """The run's thresholds: QA's own from `cfg`, the loudness target from the mix and the speed limit from the
+        language's timing (they are those stages' settings, QA only checks them)."""
+        return cls(
+            max_error_rate=cfg.max_error_rate,
+            min_similarity=cfg.min_similarity,
+            min_lip_sync=cfg.min_lip_sync,
+            loudness_target=loudness_target,
+            loudness_tolerance_lu=cfg.loudness_tolerance_lu,
+            max_true_peak_db=cfg.max_true_peak_db,
+            max_speedup=max_speedup,
+        )
+
+
+Hear = Callable[[Path, str], Transcript]
+"""ASR of an audio file in a language (the step layer's transcriber): utterances with word times on the file's own
+timeline. QA cuts the dub into pieces itself (`listening_windows`) and calls this once per piece."""
+
+Mouth = Callable[[Path | None, Path | None], tuple[np.ndarray, float]]
+"""(video, faces_npz) -> per-frame inner-lip gap (NaN where no face) and fps, of the face the lipsync stage would
+animate: tracked from the video's pixels when `video` is given, else read from already tracked landmarks."""
 
 
 # ---------------------------------------------------------------- error-rate metrics (backends)
@@ -96,14 +136,11 @@ BACKENDS: dict[str, type] = {"wer": WordErrorRate, "cer": CharErrorRate}
 
 
 def get_metric(name: str) -> ErrorRate:
+    """The error-rate metric called `name` (a language's `metric` in config: 'wer' or 'cer')."""
     try:
         return BACKENDS[name]()
     except KeyError:
         raise DubbingError(f"unknown QA error-rate metric {name!r}; available: {', '.join(BACKENDS)}") from None
-
-
-def metric_for(language: str) -> ErrorRate:
-    return get_metric("cer" if language in NO_SPACE_LANGUAGES else "wer")
 
 
 # ---------------------------------------------------------------- per-line helpers
@@ -120,8 +157,9 @@ def dub_span(line: ScriptLine) -> tuple[float, float]:
 
 
 def over_limit(line: ScriptLine, max_speedup: float) -> bool:
-    """The line needed more than the allowed speed-up to fit, so its end was cut."""
-    if any(note.startswith("does not fit") for note in line.notes):
+    """The line needed more than the allowed speed-up to fit, so its end was cut: as the synthesis step marked it,
+    or as its fit shows (a script written before the mark, or a limit lowered since)."""
+    if line.over_limit:
         return True
     if line.natural_s and line.fit_end is not None and line.fit_end > line.start:
         return line.natural_s / (line.fit_end - line.start) > max_speedup + 1e-3
@@ -294,7 +332,7 @@ def voice_similarity(
 
 @dataclass
 class Measurements:
-    """What the pipeline measured with the other stages, for `build_report` to judge."""
+    """What `quality_report` measured (with the other stages' help), for `build_report` to judge."""
 
     heard: Transcript | None = None  # the dub voice, transcribed back
     voice: dict[str, dict] | None = None  # voice_similarity()
@@ -305,8 +343,9 @@ class Measurements:
     notes: dict[str, str] | None = None  # check -> why it was not measured
 
 
-def build_report(script: Script, measured: Measurements, limits: Thresholds) -> QAReport:
-    """Judge the measurements against the thresholds: sections, a row per line, and a flag per failure."""
+def build_report(script: Script, measured: Measurements, limits: Thresholds, *, metric: str) -> QAReport:
+    """Judge the measurements against the thresholds: sections, a row per line, and a flag per failure. `metric`
+    scores what was heard back (the language's `metric` in config)."""
     lines = sorted(script.lines, key=lambda line: line.start)
     notes = measured.notes or {}
     flags: list[QAFlag] = []
@@ -340,7 +379,7 @@ def build_report(script: Script, measured: Measurements, limits: Thresholds) -> 
 
     intelligibility_section: dict = {"note": notes.get("intelligibility", "not measured")}
     if measured.heard is not None:
-        intelligibility_section, per_line = intelligibility(lines, measured.heard, metric_for(script.language))
+        intelligibility_section, per_line = intelligibility(lines, measured.heard, get_metric(metric))
         for index, figures in per_line.items():
             row = rows[index]
             row.heard, row.error_rate = figures["heard"], round(figures["error_rate"], 4)
@@ -417,3 +456,122 @@ def build_report(script: Script, measured: Measurements, limits: Thresholds) -> 
         line_qa=list(rows.values()),
         flags=sorted(flags, key=lambda f: (f.start is None, f.start or 0.0)),
     )
+
+
+def disabled_report(script: Script, limits: Thresholds) -> QAReport:
+    """The report of a run with QA off (qa.enabled false): the timing the script itself records, no measurement."""
+    off = dict.fromkeys(("intelligibility", "voice", "lipsync", "loudness"), "QA off (qa.enabled)")
+    return build_report(script, Measurements(notes=off), limits, metric="wer")  # nothing heard: never used
+
+
+# ---------------------------------------------------------------- measuring a finished language from its files
+
+
+def quality_report(
+    layout: RunLayout,
+    lang: str,
+    outputs: LanguageOutputs,
+    cfg: QAConfig,
+    limits: Thresholds,
+    *,
+    metric: str,
+    hear: Hear | None,
+    mouth: Mouth | None,
+) -> QAReport:
+    """The QA of one finished language, from its files alone (so `dub eval` recomputes exactly what the run
+    wrote): back-transcription of the dub voice, timing, voice similarity, lipsync, loudness, input warnings.
+    `hear` None leaves out the back-transcription, `mouth` None the lipsync check."""
+    script = Script.model_validate_json((layout.out / outputs.script).read_text())
+    transcript = Transcript.model_validate_json(layout.transcript.read_text())
+    voice_audio, _ = media.read_audio(layout.out / outputs.voice, ANALYSIS_RATE)
+    measured = Measurements(inputs=input_warnings(layout, transcript), notes={})
+    if not cfg.back_transcribe:
+        measured.notes["intelligibility"] = "back-transcription off (qa.back_transcribe)"
+    elif hear is None:
+        measured.notes["intelligibility"] = "back-transcription off (no transcriber given)"
+    else:
+        measured.heard = back_transcribe(voice_audio, ANALYSIS_RATE, script.lines, lang, hear)
+    measured.voice = voice_similarity(source_embeddings(layout, transcript), voice_audio, ANALYSIS_RATE, script.lines)
+    video = layout.out / outputs.video if outputs.video else None
+    if video is None or not video.exists():
+        measured.notes["lipsync"] = "no video output"
+    elif not cfg.lipsync:
+        measured.notes["lipsync"] = "lipsync check off (qa.lipsync)"
+    elif mouth is None:
+        measured.notes["lipsync"] = "lipsync check off (no face tracker given)"
+    else:
+        reanimated = layout.picture(lang).exists()
+        measured.lipsync, measured.lip_lines = lipsync_measure(
+            layout, video, voice_audio, script.lines, transcript, mouth, reanimated=reanimated
+        )
+    measured.loudness = loudness(layout.out / outputs.audio)
+    return build_report(script, measured, limits, metric=metric)
+
+
+def back_transcribe(audio: np.ndarray, rate: int, lines: Sequence[ScriptLine], lang: str, hear: Hear) -> Transcript:
+    """The dub voice heard back in pieces (`listening_windows`), word times on the dub's timeline."""
+    utterances = []
+    with tempfile.TemporaryDirectory(prefix="dub-qa-") as tmp:
+        for start, end in listening_windows(lines, len(audio) / rate):
+            piece = media.write_audio(Path(tmp) / "piece.wav", audio[int(start * rate) : int(end * rate)], rate)
+            for u in hear(piece, lang).utterances:
+                words = [w.model_copy(update={"start": w.start + start, "end": w.end + start}) for w in u.words]
+                utterances.append(u.model_copy(update={"start": u.start + start, "end": u.end + start, "words": words}))
+    return Transcript(language=lang, duration_s=round(len(audio) / rate, 3), utterances=utterances)
+
+
+def source_embeddings(layout: RunLayout, transcript: Transcript) -> dict[str, np.ndarray]:
+    """Each source speaker's CAM++ embedding: diarization's profile when written, else embedded here from the
+    analysis audio over the speaker's utterances."""
+    if layout.speaker_profiles.exists():
+        profiles = json.loads(layout.speaker_profiles.read_text())
+        found = {p["speaker"]: np.asarray(p["embedding"], np.float32) for p in profiles if p.get("embedding")}
+        if found:
+            return found
+    samples, rate = media.read_audio(layout.analysis_wav, ANALYSIS_RATE)
+    result = {}
+    for speaker in transcript.speakers:
+        pieces = [
+            samples[int(u.start * rate) : int(u.end * rate)] for u in transcript.utterances if u.speaker == speaker
+        ]
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        if len(audio) >= speaker_embedding.MIN_SECONDS * rate:
+            result[speaker] = speaker_embedding.embed(audio, rate)
+    return result
+
+
+def input_warnings(layout: RunLayout, transcript: Transcript) -> list[str]:
+    """What the source-side stages warned about: ASR/diarization, and the lipsync stage's input checks."""
+    warnings = list(transcript.warnings)
+    if layout.faces_json.exists():
+        faces = FaceTracks.model_validate_json(layout.faces_json.read_text())
+        warnings += [check.message for check in faces.checks]
+    return warnings
+
+
+def lipsync_measure(
+    layout: RunLayout,
+    video: Path,
+    voice: np.ndarray,
+    lines: Sequence[ScriptLine],
+    transcript: Transcript,
+    mouth: Mouth,
+    *,
+    reanimated: bool,
+) -> tuple[dict, dict[int, float | None]]:
+    """Mouth opening of the dubbed picture against the dub voice (at ANALYSIS_RATE); with the same figure for the
+    source picture and speech as a baseline when the source's faces were tracked. A dub that kept the source
+    picture (not `reanimated`) has the source's landmarks: they are reused instead of tracking it again."""
+    npz = layout.faces_npz
+    gap, fps = mouth(None, npz) if not reanimated and npz.exists() else mouth(video, None)
+    envelope = frame_envelope(voice, ANALYSIS_RATE, fps, len(gap))
+    summary, per_line = lip_sync(gap, envelope, fps, {line.index: dub_span(line) for line in lines})
+    summary["lipsync_applied"] = reanimated
+    if npz.exists() and layout.analysis_wav.exists():
+        source_gap, source_fps = mouth(None, npz)
+        samples, _ = media.read_audio(layout.analysis_wav, ANALYSIS_RATE)
+        spans = {i: (u.start, u.end) for i, u in enumerate(transcript.utterances)}
+        source_envelope = frame_envelope(samples, ANALYSIS_RATE, source_fps, len(source_gap))
+        baseline, _ = lip_sync(source_gap, source_envelope, source_fps, spans)
+        summary["source_correlation"] = baseline["correlation"]
+    return summary, per_line

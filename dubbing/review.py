@@ -12,10 +12,13 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from dubbing.files import atomic_path
+from dubbing import media
+from dubbing.files import atomic_path, write_json, write_text
+from dubbing.layout import RunLayout
 from dubbing.tools import ffmpeg_input, require_tool, run
 from dubbing.types import Manifest
 
@@ -238,11 +241,11 @@ fromHash(false);
 """
 
 
-def page(manifest: Manifest, reports: dict[str, dict], videos: dict[str, str | None], out: Path) -> str:
+def page(manifest: Manifest, reports: dict[str, dict], videos: dict[str, str | None], layout: RunLayout) -> str:
     """report.html for a run: `reports` maps a language to its report.json content, `videos` maps 'source' and
-    each language to the video path (relative to `out`) the page plays."""
-    name = Path(manifest.source).stem
-    source_vtt = next(iter(sorted(out.glob(f"source/{name}.*.vtt"))), None)
+    each language to the video path (relative to the output folder) the page plays."""
+    name = layout.name
+    source_vtt = layout.source_subtitles(manifest.source_language, ".vtt")
     langs = list(reports)
     nav = "".join(
         f'<button data-lang="{html.escape(lang)}"{" class=on" if i == 0 else ""}>{html.escape(lang)}'
@@ -254,9 +257,9 @@ def page(manifest: Manifest, reports: dict[str, dict], videos: dict[str, str | N
             lang,
             reports[lang],
             videos.get("source"),
-            (source_vtt.relative_to(out).as_posix(), source_vtt) if source_vtt else None,
+            (layout.relative(source_vtt), source_vtt) if source_vtt.exists() else None,
             videos.get(lang),
-            (manifest.outputs[lang].vtt, out / manifest.outputs[lang].vtt),
+            (manifest.outputs[lang].vtt, layout.out / manifest.outputs[lang].vtt),
             hidden=i > 0,
         )
         for i, lang in enumerate(langs)
@@ -270,4 +273,56 @@ def page(manifest: Manifest, reports: dict[str, dict], videos: dict[str, str | N
         f"{html.escape(', '.join(manifest.speakers))}). Click a line or a flag to jump to it.</p>"
         f"<nav>{nav}</nav>{sections}"
         f'<script type="application/json" id="run">{html.escape(meta)}</script><script>{SCRIPT}</script></body></html>'
+    )
+
+
+def playable(video: Path, preview: Path, out: Path) -> str | None:
+    """The path (relative to `out`) of `video` if browsers can play it, else of an H.264 `preview` made beside it
+    (remade when the video is newer); None when there is no video."""
+    if not video.exists():
+        return None
+    info = media.probe(video)
+    if info.video_codec not in BROWSER_VIDEO or info.audio_codec not in BROWSER_AUDIO:
+        if not preview.exists() or preview.stat().st_mtime < video.stat().st_mtime:
+            browser_preview(video, preview)
+        video = preview
+    return os.path.relpath(video.absolute(), out.absolute())
+
+
+def review_page(layout: RunLayout) -> Path:
+    """report.html of a run: source and dubs side by side, QA figures, flagged lines and the line table, from
+    manifest.json and each language's report.json; run it after the manifest is written. Records the page in the
+    manifest as `review`."""
+    manifest = Manifest.model_validate_json(layout.manifest.read_text())
+    reports = {
+        lang: json.loads((layout.out / o.report).read_text())
+        for lang, o in manifest.outputs.items()
+        if (layout.out / o.report).exists()
+    }
+    videos = {"source": playable(Path(manifest.source), layout.source_preview, layout.out)}
+    for lang, o in manifest.outputs.items():
+        videos[lang] = playable(layout.out / o.video, layout.preview(lang), layout.out) if o.video else None
+    review = write_text(layout.review_page, page(manifest, reports, videos, layout))
+    write_json(layout.manifest, manifest.model_copy(update={"review": layout.relative(review)}).model_dump())
+    return review
+
+
+def report_markdown(report_path: Path, layout: RunLayout) -> str:
+    """A short QA summary of one language's report, for the Prefect UI: the headline figures of every check
+    (`summary_rows`, shared with report.html) and each flagged line with its time."""
+    report = json.loads(Path(report_path).read_text())
+    rows = "\n".join(f"| {key} | {value} |" for key, value in report.items() if not isinstance(value, dict | list))
+    rows += "".join(f"\n| {key} | {value} |" for key, value in summary_rows(report))
+    flagged = report.get("lines_over_limit") or []
+    flags = "".join(
+        f"\n| {clock(f.get('start'))} | {'' if f.get('line') is None else f['line']} | {f['check']} | "
+        f"{str(f['message']).replace('|', '/')} |"
+        for f in report.get("flags") or []
+    )
+    flag_table = f"| time | line | check | why |\n|---|---|---|---|{flags}" if flags else "No line failed a check."
+    return (
+        f"### {layout.name}: {report.get('language')}\n\n| figure | value |\n|---|---|\n{rows}\n\n"
+        f"Lines over the speed limit: {', '.join(map(str, flagged)) or 'none'}\n\n"
+        f"#### Flagged\n\n{flag_table}\n\n"
+        f"Outputs: `{layout.language_dir(report.get('language', ''))}`; review page: `{layout.review_page}`\n"
     )

@@ -10,9 +10,22 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing import qa, speaker_embedding
+from dubbing import asr, backends, media, qa, speaker_embedding
+from dubbing.config import QAConfig
 from dubbing.errors import DubbingError
-from dubbing.types import Script, ScriptLine, Transcript, Utterance, Word
+from dubbing.files import write_json
+from dubbing.layout import RunLayout
+from dubbing.types import (
+    ANALYSIS_RATE,
+    FaceTracks,
+    InputCheck,
+    LanguageOutputs,
+    Script,
+    ScriptLine,
+    Transcript,
+    Utterance,
+    Word,
+)
 from tests.conftest import make_speech, media_file
 
 
@@ -38,8 +51,9 @@ def test_word_and_character_error_rates():
     assert wer.score(["hola qué tal"], ["Hola, ¿qué tal?"]) == 0.0
     assert wer.score(["uno dos tres cuatro"], ["uno dos tres"]) == pytest.approx(0.25)
     assert wer.score([""], ["something"]) == 0.0  # an empty line has nothing to mishear
-    assert qa.metric_for("ja").name == "cer" and qa.metric_for("es").name == "wer"
-    assert qa.metric_for("ja").score(["今日は"], ["今日わ"]) == pytest.approx(1 / 3)
+    cer = qa.get_metric("cer")  # the metric of languages written without spaces (their config names it)
+    assert cer.name == "cer" and wer.name == "wer"
+    assert cer.score(["今日は"], ["今日わ"]) == pytest.approx(1 / 3)
     with pytest.raises(DubbingError, match="unknown QA error-rate metric"):
         qa.get_metric("bleu")
 
@@ -57,8 +71,10 @@ def test_over_limit_and_dub_span_follow_the_fit():
     cut = line(1, 4.0, "b", 1.2, natural_s=2.0, fit_end=5.0, speed=1.25)
     assert not qa.over_limit(fits, 1.25) and qa.over_limit(cut, 1.25)
     assert qa.dub_span(cut) == (4.0, 5.0)  # the clip never sounds past the end the fit allowed
-    noted = line(2, 0.0, "c", 1.0, notes=["does not fit: 3.00s of speech for 1.00s even at x1.25; cut by 0.2s"])
-    assert qa.over_limit(noted, 1.25)
+    marked = line(2, 0.0, "c", 1.0, over_limit=True)  # the synthesis step marked it: no fit figures needed
+    assert qa.over_limit(marked, 1.25)
+    noted = line(3, 0.0, "d", 1.0, notes=["does not fit: 3.00s of speech for 1.00s even at x1.25; cut by 0.2s"])
+    assert not qa.over_limit(noted, 1.25)  # a note is for people: the field says it
 
 
 def test_loudness_of_a_known_tone(tmp_path):
@@ -136,7 +152,7 @@ def test_report_flags_each_failing_line_with_its_time():
         loudness={"integrated_lufs": -20.5, "range_lu": 3.0, "true_peak_dbtp": -0.5},
         inputs=["the face is in profile in 40% of frames"],
     )
-    report = qa.build_report(script, measured, qa.Thresholds(loudness_target=-16.0))
+    report = qa.build_report(script, measured, qa.Thresholds(loudness_target=-16.0), metric="wer")
     assert report.intelligibility["error_rate"] == pytest.approx(6 / 10, abs=1e-3)  # 6 of 10 words unheard
     rows = {row.index: row for row in report.line_qa}
     assert rows[0].error_rate == 0.0 and rows[1].error_rate == 1.0 and rows[1].heard == ""
@@ -172,3 +188,77 @@ def test_listening_windows_group_lines_and_cut_in_the_silences():
     windows = qa.listening_windows(lines, 50.0, max_s=20.0)
     assert windows == [(0.0, 24.0), (24.0, 50.0)]  # 0-18 s then 30-33 s, cut halfway through 18-30
     assert qa.listening_windows(lines, 50.0, max_s=5.0) == [(0.0, 4.0), (4.0, 10.5), (10.5, 24.0), (24.0, 50.0)]
+
+
+def test_thresholds_come_from_the_qa_config_the_mix_and_the_timing():
+    cfg = QAConfig(max_error_rate=0.3, min_similarity=0.5, min_lip_sync=0.1, loudness_tolerance_lu=3.0,
+                   max_true_peak_db=-2.0)  # fmt: skip
+    limits = qa.Thresholds.from_config(cfg, loudness_target=-23.0, max_speedup=1.4)
+    assert limits == qa.Thresholds(max_error_rate=0.3, min_similarity=0.5, min_lip_sync=0.1, loudness_target=-23.0,
+                                   loudness_tolerance_lu=3.0, max_true_peak_db=-2.0, max_speedup=1.4)  # fmt: skip
+    assert qa.Thresholds.from_config(QAConfig(), loudness_target=-16.0, max_speedup=1.25) == qa.Thresholds()
+
+
+def test_a_run_with_qa_off_reports_the_timing_only():
+    script = Script(
+        source_language="en", language="es", translator="apertium",
+        lines=[line(0, 0.0, "hola", 1.0, speed=1.0), line(1, 2.0, "una frase larga", 1.0, speed=1.25, over_limit=True)],
+    )  # fmt: skip
+    report = qa.disabled_report(script, qa.Thresholds(max_speedup=1.25))
+    for check in ("intelligibility", "voice", "lipsync", "loudness"):
+        assert getattr(report, check) == {"note": "QA off (qa.enabled)"}
+    assert report.lines_over_limit == [1] and report.timing["max_speed"] == 1.25
+    assert [f.check for f in report.flags] == ["timing"]
+
+
+@pytest.fixture(scope="module")
+def hear() -> qa.Hear:
+    """The QA ears a run uses: faster-whisper whisper-base, int8, beam 5, with VAD."""
+    transcriber = backends.build(
+        asr.BACKENDS, "faster-whisper", "ASR", model="whisper-base", compute_type="int8", beam_size=5, vad=True
+    )
+    return lambda audio, language: transcriber.transcribe(audio, language=language)
+
+
+def finished_language(tmp_path: Path) -> tuple[RunLayout, LanguageOutputs]:
+    """The files a run leaves for one language with no picture: transcript, analysis audio, script, dub voice and
+    mix, and the lipsync stage's input check."""
+    layout = RunLayout(out=tmp_path / "out", name="talk")
+    layout.source_dir.mkdir(parents=True)
+    layout.language_dir("es").mkdir()
+    source, rate = media.read_audio(make_speech(tmp_path / "src.wav", "good morning my friend, how are you today"),
+                                    ANALYSIS_RATE)  # fmt: skip
+    media.write_audio(layout.analysis_wav, np.concatenate([source, source]), rate)
+    seconds = 2 * len(source) / rate
+    transcript = Transcript(language="en", duration_s=seconds, utterances=[Utterance(start=0.0, end=seconds, text="x")])
+    write_json(layout.transcript, transcript.model_dump())
+    voice, voice_rate = media.read_audio(make_speech(tmp_path / "dub.wav", "buenos días amigo", voice="es"))
+    media.write_audio(layout.voice("es"), voice, voice_rate)
+    media.write_audio(layout.audio("es"), voice, voice_rate)
+    spoken = len(voice) / voice_rate
+    script = Script(source_language="en", language="es", translator="t",
+                    lines=[line(0, 0.0, "buenos días amigo", spoken, speed=1.0, natural_s=spoken)])  # fmt: skip
+    write_json(layout.script("es"), script.model_dump())
+    faces = FaceTracks(video="talk.mp4", frames=10, fps=25.0, width=64, height=64, faces=1, face_frames=1.0,
+                       checks=[InputCheck(code="low-resolution", message="the face is small")])  # fmt: skip
+    write_json(layout.faces_json, faces.model_dump())
+    return layout, layout.outputs("es", None)
+
+
+def test_quality_report_measures_a_finished_language_from_its_files(tmp_path, hear):
+    layout, outputs = finished_language(tmp_path)
+    limits = qa.Thresholds()
+    report = qa.quality_report(layout, "es", outputs, QAConfig(), limits, metric="wer", hear=hear, mouth=None)
+    assert report.intelligibility["heard"].strip() and report.intelligibility["metric"] == "wer"  # espeak, heard
+    assert qa.normalise(report.line_qa[0].heard) == qa.normalise(report.intelligibility["heard"])  # the only line
+    assert 0 <= report.intelligibility["error_rate"] == report.line_qa[0].error_rate
+    assert report.voice["speakers"]["S1"]["similarity"] is not None  # embedded from the analysis audio
+    assert report.lipsync == {"note": "no video output"}
+    assert report.loudness["integrated_lufs"] is not None
+    assert report.inputs == ["the face is small"] and "input" in {f.check for f in report.flags}
+
+    off = qa.quality_report(layout, "es", outputs, QAConfig(back_transcribe=False), limits, metric="wer",
+                            hear=hear, mouth=None)  # fmt: skip
+    assert off.intelligibility == {"note": "back-transcription off (qa.back_transcribe)"}
+    deaf = qa.quality_report(layout, "es", outputs, QAConfig(), limits, metric="wer", hear=None, mouth=None)
+    assert "no transcriber" in deaf.intelligibility["note"] and deaf.line_qa[0].heard is None

@@ -11,9 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from dubbing import media, pipeline
+from dubbing import media, qa, review
+from dubbing.config import load_settings
+from dubbing.layout import layout_for
+from dubbing.types import Manifest
 from tests.conftest import ROOT, make_video, media_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -120,10 +124,34 @@ def test_a_link_to_a_line_seeks_both_videos_there(run, tmp_path):
 
 
 def test_the_prefect_artifact_summarises_the_report(run):
-    layout = pipeline.layout_for(media_file("vrt_face1.mp4"), run["out"])
-    text = pipeline.report_markdown(layout.report("es"), layout)
+    layout = layout_for(media_file("vrt_face1.mp4"), run["out"])
+    text = review.report_markdown(layout.report("es"), layout)
     assert "intelligibility" in text and "loudness (EBU R128)" in text and "report.html" in text
     assert ("No line failed a check." in text) == (not run["eval"]["flags"])
+
+
+def test_the_lipsync_check_asks_for_the_dubbed_mouth_and_the_source_baseline(run):
+    """quality_report's face tracker hook: the re-animated picture is tracked from its pixels, the source's
+    landmarks (faces.npz) give the baseline; no tracker, no lipsync figures."""
+    layout = layout_for(media_file("vrt_face1.mp4"), run["out"])
+    outputs = Manifest.model_validate_json(layout.manifest.read_text()).outputs["es"]
+    settings = load_settings()
+    limits = qa.Thresholds.from_config(settings.qa, loudness_target=settings.mix.loudness_lufs, max_speedup=1.25)
+    asked = []
+
+    def mouth(video: Path | None, faces_npz: Path | None) -> tuple[np.ndarray, float]:
+        asked.append((video, faces_npz))
+        return np.sin(np.arange(150) / 3.0).astype(np.float32), 25.0
+
+    report = qa.quality_report(layout, "es", outputs, settings.qa, limits, metric="wer", hear=None, mouth=mouth)
+    assert layout.picture("es").exists() and report.lipsync["lipsync_applied"]
+    assert asked == [(layout.video("es"), None), (None, layout.faces_npz)]
+    assert report.lipsync["frames"] == 150 and "source_correlation" in report.lipsync
+    similarity = run["eval"]["voice"]["speakers"]["S1"]["similarity"]
+    assert report.voice["speakers"]["S1"]["similarity"] == pytest.approx(similarity, abs=2e-3)
+    assert report.loudness == run["eval"]["loudness"]
+    blind = qa.quality_report(layout, "es", outputs, settings.qa, limits, metric="wer", hear=None, mouth=None)
+    assert "no face tracker" in blind.lipsync["note"] and all(row.lip_sync is None for row in blind.line_qa)
 
 
 def test_a_video_browsers_cannot_play_gets_a_preview(tmp_path):
@@ -133,11 +161,11 @@ def test_a_video_browsers_cannot_play_gets_a_preview(tmp_path):
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=d=1:size=160x120", "-c:v", "mpeg4", str(video)],
         check=True,
     )
-    rel = pipeline._playable(video, tmp_path / "clip.preview.mp4", tmp_path)
+    rel = review.playable(video, tmp_path / "clip.preview.mp4", tmp_path)
     assert rel == "clip.preview.mp4"
     assert media.probe(tmp_path / rel).video_codec == "h264"
     playable = make_video(tmp_path / "ok.mp4", 1.0)
-    assert pipeline._playable(playable, tmp_path / "ok.preview.mp4", tmp_path / "sub") == "../ok.mp4"
+    assert review.playable(playable, tmp_path / "ok.preview.mp4", tmp_path / "sub") == "../ok.mp4"
 
 
 def test_eval_of_a_folder_that_is_not_a_run_is_one_line(tmp_path):
