@@ -20,7 +20,7 @@ import re
 import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -293,8 +293,8 @@ def lip_sync(
             by_lag[lag] = r
     per_line = {}
     for index, (start, end) in spans.items():
-        a, b = int(start * fps), min(n, int(np.ceil(end * fps)))
-        per_line[index] = None if b - a < 5 else _corr(mouth[a:b], envelope[a:b])
+        first, last = int(start * fps), min(n, int(np.ceil(end * fps)))
+        per_line[index] = None if last - first < 5 else _corr(mouth[first:last], envelope[first:last])
     best = max(by_lag, key=by_lag.__getitem__) if by_lag else None
     summary = {
         "correlation": None if 0 not in by_lag else round(by_lag[0], 4),
@@ -339,15 +339,15 @@ class Measurements:
     lipsync: dict | None = None  # lip_sync() summary plus what the lipsync stage reported
     lip_lines: dict[int, float | None] | None = None
     loudness: dict | None = None
-    inputs: list[str] | None = None
-    notes: dict[str, str] | None = None  # check -> why it was not measured
+    inputs: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # check -> why it was not measured
 
 
 def build_report(script: Script, measured: Measurements, limits: Thresholds, *, metric: str) -> QAReport:
     """Judge the measurements against the thresholds: sections, a row per line, and a flag per failure. `metric`
     scores what was heard back (the language's `metric` in config)."""
     lines = sorted(script.lines, key=lambda line: line.start)
-    notes = measured.notes or {}
+    notes = measured.notes
     flags: list[QAFlag] = []
     rows = {
         line.index: LineQA(
@@ -435,7 +435,7 @@ def build_report(script: Script, measured: Measurements, limits: Thresholds, *, 
         if peak is not None and peak > limits.max_true_peak_db:
             flag("loudness", f"true peak {peak:.1f} dBTP over {limits.max_true_peak_db:g}", None, peak)
 
-    inputs = list(measured.inputs or [])
+    inputs = list(measured.inputs)
     for warning in inputs:
         flag("input", warning)
 
@@ -484,7 +484,7 @@ def quality_report(
     script = Script.model_validate_json((layout.out / outputs.script).read_text())
     transcript = Transcript.model_validate_json(layout.transcript.read_text())
     voice_audio, _ = media.read_audio(layout.out / outputs.voice, ANALYSIS_RATE)
-    measured = Measurements(inputs=input_warnings(layout, transcript), notes={})
+    measured = Measurements(inputs=input_warnings(layout, transcript))
     if not cfg.back_transcribe:
         measured.notes["intelligibility"] = "back-transcription off (qa.back_transcribe)"
     elif hear is None:
