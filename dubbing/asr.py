@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 from pydantic import Field
@@ -278,10 +278,13 @@ class TransformersWhisperTranscriber:
         utterances: list[Utterance | None] = []
         for start, end in spans:
             piece = samples[int(start * ANALYSIS_RATE) : int(end * ANALYSIS_RATE)]
-            out = self.pipe(
-                {"raw": piece, "sampling_rate": ANALYSIS_RATE},
-                return_timestamps="word",
-                generate_kwargs={"task": "transcribe", "language": language, "num_beams": self.beam_size},
+            out = cast(  # one input gives one result (the stub also allows a list, for a list of inputs)
+                dict[str, Any],
+                self.pipe(
+                    {"raw": piece, "sampling_rate": ANALYSIS_RATE},
+                    return_timestamps="word",
+                    generate_kwargs={"task": "transcribe", "language": language, "num_beams": self.beam_size},
+                ),
             )
             words = [self._word(c, start, end) for c in out.get("chunks", [])]
             utterances.append(utterance([w for w in words if w], None, language))

@@ -30,7 +30,7 @@ _pool_lock = threading.Lock()
 loads: Counter[str] = Counter()  # models loaded so far in this process, per kind (observability and tests)
 
 
-def pick(backends: dict[str, Any], name: str, what: str) -> Any:
+def pick(backends: Mapping[str, T], name: str, what: str) -> T:
     """The backend called `name`, or a one-line error listing the available ones."""
     try:
         return backends[name]

@@ -220,8 +220,8 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
         annotation = getattr(field, "annotation", None)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
-        elif getattr(annotation, "__args__", None):  # dict[str, LanguageConfig]: next part is the key
-            inner = annotation.__args__[-1]
+        elif args := getattr(annotation, "__args__", None):  # dict[str, LanguageConfig]: next part is the key
+            inner = args[-1]
             if isinstance(inner, type) and issubclass(inner, BaseModel):
                 model = inner
     return sorted(model.model_fields)

@@ -503,7 +503,8 @@ def word_speaker_error(words: Sequence[Word], reference: Sequence[SpeakerTurn]) 
         return 0.0
     truth = [w.speaker for w in assign_speakers([w.model_copy(update={"speaker": None}) for w in words], reference)]
     found = [w.speaker for w in words]
-    ref_names, hyp_names = sorted(set(truth)), sorted(set(found))
+    ref_names = sorted({t for t in truth if t is not None})  # assign_speakers labels every word
+    hyp_names = sorted(set(found), key=lambda name: (name is None, name or ""))  # unlabelled words: one more label
     best = 0
     for perm in permutations(ref_names, min(len(ref_names), len(hyp_names))):
         mapping = dict(zip(hyp_names, perm, strict=False))

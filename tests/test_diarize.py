@@ -123,6 +123,13 @@ def test_word_on_a_turn_boundary_goes_to_the_speaker_with_more_overlap():
     assert [w.speaker for w in diarize.assign_speakers(words, turns)] == ["S1", "S2", "S2"]
 
 
+def test_word_speaker_error_counts_unlabelled_words_as_a_label_of_their_own():
+    # some words without a speaker (None) among labelled ones: scored, not a TypeError from sorting None with str
+    reference = [SpeakerTurn(start=0, end=1.0, speaker="A"), SpeakerTurn(start=1.0, end=2.0, speaker="B")]
+    words = _words([(0.1, 0.4, "one", "S1"), (0.5, 0.8, "two", "S1"), (1.1, 1.4, "three", None), (1.5, 1.8, "x", "S1")])
+    assert diarize.word_speaker_error(words, reference) == 0.25
+
+
 def test_speaker_profiles_describe_each_speaker(attributed, media_dir, tmp_path):
     profiles = diarize.speaker_profiles(attributed, media_dir / "pyannote_sample.wav", tmp_path)
     assert [p.speaker for p in profiles] == ["S1", "S2"]

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -234,7 +235,7 @@ class MeshTracker:
         self.max_faces = max_faces
         self.full = _face_mesh(max_faces)
         self.crop_mesh = _face_mesh(1)
-        self.detector = None
+        self.detector: Any | None = None  # mediapipe's FaceDetection, made when first needed
         self.crops: list[tuple[int, int, int, int]] = []
         self.calls = 0
 
@@ -379,9 +380,9 @@ def track_faces(
                 assoc.reset()
                 tracker.reset()
             faces = tracker.find(frame)
-            ids = assoc.assign(t, [f[:, :2] for f in faces])
+            track_ids = assoc.assign(t, [f[:, :2] for f in faces])
             pts, row_ids, yaw, contrast = rows.next()
-            for s, (f, i) in enumerate(zip(faces, ids, strict=True)):
+            for s, (f, i) in enumerate(zip(faces, track_ids, strict=True)):
                 pts[s], row_ids[s], yaw[s] = f[:, :2], i, yaw_degrees(f)
                 if t % contrast_every == 0:
                     contrast[s] = mouth_contrast(frame, f[:, :2])
@@ -438,6 +439,7 @@ def smooth_tracks(data: FaceData, sigma_rigid: float = 1.5, sigma_lips: float = 
                     data.points[pending[0], pending[1]] = pending[2]
                 b = min(run.size, a + SMOOTH_WINDOW)
                 pending = (rows[a:b], slots[a:b], smoothed[a - lo : b - lo])
+            assert pending is not None  # a run of 3 frames or more has a window
             data.points[pending[0], pending[1]] = pending[2]
 
 

@@ -483,9 +483,9 @@ def _painted_interior(patch: np.ndarray, dst: np.ndarray) -> np.ndarray:
     shade = float(np.clip(patch.reshape(-1, 3).mean() * 1.05, 110, 200))
     cv2.fillPoly(interior, [np.round(teeth * 16).astype(np.int32)], (shade * 0.9, shade * 0.96, shade), cv2.LINE_AA, 4)
     k = max(3, int(gap.max() * 0.25) | 1)
-    interior = cv2.GaussianBlur(interior, (k, k), 0)
-    interior += np.random.default_rng(0).normal(0, 2.0, interior.shape[:2])[..., None]
-    return np.clip(interior, 0, 255)
+    soft = cv2.GaussianBlur(interior, (k, k), 0)
+    soft += np.random.default_rng(0).normal(0, 2.0, soft.shape[:2])[..., None]
+    return np.clip(soft, 0, 255)
 
 
 # ---------------------------------------------------------------- neural backend
@@ -584,9 +584,9 @@ class Wav2LipRenderer:
         mask = np.zeros((y1 - y0, x1 - x0), np.float32)
         mask[int((y1 - y0) * 0.55) :, int((x1 - x0) * 0.1) : int((x1 - x0) * 0.9)] = 1.0
         k = max(3, (y1 - y0) // 10 * 2 + 1)
-        mask = cv2.GaussianBlur(mask, (k, k), 0)[..., None]
+        soft = cv2.GaussianBlur(mask, (k, k), 0)[..., None]
         out = frame.copy()
-        out[y0:y1, x0:x1] = (frame[y0:y1, x0:x1] * (1 - mask) + new * mask).astype(np.uint8)
+        out[y0:y1, x0:x1] = (frame[y0:y1, x0:x1] * (1 - soft) + new * soft).astype(np.uint8)
         return out
 
 

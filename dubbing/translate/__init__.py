@@ -21,7 +21,15 @@ from dubbing.config import TranslateConfig
 from dubbing.errors import DubbingError
 from dubbing.translate import isochrony
 from dubbing.translate.apertium import APERTIUM_MODES, APERTIUM_ROUTES, ApertiumTranslator
-from dubbing.translate.base import Glossary, LanguagePairError, ShortenRequest, Translator, finish, translate_groups
+from dubbing.translate.base import (
+    Glossary,
+    LanguagePairError,
+    ShortenRequest,
+    Translator,
+    TranslatorBackend,
+    finish,
+    translate_groups,
+)
 from dubbing.translate.bergamot import BergamotTranslator
 from dubbing.translate.condense import condense_requests
 from dubbing.translate.hub import HubTranslator
@@ -53,7 +61,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BACKENDS: dict[str, type] = {
+BACKENDS: dict[str, type[TranslatorBackend]] = {
     "apertium": ApertiumTranslator,
     "bergamot": BergamotTranslator,
     "transformers": HubTranslator,
@@ -224,7 +232,9 @@ def is_offline(cfg: TranslateConfig) -> bool:
 def check(cfg: TranslateConfig) -> list[str]:
     """Problems with a language's translate settings that `dub doctor` reports: an unknown backend, or options
     its backend does not take (each names its key)."""
-    legs = [("translate.backend", "translate.options", cfg.backend, cfg.options)]
+    legs: list[tuple[str, str, str, Mapping[str, Any]]] = [
+        ("translate.backend", "translate.options", cfg.backend, cfg.options)
+    ]
     if cfg.pivot:
         pivot_backend = cfg.pivot_backend or cfg.backend
         legs.append(("translate.pivot_backend", "translate.pivot_options", pivot_backend, pivot_options(cfg)))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from dubbing.errors import DubbingError
 
 
-class ShortenRequest(NamedTuple):
+@dataclass(frozen=True)
+class ShortenRequest:
     """A line to render shorter: its position in the source lines, its current translation, a target length."""
 
     index: int
@@ -39,6 +41,20 @@ class Translator(Protocol):
         """For each request, shorter renderings of `lines[request.index]` aiming at `request.max_chars`, most
         faithful first ([] when the backend has no way to make one). Batched: engines translate all at once."""
         ...
+
+
+class TranslatorBackend(Translator, Protocol):
+    """A registered backend class's instances (not a chain or a wrapper): the class also lists its pairs."""
+
+    @staticmethod
+    def routes() -> str:
+        """The language pairs this backend has, for error messages."""
+        ...
+
+
+def _verbatim(text: str) -> Callable[[re.Match[str]], str]:
+    """A replacement for `re.sub` that inserts `text` as it is (a string would have its backslashes read)."""
+    return lambda _match: text
 
 
 def translate_groups(groups: list[list[str]], translate: Callable[[list[str]], list[str]]) -> list[list[str]]:
@@ -87,7 +103,7 @@ class Glossary:
 
     def restore(self, text: str, renderings: Sequence[str]) -> str:
         for i in reversed(range(len(renderings))):  # ZX10 before ZX1
-            text = re.sub(rf"{self.PREFIX}\s?{i}(?!\d)", lambda _m, r=renderings[i]: r, text, flags=re.IGNORECASE)
+            text = re.sub(rf"{self.PREFIX}\s?{i}(?!\d)", _verbatim(renderings[i]), text, flags=re.IGNORECASE)
         return text
 
     def required(self, source: str) -> list[str]:

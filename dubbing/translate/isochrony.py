@@ -81,7 +81,7 @@ def fit_lines(
         results.append(LineFit(text, seconds, slot_s, "empty" if not text.strip() else "fits" if ok else "over"))
         if results[-1].action == "over" and shorten is not None:
             requests.append(ShortenRequest(i, text, max(8, int(len(text) * slot_s * max_speedup / seconds))))
-    if requests:
+    if requests and shorten is not None:  # requests are only made for a shortener
         for request, candidates in zip(requests, shorten(requests), strict=True):
             i = request.index
             judge = partial(keep or partial(_faithful_enough, estimate), i, texts[i])

@@ -191,6 +191,7 @@ class OpenAICompatibleTranslator:
                     response.text.strip()[:200],
                 )
             time.sleep(BACKOFF_S * 2**attempt)
+        assert response is not None  # _send raises instead of giving None on the last try
         if response.status_code != 200:
             raise DubbingError(
                 f"translation server {self.url} answered HTTP {response.status_code}: {response.text.strip()[:200]}"

@@ -17,6 +17,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -161,7 +162,7 @@ def build_probe_table(backend: str, banks: dict[str, tuple[str, Speak, list[str]
         if path.exists():
             with np.load(path) as old:
                 arrays = {k: old[k] for k in old.files if k.split("/")[0] not in banks} | arrays
-        np.savez_compressed(path, **arrays)
+        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as allow_pickle
     path.with_suffix(".lock").unlink(missing_ok=True)
     return path
 
@@ -312,14 +313,15 @@ class EmbeddingMatcher:
             chosen[speaker] = (named.model_copy(update={"similarity_after": similarity}), emb)
         options = {}
         for speaker in stats.keys() - fixed.keys():
-            ranked = sorted(same_register(stats[speaker].median_pitch, bank), key=lambda v, s=speaker: -closeness(s, v))
+            register = same_register(stats[speaker].median_pitch, bank)
+            ranked = sorted(register, key=partial(closeness, speaker), reverse=True)  # stable: ties keep bank order
             candidates = ranked[: 3 if len(stats) > 1 else 1]
             if bank.can_blend and len(ranked) > 1:
                 candidates += [f"{ranked[0]}*{w:.2f}+{ranked[1]}*{1 - w:.2f}" for w in BLEND_WEIGHTS]
             options[speaker] = [o for v in candidates for o in self._variants(speaker, stats[speaker], v, bank)]
         # The speaker with the closest option chooses first; each later speaker takes its closest option that is
         # further from every voice already chosen than those voices are from their own speakers.
-        for speaker in sorted(options, key=lambda s: -max(m.similarity_after for m, _ in options[s])):
+        for speaker in sorted(options, key=lambda s: -max(m.similarity_after or 0.0 for m, _ in options[s])):
             chosen[speaker] = max(options[speaker], key=lambda o: self._preference(o, chosen))
         result = {}
         for speaker, (m, _) in chosen.items():

@@ -44,9 +44,14 @@ class Synthesizer(Protocol):
     'a*0.6+b*0.4'), 'clone' (a voice is a reference clip's path: no bank to search) and 'probe-table' (see
     `ProbeTableSynthesizer`); `revision` changes when the backend's voices sound different (cached probes go)."""
 
-    name: str
-    capabilities: frozenset[str]
-    revision: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[str]: ...
+
+    @property
+    def revision(self) -> str: ...
 
     def voices(self, language: str) -> list[str]: ...
 
