@@ -169,10 +169,11 @@ def _language_section(lang: str, report: dict, source: str | None, source_vtt: t
         )
     head = _cells(["#", "time", "speaker", "source", "translation", "heard back", "error", "speed", "lips r", "flags"])
     heading = f"{lang}: {report.get('translator', '')}" + (f" via {report['pivot']}" if report.get("pivot") else "")
+    source_vtt_src, source_vtt_path = source_vtt or (None, None)
     return (
         f'<section class="lang" id="lang-{html.escape(lang)}"{" hidden" if hidden else ""}>'
         f"<h2>{html.escape(heading)}</h2>"
-        f'<div class="videos">{_video("source", lang, source, *(source_vtt or (None, None)), "source")}'
+        f'<div class="videos">{_video("source", lang, source, source_vtt_src, source_vtt_path, "source")}'
         f"{_video('dub', lang, dub, *dub_vtt, f'dub ({lang})')}</div>"
         f'<p><button class="both" data-lang="{html.escape(lang)}">play both from the start</button> '
         f'<label><input type="checkbox" class="sync" data-lang="{html.escape(lang)}" checked> keep the source in '

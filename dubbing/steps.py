@@ -372,6 +372,8 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
     def mouth(video: Path | None, landmarks: Path | None) -> Any:
         return lipsync.mouth_opening(video, max_faces=settings.lipsync.max_faces, landmarks=landmarks)
 
+    if cfg.metric is None:
+        raise DubbingError(f"{lang}: its record has no QA metric (metric: wer or cer in configs/languages/{lang}.yaml)")
     return qa.quality_report(
         layout,
         lang,

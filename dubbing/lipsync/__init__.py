@@ -45,7 +45,6 @@ __all__ = [
     "lipsync_video",
     "mouth_opening",
     "render_faces",
-    "summary",
     "track_video",
 ]
 
@@ -282,7 +281,7 @@ def render_dub(
     preset: str = "superfast",
 ) -> LipsyncResult | None:
     """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face.
-    None when no face was tracked: the original picture is kept (`summary` says so)."""
+    None when no face was tracked: the original picture is kept (the report says so)."""
     if faces.faces == 0:
         return None
     if not faces.landmarks or not Path(faces.landmarks).is_file():
@@ -303,18 +302,3 @@ def render_dub(
         fmt="mp4",
     )
 
-
-def summary(faces: FaceTracks | None, picture: Path | None) -> dict:
-    """What this stage did for one language, for its report: whether a face was re-animated (`picture`, the
-    render_dub output, or None) and the input checks of the tracked faces (None: no video or lipsync off)."""
-    if faces is None:
-        return {"applied": False, "reason": "no video or lipsync disabled", "checks": []}
-    return {
-        "applied": picture is not None,
-        "reason": None if picture is not None else "no face found: the original picture is kept",
-        "faces": faces.faces,
-        "face_frames": faces.face_frames,
-        "scene_cuts": faces.scene_cuts,
-        "line_faces": faces.line_faces,
-        "checks": [c.model_dump() for c in faces.checks],
-    }
