@@ -148,7 +148,12 @@ def test_a_built_wheel_carries_the_configs_and_flows_and_loads_from_any_folder(t
     import sys
     import zipfile
 
-    root = PACKAGE.parent
+    import shutil
+
+    root = tmp_path / "tree"  # setuptools builds inside the tree it is given: a copy keeps the checkout clean
+    shutil.copytree(PACKAGE, root / "dubbing", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PACKAGE.parent / name, root / name)
     build = subprocess.run(
         [
             sys.executable,
@@ -167,6 +172,7 @@ def test_a_built_wheel_carries_the_configs_and_flows_and_loads_from_any_folder(t
     )
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = tmp_path.glob("dubbing-*.whl")
+    assert not (PACKAGE.parent / "build").exists()
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"dubbing/configs/defaults.yaml", "dubbing/configs/languages/es.yaml", "dubbing/flows/dub_video.py"} <= names
     site = tmp_path / "site"

@@ -1,3 +1,0 @@
-"""dubbing: offline-first video translation and dubbing."""
-
-__version__ = "0.1.0"

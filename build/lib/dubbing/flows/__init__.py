@@ -1,1 +1,0 @@
-"""Prefect flows: thin orchestration over the steps of dubbing.steps."""
