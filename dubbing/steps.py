@@ -10,6 +10,7 @@ its own in a fresh process, as a benchmark worker or a task worker would run it.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Callable
@@ -57,18 +58,21 @@ Scope = Literal["source", "language", "summary"]
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a run. `inputs` name the values its function takes (keyword arguments of the same names);
-    `outputs` name what it returns (a tuple when more than one). `scope`: once per video before the languages
-    (source), once per language, or once per video after every language (summary)."""
+    """One step of a run. Its function's parameters name the values it reads (`inputs`); `outputs` name what it
+    returns (a tuple when more than one). `scope`: once per video before the languages (source), once per
+    language, or once per video after every language (summary)."""
 
     name: str
     run: Callable[..., Any]
-    inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     scope: Scope
     retries: int = 0  # retried on faults (timeouts, connection errors), never on a user's bad input
     cached: bool = True  # persisted and keyed on the inputs' content, so a rerun resumes after the last finished
     reuse: Callable[[dict[str, Any]], Any] | None = None  # a value the user supplied instead of running it
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(inspect.signature(self.run).parameters)
 
 
 Context = dict[str, Any]
@@ -469,54 +473,23 @@ def target_languages(languages: list[str], source_language: str) -> list[str]:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("probe", probe_source, ("video", "audio"), ("info",), "source", cached=False),
-    Step("extract-audio", extract_audio, ("video", "audio", "layout"), ("analysis_wav", "mix_wav"), "source"),
-    Step("transcribe", transcribe, ("video", "audio", "analysis_wav", "settings", "layout"), ("transcript",), "source"),
-    Step("source-subtitles", write_source_subtitles, ("transcript", "layout"), ("source_subtitles",), "source"),
-    Step("separate", separate_audio, ("transcript", "settings", "layout"), ("separated",), "source"),
-    Step(
-        "speaker-profiles",
-        profile_speakers,
-        ("transcript", "analysis_wav", "separated", "layout"),
-        ("profiles",),
-        "source",
-    ),
-    Step("track-faces", track_faces, ("video", "info", "transcript", "settings", "layout"), ("faces",), "source"),
+    Step("probe", probe_source, ("info",), "source", cached=False),
+    Step("extract-audio", extract_audio, ("analysis_wav", "mix_wav"), "source"),
+    Step("transcribe", transcribe, ("transcript",), "source"),
+    Step("source-subtitles", write_source_subtitles, ("source_subtitles",), "source"),
+    Step("separate", separate_audio, ("separated",), "source"),
+    Step("speaker-profiles", profile_speakers, ("profiles",), "source"),
+    Step("track-faces", track_faces, ("faces",), "source"),
     # Translation backends may call a network service: retry with backoff.
-    Step(
-        "translate",
-        translate_script,
-        ("transcript", "lang", "cfg", "layout"),
-        ("script",),
-        "language",
-        retries=2,
-        reuse=edited_script,
-    ),
-    Step("match-voices", match_voices, ("transcript", "profiles", "lang", "cfg", "layout"), ("voices",), "language"),
-    Step(
-        "synthesize-and-fit",
-        synthesize_track,
-        ("script", "voices", "info", "cfg", "layout"),
-        ("script", "track"),
-        "language",
-        retries=2,
-    ),
-    Step("mix", mix_audio, ("track", "separated", "settings", "layout"), ("dub_audio",), "language"),
-    Step("subtitles", write_subtitles, ("script", "info", "layout"), ("subtitle_files",), "language"),
-    Step(
-        "lipsync", render_lipsync, ("video", "faces", "script", "track", "settings", "layout"), ("picture",), "language"
-    ),
-    Step(
-        "render-video",
-        render_video,
-        ("video", "info", "dub_audio", "subtitle_files", "picture", "cfg", "lang", "layout"),
-        ("dub_video",),
-        "language",
-    ),
-    Step(
-        "report", write_report, ("script", "track", "dub_video", "lang", "settings", "layout"), ("report",), "language"
-    ),
-    Step("review-page", write_review_page, ("layout",), ("review_page",), "summary", cached=False),
+    Step("translate", translate_script, ("script",), "language", retries=2, reuse=edited_script),
+    Step("match-voices", match_voices, ("voices",), "language"),
+    Step("synthesize-and-fit", synthesize_track, ("script", "track"), "language", retries=2),
+    Step("mix", mix_audio, ("dub_audio",), "language"),
+    Step("subtitles", write_subtitles, ("subtitle_files",), "language"),
+    Step("lipsync", render_lipsync, ("picture",), "language"),
+    Step("render-video", render_video, ("dub_video",), "language"),
+    Step("report", write_report, ("report",), "language"),
+    Step("review-page", write_review_page, ("review_page",), "summary", cached=False),
 )
 
 
