@@ -301,11 +301,11 @@ def transcribe_command(
     settings.diarize.speakers = speakers or settings.diarize.speakers
     info = media.probe(media_path)
     layout = layout_for(media_path, out)
+    # No separation here: speaker profiles are cut from the analysis audio.
     context: steps.Context = {"video": media_path, "audio": None, "settings": settings, "layout": layout}
-    wanted = ["extract-audio", "transcribe", "source-subtitles"] + (["speaker-profiles"] if profiles else [])
-    for name in wanted:
-        if name != "speaker-profiles" or context["transcript"].utterances:
-            context |= steps.run(steps.get_step(name), context | {"separated": None})
+    context["separated"] = None
+    for name in ["extract-audio", "transcribe", "source-subtitles"] + (["speaker-profiles"] if profiles else []):
+        context |= steps.run(steps.get_step(name), context)
     transcript = context["transcript"]
     srt, vtt = context["source_subtitles"]
     table = Table(title=f"{media_path.name}: {info.duration_s:.1f} s, language {transcript.language}")
