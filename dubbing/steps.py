@@ -449,6 +449,7 @@ def settings_problems(settings: Settings, languages: list[str]) -> list[str]:
     problems += _backend_problems(diarize.BACKENDS, settings.diarize.backend, settings.diarize.options, "diarize")
     problems += _backend_problems(separate.BACKENDS, settings.separate.backend, settings.separate.options, "separate")
     problems += _backend_problems(lipsync.BACKENDS, settings.lipsync.backend, settings.lipsync.options, "lipsync")
+    problems += _backend_problems(asr.BACKENDS, settings.qa.asr_backend, {}, "qa.asr")
     unknown = [lang for lang in languages if lang not in settings.languages]
     if unknown:
         codes = ", ".join(map(repr, unknown))
