@@ -34,7 +34,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
-sys.path.insert(0, str(ROOT))
 
 
 def normalise(text: str) -> str:

@@ -21,16 +21,16 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from dubbing import backends
+from dubbing.lipsync import choose_active, lipsync_video, load_audio, mouth_drive, render_faces, track_video
+from dubbing.lipsync.faces import mouth_gap
+from dubbing.lipsync.render import BACKENDS
+from dubbing.lipsync.video import probe_video, read_frames, read_frames_at
+from dubbing.lipsync.visemes import envelope
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 MEDIA = ROOT.parent / "shared" / "media"
 
-from dubbing import backends  # noqa: E402
-from dubbing.lipsync import choose_active, lipsync_video, load_audio, mouth_drive, render_faces, track_video  # noqa: E402
-from dubbing.lipsync.faces import mouth_gap  # noqa: E402
-from dubbing.lipsync.render import BACKENDS  # noqa: E402
-from dubbing.lipsync.video import probe_video, read_frames, read_frames_at  # noqa: E402
-from dubbing.lipsync.visemes import envelope  # noqa: E402
 
 RATE = 16_000
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import sacrebleu
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from dubbing import translate
+from dubbing.config import TranslateConfig, load_settings
 
-from dubbing import translate  # noqa: E402
-from dubbing.config import TranslateConfig, load_settings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 DATA = ROOT / "benchmarks/data/mt_en.tsv"
 COLUMNS = {"es": 1, "pt": 2, "fr": 3, "it": 4}

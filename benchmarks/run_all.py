@@ -112,11 +112,9 @@ def chain(video: Path, out: Path, languages: list[str]) -> dict[tuple[str, str |
 
 
 def duration(video: Path) -> float:
-    proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(video)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return float(proc.stdout.strip())
+    from dubbing import media
+
+    return media.probe(video).duration_s
 
 
 def looped(minutes: float, folder: Path) -> Path:
