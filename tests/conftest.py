@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,6 +20,50 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
+
+
+_server: subprocess.Popen | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When slow (end-to-end) tests will run, one local Prefect server serves every `dub` they start: each run
+    then skips starting Prefect's ephemeral API (about 15 s and as many CPU-seconds a run on 2 cores). A test
+    that gives a run its own PREFECT_HOME still gets the ephemeral API (tests/test_reliability.py's `dub_env`)."""
+    global _server
+    if os.environ.get("PREFECT_API_URL") or not any(item.get_closest_marker("slow") for item in session.items):
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = Path(tempfile.mkdtemp(prefix="dub-test-prefect-"))
+    prefect = Path(sys.executable).with_name("prefect")
+    _server = subprocess.Popen(
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "PREFECT_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and _server.poll() is None:
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                os.environ["PREFECT_API_URL"] = api
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    _server.terminate()  # no server: every run starts its own ephemeral API, slower but the same
+    _server = None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _server is not None:
+        _server.terminate()
+        try:
+            _server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _server.kill()
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,12 @@ def clip(tmp_path_factory) -> Path:
 
 
 def dub_env(**extra: str) -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
+    """The environment of a `dub` run; one given its own PREFECT_HOME runs on its own ephemeral Prefect API, so
+    everything Prefect stores of it lies in that home."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
+    if "PREFECT_HOME" in extra:
+        env.pop("PREFECT_API_URL", None)
+    return env
 
 
 def run_dub(*args: str, **env: str) -> subprocess.CompletedProcess:
