@@ -333,8 +333,8 @@ def lipsync_command(
         str | None, typer.Option(help="Output size: 720p, 1080p or WxH (default: the source's).")
     ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
-    backend: Annotated[str, typer.Option(help="Renderer: classical or wav2lip.")] = "classical",
-    model_path: Annotated[Path | None, typer.Option(help="wav2lip: the exported model.")] = None,
+    backend: Annotated[str, typer.Option(help="Renderer name (an unknown one lists those available).")] = "classical",
+    model_path: Annotated[Path | None, typer.Option(help="The renderer's model file, for those that take one.")] = None,
 ) -> None:
     """Re-voice VIDEO with AUDIO: the speaking face mouths the new audio; the rest of the picture is kept."""
     from dubbing import lipsync
