@@ -32,9 +32,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     global _server
     if os.environ.get("PREFECT_API_URL") or not any(item.get_closest_marker("slow") for item in session.items):
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     home = Path(tempfile.mkdtemp(prefix="dub-test-prefect-"))
     prefect = Path(sys.executable).with_name("prefect")
     _server = subprocess.Popen(
@@ -53,17 +51,28 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    _server.terminate()  # no server: every run starts its own ephemeral API, slower but the same
+    stop(_server)  # no server: every run starts its own ephemeral API, slower but the same
     _server = None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if _server is not None:
-        _server.terminate()
-        try:
-            _server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            _server.kill()
+        stop(_server)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Terminate a server process, killing it if it does not end in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,15 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import make_speech, make_video
+from tests.conftest import free_port, make_speech, make_video, stop
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -78,11 +71,7 @@ def test_served_schedule_runs_the_batch(tmp_path):
     finally:
         for proc in (served, server):
             if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop(proc)
 
 
 def _healthy(api: str) -> bool:
