@@ -10,6 +10,7 @@ later stage of the run needs it.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -59,6 +60,28 @@ def options_for(cls: type, options: Mapping[str, Any] | None, where: str) -> Bas
         raise DubbingError(f"{where}.{key}: {err['msg']} (got {err.get('input')!r})") from None
 
 
+def config_problems(
+    registry: Mapping[str, type],
+    name: str,
+    what: str,
+    options: Mapping[str, Any] | None,
+    *,
+    backend_key: str,
+    options_key: str,
+) -> list[str]:
+    """What `build` would refuse in a config, as messages naming the config keys ('tts.backend', 'tts.options')
+    instead of an error: for `dub doctor` and the checks before a run."""
+    try:
+        cls = pick(registry, name, what)
+    except DubbingError as exc:
+        return [f"{backend_key}: {exc}"]
+    try:
+        options_for(cls, options, options_key)
+    except DubbingError as exc:
+        return [str(exc)]
+    return []
+
+
 def build(
     registry: Mapping[str, type], name: str, what: str, options: Mapping[str, Any] | None = None, **context: Any
 ) -> Any:
@@ -67,6 +90,20 @@ def build(
     cls = pick(registry, name, what)
     given = options_for(cls, options, f"{what} options").model_dump(exclude_unset=True)
     return cls(**context, **given)
+
+
+def shared_build(
+    kind: str,
+    registry: Mapping[str, type],
+    name: str,
+    what: str,
+    options: Mapping[str, Any] | None = None,
+    **context: Any,
+) -> Any:
+    """`build`, pooled (`shared`) under this kind by everything the backend is built from: the stages, language
+    threads and videos of a process asking for the same backend share one loaded model."""
+    key = (name, json.dumps(dict(options or {}), sort_keys=True, default=str), *sorted(context.items()))
+    return shared(kind, key, lambda: build(registry, name, what, options, **context))
 
 
 def capable(backend: object, capability: str) -> bool:

@@ -110,20 +110,16 @@ def extract_audio(video: Path, audio: Path | None, layout: RunLayout) -> tuple[P
 
 def transcriber(cfg: ASRConfig) -> asr.Transcriber:
     """The pooled ASR model: transcription and the QA back-transcription share one when their settings agree."""
-    key = (cfg.backend, cfg.model, cfg.compute_type, cfg.beam_size, cfg.vad, json.dumps(cfg.options, sort_keys=True))
-    return backends.shared(
+    return backends.shared_build(
         "asr",
-        key,
-        lambda: backends.build(
-            asr.BACKENDS,
-            cfg.backend,
-            "ASR",
-            cfg.options,
-            model=cfg.model,
-            compute_type=cfg.compute_type,
-            beam_size=cfg.beam_size,
-            vad=cfg.vad,
-        ),
+        asr.BACKENDS,
+        cfg.backend,
+        "ASR",
+        cfg.options,
+        model=cfg.model,
+        compute_type=cfg.compute_type,
+        beam_size=cfg.beam_size,
+        vad=cfg.vad,
     )
 
 
@@ -136,10 +132,7 @@ def transcribe(
     cfg = settings.diarize
     turns = []
     if transcript.utterances:
-        key = (cfg.backend, json.dumps(cfg.options, sort_keys=True))
-        diarizer = backends.shared(
-            "diarize", key, lambda: backends.build(diarize.BACKENDS, cfg.backend, "diarization", cfg.options)
-        )
+        diarizer = backends.shared_build("diarize", diarize.BACKENDS, cfg.backend, "diarization", cfg.options)
         turns = diarizer.diarize(analysis_wav, speakers=cfg.speakers)
     transcript = diarize.attribute(transcript, turns, min_s=cfg.min_line_s, max_s=cfg.max_line_s, pause_s=cfg.pause_s)
     for warning in transcript.warnings:
@@ -272,7 +265,7 @@ def synthesize_track(
         voices=voices,
         voice_wav=layout.voice(lang),
         clip_cache=layout.clip_cache(lang),
-        shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)) if cfg.timing.shorten else None,
+        shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)),
     )
     save_script(fitted, layout)
     write_json(layout.track(lang), track.model_dump())
@@ -434,22 +427,26 @@ def language_problems(cfg: LanguageConfig) -> list[str]:
     return check_language(cfg) + tts.check(cfg) + translate.check(cfg.translate)
 
 
-def _backend_problems(registry: dict[str, type], name: str, options: dict, where: str) -> list[str]:
-    try:
-        backends.options_for(backends.pick(registry, name, where), options, f"{where}.options")
-    except DubbingError as exc:
-        return [f"{where}: {exc}"]
-    return []
-
-
 def settings_problems(settings: Settings, languages: list[str]) -> list[str]:
     """Everything a run into `languages` would fail on, found before any work: unknown language codes, incomplete
     language records, unknown backends and options the backends do not take."""
-    problems = _backend_problems(asr.BACKENDS, settings.asr.backend, settings.asr.options, "asr")
-    problems += _backend_problems(diarize.BACKENDS, settings.diarize.backend, settings.diarize.options, "diarize")
-    problems += _backend_problems(separate.BACKENDS, settings.separate.backend, settings.separate.options, "separate")
-    problems += _backend_problems(lipsync.BACKENDS, settings.lipsync.backend, settings.lipsync.options, "lipsync")
-    problems += _backend_problems(asr.BACKENDS, settings.qa.asr_backend, {}, "qa.asr")
+    s = settings
+    sections: list[tuple[dict[str, type], str, str, dict, str]] = [
+        (asr.BACKENDS, "ASR", s.asr.backend, s.asr.options, "asr"),
+        (diarize.BACKENDS, "diarization", s.diarize.backend, s.diarize.options, "diarize"),
+        (separate.BACKENDS, "separation", s.separate.backend, s.separate.options, "separate"),
+        (lipsync.BACKENDS, "lipsync", s.lipsync.backend, s.lipsync.options, "lipsync"),
+    ]
+    problems = [
+        problem
+        for registry, what, name, options, key in sections
+        for problem in backends.config_problems(
+            registry, name, what, options, backend_key=f"{key}.backend", options_key=f"{key}.options"
+        )
+    ]
+    problems += backends.config_problems(
+        asr.BACKENDS, settings.qa.asr_backend, "ASR", {}, backend_key="qa.asr_backend", options_key="qa"
+    )
     unknown = [lang for lang in languages if lang not in settings.languages]
     if unknown:
         codes = ", ".join(map(repr, unknown))
@@ -517,10 +514,14 @@ def outputs(step: Step, result: Any) -> Context:
     return dict(zip(step.outputs, result, strict=True))
 
 
-def run(step: Step, context: Context) -> Context:
-    """Run one step without Prefect (dub transcribe, benchmark workers, tests): its outputs as named values."""
+def run(step: Step, context: Context, runner: Callable[..., Any] | None = None) -> Context:
+    """Run one step, unless the user supplied its result (an edited script): its outputs as named values.
+    `runner` calls the step with its arguments (the flow: as a Prefect task); default the plain function (dub
+    transcribe, benchmark workers, tests)."""
     reused = step.reuse(context) if step.reuse else None
-    return outputs(step, reused if reused is not None else step.run(**arguments(step, context)))
+    if reused is not None:
+        return outputs(step, reused)
+    return outputs(step, (runner or step.run)(**arguments(step, context)))
 
 
 # ---------------------------------------------------------------- reading a value back from the run's files

@@ -27,7 +27,7 @@ import soundfile as sf
 from pydantic import Field
 
 from dubbing import media, models
-from dubbing.backends import NoOptions, build, capable, options_for, shared
+from dubbing.backends import NoOptions, build, capable, config_problems, shared
 from dubbing.config import LanguageConfig
 from dubbing.errors import DubbingError
 from dubbing.tools import require_tool
@@ -611,14 +611,9 @@ def check(cfg: LanguageConfig) -> list[str]:
     problems = []
     if cfg.tts.backend not in BACKENDS:
         problems.append(f"tts.backend: unknown TTS backend {cfg.tts.backend!r}; available: {', '.join(BACKENDS)}")
-    for name, options in cfg.tts.options.items():
-        if name not in BACKENDS:
-            problems.append(f"tts.options.{name}: no TTS backend {name!r}; available: {', '.join(BACKENDS)}")
-            continue
-        try:
-            options_for(BACKENDS[name], options, f"tts.options.{name}")
-        except DubbingError as exc:
-            problems.append(str(exc))
+    for name, options in cfg.tts.options.items():  # a block per backend, named by it
+        key = f"tts.options.{name}"
+        problems += config_problems(BACKENDS, name, "TTS", options, backend_key=key, options_key=key)
     problems += [f"tts.rates.{name}: no TTS backend {name!r}" for name in cfg.tts.rates if name not in BACKENDS]
     return problems
 

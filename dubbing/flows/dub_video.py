@@ -12,6 +12,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -94,11 +95,7 @@ TASKS: dict[str, Task] = {s.name: stage(s.run, s.name, retries=s.retries, cached
 
 def run_step(step: steps.Step, context: steps.Context, language: str | None = None) -> steps.Context:
     """Run a step as its task (unless the user supplied its result, as an edited script) and add its outputs."""
-    reused = step.reuse(context) if step.reuse else None
-    if reused is not None:
-        return context | steps.outputs(step, reused)
-    result = run_stage(TASKS[step.name], language=language, **steps.arguments(step, context))
-    return context | steps.outputs(step, result)
+    return context | steps.run(step, context, partial(run_stage, TASKS[step.name], language=language))
 
 
 @dataclass(frozen=True)

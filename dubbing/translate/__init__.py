@@ -16,9 +16,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dubbing.backends import build, capable, options_for
+from dubbing.backends import build, capable, config_problems
 from dubbing.config import TranslateConfig
-from dubbing.errors import DubbingError
 from dubbing.translate import isochrony
 from dubbing.translate.apertium import APERTIUM_MODES, APERTIUM_ROUTES, ApertiumTranslator
 from dubbing.translate.base import (
@@ -238,16 +237,13 @@ def check(cfg: TranslateConfig) -> list[str]:
     if cfg.pivot:
         pivot_backend = cfg.pivot_backend or cfg.backend
         legs.append(("translate.pivot_backend", "translate.pivot_options", pivot_backend, pivot_options(cfg)))
-    problems = []
-    for backend_key, options_key, name, options in legs:
-        if name not in BACKENDS:
-            problems.append(f"{backend_key}: unknown translation backend {name!r}; available: {', '.join(BACKENDS)}")
-            continue
-        try:
-            options_for(BACKENDS[name], options, options_key)
-        except DubbingError as exc:
-            problems.append(str(exc))
-    return problems
+    return [
+        problem
+        for backend_key, options_key, name, options in legs
+        for problem in config_problems(
+            BACKENDS, name, "translation", options, backend_key=backend_key, options_key=options_key
+        )
+    ]
 
 
 def translate_script(
