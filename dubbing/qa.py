@@ -563,12 +563,16 @@ def lipsync_measure(
     source picture and speech as a baseline when the source's faces were tracked. A dub that kept the source
     picture (not `reanimated`) has the source's landmarks: they are reused instead of tracking it again."""
     npz = layout.faces_npz
-    gap, fps = mouth(None, npz) if not reanimated and npz.exists() else mouth(video, None)
+    source = None  # the source's landmarks, read once: the dub's own when it kept the source picture
+    if reanimated or not npz.exists():
+        gap, fps = mouth(video, None)
+    else:
+        gap, fps = source = mouth(None, npz)
     envelope = frame_envelope(voice, ANALYSIS_RATE, fps, len(gap))
     summary, per_line = lip_sync(gap, envelope, fps, {line.index: dub_span(line) for line in lines})
     summary["lipsync_applied"] = reanimated
     if npz.exists() and layout.analysis_wav.exists():
-        source_gap, source_fps = mouth(None, npz)
+        source_gap, source_fps = source or mouth(None, npz)
         samples, _ = media.read_audio(layout.analysis_wav, ANALYSIS_RATE)
         spans = {i: (u.start, u.end) for i, u in enumerate(transcript.utterances)}
         source_envelope = frame_envelope(samples, ANALYSIS_RATE, source_fps, len(source_gap))

@@ -378,8 +378,8 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
         settings.qa,
         limits,
         metric=cfg.metric,
-        hear=hear if settings.qa.back_transcribe else None,
-        mouth=mouth if settings.qa.lipsync else None,
+        hear=hear,
+        mouth=mouth,
     )
 
 
