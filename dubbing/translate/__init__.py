@@ -1,13 +1,13 @@
 """Machine translation: source lines to target-language lines, one out for every one in, length-aware.
 
-Backends implement `Translator` (translate, and shorten for lines that will not fit their slot):
-`apertium` (Debian, offline), `bergamot` (English<->Portuguese, offline), `transformers` (Opus-MT, NLLB,
-M2M100 from the Hugging Face cache) and `openai-compatible` (any chat-completions server). Each owns its options
-(`Options`, from `translate.options`) and declares its capabilities. Two backends chain through a pivot language
-where one has no direct pair. `translator_for(cfg, source, target)` builds what a language config asks for,
-glossary and orthography fixes included; `translate_script` translates a transcript into a script, estimating
-each line's spoken length (the caller's `estimate`) and shortening lines that will not fit; `shortener` is the
-voice stage's way back for a line that turned out too long once spoken.
+Backends implement `Translator` (translate, and shorten for lines that will not fit their slot): `apertium` (Debian,
+offline), `bergamot` (English<->Portuguese, offline), `llama` (a local instruct model, any pair, offline),
+`transformers` (Opus-MT, NLLB, M2M100 from the Hugging Face cache) and `openai-compatible` (any chat-completions
+server). Each owns its options (`Options`, from `translate.options`) and declares its capabilities. Two backends
+chain through a pivot language where one has no direct pair. `translator_for(cfg, source, target)` builds what a
+language config asks for, glossary and orthography fixes included; `translate_script` translates a transcript into a
+script, estimating each line's spoken length (the caller's `estimate`) and shortening lines that will not fit;
+`shortener` is the voice stage's way back for a line that turned out too long once spoken.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dubbing.translate.bergamot import BergamotTranslator
 from dubbing.translate.condense import condense_requests
 from dubbing.translate.hub import HubTranslator
 from dubbing.translate.isochrony import Estimate
+from dubbing.translate.llama import LlamaTranslator
 from dubbing.translate.llm import OpenAICompatibleTranslator
 from dubbing.types import Script, ScriptLine, Transcript
 
@@ -64,6 +65,7 @@ BACKENDS: dict[str, type[TranslatorBackend]] = {
     "apertium": ApertiumTranslator,
     "bergamot": BergamotTranslator,
     "transformers": HubTranslator,
+    "llama": LlamaTranslator,
     "openai-compatible": OpenAICompatibleTranslator,
 }
 

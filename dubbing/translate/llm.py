@@ -12,8 +12,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
-from functools import partial
 from typing import Literal
 
 import httpx
@@ -49,12 +47,103 @@ class MalformedReply(ValueError):
     """The model's reply is not the JSON asked for (the message says why, and goes back to the model)."""
 
 
-class OpenAICompatibleTranslator:
+class ChatTranslator:
+    """What every chat-model translator shares: the instructions, the batches with their context, the JSON reply
+    checked and sent back with the reason while malformed. A subclass supplies `_complete` (one chat completion)."""
+
+    source: str
+    target: str
+    glossary: dict[str, str]
+    formality: str
+    max_retries: int
+    batch_size: int
+    context_lines: int
+    pivot = None
+
+    def _complete(self, messages: list[dict], schema: dict) -> str:
+        """The model's reply to `messages`; `schema` is the JSON shape asked for (a backend may enforce it)."""
+        raise NotImplementedError
+
+    def _where(self) -> str:
+        """The model, for error messages."""
+        raise NotImplementedError
+
+    def _instructions(self, template: str, **extra: object) -> str:
+        glossary = ""
+        if self.glossary:
+            pairs = "; ".join(f'"{s}" stays "{t}"' if s == t else f'"{s}" -> "{t}"' for s, t in self.glossary.items())
+            glossary = f"Glossary, always use these renderings: {pairs}. "
+        formality = "" if self.formality == "default" else f"Use the {self.formality} form of address. "
+        return template.format(
+            source=_name(self.source),
+            target=_name(self.target),
+            glossary=glossary,
+            formality=formality,
+            **extra,
+        )
+
+    def _context(self, lines: list[str], start: int, stop: int) -> dict[str, list[str]]:
+        return {
+            "context_before": lines[max(0, start - self.context_lines) : start],
+            "context_after": lines[stop : stop + self.context_lines],
+        }
+
+    def translate(self, lines: list[str]) -> list[str]:
+        """Non-empty lines in batches of `batch_size`, each with the lines around it as context."""
+        out = [""] * len(lines)
+        todo = [i for i, line in enumerate(lines) if line.strip()]
+        spoken = [lines[i] for i in todo]
+        system = self._instructions(SYSTEM_PROMPT)
+        for start in range(0, len(spoken), self.batch_size):
+            chunk = spoken[start : start + self.batch_size]
+            payload = {**self._context(spoken, start, start + len(chunk)), "lines": chunk}
+            done = self._ask(system, payload, "translations", len(chunk))
+            for i, text in zip(todo[start : start + len(chunk)], done, strict=True):
+                out[i] = text
+        return out
+
+    def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
+        """One rewrite request per line, with its neighbours, current translation and target length."""
+        return [self._shorten_one(lines, r) for r in requests]
+
+    def _shorten_one(self, lines: list[str], request: ShortenRequest) -> list[str]:
+        system = self._instructions(SHORTEN_PROMPT, max_chars=request.max_chars)
+        payload = {
+            **self._context(lines, request.index, request.index + 1),
+            "line": lines[request.index],
+            "current_translation": request.current,
+            "max_characters": request.max_chars,
+        }
+        return self._ask(system, payload, "candidates", None)
+
+    def _ask(self, system: str, payload: dict, key: str, count: int | None) -> list[str]:
+        """One request for a list of `count` strings (any number when None) under `key`, retried with the reason
+        while the reply is malformed."""
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": json.dumps(payload, ensure_ascii=False)},
+        ]
+        schema = strings_schema(key, count)
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            content = self._complete(messages, schema)
+            try:
+                return _strings(_json_object(content), key, count)
+            except MalformedReply as exc:
+                problem = str(exc)
+                log.warning("translation reply %d malformed (%s)", attempt + 1, exc)
+                messages += [
+                    {"role": "assistant", "content": content},
+                    {"role": "user", "content": f"That reply was invalid: {exc}. Reply again with the JSON only."},
+                ]
+        raise DubbingError(f"{self._where()} gave malformed JSON {self.max_retries + 1} times; last: {problem}")
+
+
+class OpenAICompatibleTranslator(ChatTranslator):
     """A chat model told what to do: the glossary and formality go into its instructions ("instructions")."""
 
     name = "openai-compatible"
     capabilities = frozenset({"instructions"})
-    pivot = None
 
     class Options(NoOptions):
         base_url: str | None = None  # e.g. http://localhost:11434/v1 (required)
@@ -98,81 +187,15 @@ class OpenAICompatibleTranslator:
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.batch_size, self.context_lines = batch_size, context_lines
         headers = {"Content-Type": "application/json"}
-        key = read_secret(
-            env=api_key_env, block=api_key_secret, what="translate.options.api_key_env/api_key_secret"
-        )
+        key = read_secret(env=api_key_env, block=api_key_secret, what="translate.options.api_key_env/api_key_secret")
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self.client = httpx.Client(headers=headers, timeout=timeout_s)
 
-    def _instructions(self, template: str, **extra: object) -> str:
-        glossary = ""
-        if self.glossary:
-            pairs = "; ".join(f'"{s}" stays "{t}"' if s == t else f'"{s}" -> "{t}"' for s, t in self.glossary.items())
-            glossary = f"Glossary, always use these renderings: {pairs}. "
-        formality = "" if self.formality == "default" else f"Use the {self.formality} form of address. "
-        return template.format(
-            source=_name(self.source),
-            target=_name(self.target),
-            glossary=glossary,
-            formality=formality,
-            **extra,
-        )
+    def _where(self) -> str:
+        return f"{self.url} (model {self.model})"
 
-    def _context(self, lines: list[str], start: int, stop: int) -> dict[str, list[str]]:
-        return {
-            "context_before": lines[max(0, start - self.context_lines) : start],
-            "context_after": lines[stop : stop + self.context_lines],
-        }
-
-    def translate(self, lines: list[str]) -> list[str]:
-        """Non-empty lines in batches of `batch_size`, each with the lines around it as context."""
-        out = [""] * len(lines)
-        todo = [i for i, line in enumerate(lines) if line.strip()]
-        spoken = [lines[i] for i in todo]
-        system = self._instructions(SYSTEM_PROMPT)
-        for start in range(0, len(spoken), self.batch_size):
-            chunk = spoken[start : start + self.batch_size]
-            payload = {**self._context(spoken, start, start + len(chunk)), "lines": chunk}
-            done = self._ask(system, payload, partial(_strings, key="translations", count=len(chunk)))
-            for i, text in zip(todo[start : start + len(chunk)], done, strict=True):
-                out[i] = text
-        return out
-
-    def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
-        """One rewrite request per line, with its neighbours, current translation and target length."""
-        return [self._shorten_one(lines, r) for r in requests]
-
-    def _shorten_one(self, lines: list[str], request: ShortenRequest) -> list[str]:
-        system = self._instructions(SHORTEN_PROMPT, max_chars=request.max_chars)
-        payload = {
-            **self._context(lines, request.index, request.index + 1),
-            "line": lines[request.index],
-            "current_translation": request.current,
-            "max_characters": request.max_chars,
-        }
-        return self._ask(system, payload, partial(_strings, key="candidates", count=None))
-
-    def _ask(self, system: str, payload: dict, parse: Callable[[dict], list[str]]) -> list[str]:
-        """One request, retried with the reason while the reply is malformed."""
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": json.dumps(payload)}]
-        problem = ""
-        for attempt in range(self.max_retries + 1):
-            content = self._post(messages)
-            try:
-                return parse(_json_object(content))
-            except MalformedReply as exc:
-                problem = str(exc)
-                log.warning("translation reply %d malformed (%s)", attempt + 1, exc)
-                messages += [
-                    {"role": "assistant", "content": content},
-                    {"role": "user", "content": f"That reply was invalid: {exc}. Reply again with the JSON only."},
-                ]
-        raise DubbingError(
-            f"{self.url} (model {self.model}) gave malformed JSON {self.max_retries + 1} times; last: {problem}"
-        )
-
-    def _post(self, messages: list[dict]) -> str:
+    def _complete(self, messages: list[dict], schema: dict) -> str:
         body = {
             "model": self.model,
             "messages": messages,
@@ -237,6 +260,14 @@ def _json_object(content: str) -> dict:
     if not isinstance(data, dict):
         raise MalformedReply("expected a JSON object")
     return data
+
+
+def strings_schema(key: str, count: int | None) -> dict:
+    """The JSON schema of a reply holding a list of strings under `key` (exactly `count` when given)."""
+    items: dict = {"type": "array", "items": {"type": "string"}, "minItems": count or 1}
+    if count is not None:
+        items["maxItems"] = count
+    return {"type": "object", "properties": {key: items}, "required": [key]}
 
 
 def _strings(reply: dict, key: str, count: int | None) -> list[str]:
