@@ -118,6 +118,11 @@ class QAConfig(Section):
     min_lip_sync: float = Field(0.2, ge=-1, le=1)  # mouth-opening vs dub-audio correlation over a line
     loudness_tolerance_lu: float = Field(2.0, gt=0, le=20)  # integrated loudness this far from the target
     max_true_peak_db: float = Field(-1.0, ge=-20, le=0)
+    meaning: bool = True  # translate what was heard back to the source language and compare (chrF)
+    meaning_backend: str = "llama"  # the translation backend that translates back (any pair)
+    meaning_options: dict[str, Any] = Field(default_factory=dict)  # that backend's options
+    min_meaning_chrf: float = Field(20.0, ge=0, le=100)  # a line whose back-translation scores under this
+    wrong_language: bool = True  # flag words of another language in the script (wordfreq word lists)
 
 
 class LanguageConfig(Section):

@@ -1,10 +1,10 @@
 """The review page (report.html): one static file a person opens in a browser to check a run before publishing.
 
-The source and each dub side by side (HTML5 video with the run's WebVTT subtitles), the QA figures of each
-language, the flagged lines, and the per-line table (source, translation, what the back-transcription heard,
-speed, lipsync, flags) where a click seeks both videos to the line. No server and nothing fetched from outside:
-CSS and JS are inline, videos are referenced by paths relative to the page. Browsers refuse <track> files
-from file:// pages, so each subtitle file is also inlined as a data: URL the page falls back to.
+The source and each dub side by side (HTML5 video with the run's WebVTT subtitles), the QA figures of each language,
+the flagged lines, and the per-line table (source, translation, what the back-transcription heard, that translated
+back and its chrF, speed, lipsync, flags) where a click seeks both videos to the line. No server and nothing fetched
+from outside: CSS and JS are inline, videos are referenced by paths relative to the page. Browsers refuse <track>
+files from file:// pages, so each subtitle file is also inlined as a data: URL the page falls back to.
 """
 
 from __future__ import annotations
@@ -94,6 +94,24 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
         )
     else:
         rows.append(("loudness", loud.get("note", "not measured")))
+    sense = report.get("meaning") or {}
+    if "mean_chrf" in sense:
+        what = "the dub heard back" if sense.get("basis") == "heard" else "the script"
+        rows.append(
+            (
+                f"meaning ({what} translated back, chrF against the source)",
+                f"mean {_num(sense.get('mean_chrf'), 1)} over {sense.get('lines', 0)} lines "
+                f"(flagged under {_num(sense.get('min_chrf'), 0)})",
+            )
+        )
+    else:
+        rows.append(("meaning", sense.get("note", "not measured")))
+    foreign = report.get("wrong_language") or {}
+    if "words" in foreign:
+        words = [w["word"] for found in foreign["words"].values() for w in found]
+        rows.append(("words of another language", ", ".join(words) or "none"))
+    else:
+        rows.append(("words of another language", foreign.get("note", "not measured")))
     rows.append(("input warnings", "; ".join(report.get("inputs") or []) or "none"))
     rows.append(("flagged", str(len(report.get("flags") or []))))
     return rows
@@ -158,6 +176,8 @@ def _language_section(lang: str, report: dict, source: str | None, source_vtt: t
             html.escape(line["text"]),
             html.escape(line.get("heard") or ""),
             _num(err),
+            html.escape(line.get("back_translation") or ""),
+            _num(line.get("meaning_chrf"), 0),
             speed + (" (over)" if line.get("over_limit") else ""),
             _num(lip),
             marks,
@@ -167,7 +187,10 @@ def _language_section(lang: str, report: dict, source: str | None, source_vtt: t
             f'<tr class="{cls}" data-t="{line["start"]}" data-end="{line["end"]}" data-lang="{html.escape(lang)}">'
             f"{_cells(values)}</tr>"
         )
-    head = _cells(["#", "time", "speaker", "source", "translation", "heard back", "error", "speed", "lips r", "flags"])
+    head = _cells(
+        ["#", "time", "speaker", "source", "translation", "heard back", "error", "back-translated", "chrF", "speed",
+         "lips r", "flags"]
+    )  # fmt: skip
     heading = f"{lang}: {report.get('translator', '')}" + (f" via {report['pivot']}" if report.get("pivot") else "")
     source_vtt_src, source_vtt_path = source_vtt or (None, None)
     return (

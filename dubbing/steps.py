@@ -369,6 +369,8 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
     def mouth(video: Path | None, landmarks: Path | None) -> Any:
         return lipsync.mouth_opening(video, max_faces=settings.lipsync.max_faces, landmarks=landmarks)
 
+    source = Script.model_validate_json((layout.out / outputs.script).read_text()).source_language
+    glossary = cfg.translate.glossary
     if cfg.metric is None:
         raise DubbingError(f"{lang}: its record has no QA metric (metric: wer or cer in configs/languages/{lang}.yaml)")
     return qa.quality_report(
@@ -380,7 +382,27 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
         metric=cfg.metric,
         hear=hear,
         mouth=mouth,
+        translate_back=back_translator(settings, lang, source),
+        keep_words=[*glossary, *glossary.values()],
     )
+
+
+def back_translator(settings: Settings, lang: str, source: str) -> qa.TranslateBack:
+    """QA's meaning check's way back: `qa.meaning_backend` from the dub's language to the source's, built when
+    first called (so a run with the check off never loads it); a pair it lacks or a missing model raise
+    DubbingError there, and QA skips the check with the reason."""
+    built: list[translate.Translator] = []
+
+    def translate_back(lines: list[str]) -> list[str]:
+        if not built:
+            built.append(
+                translate.build_translator(
+                    settings.qa.meaning_backend, source=lang, target=source, options=settings.qa.meaning_options
+                )
+            )
+        return built[0].translate(lines)
+
+    return translate_back
 
 
 # ---------------------------------------------------------------- once per video, after every language

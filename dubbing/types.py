@@ -240,6 +240,9 @@ class LineQA(BaseModel):
     speed: float | None = None
     over_limit: bool = False
     lip_sync: float | None = None  # correlation of mouth opening with the dub audio over this line
+    back_translation: str | None = None  # `heard` (or `text` without back-transcription) in the source language
+    meaning_chrf: float | None = None  # chrF (0-100) of `back_translation` against `source_text`
+    foreign_words: list[str] = Field(default_factory=list)  # words of `text` in another language
     flags: list[str] = Field(default_factory=list)  # the checks this line failed
 
 
@@ -258,6 +261,8 @@ class QAReport(BaseModel):
     voice: dict = Field(default_factory=dict)
     lipsync: dict = Field(default_factory=dict)
     loudness: dict = Field(default_factory=dict)
+    meaning: dict = Field(default_factory=dict)
+    wrong_language: dict = Field(default_factory=dict)
     inputs: list[str] = Field(default_factory=list)
     thresholds: dict = Field(default_factory=dict)
     line_qa: list[LineQA] = Field(default_factory=list)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing import asr, backends, media, qa, speaker_embedding
-from dubbing.config import QAConfig
+from dubbing import asr, backends, media, qa, speaker_embedding, steps, translate
+from dubbing.config import QAConfig, Settings
 from dubbing.errors import DubbingError
 from dubbing.files import write_json
 from dubbing.layout import RunLayout
@@ -262,3 +262,126 @@ def test_quality_report_measures_a_finished_language_from_its_files(tmp_path, he
     assert off.intelligibility == {"note": "back-transcription off (qa.back_transcribe)"}
     deaf = qa.quality_report(layout, "es", outputs, QAConfig(), limits, metric="wer", hear=None, mouth=None)
     assert "no transcriber" in deaf.intelligibility["note"] and deaf.line_qa[0].heard is None
+
+
+# ---------------------------------------------------------------- words of another language
+
+
+def test_words_of_another_language_are_flagged_with_the_language_they_belong_to():
+    spanish = qa.foreign_words("Durante años perseguei ese sueño sin descanso.", "es", source="en")
+    assert [(w.word, w.language) for w in spanish] == [("perseguei", "pt")]  # in no word list: its ending is pt
+    french = qa.foreign_words("Mes majeurs flaquezas sont demander aide lorsque je précis", "fr", source="en")
+    assert [(w.word, w.language) for w in french] == [("flaquezas", "es")]  # common in Spanish, unknown in French
+    assert qa.foreign_words("Durante años perseguí ese sueño sin descanso.", "es", source="en") == []
+    assert qa.foreign_words("Mes plus grandes faiblesses sont de demander de l'aide.", "fr", source="en") == []
+    # names (capitalised inside a sentence, all capitals, mixed case), glossary terms and numbers are never flagged
+    assert qa.foreign_words("Ayer hablé con Joaquim de la OTAN y del iPhone 15.", "es", source="en") == []
+    assert qa.foreign_words("perseguei", "es", keep=["perseguei"]) == []
+    untranslated = qa.foreign_words("我们去 the store 买东西, iPhone 很贵", "zh", source="en")
+    assert [w.word for w in untranslated] == ["the", "store"]  # written without spaces: Latin-script words only
+    assert qa.wrong_language_check("zh") is None and "no word list" in (qa.wrong_language_check("yo") or "")
+
+
+def test_the_hand_written_references_have_no_word_of_another_language():
+    """The false-positive measure of the check: the hand translations of benchmarks/data/mt_en.tsv."""
+    table = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "mt_en.tsv"
+    rows = [row.split("\t") for row in table.read_text().splitlines() if row.strip() and not row.startswith("#")]
+    flagged = {
+        (lang, row[column]): qa.foreign_words(row[column], lang, source="en")
+        for column, lang in enumerate(("es", "pt", "fr", "it"), start=1)
+        for row in rows
+    }
+    assert len(flagged) >= 150 and {k: v for k, v in flagged.items() if v} == {}
+
+
+def test_the_report_flags_a_line_with_words_of_another_language():
+    script = Script(
+        source_language="en", language="es", translator="t",
+        lines=[line(0, 0.0, "Durante años perseguei ese sueño.", 2.0), line(1, 3.0, "Perseguí ese sueño.", 1.5)],
+    )  # fmt: skip
+    foreign = {x.index: qa.foreign_words(x.text, "es", source="en") for x in script.lines}
+    report = qa.build_report(script, qa.Measurements(foreign=foreign), qa.Thresholds(), metric="wer")
+    rows = {row.index: row for row in report.line_qa}
+    assert rows[0].flags == ["language"] and rows[0].foreign_words == ["perseguei"] and rows[1].flags == []
+    (flag,) = report.flags
+    assert flag.check == "language" and "perseguei" in flag.message and "pt" in flag.message and flag.start == 0.0
+    assert report.wrong_language["lines"] == 1 and report.wrong_language["words"]["0"][0]["language"] == "pt"
+
+
+# ---------------------------------------------------------------- meaning (what was heard, translated back)
+
+
+@pytest.fixture(scope="module")
+def apertium_es_en() -> qa.TranslateBack:
+    """A real back-translator, Spanish to English (Debian's apertium-eng-spa): what `qa.meaning_backend` builds."""
+    return translate.build_translator("apertium", source="es", target="en").translate
+
+
+def dubbed_lines(tmp_path: Path, pairs: list[tuple[str, str]]) -> tuple[RunLayout, LanguageOutputs]:
+    """A finished Spanish language whose line i has source pairs[i][0] and dub (script and espeak voice) pairs[i][1]."""
+    layout = RunLayout(out=tmp_path / "out", name="talk")
+    layout.source_dir.mkdir(parents=True)
+    layout.language_dir("es").mkdir()
+    clips, lines, at = [], [], 0.0
+    for i, (source, text) in enumerate(pairs):
+        clip, rate = media.read_audio(make_speech(tmp_path / f"{i}.wav", text, voice="es"), ANALYSIS_RATE)
+        lines.append(ScriptLine(index=i, speaker="S1", start=at, end=at + len(clip) / rate, source_text=source,
+                                text=text, synth_s=len(clip) / rate, speed=1.0))  # fmt: skip
+        clips += [clip, np.zeros(rate, np.float32)]
+        at += len(clip) / rate + 1.0
+    voice = np.concatenate(clips)
+    media.write_audio(layout.voice("es"), voice, ANALYSIS_RATE)
+    media.write_audio(layout.audio("es"), voice, ANALYSIS_RATE)
+    media.write_audio(layout.analysis_wav, voice, ANALYSIS_RATE)
+    transcript = Transcript(language="en", duration_s=at, utterances=[Utterance(start=0.0, end=at, text="x")])
+    write_json(layout.transcript, transcript.model_dump())
+    script = Script(source_language="en", language="es", translator="t", lines=lines)
+    write_json(layout.script("es"), script.model_dump())
+    return layout, layout.outputs("es", None)
+
+
+def test_the_meaning_check_flags_a_line_whose_dub_means_something_else(tmp_path, hear, apertium_es_en):
+    layout, outputs = dubbed_lines(
+        tmp_path,
+        [("Good morning, my friend.", "Buenos días, amigo."), ("The train leaves at noon.", "Me gusta mucho el café.")],
+    )
+    limits = qa.Thresholds()
+    report = qa.quality_report(layout, "es", outputs, QAConfig(), limits, metric="wer", hear=hear, mouth=None,
+                               translate_back=apertium_es_en)  # fmt: skip
+    assert report.meaning["basis"] == "heard" and report.meaning["metric"] == "chrf"
+    rows = {row.index: row for row in report.line_qa}
+    # the expectation from the run's own outputs: what was heard, translated back in one call, scored
+    back = dict(zip(rows, apertium_es_en([row.heard or "" for row in rows.values()]), strict=True))
+    script = Script.model_validate_json(layout.script("es").read_text())
+    _, expected = qa.meaning(script.lines, back, basis="heard")
+    for index, row in rows.items():
+        assert row.back_translation == back[index] and row.meaning_chrf == expected[index]
+        assert ("meaning" in row.flags) == (expected[index] < limits.min_meaning_chrf)
+    assert "meaning" not in rows[0].flags and "meaning" in rows[1].flags
+    assert report.meaning["mean_chrf"] == pytest.approx((rows[0].meaning_chrf + rows[1].meaning_chrf) / 2, abs=0.01)
+    assert report.wrong_language["lines"] == 0  # both scripts are plain Spanish
+
+    script_only = qa.quality_report(layout, "es", outputs, QAConfig(back_transcribe=False), limits, metric="wer",
+                                    hear=hear, mouth=None, translate_back=apertium_es_en)  # fmt: skip
+    assert script_only.meaning["basis"] == "script"  # nothing heard back: the script is translated back instead
+    assert [row.back_translation for row in script_only.line_qa] == apertium_es_en(
+        ["Buenos días, amigo.", "Me gusta mucho el café."]
+    )
+    assert [f.line for f in script_only.flags if f.check == "meaning"] == [1]
+
+
+def test_the_meaning_check_is_skipped_with_the_reason_when_there_is_no_back_translator(tmp_path, apertium_es_en):
+    layout, outputs = dubbed_lines(tmp_path, [("Good morning.", "Buenos días.")])
+    no_pair = steps.back_translator(Settings(qa=QAConfig(meaning_backend="apertium")), "es", "ja")
+    no_backend = steps.back_translator(Settings(qa=QAConfig(meaning_backend="no-such-backend")), "es", "en")
+    cfg = QAConfig(back_transcribe=False)
+    for hook, reason in ((no_pair, "no route es->ja"), (no_backend, "unknown translation backend")):
+        report = qa.quality_report(layout, "es", outputs, cfg, qa.Thresholds(), metric="wer", hear=None, mouth=None,
+                                   translate_back=hook)  # fmt: skip
+        assert report.meaning["note"].startswith("meaning check skipped") and reason in report.meaning["note"]
+        assert report.line_qa[0].meaning_chrf is None and "meaning" not in {f.check for f in report.flags}
+    off = qa.quality_report(layout, "es", outputs, QAConfig(back_transcribe=False, meaning=False), qa.Thresholds(),
+                            metric="wer", hear=None, mouth=None, translate_back=no_pair)  # fmt: skip
+    assert off.meaning == {"note": "meaning check off (qa.meaning)"}
+    working = steps.back_translator(Settings(qa=QAConfig(meaning_backend="apertium")), "es", "en")
+    assert working(["Buenos días.", "Gracias."]) == apertium_es_en(["Buenos días.", "Gracias."])
