@@ -55,12 +55,13 @@ Speak = Callable[[str], float]  # text -> seconds of speech
 
 def load_sentences(languages: list[str], n: int, skip: int = 0) -> dict[str, list[str]]:
     """Sentences `skip` to `skip + n` of the benchmark file for each of `languages` that has some."""
-    rows = [
-        line.rstrip("\n").split("\t")
-        for line in (ROOT / "benchmarks/data/mt_en.tsv").read_text(encoding="utf-8").splitlines(True)
+    header, *rows = (
+        line.split("\t")
+        for line in (ROOT / "benchmarks/data/mt_en.tsv").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
-    ][skip : skip + n]
-    en, es, pt = ([r[i] for r in rows] for i in range(3))
+    )  # the first row names the columns by language code
+    rows = rows[skip : skip + n]
+    en, es, pt = ([r[header.index(code)] for r in rows] for code in ("en", "es", "pt"))
     written = {"en": en, "es": es, "pt": pt, "de": GERMAN[skip : skip + n]}
     for lang in languages:
         if lang in APERTIUM_FROM:
