@@ -10,16 +10,20 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dubbing import __version__, models
-from dubbing.errors import DubbingError
+from dubbing.errors import DubbingError, LanguagesFailed
 from dubbing.layout import manifest_of, review_page_of
 from dubbing.secrets import protect_logs, redact
+
+if TYPE_CHECKING:
+    from dubbing.types import Manifest
 
 app = typer.Typer(
     add_completion=False,
@@ -85,8 +89,19 @@ def run(
     from dubbing.flows.dub_video import dub_video
 
     flow = dub_video if dask is None else dub_video.with_options(task_runner=_dask_runner(dask))
-    with _progress_bars():
-        manifest = flow(video=video, languages=langs, out=out, preset=preset, config=config, audio=audio)
+    try:
+        with _progress_bars():
+            manifest = flow(video=video, languages=langs, out=out, preset=preset, config=config, audio=audio)
+    except LanguagesFailed:
+        from dubbing.types import Manifest
+
+        _print_outputs(video, out, Manifest.model_validate_json(manifest_of(out).read_text()))
+        raise
+    _print_outputs(video, out, manifest)
+
+
+def _print_outputs(video: Path, out: Path, manifest: Manifest) -> None:
+    """The run's table: each language's files, or why it failed."""
     table = Table(title=f"dubbed {video.name}", show_lines=False)
     for column in ("language", "video", "subtitles", "report"):
         table.add_column(column)
@@ -94,6 +109,8 @@ def run(
         table.add_row(
             lang, str(out / outputs.video) if outputs.video else "-", str(out / outputs.srt), str(out / outputs.report)
         )
+    for lang, why in manifest.failed.items():
+        table.add_row(lang, f"[red]failed[/]: {escape(why[:80])}", "-", "-")
     console.print(table)
     console.print(f"manifest: {manifest_of(out)}")
     if manifest.review:

@@ -119,7 +119,7 @@ class QAConfig(Section):
     loudness_tolerance_lu: float = Field(2.0, gt=0, le=20)  # integrated loudness this far from the target
     max_true_peak_db: float = Field(-1.0, ge=-20, le=0)
     meaning: bool = True  # translate what was heard back to the source language and compare (chrF)
-    meaning_backend: str = "llama"  # the translation backend that translates back (any pair)
+    meaning_backend: str = "auto"  # what translates back: auto = Apertium/Bergamot with the pair, else llama
     meaning_options: dict[str, Any] = Field(default_factory=dict)  # that backend's options
     min_meaning_chrf: float = Field(20.0, ge=0, le=100)  # a line whose back-translation scores under this
     wrong_language: bool = True  # flag words of another language in the script (wordfreq word lists)

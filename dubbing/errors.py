@@ -12,3 +12,14 @@ class DubbingError(Exception):
         from dubbing.secrets import redact
 
         super().__init__(redact(str(message)))
+
+
+class LanguagesFailed(DubbingError):
+    """Some target languages failed while the others finished: their outputs, the manifest and the review page are
+    written; the message names each failed language and why."""
+
+    def __init__(self, failed: dict[str, str], manifest: str, finished: list[str]) -> None:
+        self.failed, self.manifest = failed, manifest
+        reasons = "; ".join(f"{lang} failed: {why}" for lang, why in failed.items())
+        done = f" ({', '.join(finished)} done: {manifest})" if finished else ""
+        super().__init__(reasons + done)

@@ -209,6 +209,7 @@ def _language_section(lang: str, report: dict, source: str | None, source_vtt: t
 
 
 STYLE = """
+.failed { color: #b00020; font-weight: bold; }
 body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222}
 nav button{margin-right:.3em;padding:.3em .9em}nav button.on{background:#246;color:#fff}
 .videos{display:flex;gap:1em;flex-wrap:wrap}
@@ -289,13 +290,16 @@ def page(manifest: Manifest, reports: dict[str, dict], videos: dict[str, str | N
         for i, lang in enumerate(langs)
     )
     meta = json.dumps({"source": manifest.source, "languages": langs})
+    failed = "".join(
+        f'<p class="failed">{html.escape(lang)} failed: {html.escape(why)}</p>' for lang, why in manifest.failed.items()
+    )
     return (
         '<!doctype html><html><head><meta charset="utf-8">'
         f"<title>review: {html.escape(name)}</title><style>{STYLE}</style></head><body>"
         f"<h1>{html.escape(name)}</h1><p>source: {html.escape(manifest.source)} "
         f"({html.escape(manifest.source_language)}, {manifest.duration_s:.1f} s, speakers "
         f"{html.escape(', '.join(manifest.speakers))}). Click a line or a flag to jump to it.</p>"
-        f"<nav>{nav}</nav>{sections}"
+        f"<nav>{nav}</nav>{failed}{sections}"
         f'<script type="application/json" id="run">{html.escape(meta)}</script><script>{SCRIPT}</script></body></html>'
     )
 

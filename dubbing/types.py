@@ -188,6 +188,7 @@ class Manifest(BaseModel):
     speakers: list[str]
     transcript: str
     outputs: dict[str, LanguageOutputs] = Field(default_factory=dict)
+    failed: dict[str, str] = Field(default_factory=dict)  # a language that did not finish -> why
     review: str | None = None  # report.html: the review page of every language (pipeline.review_page)
 
 

@@ -198,3 +198,25 @@ def test_secrets_never_reach_logs_artifacts_or_reports(clip, tmp_path):
     assert files_containing(API_KEY, *outputs) == []
     # The warning reached the Prefect API's log store (the UI), masked there too.
     assert files_containing("overloaded, retry with Bearer ***", tmp_path / "prefect-home")
+
+
+def test_a_failed_language_keeps_the_finished_ones(clip, tmp_path):
+    """Portuguese fails mid-run (its translation server refuses): Spanish is finished all the same, the manifest
+    and the review page are written for it, Portuguese is marked failed with its reason, and the exit code says so."""
+    server = ChatServer()
+    try:
+        config = tmp_path / "pt-fails.yaml"
+        pt = {"translate": {"backend": "openai-compatible", "model": "tiny", "options": {"base_url": server.url}}}
+        config.write_text(json.dumps({"languages": {"pt": pt}, "lipsync": {"enabled": False}}))
+        server.replies = [(401, "invalid key")]
+        out = tmp_path / "out"
+        proc = run_dub("run", str(clip), "-l", "es,pt", "-o", str(out), "--config", str(config))
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    assert_one_line_error(proc, "pt failed", "HTTP 401", "es done")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["outputs"]) == ["es"] and "HTTP 401" in manifest["failed"]["pt"]
+    assert all((out / manifest["outputs"]["es"][key]).exists() for key in ("audio", "srt", "report"))
+    page = (out / manifest["review"]).read_text()
+    assert "pt failed" in page and 'data-lang="es"' in page

@@ -358,7 +358,8 @@ def tiny_spm(tmp_path_factory) -> tuple[Path, dict[str, int]]:
     folder = tmp_path_factory.mktemp("tiny-spm")
     corpus = folder / "corpus.txt"
     rows = (ROOT / "benchmarks/data/mt_en.tsv").read_text(encoding="utf-8").splitlines()
-    corpus.write_text("\n".join(c for r in rows if not r.startswith("#") for c in r.split("\t")), encoding="utf-8")
+    cells = [r.split("\t")[:5] for r in rows if r.strip() and not r.startswith("#")][1:]  # header; en es pt fr it
+    corpus.write_text("\n".join(c for r in cells for c in r), encoding="utf-8")
     spm.SentencePieceTrainer.train(
         input=str(corpus), model_prefix=str(folder / "sp"), vocab_size=120, model_type="unigram",
         unk_id=2, bos_id=-1, eos_id=1, pad_id=0, unk_piece="<unk>", eos_piece="</s>", pad_piece="<pad>",

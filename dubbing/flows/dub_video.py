@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
-from prefect import Task, flow, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -30,7 +30,7 @@ from prefect.transactions import CommitMode, transaction
 
 from dubbing import backends, progress, review, steps
 from dubbing.config import LanguageConfig, load_settings
-from dubbing.errors import DubbingError
+from dubbing.errors import DubbingError, LanguagesFailed
 from dubbing.files import output_lock
 from dubbing.flows.caching import stage_cache_key
 from dubbing.layout import RunLayout, layout_for
@@ -175,17 +175,24 @@ def _dub_video(
     source = SourceAnalysis(context)
     targets = steps.target_languages(languages, transcript.language)
     outputs: dict[str, LanguageOutputs] = {}
+    failed: dict[str, str] = {}
     done = len(source_steps) + len(languages) - len(targets)
     group_size = settings.max_parallel_languages
     for group in (targets[i : i + group_size] for i in range(0, len(targets), group_size)):
         futures = {lang: run_language.submit(source, lang, lang_cfgs[lang]) for lang in group}
         for lang, future in futures.items():
-            outputs[lang] = future.result()
+            try:
+                outputs[lang] = future.result()
+            except Exception as exc:  # one language's failure never costs the others
+                failed[lang] = " ".join(str(exc).split()) or type(exc).__name__
+                get_run_logger().error("%s failed: %s", lang, failed[lang])
             done += 1
             update_progress_artifact(bar, 100 * done / total)
-    steps.write_manifest(video, context["info"], transcript, outputs, layout)
+    steps.write_manifest(video, context["info"], transcript, outputs, layout, failed)
     for step in steps.steps("summary"):
         context = run_step(step, context)
+    if failed:
+        raise LanguagesFailed(failed, str(layout.manifest), list(outputs))
     return Manifest.model_validate_json(layout.manifest.read_text())
 
 

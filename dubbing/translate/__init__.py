@@ -44,6 +44,7 @@ __all__ = [
     "ChainTranslator",
     "ConfiguredTranslator",
     "Estimate",
+    "LanguagePairError",
     "ShortenRequest",
     "Translator",
     "available_routes",

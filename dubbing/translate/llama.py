@@ -8,11 +8,12 @@ valid.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -43,7 +44,8 @@ class LocalModel:
             raise DubbingError(f"the llama translator needs llama-cpp-python: run scripts/setup ({exc})") from None
         self.path = path
         self.lock = threading.Lock()
-        self.llm = Llama(
+        atexit.register(self.close)  # before interpreter teardown, where llama-cpp-python's own __del__ fails
+        self.llm: Any = Llama(
             model_path=str(path),
             n_ctx=context_tokens,
             n_threads=threads,
@@ -51,6 +53,12 @@ class LocalModel:
             seed=0,
             verbose=False,
         )
+
+    def close(self) -> None:
+        with self.lock:
+            llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()
 
     def chat(self, messages: list[dict], max_tokens: int) -> str:
         with self.lock:
