@@ -567,3 +567,53 @@ def test_pivot_options_and_offline_backends():
     assert not translate.is_offline(settings.for_language("de").translate)  # a hub model
     assert not translate.is_offline(other) and not translate.is_offline(TranslateConfig(backend="openai-compatible"))
     assert all(cls.name == name and isinstance(cls.capabilities, frozenset) for name, cls in translate.BACKENDS.items())
+
+
+# ---------------------------------------------------------------- the local LLM (llama)
+
+
+def _llama_or_skip() -> None:
+    from dubbing.translate.llama import LlamaTranslator
+
+    if problems := LlamaTranslator.missing(None):
+        pytest.skip("; ".join(problems))
+
+
+def test_llama_reply_parsing_is_strict():
+    from dubbing.translate.llama import MalformedReply, one_line
+
+    assert one_line(' "Hola, ¿qué tal?" \n', "Hi, how are you?") == "Hola, ¿qué tal?"
+    assert one_line("Buenos días.\nBuenas.", "Good morning.") == "Buenos días. Buenas."  # a wrapped line
+    for reply, why in [
+        ("  \n ", "empty"),
+        ("Hola.\nNote: this is a greeting used in Spain and Latin America, often informal.", "several lines"),
+        ("hola " * 40, "far longer"),
+    ]:
+        with pytest.raises(MalformedReply, match=why):
+            one_line(reply, "Hi.")
+
+
+@pytest.mark.slow
+def test_llama_translates_each_line_keeps_glossary_terms_and_shortens():
+    """The real local model: one line out per line in (blank lines stay blank), in the target language, the
+    glossary's term kept; a shorter rendering is shorter than the line it replaces."""
+    from wordfreq import zipf_frequency
+
+    _llama_or_skip()
+    glossary = {"Acme": "Acme"}
+    translator = translate.build_translator("llama", source="en", target="es", glossary=glossary)
+    lines = ["Hello, I'm Anna and I work at Acme.", "", "Today I will show you our new kitchen."]
+    out = translator.translate(lines)
+    assert len(out) == 3 and out[1] == "" and all(out[i] and out[i] != lines[i] for i in (0, 2))
+    assert "Acme" in out[0]
+    words = [w.strip("¿?¡!.,").lower() for w in " ".join(out).split()]
+    spanish = [w for w in words if zipf_frequency(w, "es") > zipf_frequency(w, "en")]
+    assert len(spanish) > len(words) / 2, out  # mostly Spanish words, not the English left as it was
+    request = translate.ShortenRequest(index=2, current=out[2], max_chars=max(10, len(out[2]) // 2))
+    [candidates] = translator.shorten(lines, [request])
+    assert all(len(c) < len(out[2]) for c in candidates)
+
+
+def test_missing_llama_model_is_named_before_a_run():
+    problems = translate.check(TranslateConfig(backend="llama", model="no-such-model"))
+    assert problems and "unknown model 'no-such-model'" in problems[0]

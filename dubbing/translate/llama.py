@@ -9,6 +9,7 @@ valid.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import logging
 import os
 import threading
@@ -125,6 +126,22 @@ class LlamaTranslator(ChatTranslator):
         self.model = shared(
             "llm", (str(path), threads, context_tokens), lambda: LocalModel(path, threads, context_tokens)
         )
+
+    @staticmethod
+    def missing(model: str | None) -> list[str]:
+        """What this machine lacks to run it (the runtime, the model), said before a run starts."""
+        problems = []
+        if importlib.util.find_spec("llama_cpp") is None:
+            problems.append("the llama translator needs llama-cpp-python, which is not installed: run scripts/setup")
+        if not (model and Path(model).expanduser().is_file()):
+            name = model or DEFAULT_MODEL
+            try:
+                status = models.check(name)
+            except DubbingError as exc:
+                return [*problems, str(exc)]
+            if status.state != "available":
+                problems.append(f"model {name}: {status.message}")
+        return problems
 
     def _where(self) -> str:
         return f"the local model {self.model.path.name}"
