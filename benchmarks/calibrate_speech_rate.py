@@ -11,7 +11,8 @@ configs/languages/<code>.yaml.
 
 Sentences: the hand-written references of benchmarks/data/mt_en.tsv for es and pt, the English sources for en,
 Apertium renderings for ca/gl (from English) and fr/it (from the Spanish references): their translation
-quality does not matter here, only that they are text in that language. German is written out below.
+quality does not matter here, only that they are text in that language. German is written out below; ru, zh, ja,
+hi, ko, ar, tr, pl and nl come from benchmarks/data/speech_sentences.yaml (twelve hand-written sentences each).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import yaml
 
 from dubbing import translate, tts
 from dubbing.config import LanguageConfig, available_languages, load_settings
@@ -63,6 +66,8 @@ def load_sentences(languages: list[str], n: int, skip: int = 0) -> dict[str, lis
     rows = rows[skip : skip + n]
     en, es, pt = ([r[header.index(code)] for r in rows] for code in ("en", "es", "pt"))
     written = {"en": en, "es": es, "pt": pt, "de": GERMAN[skip : skip + n]}
+    spoken = yaml.safe_load((ROOT / "benchmarks/data/speech_sentences.yaml").read_text(encoding="utf-8"))
+    written |= {lang: lines[skip : skip + n] for lang, lines in spoken.items()}
     for lang in languages:
         if lang in APERTIUM_FROM:
             source = APERTIUM_FROM[lang]

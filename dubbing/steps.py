@@ -150,6 +150,7 @@ def write_source_subtitles(transcript: Transcript, layout: RunLayout) -> tuple[P
         layout.source_subtitles(lang, ".srt"),
         layout.source_subtitles(lang, ".vtt"),
         transcript.duration_s,
+        lang,
     )
 
 
@@ -290,6 +291,7 @@ def write_subtitles(script: Script, info: MediaInfo, layout: RunLayout) -> tuple
         layout.srt(lang),
         layout.vtt(lang),
         info.duration_s,
+        lang,
     )
 
 

@@ -300,6 +300,80 @@ def _kokoro_engine(model_path: Path, voices_path: Path):
     return shared("tts", ("kokoro", str(model_path), str(voices_path)), load)
 
 
+# Kokoro was trained on the phonemes of misaki, its own G2P. For most languages misaki asks espeak-ng, as
+# kokoro-onnx does; for Chinese and Japanese it has its own front ends, and espeak-ng's phonemes are unintelligible
+# through Kokoro (heard back by whisper base: CER 0.49 for zh with cmn; ja 0.45 on kana and 2.4 on ordinary text,
+# since espeak-ng reads no kanji). Chinese goes through misaki's ZHG2P (jieba, pypinyin, cn2an): CER 0.015 on the
+# same sentences; Japanese through pykakasi's kana readings and misaki's mora table (dubbing/data, copied from
+# misaki 0.9.4, Apache-2.0): CER 0.12.
+G2P_PACKAGES = {"zh": "misaki jieba pypinyin cn2an ordered-set addict", "ja": "pykakasi"}
+# Voice names start with their language's letter (a = American English, b = British, e = Spanish, ...).
+VOICE_PREFIXES = {"en": "ab", "es": "e", "fr": "f", "hi": "h", "it": "i", "ja": "j", "pt": "p", "zh": "z"}
+# Languages cast with their own voices only: another language's voice speaks them with a foreign accent and tone.
+# The others keep the whole bank (their heard-back error was measured so: es 0.020 with jm_kumo).
+NATIVE_ONLY = frozenset({"hi", "ja", "zh"})
+DEFAULT_VOICES = {"hi": "hm_omega", "zh": "zm_yunxi"}  # else jm_kumo (Japanese, male), the rates' reference voice
+
+
+def native_voices(voices: Iterable[str], language: str) -> list[str]:
+    """The bank voices whose name marks them as the language's own (none for a language without any)."""
+    prefixes = VOICE_PREFIXES.get(language.split("-")[0], "")
+    return sorted(v for v in voices if prefixes and len(v) > 2 and v[0] in prefixes and v[2] == "_")
+
+
+@functools.lru_cache(maxsize=1)
+def _zh_g2p():
+    try:
+        from misaki import zh
+    except ImportError as exc:
+        raise DubbingError(
+            f"kokoro speaks Chinese through misaki's G2P: pip install {G2P_PACKAGES['zh']} ({exc})"
+        ) from None
+    return zh.ZHG2P()
+
+
+@functools.lru_cache(maxsize=1)
+def _ja_tables() -> tuple[object, dict[str, str], dict[str, str]]:
+    try:
+        import pykakasi
+    except ImportError as exc:
+        raise DubbingError(
+            f"kokoro speaks Japanese through pykakasi: pip install {G2P_PACKAGES['ja']} ({exc})"
+        ) from None
+    table = json.loads((Path(__file__).resolve().parent / "data" / "kokoro_ja_moras.json").read_text(encoding="utf-8"))
+    return pykakasi.kakasi(), table["moras"], table["punctuation"]
+
+
+def japanese_phonemes(text: str) -> str:
+    """Kokoro's phonemes for Japanese text: each word's katakana reading (pykakasi) split into moras, each mora
+    mapped by misaki's table; punctuation kept as Kokoro's (、 -> ,)."""
+    kakasi, moras, punctuation = _ja_tables()
+    words = []
+    for token in kakasi.convert(unicodedata.normalize("NFKC", text)):
+        kana, phonemes = token["kana"], ""
+        i = 0
+        while i < len(kana):
+            pair = kana[i : i + 2]
+            if len(pair) == 2 and pair in moras:
+                phonemes, i = phonemes + moras[pair], i + 2
+                continue
+            ch = kana[i]
+            phonemes += moras.get(ch) or punctuation.get(ch) or (ch if ch in "!?,.:;" else "")
+            i += 1
+        if phonemes:
+            words.append(phonemes)
+    return " ".join(words)
+
+
+def kokoro_phonemes(text: str, language: str) -> str | None:
+    """Phonemes from Kokoro's own front end for a language that needs one (zh, ja), else None (espeak-ng's)."""
+    if language == "zh":
+        return str(_zh_g2p()(text)[0] or "")
+    if language == "ja":
+        return japanese_phonemes(text)
+    return None
+
+
 class KokoroSynthesizer:
     """Kokoro-82M (int8 ONNX via kokoro-onnx): natural offline speech; voices are style vectors, so a voice can be
     a weighted blend of bank voices ('jm_kumo*0.7+jf_alpha*0.3')."""
@@ -337,14 +411,24 @@ class KokoroSynthesizer:
     def languages(self) -> list[str]:
         return list(self.LANGUAGES)
 
-    def voices(self, language: str) -> list[str]:
+    def bank(self) -> list[str]:
+        """Every voice of the voice pack."""
         return sorted(self.engine.voices.files if hasattr(self.engine.voices, "files") else self.engine.voices)
 
+    def voices(self, language: str) -> list[str]:
+        """The voices casting picks from: the language's own where it is cast natively only (NATIVE_ONLY), else the
+        whole bank. Any bank voice can still be named."""
+        bank = self.bank()
+        own = native_voices(bank, language) if language in NATIVE_ONLY else []
+        return own or bank
+
     def default_voice(self, language: str) -> str:
-        return "jm_kumo"
+        voices = self.voices(language)
+        wanted = DEFAULT_VOICES.get(language, "jm_kumo")
+        return wanted if wanted in voices else ("jm_kumo" if "jm_kumo" in voices else voices[0])
 
     def style(self, voice: str) -> np.ndarray:
-        known = self.voices("")
+        known = self.bank()
         styles = []
         for name, weight in parse_blend(voice):
             if name not in known:
@@ -366,9 +450,15 @@ class KokoroSynthesizer:
         if not 0.5 <= speed <= 2.0:
             raise DubbingError(f"kokoro speed must be within 0.5-2.0, got {speed}")
         style = self.style(voice or self.default_voice(language))
+        phonemes = kokoro_phonemes(text, language)
+        if phonemes is not None and not phonemes.strip(" ,.!?:;"):
+            raise DubbingError(f"kokoro cannot speak {text[:60]!r}: nothing pronounceable")
         try:
             with self._lock:  # one ONNX session; its own threads already use the cores
-                audio, rate = self.engine.create(text, voice=style, speed=speed, lang=lang)
+                if phonemes is None:
+                    audio, rate = self.engine.create(text, voice=style, speed=speed, lang=lang)
+                else:
+                    audio, rate = self.engine.create(phonemes, voice=style, speed=speed, is_phonemes=True)
         except ValueError as exc:  # nothing pronounceable, e.g. only symbols
             raise DubbingError(f"kokoro cannot speak {text[:60]!r}: {exc}") from None
         return _trim_silence(np.asarray(audio, dtype=np.float32)), rate
@@ -591,13 +681,15 @@ _VOWELS = "aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœ"
 _VOWEL_GROUP = re.compile(f"[{_VOWELS}]+")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _DIGITS = re.compile(r"\d+")
+_SYLLABIC = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
 def count_syllables(text: str) -> int:
     """Vowel groups per word, at least one per word: a crude but language-neutral syllable count (the unit
-    benchmarks/calibrate_speech_rate.py compares characters with). Digits are spoken as words: two syllables each."""
-    total = 0
-    for word in _WORD.findall(text.lower()):
+    benchmarks/calibrate_speech_rate.py compares characters with). Digits are spoken as words: two syllables each.
+    Chinese characters, kana and Hangul blocks count one each (small kana are a crude over-count)."""
+    total = len(_SYLLABIC.findall(text))  # a Chinese character, a kana or a Hangul block is a syllable
+    for word in _WORD.findall(_SYLLABIC.sub(" ", text.lower())):
         digits = sum(len(d) for d in _DIGITS.findall(word))
         letters = _DIGITS.sub("", word)
         groups = len(_VOWEL_GROUP.findall(letters)) if letters else 0
