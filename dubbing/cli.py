@@ -448,7 +448,7 @@ def models_command(
 def doctor() -> None:
     """Check the tools, translation pairs and models a run needs, and say how to get what is missing."""
     from dubbing import steps, translate, tts
-    from dubbing.config import available_languages, load_settings
+    from dubbing.config import available_languages, load_settings, shortfalls
 
     problems: list[str] = []
     table = Table(title=f"dubbing {__version__}")
@@ -473,10 +473,11 @@ def doctor() -> None:
     for lang in available_languages():
         cfg = settings.for_language(lang)
         missing = steps.language_problems(cfg)
+        weak = shortfalls(cfg)
         table.add_row(
             f"language {lang}",
-            "[red]incomplete[/red]" if missing else "[green]ok[/green]",
-            "; ".join(missing) or f"{cfg.name}: {cfg.translate.backend} translation, {cfg.tts.backend} speech",
+            "[red]incomplete[/red]" if missing else "[yellow]below goal[/yellow]" if weak else "[green]ok[/green]",
+            "; ".join(missing or weak) or f"{cfg.name}: {cfg.translate.backend} translation, {cfg.tts.backend} speech",
         )
         if missing:
             problems.append(f"language {lang} ({len(missing)} problem{'s' * (len(missing) > 1)})")

@@ -125,6 +125,35 @@ class QAConfig(Section):
     wrong_language: bool = True  # flag words of another language in the script (wordfreq word lists)
 
 
+class LanguageQuality(Section):
+    """What the project measured for this language's configured route (benchmarks/bench_translate.py and
+    benchmarks/bench_languages.py; docs/languages.md): compared with its goals by `shortfalls`."""
+
+    chrf: float | None = None  # held-out chrF of the translate route (benchmarks/data/mt_en.tsv)
+    heard_error: float | None = None  # WER (CER for metric: cer) of a real clip's dub heard back
+    measured: str | None = None  # when and on what
+
+
+# The goals of issue-level quality: chrF by language (others: measured and stated), heard-back error by voice kind.
+CHRF_GOALS = {"es": 75.0, "pt": 75.0, "fr": 75.0, "de": 65.0, "it": 65.0, "ru": 65.0}
+HEARD_ERROR_GOALS = {"kokoro": 0.20}
+HEARD_ERROR_GOAL = 0.30  # any other voice (espeak-ng, MBROLA)
+
+
+def shortfalls(cfg: LanguageConfig) -> list[str]:
+    """Where the language's measured quality falls below its goal, one phrase each: `dub doctor` and the run's
+    report label the language with them."""
+    q, found = cfg.quality, []
+    goal = CHRF_GOALS.get(cfg.code)
+    if q.chrf is not None and goal is not None and q.chrf < goal:
+        found.append(f"translation chrF {q.chrf:.1f} (goal {goal:g})")
+    heard_goal = HEARD_ERROR_GOALS.get(cfg.tts.backend, HEARD_ERROR_GOAL)
+    if q.heard_error is not None and q.heard_error > heard_goal:
+        metric = (cfg.metric or "wer").upper()
+        found.append(f"dub heard back with {metric} {q.heard_error:.2f} (goal {heard_goal:g})")
+    return found
+
+
 class LanguageConfig(Section):
     """Everything that is chosen per target language: one record, configs/languages/<code>.yaml. A record with a
     missing piece is reported by `check_language` (`dub doctor`)."""
@@ -137,6 +166,7 @@ class LanguageConfig(Section):
     translate: TranslateConfig = Field(default_factory=TranslateConfig)
     tts: TTSConfig = Field(default_factory=TTSConfig)
     timing: TimingConfig = Field(default_factory=TimingConfig)
+    quality: LanguageQuality = Field(default_factory=LanguageQuality)
 
 
 def check_language(cfg: LanguageConfig) -> list[str]:

@@ -41,6 +41,8 @@ def _num(value: object, digits: int = 2) -> str:
 def summary_rows(report: dict) -> list[tuple[str, str]]:
     """The headline figure of each check, as (label, text): used by report.html and the Prefect artifact."""
     rows: list[tuple[str, str]] = []
+    if report.get("below_goal"):
+        rows.append(("language below its goal (measured by the project)", "; ".join(report["below_goal"])))
     heard = report.get("intelligibility") or {}
     if "error_rate" in heard:
         rows.append(

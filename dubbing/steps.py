@@ -34,7 +34,7 @@ from dubbing import (
     tts,
     voice,
 )
-from dubbing.config import ASRConfig, LanguageConfig, Settings, check_language
+from dubbing.config import ASRConfig, LanguageConfig, Settings, check_language, shortfalls
 from dubbing.errors import DubbingError
 from dubbing.files import write_json, write_text
 from dubbing.layout import RunLayout, layout_for, manifest_of
@@ -360,7 +360,7 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
     )
     if not settings.qa.enabled:
         script = Script.model_validate_json((layout.out / outputs.script).read_text())
-        return qa.disabled_report(script, limits)
+        return qa.disabled_report(script, limits).model_copy(update={"below_goal": shortfalls(cfg)})
 
     listener = settings.asr.model_copy(update={"model": settings.qa.asr_model, "beam_size": 5, "vad": True})
     listener.backend, listener.options = settings.qa.asr_backend, {}
@@ -375,7 +375,7 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
     glossary = cfg.translate.glossary
     if cfg.metric is None:
         raise DubbingError(f"{lang}: its record has no QA metric (metric: wer or cer in configs/languages/{lang}.yaml)")
-    return qa.quality_report(
+    report = qa.quality_report(
         layout,
         lang,
         outputs,
@@ -387,6 +387,7 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
         translate_back=back_translator(settings, lang, source),
         keep_words=[*glossary, *glossary.values()],
     )
+    return report.model_copy(update={"below_goal": shortfalls(cfg)})
 
 
 FAST_BACK_TRANSLATORS = ("apertium", "bergamot")  # `qa.meaning_backend: auto` tries these before the LLM

@@ -20,7 +20,7 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import soundfile as sf
@@ -333,7 +333,7 @@ def _zh_g2p():
 
 
 @functools.lru_cache(maxsize=1)
-def _ja_tables() -> tuple[object, dict[str, str], dict[str, str]]:
+def _ja_tables() -> tuple[Any, dict[str, str], dict[str, str]]:
     try:
         import pykakasi
     except ImportError as exc:

@@ -265,6 +265,7 @@ class QAReport(BaseModel):
     meaning: dict = Field(default_factory=dict)
     wrong_language: dict = Field(default_factory=dict)
     inputs: list[str] = Field(default_factory=list)
+    below_goal: list[str] = Field(default_factory=list)  # the language's measured shortfalls (config.shortfalls)
     thresholds: dict = Field(default_factory=dict)
     line_qa: list[LineQA] = Field(default_factory=list)
     flags: list[QAFlag] = Field(default_factory=list)
