@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -103,14 +104,18 @@ def run(
 def _print_outputs(video: Path, out: Path, manifest: Manifest) -> None:
     """The run's table: each language's files, or why it failed."""
     table = Table(title=f"dubbed {video.name}", show_lines=False)
-    for column in ("language", "video", "subtitles", "report"):
+    from dubbing.review import verdict
+
+    for column in ("language", "QA", "video", "subtitles"):
         table.add_column(column)
+    colours = {"good": "green", "unusable": "red"}
     for lang, outputs in manifest.outputs.items():
-        table.add_row(
-            lang, str(out / outputs.video) if outputs.video else "-", str(out / outputs.srt), str(out / outputs.report)
-        )
+        report = json.loads((out / outputs.report).read_text()) if (out / outputs.report).exists() else {}
+        word, figures = verdict(report)
+        qa_cell = f"[{colours.get(word, 'yellow')}]{word}[/]" + (f" ({escape(figures)})" if figures else "")
+        table.add_row(lang, qa_cell, str(out / outputs.video) if outputs.video else "-", str(out / outputs.srt))
     for lang, why in manifest.failed.items():
-        table.add_row(lang, f"[red]failed[/]: {escape(why[:80])}", "-", "-")
+        table.add_row(lang, "[red]failed[/]", escape(why[:100]), "-")
     console.print(table)
     console.print(f"manifest: {manifest_of(out)}")
     if manifest.review:

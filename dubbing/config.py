@@ -48,7 +48,7 @@ class DiarizeConfig(Section):
 
 
 class TranslateConfig(Section):
-    backend: str = "apertium"  # apertium | bergamot | transformers | openai-compatible
+    backend: str = "apertium"  # apertium | bergamot | llama | transformers | openai-compatible
     model: str | None = None  # apertium modes ("eng-spa+es-fr"), a model name from `dub models`, or a folder
     options: BackendOptions = Field(default_factory=dict)  # e.g. openai-compatible: base_url, api_key_env, formality
     glossary: dict[str, str] = Field(default_factory=dict)  # source term -> forced translation (same: keep)
@@ -57,6 +57,8 @@ class TranslateConfig(Section):
     pivot_model: str | None = None
     pivot_options: BackendOptions | None = None  # default: `options` when the pivot backend is `backend`
     length_aware: bool = True  # estimate each line's spoken length; ask for shorter renderings that fit
+    post_edit: str | None = None  # a backend that corrects the route's output (one with "post-edit": llama)
+    post_edit_options: BackendOptions = Field(default_factory=dict)
 
 
 class TTSConfig(Section):

@@ -38,6 +38,30 @@ def _num(value: object, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float | int) else str(value)
 
 
+def verdict(report: dict) -> tuple[str, str]:
+    """A plain word for a language's dub and the figures behind it: 'unusable' when the whole dub is heard back
+    worse than a line may be, or means something else on average; 'check' when lines are flagged; else 'good'."""
+    limits = report.get("thresholds") or {}
+    heard = (report.get("intelligibility") or {}).get("error_rate")
+    meaning = (report.get("meaning") or {}).get("mean_chrf")
+    metric = str((report.get("intelligibility") or {}).get("metric", "wer")).upper()
+    figures = [f"{metric} {heard:.2f}"] if heard is not None else []
+    figures += [f"meaning chrF {meaning:.0f}"] if meaning is not None else []
+    flagged = {f.get("line") for f in report.get("flags") or []}
+    worst_heard = limits.get("max_error_rate")
+    if (heard is not None and worst_heard is not None and heard > worst_heard) or (
+        meaning is not None and meaning < limits.get("min_meaning_chrf", 0)
+    ):
+        word = "unusable"
+    elif flagged:
+        word = f"check {len(flagged)} line{'s' * (len(flagged) > 1)}"
+    else:
+        word = "good"
+    if report.get("below_goal"):
+        figures.append("language below its goal")
+    return word, ", ".join(figures)
+
+
 def summary_rows(report: dict) -> list[tuple[str, str]]:
     """The headline figure of each check, as (label, text): used by report.html and the Prefect artifact."""
     rows: list[tuple[str, str]] = []
@@ -136,13 +160,16 @@ def _data_url(vtt: Path) -> str:
     return "data:text/vtt;base64," + base64.b64encode(Path(vtt).read_bytes()).decode() if Path(vtt).exists() else ""
 
 
-def _video(kind: str, lang: str, src: str | None, vtt: str | None, vtt_path: Path | None, label: str) -> str:
+def _video(
+    kind: str, lang: str, src: str | None, vtt: str | None, vtt_path: Path | None, label: str, spoken: str
+) -> str:
+    """One video of a language's section (`lang` names the section); `spoken`: its subtitles' language."""
     if not src:
         return f'<figure><figcaption>{html.escape(label)}</figcaption><p class="none">no video</p></figure>'
     track = ""
     if vtt:
         track = (
-            f'<track kind="subtitles" srclang="{html.escape(lang)}" label="{html.escape(label)}" default '
+            f'<track kind="subtitles" srclang="{html.escape(spoken)}" label="{html.escape(label)}" default '
             f'src="{html.escape(vtt)}" data-inline="{_data_url(vtt_path) if vtt_path else ""}">'
         )
     muted = " muted" if kind == "source" else ""
@@ -158,7 +185,8 @@ def _cells(values: Iterable[str]) -> str:
 
 
 def _language_section(lang: str, report: dict, source: str | None, source_vtt: tuple[str, Path] | None,
-                      dub: str | None, dub_vtt: tuple[str, Path], hidden: bool) -> str:  # fmt: skip
+                      dub: str | None, dub_vtt: tuple[str, Path], hidden: bool,
+                      source_language: str) -> str:  # fmt: skip
     figures = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(report))
     flags = "".join(
         f'<li class="seek" data-t="{f.get("start") or 0}" data-lang="{html.escape(lang)}">'
@@ -198,8 +226,9 @@ def _language_section(lang: str, report: dict, source: str | None, source_vtt: t
     return (
         f'<section class="lang" id="lang-{html.escape(lang)}"{" hidden" if hidden else ""}>'
         f"<h2>{html.escape(heading)}</h2>"
-        f'<div class="videos">{_video("source", lang, source, source_vtt_src, source_vtt_path, "source")}'
-        f"{_video('dub', lang, dub, *dub_vtt, f'dub ({lang})')}</div>"
+        f'<div class="videos">'
+        f"{_video('source', lang, source, source_vtt_src, source_vtt_path, 'source', source_language)}"
+        f"{_video('dub', lang, dub, *dub_vtt, f'dub ({lang})', lang)}</div>"
         f'<p><button class="both" data-lang="{html.escape(lang)}">play both from the start</button> '
         f'<label><input type="checkbox" class="sync" data-lang="{html.escape(lang)}" checked> keep the source in '
         f"step with the dub (muted)</label></p>"
@@ -288,6 +317,7 @@ def page(manifest: Manifest, reports: dict[str, dict], videos: dict[str, str | N
             videos.get(lang),
             (manifest.outputs[lang].vtt, layout.out / manifest.outputs[lang].vtt),
             hidden=i > 0,
+            source_language=manifest.source_language,
         )
         for i, lang in enumerate(langs)
     )

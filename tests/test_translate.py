@@ -623,3 +623,15 @@ def test_llama_translates_each_line_keeps_glossary_terms_and_shortens():
 def test_missing_llama_model_is_named_before_a_run():
     problems = translate.check(TranslateConfig(backend="llama", model="no-such-model"))
     assert problems and "unknown model 'no-such-model'" in problems[0]
+
+
+@pytest.mark.slow
+def test_llama_post_edits_a_routes_draft():
+    _llama_or_skip()
+    cfg = TranslateConfig(backend="bergamot", post_edit="llama")
+    translator = translate.translator_for(cfg, "en", "pt")
+    assert translator.name == "bergamot+llama"
+    [out] = translator.translate(["Good morning, how did you sleep?"])
+    assert out and out != "Good morning, how did you sleep?"
+    with pytest.raises(DubbingError, match="cannot post-edit"):
+        translate.translator_for(TranslateConfig(backend="bergamot", post_edit="apertium"), "en", "pt")

@@ -301,4 +301,3 @@ def render_dub(
         mux_audio=False,
         fmt="mp4",
     )
-

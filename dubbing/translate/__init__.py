@@ -18,6 +18,7 @@ from typing import Any
 
 from dubbing.backends import build, capable, config_problems
 from dubbing.config import TranslateConfig
+from dubbing.errors import DubbingError
 from dubbing.translate import isochrony
 from dubbing.translate.apertium import APERTIUM_MODES, APERTIUM_ROUTES, ApertiumTranslator
 from dubbing.translate.base import (
@@ -221,7 +222,34 @@ def _configured(cfg: TranslateConfig, source: str, target: str) -> ConfiguredTra
             cfg.backend, source=source, target=target, model=cfg.model, options=cfg.options, glossary=cfg.glossary
         )
         instructed = capable(inner, "instructions")
+    if cfg.post_edit:
+        editor = build_translator(
+            cfg.post_edit, source=source, target=target, options=cfg.post_edit_options, glossary=cfg.glossary
+        )
+        if not capable(editor, "post-edit"):
+            raise DubbingError(f"translate.post_edit: {cfg.post_edit} cannot post-edit (llama can)")
+        inner = PostEditedTranslator(inner, editor)
     return ConfiguredTranslator(inner, cfg.glossary, placeholders=not instructed)
+
+
+class PostEditedTranslator:
+    """A route's translation corrected by a model that reads the source beside it (Bergamot's draft, then the
+    LLM); shorter renderings come from the editor."""
+
+    def __init__(self, draft: Translator, editor: Any) -> None:
+        self.draft, self.editor = draft, editor
+        self.name = f"{draft.name}+{editor.name}"
+        self.source, self.target = draft.source, draft.target
+
+    @property
+    def pivot(self) -> str | None:
+        return self.draft.pivot
+
+    def translate(self, lines: list[str]) -> list[str]:
+        return self.editor.post_edit(lines, self.draft.translate(lines))
+
+    def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
+        return self.editor.shorten(lines, requests)
 
 
 def is_offline(cfg: TranslateConfig) -> bool:

@@ -12,6 +12,7 @@ import atexit
 import importlib.util
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,10 @@ def model_path(model: str | None) -> Path:
 
 
 TRANSLATE_PROMPT = "Translate the following {source} text into {target}. Output only the translation. {extra}"
+POST_EDIT_PROMPT = (
+    "You correct machine translations from {source} into {target}. Reply with the corrected {target} translation "
+    "only. {extra}"
+)
 SHORTEN_PROMPT = (
     "Shorten the following {target} sentence to at most {max_chars} characters, keeping its meaning, names and "
     "numbers. Output only the shortened sentence. {extra}"
@@ -90,7 +95,7 @@ class LlamaTranslator(ChatTranslator):
     the conversation so far (`context_lines`: earlier lines and their translations)."""
 
     name = "llama"
-    capabilities = frozenset({"offline", "instructions"})
+    capabilities = frozenset({"offline", "instructions", "post-edit"})
 
     class Options(NoOptions):
         formality: Literal["default", "formal", "informal"] = "default"  # the form of address it is asked for
@@ -163,6 +168,26 @@ class LlamaTranslator(ChatTranslator):
             history += [{"role": "user", "content": text}, {"role": "assistant", "content": out[i]}]
         return out
 
+    def post_edit(self, lines: list[str], drafts: list[str]) -> list[str]:
+        """Each draft translation corrected with its source line beside it (translate.post_edit)."""
+        names = {"source": _name(self.source), "target": _name(self.target)}
+        system = POST_EDIT_PROMPT.format(**names, extra=self._extra())
+        out = []
+        for line, draft in zip(lines, drafts, strict=True):
+            text = " ".join(line.split())
+            if not text or not draft.strip():
+                out.append(draft)
+                continue
+            asked = f"{names['source']}: {text}\nDraft: {' '.join(draft.split())}"
+            out.append(
+                re.sub(
+                    r"^(Corrected|Draft|Translation)[^:]{0,30}:\s*",
+                    "",
+                    self._reply([{"role": "system", "content": system}], asked, text),
+                )
+            )
+        return out
+
     def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
         """The current translation rewritten to fit, when the model's rewrite is shorter."""
         found = []
@@ -172,14 +197,16 @@ class LlamaTranslator(ChatTranslator):
             found.append([shorter] if len(shorter) < len(request.current) else [])
         return found
 
-    def _reply(self, messages: list[dict], text: str) -> str:
-        """The model's one-line answer to `text`, sent back with the reason while it is unusable."""
+    def _reply(self, messages: list[dict], text: str, line: str | None = None) -> str:
+        """The model's one-line answer to `text` (about `line`, its source, when `text` says more), sent back with
+        the reason while it is unusable."""
         messages = [*messages, {"role": "user", "content": text}]
+        line = line or text
         problem = ""
         for attempt in range(self.max_retries + 1):
-            content = self.model.chat(messages, max_tokens=64 + 3 * len(text))
+            content = self.model.chat(messages, max_tokens=64 + 3 * len(line))
             try:
-                return one_line(content, text)
+                return one_line(content, line)
             except MalformedReply as exc:
                 problem = str(exc)
                 log.warning("translation reply %d unusable (%s): %r", attempt + 1, exc, content[:120])
