@@ -36,8 +36,10 @@ CHUNK_S = 240.0  # longer inputs are transcribed in pieces cut at pauses (memory
 class Transcriber(Protocol):
     name: str
 
-    def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
-        """Transcribe any audio or video file; `language=None` detects it."""
+    def transcribe(self, audio: Path, *, language: str | None = None, prompt: str | None = None) -> Transcript:
+        """Transcribe any audio or video file; `language=None` detects it. `prompt`: text in the language's own
+        script that the decoder reads first (Hindi is otherwise often written in Urdu script); a backend without
+        prompts ignores it."""
         ...
 
 
@@ -124,7 +126,7 @@ class FasterWhisperTranscriber:
         self.beam_size = beam_size
         self.vad = vad
 
-    def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
+    def transcribe(self, audio: Path, *, language: str | None = None, prompt: str | None = None) -> Transcript:
         samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
         regions = speech_regions(samples) if self.vad else []
@@ -141,6 +143,7 @@ class FasterWhisperTranscriber:
                 vad_filter=self.vad,
                 vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
                 condition_on_previous_text=False,
+                initial_prompt=prompt,
             )
             language = language or info.language  # detected on the first piece, kept for the rest
             for seg in segments:
@@ -180,7 +183,7 @@ class OpenAIWhisperTranscriber:
         self.beam_size = beam_size
         self.vad = vad
 
-    def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
+    def transcribe(self, audio: Path, *, language: str | None = None, prompt: str | None = None) -> Transcript:
         samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
         spans = speech_spans(samples, self.vad)
@@ -195,6 +198,7 @@ class OpenAIWhisperTranscriber:
                 word_timestamps=True,
                 condition_on_previous_text=False,
                 fp16=False,
+                initial_prompt=prompt,
             )
             language = language or result.get("language")
             for seg in result.get("segments", []):
@@ -267,7 +271,7 @@ class TransformersWhisperTranscriber:
                 f"fetch it online with `hf download {model}`"
             ) from None
 
-    def transcribe(self, audio: Path, *, language: str | None = None) -> Transcript:
+    def transcribe(self, audio: Path, *, language: str | None = None, prompt: str | None = None) -> Transcript:
         samples = read_speech(audio)
         duration = len(samples) / ANALYSIS_RATE
         spans = speech_spans(samples, self.vad)

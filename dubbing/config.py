@@ -123,7 +123,7 @@ class QAConfig(Section):
     meaning: bool = True  # translate what was heard back to the source language and compare (chrF)
     meaning_backend: str = "auto"  # what translates back: auto = Apertium/Bergamot with the pair, else llama
     meaning_options: dict[str, Any] = Field(default_factory=dict)  # that backend's options
-    min_meaning_chrf: float = Field(20.0, ge=0, le=100)  # a line whose back-translation scores under this
+    min_meaning_chrf: float = Field(25.0, ge=0, le=100)  # a line whose back-translation scores under this
     wrong_language: bool = True  # flag words of another language in the script (wordfreq word lists)
 
 
@@ -165,6 +165,7 @@ class LanguageConfig(Section):
     iso639_2: str | None = None  # "spa": the language tag of the dubbed video's audio and subtitle streams
     metric: Literal["wer", "cer"] | None = None  # QA's error rate of the dub heard back (cer: written without spaces)
     probe_text: str | None = None  # about three seconds of varied speech: what voice matching hears each voice say
+    asr_prompt: str | None = None  # a phrase in the language's script, read first by the ASR that hears it
     translate: TranslateConfig = Field(default_factory=TranslateConfig)
     tts: TTSConfig = Field(default_factory=TTSConfig)
     timing: TimingConfig = Field(default_factory=TimingConfig)

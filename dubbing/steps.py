@@ -366,7 +366,7 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
     listener.backend, listener.options = settings.qa.asr_backend, {}
 
     def hear(audio: Path, language: str) -> Transcript:
-        return transcriber(listener).transcribe(audio, language=language)
+        return transcriber(listener).transcribe(audio, language=language, prompt=cfg.asr_prompt)
 
     def mouth(video: Path | None, landmarks: Path | None) -> Any:
         return lipsync.mouth_opening(video, max_faces=settings.lipsync.max_faces, landmarks=landmarks)

@@ -385,3 +385,17 @@ def test_the_meaning_check_is_skipped_with_the_reason_when_there_is_no_back_tran
     assert off.meaning == {"note": "meaning check off (qa.meaning)"}
     working = steps.back_translator(Settings(qa=QAConfig(meaning_backend="apertium")), "es", "en")
     assert working(["Buenos días.", "Gracias."]) == apertium_es_en(["Buenos días.", "Gracias."])
+
+
+def test_verdict_words_follow_the_reports_own_thresholds():
+    from dubbing.review import verdict
+
+    limits = {"max_error_rate": 0.5, "min_meaning_chrf": 20.0}
+    heard = {"metric": "wer", "error_rate": 0.1}
+    good = {"thresholds": limits, "intelligibility": heard, "meaning": {"mean_chrf": 60.0}, "flags": []}
+    assert verdict(good) == ("good", "WER 0.10, meaning chrF 60")
+    flagged = {**good, "flags": [{"line": 2}, {"line": 2}, {"line": 5}]}
+    assert verdict(flagged)[0] == "check 2 lines"
+    assert verdict({**good, "intelligibility": {**heard, "error_rate": 0.9}})[0] == "unusable"
+    assert verdict({**good, "meaning": {"mean_chrf": 12.0}})[0] == "unusable"
+    assert "below its goal" in verdict({**good, "below_goal": ["chrF 50 (goal 65)"]})[1]
