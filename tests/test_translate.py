@@ -586,7 +586,7 @@ def _llama_or_skip() -> None:
 
 
 def test_llama_reply_parsing_is_strict():
-    from dubbing.translate.llama import MalformedReply, one_line
+    from dubbing.translate.llama import MalformedReply, first_sentence, one_line
 
     assert one_line(' "Hola, ¿qué tal?" \n', "Hi, how are you?") == "Hola, ¿qué tal?"
     assert one_line("Buenos días.\nBuenas.", "Good morning.") == "Buenos días. Buenas."  # a wrapped line
@@ -597,6 +597,9 @@ def test_llama_reply_parsing_is_strict():
     ]:
         with pytest.raises(MalformedReply, match=why):
             one_line(reply, "Hi.")
+    # What is kept of a runaway reply when every try ran away: its first sentence, if it is of a plausible length.
+    assert first_sentence("मौसम आज सुंदर है। मौसम आज सुंदर है। मौसम", "The weather is nice.") == "मौसम आज सुंदर है।"
+    assert first_sentence("hola " * 40, "Hi.") is None
 
 
 @pytest.mark.slow

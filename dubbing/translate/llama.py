@@ -62,9 +62,11 @@ class LocalModel:
         if llm is not None:
             llm.close()
 
-    def chat(self, messages: list[dict], max_tokens: int) -> str:
+    def chat(self, messages: list[dict], max_tokens: int, repeat_penalty: float = 1.0) -> str:
         with self.lock:
-            reply = self.llm.create_chat_completion(messages=messages, temperature=0.0, max_tokens=max_tokens)
+            reply = self.llm.create_chat_completion(
+                messages=messages, temperature=0.0, max_tokens=max_tokens, repeat_penalty=repeat_penalty
+            )
         return reply["choices"][0]["message"]["content"] or ""
 
 
@@ -202,21 +204,37 @@ class LlamaTranslator(ChatTranslator):
         the reason while it is unusable."""
         messages = [*messages, {"role": "user", "content": text}]
         line = line or text
-        problem = ""
+        problem, replies = "", []
         for attempt in range(self.max_retries + 1):
-            content = self.model.chat(messages, max_tokens=64 + 3 * len(line))
+            # A retry is penalised for repeating itself: a small model's unusable replies are mostly loops.
+            content = self.model.chat(messages, max_tokens=64 + 3 * len(line), repeat_penalty=1.0 + 0.2 * bool(attempt))
             try:
                 return one_line(content, line)
             except MalformedReply as exc:
                 problem = str(exc)
+                replies.append(content)
                 log.warning("translation reply %d unusable (%s): %r", attempt + 1, exc, content[:120])
                 messages += [
-                    {"role": "assistant", "content": content},
+                    {"role": "assistant", "content": content[:300]},
                     {"role": "user", "content": f"That reply was unusable: {exc}. Output only the translation."},
                 ]
+        for content in replies:  # the first sentence of a runaway reply is usually the translation
+            if found := first_sentence(content, line):
+                log.warning("translation of %r cut to its first sentence: %r", line[:60], found)
+                return found
         raise DubbingError(
             f"{self._where()} gave no usable translation of {text[:60]!r} in {self.max_retries + 1} tries: {problem}"
         )
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?।。！？])\s*")
+
+
+def first_sentence(content: str, source: str) -> str | None:
+    """The reply's first sentence when it is a plausible translation of `source` (not empty, not a runaway)."""
+    first = next((line.strip() for line in content.splitlines() if line.strip()), "")
+    sentence = SENTENCE_END.split(first, maxsplit=1)[0].strip(QUOTES + " ") if first else ""
+    return sentence if sentence and len(sentence) <= 3 * len(source) + 30 else None
 
 
 def one_line(content: str, source: str) -> str:
