@@ -59,8 +59,9 @@ def rows(out: Path, languages: list[str]) -> list[dict]:
         report = json.loads((out / manifest["outputs"][lang]["report"]).read_text())
         heard = report.get("intelligibility") or {}
         meaning = report.get("meaning") or {}
-        script = json.loads((out / manifest["outputs"][lang]["script"]).read_text())
-        voices = sorted({match["voice"] for match in (script.get("voices") or {}).values()})
+        track = out / lang / "track.json"
+        cast = json.loads(track.read_text()).get("voices", {}) if track.exists() else {}
+        voices = sorted({match["voice"] for match in cast.values()})
         found.append(
             {
                 "language": lang,

@@ -298,6 +298,8 @@ def translate_command(
         cfg = TranslateConfig.model_validate({**cfg.model_dump(), **overrides})
     translator = translate.translator_for(cfg, source.lower(), target.lower())
     lines = sys.stdin.read().splitlines()
+    if err_console.is_terminal:  # a local LLM takes seconds a line: say what is happening
+        err_console.print(f"translating {len(lines)} lines {source}->{target} with {translator.name}...")
     for line in translator.translate(lines):
         sys.stdout.write(line + "\n")
     sys.stdout.flush()

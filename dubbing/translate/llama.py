@@ -200,24 +200,21 @@ class LlamaTranslator(ChatTranslator):
         return found
 
     def _reply(self, messages: list[dict], text: str, line: str | None = None) -> str:
-        """The model's one-line answer to `text` (about `line`, its source, when `text` says more), sent back with
-        the reason while it is unusable."""
+        """The model's one-line answer to `text` (about `line`, its source, when `text` says more), asked again
+        while it is unusable. The same question, not a complaint: told why a reply was unusable, a 1.5B model
+        translated the complaint (Hindi, 2026-12-01)."""
         messages = [*messages, {"role": "user", "content": text}]
         line = line or text
         problem, replies = "", []
         for attempt in range(self.max_retries + 1):
             # A retry is penalised for repeating itself: a small model's unusable replies are mostly loops.
-            content = self.model.chat(messages, max_tokens=64 + 3 * len(line), repeat_penalty=1.0 + 0.2 * bool(attempt))
+            content = self.model.chat(messages, max_tokens=64 + 3 * len(line), repeat_penalty=1.0 + 0.2 * attempt)
             try:
                 return one_line(content, line)
             except MalformedReply as exc:
                 problem = str(exc)
                 replies.append(content)
                 log.warning("translation reply %d unusable (%s): %r", attempt + 1, exc, content[:120])
-                messages += [
-                    {"role": "assistant", "content": content[:300]},
-                    {"role": "user", "content": f"That reply was unusable: {exc}. Output only the translation."},
-                ]
         for content in replies:  # the first sentence of a runaway reply is usually the translation
             if found := first_sentence(content, line):
                 log.warning("translation of %r cut to its first sentence: %r", line[:60], found)
