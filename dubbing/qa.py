@@ -62,7 +62,7 @@ class Thresholds:
     loudness_tolerance_lu: float = 2.0
     max_true_peak_db: float = -1.0
     max_speedup: float = 1.25
-    min_meaning_chrf: float = 20.0
+    min_meaning_chrf: float = 25.0
 
     @classmethod
     def from_config(cls, cfg: QAConfig, *, loudness_target: float, max_speedup: float) -> Thresholds:
