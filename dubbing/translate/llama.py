@@ -93,8 +93,9 @@ class LlamaTranslator(ChatTranslator):
     """Any pair the model knows, offline; the glossary and formality go to it as instructions.
 
     One line per prompt with a plain-text reply: on the project's benchmark a 1.5B model translated far better so
-    (Spanish chrF 68.7) than asked for JSON batches (53.3, see docs/translation.md). Neighbouring lines go in as
-    the conversation so far (`context_lines`: earlier lines and their translations)."""
+    (Spanish chrF 68.7) than asked for JSON batches (53.3, see docs/translation.md). Neighbouring lines may go in
+    as the conversation so far (`context_lines`: earlier lines and their translations; off by default, it helped
+    French and hurt Spanish)."""
 
     name = "llama"
     capabilities = frozenset({"offline", "instructions", "post-edit"})
@@ -103,7 +104,7 @@ class LlamaTranslator(ChatTranslator):
         formality: Literal["default", "formal", "informal"] = "default"  # the form of address it is asked for
         threads: int = Field(0, ge=0, le=64)  # llama.cpp threads; 0: every core this process may use
         context_lines: int = Field(0, ge=0, le=8)  # earlier lines (with their translations) shown for meaning
-        max_retries: int = Field(2, ge=0, le=10)  # unusable replies sent back with the reason before giving up
+        max_retries: int = Field(2, ge=0, le=10)  # unusable replies asked again, each with a stronger repeat penalty
         context_tokens: int = Field(4096, ge=512, le=32768)
 
     @staticmethod
