@@ -178,9 +178,9 @@ def test_a_built_wheel_carries_the_configs_and_flows_and_loads_from_any_folder(t
     assert proc.stdout.split() == [str(site / "dubbing" / "configs"), "Spanish"]
 
 
-def test_the_readme_layout_names_every_module_of_the_package():
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
-    layout = readme.split("## Layout", 1)[1].split("```")[1]
+def test_the_layout_names_every_module_of_the_package():
+    doc = (PACKAGE.parent / "docs/architecture.md").read_text(encoding="utf-8")
+    layout = doc.split("## Layout", 1)[1].split("```")[1]
     entries = {p.name + ("/" if p.is_dir() else "") for p in PACKAGE.iterdir() if not p.name.startswith("__")}
     missing = sorted(e for e in entries if e not in layout)
-    assert not missing, f"README's Layout section does not mention {missing}"
+    assert not missing, f"docs/architecture.md's Layout section does not mention {missing}"

@@ -525,8 +525,8 @@ def test_voice_stage_hook_returns_a_line_that_really_speaks_shorter(tmp_path):
 def test_same_language_passes_lines_through_and_pivots_are_recorded():
     tr = translate.translator_for(load_settings().for_language("es").translate, "es", "es")
     assert tr.name == "identity" and tr.translate(["¿Qué tal?"]) == ["¿Qué tal?"]
-    fr = translate.translator_for(load_settings().for_language("fr").translate, "en", "fr")
-    assert fr.name == "bergamot+apertium" and fr.pivot == "pt+es"
+    it = translate.translator_for(load_settings().for_language("it").translate, "en", "it")
+    assert it.name == "bergamot+apertium" and it.pivot == "pt+es"
 
 
 def test_bad_translate_config_names_key_and_allowed_backends(tmp_path):
