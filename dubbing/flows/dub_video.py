@@ -175,8 +175,7 @@ def _dub_video(
     source = SourceAnalysis(context)
     targets = steps.target_languages(languages, transcript.language)
     outputs: dict[str, LanguageOutputs] = {}
-    failed: dict[str, str] = {}
-    errors: list[Exception] = []
+    errors: dict[str, Exception] = {}
     done = len(source_steps) + len(languages) - len(targets)
     group_size = settings.max_parallel_languages
     for group in (targets[i : i + group_size] for i in range(0, len(targets), group_size)):
@@ -185,13 +184,13 @@ def _dub_video(
             try:
                 outputs[lang] = future.result()
             except Exception as exc:  # one language's failure never costs the others
-                failed[lang] = " ".join(str(exc).split()) or type(exc).__name__
-                errors.append(exc)
-                get_run_logger().error("%s failed: %s", lang, failed[lang])
+                errors[lang] = exc
+                get_run_logger().error("%s failed: %s", lang, exc)
             done += 1
             update_progress_artifact(bar, 100 * done / total)
     if errors and not outputs:  # nothing finished: the run fails with its own error, as a one-language run does
-        raise errors[0]
+        raise next(iter(errors.values()))
+    failed = {lang: " ".join(str(exc).split()) or type(exc).__name__ for lang, exc in errors.items()}
     steps.write_manifest(video, context["info"], transcript, outputs, layout, failed)
     for step in steps.steps("summary"):
         context = run_step(step, context)

@@ -262,22 +262,24 @@ def is_offline(cfg: TranslateConfig) -> bool:
 def check(cfg: TranslateConfig) -> list[str]:
     """Problems with a language's translate settings that `dub doctor` and the check before a run report: an
     unknown backend, options its backend does not take (each names its key), or a model this machine lacks."""
-    legs: list[tuple[str, str, str, Mapping[str, Any]]] = [
-        ("translate.backend", "translate.options", cfg.backend, cfg.options)
+    legs: list[tuple[str, str, str, Mapping[str, Any], str | None]] = [
+        ("translate.backend", "translate.options", cfg.backend, cfg.options, cfg.model)
     ]
     if cfg.pivot:
         pivot_backend = cfg.pivot_backend or cfg.backend
-        legs.append(("translate.pivot_backend", "translate.pivot_options", pivot_backend, pivot_options(cfg)))
+        legs.append(
+            ("translate.pivot_backend", "translate.pivot_options", pivot_backend, pivot_options(cfg), cfg.pivot_model)
+        )
     problems = [
         problem
-        for backend_key, options_key, name, options in legs
+        for backend_key, options_key, name, options, _ in legs
         for problem in config_problems(
             BACKENDS, name, "translation", options, backend_key=backend_key, options_key=options_key
         )
     ]
-    for _, _, name, _ in legs:  # a backend that can say what this machine lacks for it (a model, a runtime)
+    for _, _, name, _, model in legs:  # a backend that can say what this machine lacks for it (model, runtime)
         missing = getattr(BACKENDS.get(name), "missing", None)
-        problems += missing(cfg.model) if missing else []
+        problems += missing(model) if missing else []
     return problems
 
 

@@ -70,11 +70,14 @@ class LocalModel:
         return reply["choices"][0]["message"]["content"] or ""
 
 
+def given_file(model: str | None) -> Path | None:
+    """`model` when it names a GGUF file rather than a model-store name."""
+    return Path(model).expanduser() if model and Path(model).expanduser().is_file() else None
+
+
 def model_path(model: str | None) -> Path:
     """A GGUF path as given, else a model-store name (assembled and checked on first use)."""
-    if model and Path(model).expanduser().is_file():
-        return Path(model).expanduser()
-    return models.resolve(model or DEFAULT_MODEL)
+    return given_file(model) or models.resolve(model or DEFAULT_MODEL)
 
 
 TRANSLATE_PROMPT = "Translate the following {source} text into {target}. Output only the translation. {extra}"
@@ -141,7 +144,7 @@ class LlamaTranslator(ChatTranslator):
         problems = []
         if importlib.util.find_spec("llama_cpp") is None:
             problems.append("the llama translator needs llama-cpp-python, which is not installed: run scripts/setup")
-        if not (model and Path(model).expanduser().is_file()):
+        if given_file(model) is None:
             name = model or DEFAULT_MODEL
             try:
                 status = models.check(name)
