@@ -524,6 +524,20 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+PREFECT_SOURCE = os.sep + "prefect" + os.sep
+
+
+def _for_the_console(record: logging.LogRecord) -> bool:
+    """Our stages' notes; libraries only when something is wrong; Prefect speaks to its own API.
+
+    Prefect's background services log under their class names (`EventsWorker: Still processing items`), so
+    they are told apart by where the record was made, not by the logger's name.
+    """
+    if record.name.startswith(("prefect", "httpx")) or PREFECT_SOURCE in record.pathname:
+        return False
+    return record.name.startswith("dubbing") or record.levelno >= logging.WARNING
+
+
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False,
@@ -533,13 +547,8 @@ def _root(
 ) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    if not verbose:  # our stages' notes; libraries only when something is wrong; Prefect speaks to its own API
-        handler.addFilter(
-            lambda record: (
-                not record.name.startswith(("prefect", "httpx"))
-                and (record.name.startswith("dubbing") or record.levelno >= logging.WARNING)
-            )
-        )
+    if not verbose:
+        handler.addFilter(_for_the_console)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     if not verbose:  # progress bars show the stages; Prefect's own run logs still reach its API and UI
         # CRITICAL: a failing task's traceback would otherwise reach the console for a user error.

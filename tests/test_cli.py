@@ -73,3 +73,19 @@ def test_doctor_passes_after_setup():
     proc = dub("doctor")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "everything the offline pipeline needs is here" in proc.stdout
+
+
+def test_console_shows_our_notes_and_warnings_but_not_prefect_services():
+    import logging
+
+    from dubbing.cli import _for_the_console
+
+    def record(name: str, level: int, path: str) -> logging.LogRecord:
+        return logging.LogRecord(name, level, path, 1, "message", None, None)
+
+    prefect_file = str(Path(logging.__file__).parent.parent / "prefect" / "_internal" / "services.py")
+    assert not _for_the_console(record("EventsWorker", logging.WARNING, prefect_file))
+    assert not _for_the_console(record("prefect.flow_runs", logging.ERROR, "x.py"))
+    assert _for_the_console(record("dubbing.voice", logging.INFO, "dubbing/voice/track.py"))
+    assert _for_the_console(record("numba", logging.WARNING, "numba/core.py"))
+    assert not _for_the_console(record("numba", logging.INFO, "numba/core.py"))

@@ -552,9 +552,7 @@ def test_backend_options_are_validated_by_the_backend_with_one_line_errors():
     formal = TranslateConfig(backend="bergamot", options={"formality": "formal"})
     with pytest.raises(DubbingError, match="unknown key 'formality' for backend bergamot; allowed: none"):
         translate.translator_for(formal, "en", "pt")
-    assert translate.check(formal) == [
-        "translate.options: unknown key 'formality' for backend bergamot; allowed: none"
-    ]
+    assert translate.check(formal) == ["translate.options: unknown key 'formality' for backend bergamot; allowed: none"]
     with pytest.raises(DubbingError, match=r"options.beams: .*less than or equal to 16"):
         translate.build_translator("transformers", source="en", target="de", options={"beams": 99})
 
