@@ -1,9 +1,9 @@
 """Dub one video into several languages: the steps of `dubbing.steps.STEPS`, each as a Prefect task.
 
-The once-per-video steps run once; then one `dub-language` subflow per language, several at a
-time. Every stage is a task whose cache key is its inputs' content, its config and the code version,
-with results persisted: a rerun resumes at the first unfinished stage, and adding a language re-runs
-only that language.
+The once-per-video steps run once; then one `dub-language` subflow per language, several at a time. Within
+each, the steps run as a graph (`steps.run_graph`): a step starts once the values it reads are made. Every
+stage is a task whose cache key is its inputs' content, its config and the code version, with results
+persisted: a rerun resumes at the first unfinished stage, and adding a language re-runs only that language.
 """
 
 # No `from __future__ import annotations` in flow modules: Prefect builds pydantic models from these
@@ -94,8 +94,8 @@ TASKS: dict[str, Task] = {s.name: stage(s.run, s.name, retries=s.retries, cached
 
 
 def run_step(step: steps.Step, context: steps.Context, language: str | None = None) -> steps.Context:
-    """Run a step as its task (unless the user supplied its result, as an edited script) and add its outputs."""
-    return context | steps.run(step, context, partial(run_stage, TASKS[step.name], language=language))
+    """Run a step as its task (unless the user supplied its result, as an edited script): its outputs."""
+    return steps.run(step, context, partial(run_stage, TASKS[step.name], language=language))
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,9 @@ class SourceAnalysis:
 
 @flow(name="dub-language", flow_run_name="dub-{lang}")
 def dub_language(source: SourceAnalysis, lang: str, cfg: LanguageConfig) -> LanguageOutputs:
-    context = source.context | {"lang": lang, "cfg": cfg}
-    for step in steps.steps("language"):
-        context = run_step(step, context, language=lang)
+    context = steps.run_graph(
+        steps.steps("language"), source.context | {"lang": lang, "cfg": cfg}, partial(run_step, language=lang)
+    )
     layout: RunLayout = context["layout"]
     create_markdown_artifact(
         key=f"qa-{_slug(layout.name)}-{lang}",
@@ -160,10 +160,17 @@ def _dub_video(
         UUID, create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
     )  # sync in a sync flow
 
+    finished = 0
+
+    def run_and_count(step: steps.Step, context: steps.Context) -> steps.Context:
+        nonlocal finished
+        outputs = run_step(step, context)
+        finished += 1
+        update_progress_artifact(bar, 100 * finished / total)
+        return outputs
+
     context: steps.Context = {"video": video, "audio": audio, "settings": settings, "layout": layout}
-    for done, step in enumerate(source_steps, 1):
-        context = run_step(step, context)
-        update_progress_artifact(bar, 100 * done / total)
+    context = steps.run_graph(source_steps, context, run_and_count)
     transcript: Transcript = context["transcript"]
     create_table_artifact(
         key=f"transcript-{_slug(layout.name)}",
@@ -192,8 +199,7 @@ def _dub_video(
         raise next(iter(errors.values()))
     failed = {lang: " ".join(str(exc).split()) or type(exc).__name__ for lang, exc in errors.items()}
     steps.write_manifest(video, context["info"], transcript, outputs, layout, failed)
-    for step in steps.steps("summary"):
-        context = run_step(step, context)
+    context = steps.run_graph(steps.steps("summary"), context, run_step)
     if failed:
         raise LanguagesFailed(failed, str(layout.manifest), list(outputs))
     return Manifest.model_validate_json(layout.manifest.read_text())
