@@ -25,6 +25,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import CommitMode, transaction
 
@@ -184,17 +185,23 @@ def _dub_video(
     outputs: dict[str, LanguageOutputs] = {}
     errors: dict[str, Exception] = {}
     done = len(source_steps) + len(languages) - len(targets)
-    group_size = settings.max_parallel_languages
-    for group in (targets[i : i + group_size] for i in range(0, len(targets), group_size)):
-        futures = {lang: run_language.submit(source, lang, lang_cfgs[lang]) for lang in group}
-        for lang, future in futures.items():
-            try:
-                outputs[lang] = future.result()
-            except Exception as exc:  # one language's failure never costs the others
-                errors[lang] = exc
-                get_run_logger().error("%s failed: %s", lang, exc)
-            done += 1
-            update_progress_artifact(bar, 100 * done / total)
+    waiting = list(targets)
+    running: dict[PrefectFuture[LanguageOutputs], str] = {}
+    while waiting or running:  # a rolling pool: the next language starts as soon as one ends
+        while waiting and len(running) < settings.max_parallel_languages:
+            lang = waiting.pop(0)
+            running[run_language.submit(source, lang, lang_cfgs[lang])] = lang
+        future = next(as_completed(list(running)))
+        lang = running.pop(future)
+        try:
+            outputs[lang] = future.result()
+        except Exception as exc:  # one language's failure never costs the others
+            errors[lang] = exc
+            get_run_logger().error("%s failed: %s", lang, exc)
+        done += 1
+        update_progress_artifact(bar, 100 * done / total)
+    outputs = {lang: outputs[lang] for lang in targets if lang in outputs}  # in the order the user gave them
+    errors = {lang: errors[lang] for lang in targets if lang in errors}
     if errors and not outputs:  # nothing finished: the run fails with its own error, as a one-language run does
         raise next(iter(errors.values()))
     failed = {lang: " ".join(str(exc).split()) or type(exc).__name__ for lang, exc in errors.items()}
