@@ -598,17 +598,19 @@ def run_graph(scope_steps: Sequence[Step], context: Context, runner: StepRunner 
     """Run steps as a graph: each starts in a thread of its own as soon as the steps that make its inputs are done
     (face tracking beside the transcription, the mix beside the lipsync render), so both cores work; every step
     sees exactly the values it would see in table order. The stages' native code (CTranslate2, ONNX Runtime,
-    MediaPipe, ffmpeg) runs outside the GIL. After a failure no new step starts; the first error is raised once
-    the running ones end. Each thread runs in a copy of the caller's context variables (Prefect's run context)."""
+    MediaPipe, ffmpeg) runs outside the GIL. After a failure no new step starts; once the running ones end, the
+    error of the earliest failed step in table order is raised (the probe's "not a readable media file", not the
+    audio extraction's ffmpeg message beside it). Each thread runs in a copy of the caller's context variables
+    (Prefect's run context)."""
     made_by = producers(scope_steps)
     results: dict[str, Context] = {}
     waiting = list(scope_steps)
     running: dict[Future[Context], Step] = {}
-    error: BaseException | None = None
+    errors: dict[str, BaseException] = {}
     pool = ThreadPoolExecutor(max_workers=max(1, len(scope_steps)), thread_name_prefix="step")
     try:
         while waiting or running:
-            for step in [s for s in waiting if error is None and set(made_by[s.name].values()) <= results.keys()]:
+            for step in [s for s in waiting if not errors and set(made_by[s.name].values()) <= results.keys()]:
                 waiting.remove(step)
                 inputs = context | {name: results[maker][name] for name, maker in made_by[step.name].items()}
                 running[pool.submit(contextvars.copy_context().run, runner, step, inputs)] = step
@@ -620,11 +622,12 @@ def run_graph(scope_steps: Sequence[Step], context: Context, runner: StepRunner 
                 try:
                     results[step.name] = future.result()
                 except BaseException as exc:  # raised below, once the running steps end
-                    error = error or exc
+                    errors[step.name] = exc
     finally:
         pool.shutdown(wait=not running, cancel_futures=True)  # an interrupt does not wait for the running steps
-    if error is not None:
-        raise error
+    for step in scope_steps:
+        if step.name in errors:
+            raise errors[step.name]
     for step in scope_steps:  # later outputs of the same name win, as in table order
         context = context | results[step.name]
     return context

@@ -80,3 +80,19 @@ def test_a_failed_step_stops_the_steps_after_it_and_raises_its_own_error():
     with pytest.raises(DubbingError, match="no speech found"):
         steps.run_graph(graph, {"seed": 1})
     assert "after" not in ran
+
+
+def test_the_earliest_failed_step_in_table_order_names_the_error():
+    other_failed = threading.Event()
+
+    def probe(seed: int) -> int:  # fails last, but it is the check the user needs to read
+        assert other_failed.wait(timeout=120)
+        raise DubbingError("not a readable media file")
+
+    def extract(seed: int) -> int:
+        other_failed.set()
+        raise DubbingError("ffmpeg: Invalid data found when processing input")
+
+    graph = (Step("probe", probe, ("info",), "source"), Step("extract", extract, ("wav",), "source"))
+    with pytest.raises(DubbingError, match="not a readable media file"):
+        steps.run_graph(graph, {"seed": 1})
