@@ -140,6 +140,15 @@ def transcribe(
     for warning in transcript.warnings:
         log.warning(warning)
     write_json(layout.transcript, transcript.model_dump())
+    log.info(
+        "heard %s: %d lines, %d speaker(s) (%s), %.1f s of speech in %.1f s",
+        transcript.language,
+        len(transcript.utterances),
+        len(transcript.speakers),
+        ", ".join(transcript.speakers),
+        sum(u.end - u.start for u in transcript.utterances),
+        transcript.duration_s,
+    )
     if not transcript.utterances:
         raise DubbingError(f"no speech found in {audio or video}: nothing to dub (is it music or silence?)")
     return transcript
@@ -259,6 +268,9 @@ def match_voices(
         cache_dir=models.cache_root() / "voice-bank",
     )
     write_json(layout.voices(lang), {k: v.model_dump() for k, v in matches.items()})
+    for match in matches.values():
+        similarity = f", similarity {match.similarity_after:.2f}" if match.similarity_after is not None else ""
+        log.info("%s: %s speaks as %s%s", lang, match.speaker, match.label, similarity)
     return matches
 
 
@@ -281,7 +293,29 @@ def synthesize_track(
     )
     save_script(fitted, layout)
     write_json(layout.track(lang), track.model_dump())
+    _log_fit(fitted)
     return fitted, track
+
+
+def _log_fit(script: Script) -> None:
+    """What fitting did to each line that did not simply fit: what a person reading the run needs to check."""
+    lang = script.language
+    for line in script.lines:
+        if line.over_limit:
+            speed = line.speed or 1.0
+            log.warning("%s line %d does not fit its slot even at x%.2f: its end is cut", lang, line.index, speed)
+        elif line.length_action in ("shortened", "shortened_over"):
+            log.info("%s line %d shortened to fit: %r (was %r)", lang, line.index, line.text, line.first_text)
+    sped = [line.speed for line in script.lines if line.speed and line.speed > 1.0]
+    log.info(
+        "%s: %d lines spoken, %d sped up (at most x%.2f), %d shortened, %d cut",
+        lang,
+        len(script.lines),
+        len(sped),
+        max(sped, default=1.0),
+        sum(line.length_action in ("shortened", "shortened_over") for line in script.lines),
+        sum(line.over_limit for line in script.lines),
+    )
 
 
 def mix_audio(track: DubTrack, separated: tuple[Path, Path] | None, settings: Settings, layout: RunLayout) -> Path:
@@ -359,6 +393,8 @@ def write_report(
 ) -> Path:
     """The language's QA (dubbing.qa) written to report.json, measured from the run's files alone."""
     report = quality_report(layout, lang, layout.outputs(lang, dub_video), settings)
+    word, figures = review.verdict(report.model_dump())
+    log.info("%s QA: %s%s; %d flag(s)", lang, word, f" ({figures})" if figures else "", len(report.flags))
     return write_json(layout.report(lang), report.model_dump())
 
 
