@@ -40,7 +40,7 @@ def fallback(beam_size: int) -> tuple[float, ...]:
     preset) decodes each window once: on input that really repeats (a looped clip), every hotter decode fails
     Whisper's repetition test as well, so the ladder decoded each 30 s window 26 times (1 + 5 temperatures x 5
     samples: 53 CPU-s for 60 s) and kept the best-scoring random sample, which dropped words and changed from run
-    to run. On the shared media no greedy window needed the fallback (same words without it)."""
+    to run. On the shared media the greedy transcripts were the same words without the fallback (docs/speech.md)."""
     return (0.0,) if beam_size == 1 else FALLBACK
 
 
