@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dubbing import models
 from dubbing.backends import NoOptions
@@ -31,6 +31,28 @@ log = logging.getLogger(__name__)
 NO_SPEECH = "no speech found: the transcript is empty"
 HIGHPASS_HZ = 80.0
 CHUNK_S = 240.0  # longer inputs are transcribed in pieces cut at pauses (memory flat with length)
+FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # Whisper's: a window that reads as a loop or unsure is decoded again hotter
+MAX_AUTO_THREADS = 4  # CTranslate2's own default; whisper base gains little from more
+
+
+def fallback(beam_size: int) -> tuple[float, ...]:
+    """The decoding temperatures for a beam size when none are configured. Greedy decoding (beam_size 1, the draft
+    preset) decodes each window once: on input that really repeats (a looped clip), every hotter decode fails
+    Whisper's repetition test as well, so the ladder decoded each 30 s window 26 times (1 + 5 temperatures x 5
+    samples: 53 CPU-s for 60 s) and kept the best-scoring random sample, which dropped words and changed from run
+    to run. On the shared media the greedy transcripts were the same words without the fallback (docs/speech.md)."""
+    return (0.0,) if beam_size == 1 else FALLBACK
+
+
+def auto_threads() -> int:
+    """CPU threads for Whisper when none are configured: the cores this process may use less one, which the flow
+    gives to face tracking (it runs beside transcription), between 1 and `MAX_AUTO_THREADS`. CTranslate2's own
+    default (4 threads) oversubscribes a 2-core machine."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_THREADS, cores - 1))
 
 
 class Transcriber(Protocol):
@@ -105,7 +127,19 @@ class FasterWhisperTranscriber:
 
     class Options(NoOptions):
         device: str = "cpu"  # CTranslate2 device: cpu, cuda or auto
-        threads: int | None = Field(None, ge=1)  # CPU threads (default: all cores)
+        threads: int = Field(0, ge=0)  # CPU threads; 0: `auto_threads()` (one core left for the step beside)
+        workers: int = Field(1, ge=1)  # transcriptions that can run at once from different threads (one model)
+        # decoding temperatures, tried in order while a window's text reads as a loop or unsure; default
+        # `fallback(beam_size)`: Whisper's (0.0, 0.2, ... 1.0), or 0.0 alone for greedy decoding (beam_size 1)
+        temperatures: tuple[float, ...] | None = Field(None, min_length=1)
+        best_of: int | None = Field(None, ge=1)  # samples per temperature above 0 (default: beam_size)
+
+        @field_validator("temperatures")
+        @classmethod
+        def _in_range(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+            if value is not None and any(not 0.0 <= t <= 1.0 for t in value):
+                raise ValueError("each temperature is from 0.0 to 1.0")
+            return value
 
     def __init__(
         self,
@@ -115,16 +149,22 @@ class FasterWhisperTranscriber:
         beam_size: int = 5,
         vad: bool = True,
         device: str = "cpu",
-        threads: int | None = None,
+        threads: int = 0,
+        workers: int = 1,
+        temperatures: tuple[float, ...] | None = None,
+        best_of: int | None = None,
     ) -> None:
         from faster_whisper import WhisperModel
 
         path = Path(model) if Path(model).exists() else models.resolve(model)
+        self.threads = threads or auto_threads()
         self.model = WhisperModel(
-            str(path), device=device, compute_type=compute_type, cpu_threads=threads or os.cpu_count() or 1
+            str(path), device=device, compute_type=compute_type, cpu_threads=self.threads, num_workers=workers
         )
         self.beam_size = beam_size
         self.vad = vad
+        self.temperatures = tuple(temperatures) if temperatures is not None else fallback(beam_size)
+        self.best_of = best_of or beam_size
 
     def transcribe(self, audio: Path, *, language: str | None = None, prompt: str | None = None) -> Transcript:
         samples = read_speech(audio)
@@ -139,6 +179,8 @@ class FasterWhisperTranscriber:
                 samples[int(start * ANALYSIS_RATE) : int(end * ANALYSIS_RATE)],
                 language=language,
                 beam_size=self.beam_size,
+                best_of=self.best_of,
+                temperature=list(self.temperatures),
                 word_timestamps=True,
                 vad_filter=self.vad,
                 vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},

@@ -57,6 +57,25 @@ def speech_gate(segments: Segments, n_frames: int, frame_s: float, pad_s: float 
     return np.maximum(gate, np.convolve(gate, kernel, mode="same")).clip(0, 1)
 
 
+def equal_channel(data: np.ndarray, c: int) -> int | None:
+    """An earlier channel of (samples, channels) `data` whose samples equal channel `c`'s, if any."""
+    return next((d for d in range(c) if np.array_equal(data[:, d], data[:, c])), None)
+
+
+def median_of_rows(stack: np.ndarray) -> np.ndarray:
+    """np.median(stack, axis=1) of a (bins, k, frames) array, equal to it bit for bit, four times faster for the
+    separator's k = 10: an odd-even transposition sorting network of elementwise min/max over the k rows (numpy
+    partitions each bin's k values one by one). Changes `stack`."""
+    k = stack.shape[1]
+    rows = [stack[:, j] for j in range(k)]
+    for r in range(k):
+        for i in range(r % 2, k - 1, 2):
+            low = np.minimum(rows[i], rows[i + 1])
+            np.maximum(rows[i], rows[i + 1], out=rows[i])
+            rows[i], rows[i + 1] = low, rows[i]
+    return rows[k // 2] if k % 2 else (rows[k // 2 - 1] + rows[k // 2]) / 2
+
+
 class ClassicalSeparator:
     """VAD-gated REPET-SIM soft mask (librosa): no model, fast, good for music and steady noise."""
 
@@ -98,7 +117,7 @@ class ClassicalSeparator:
             k = min(self.k, refs.size)
             nearest = refs[np.argpartition(-sim, k - 1, axis=1)[:, :k]]
             own = magnitude[:, block - lo]
-            repeated = np.minimum(own, np.median(magnitude[:, nearest - lo], axis=2))
+            repeated = np.minimum(own, median_of_rows(magnitude[:, (nearest - lo).T]))
             mask[:, block - a] = librosa.util.softmask(repeated, self.margin * (own - repeated), power=2)
         return 1.0 - gate[None, a:b] * (1.0 - mask)
 
@@ -136,7 +155,11 @@ class ClassicalSeparator:
                     mask = np.concatenate([masks[b][:, max(f0, b) - b : min(f1, b + chunk) - b] for b in sorted(masks)
                                            if b < f1 and b + chunk > f0], axis=1)  # fmt: skip
                     spectra = self._stft(audio, f0, f1)
-                    local = [librosa.istft(x * mask, hop_length=self.hop, center=False) for x in spectra]
+                    inverse: dict[int, np.ndarray] = {}  # a channel equal to another is inverted once
+                    for x in spectra:
+                        if id(x) not in inverse:
+                            inverse[id(x)] = librosa.istft(x * mask, hop_length=self.hop, center=False)
+                    local = [inverse[id(x)] for x in spectra]
                     s0, s1 = a * self.hop, min(length, (a + chunk) * self.hop)
                     i0 = s0 - f0 * self.hop + self.n_fft // 2
                     background = np.stack([y[i0 : i0 + s1 - s0] for y in local], axis=1)
@@ -146,19 +169,29 @@ class ClassicalSeparator:
         return Path(speech_out), Path(background_out)
 
     def _stft(self, audio: Path, f0: int, f1: int) -> list[np.ndarray]:
-        """STFT frames [f0, f1) of each channel, equal to those of librosa.stft(center=True) on the whole file."""
+        """STFT frames [f0, f1) of each channel, equal to those of librosa.stft(center=True) on the whole file.
+        Channels with equal samples (a mono source extracted as stereo) share one array, computed once."""
         import librosa
 
         pad = self.n_fft // 2
         start, stop = f0 * self.hop - pad, (f1 - 1) * self.hop + pad
         data = sf.read(str(audio), start=max(0, start), stop=stop, dtype="float32", always_2d=True)[0]
         data = np.pad(data, ((max(0, -start), stop - max(0, start) - len(data)), (0, 0)))  # zeros beyond the file
-        return [
-            librosa.stft(data[:, c], n_fft=self.n_fft, hop_length=self.hop, center=False) for c in range(data.shape[1])
-        ]
+        spectra: list[np.ndarray] = []
+        for c in range(data.shape[1]):
+            same = equal_channel(data, c)
+            spectra.append(
+                spectra[same]
+                if same is not None
+                else librosa.stft(data[:, c], n_fft=self.n_fft, hop_length=self.hop, center=False)
+            )
+        return spectra
 
     def _magnitude(self, audio: Path, f0: int, f1: int) -> np.ndarray:
-        return np.mean([np.abs(x) for x in self._stft(audio, f0, f1)], axis=0)
+        spectra = self._stft(audio, f0, f1)
+        if all(x is spectra[0] for x in spectra):  # the mean of equal channels is the channel itself, exactly
+            return np.abs(spectra[0])
+        return np.mean([np.abs(x) for x in spectra], axis=0)
 
     def _features(self, audio: Path, n_frames: int, rate: int) -> np.ndarray:
         """Per-frame spectral shape (64 mel bands, dB, unit norm) of the whole file, computed chunk by chunk:

@@ -121,9 +121,62 @@ def test_backend_options_are_checked_before_a_model_loads():
     with pytest.raises(DubbingError, match="unknown key 'device' for backend transformers; allowed: none"):
         backends.build(asr.BACKENDS, "transformers", "ASR", {"device": "cuda"}, model="whisper-base")
     with pytest.raises(DubbingError, match="threads"):
-        backends.build(asr.BACKENDS, "faster-whisper", "ASR", {"threads": 0}, model="whisper-base")
-    transcriber = backends.build(asr.BACKENDS, "faster-whisper", "ASR", {"threads": 1}, model="whisper-base")
+        backends.build(asr.BACKENDS, "faster-whisper", "ASR", {"threads": -1}, model="whisper-base")
+    with pytest.raises(DubbingError, match="temperatures"):
+        backends.build(asr.BACKENDS, "faster-whisper", "ASR", {"temperatures": [0.0, 1.5]}, model="whisper-base")
+    with pytest.raises(DubbingError, match="temperatures"):
+        backends.build(asr.BACKENDS, "faster-whisper", "ASR", {"temperatures": []}, model="whisper-base")
+    with pytest.raises(DubbingError, match="workers"):
+        backends.build(asr.BACKENDS, "faster-whisper", "ASR", {"workers": 0}, model="whisper-base")
+    transcriber = backends.build(
+        asr.BACKENDS, "faster-whisper", "ASR", {"threads": 1, "workers": 2}, model="whisper-base"
+    )
     assert transcriber.name == "faster-whisper"
+    assert transcriber.threads == 1
+    assert transcriber.model.model.num_workers == 2  # CTranslate2's replicas: two transcriptions at once
+
+
+def test_threads_default_to_the_cores_less_one_for_the_step_beside(monkeypatch):
+    """0 (the default) leaves a core to face tracking, which runs beside transcription; never under one thread
+    nor over CTranslate2's own default of four."""
+    for cores, expected in ((1, 1), (2, 1), (3, 2), (16, 4)):
+        monkeypatch.setattr(asr.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
+        assert asr.auto_threads() == expected
+    transcriber = backends.build(asr.BACKENDS, "faster-whisper", "ASR", model="whisper-base")
+    assert transcriber.threads == asr.auto_threads()
+
+
+class RecordingModel:
+    """Stands in for WhisperModel: records what transcribe was asked, returns no segments."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def transcribe(self, audio, **kwargs):
+        self.calls.append(kwargs)
+        return iter(()), type("Info", (), {"language": "en"})()
+
+
+def test_fallback_temperatures_and_samples_reach_the_decoder(monkeypatch):
+    """Greedy decoding (the draft preset's beam_size 1) decodes once, without the hotter fallback; a beam keeps
+    Whisper's ladder with as many samples per temperature as beams; both options override."""
+    speech = media_file("librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
+
+    def asked(options: dict, **context) -> dict:
+        transcriber = backends.build(asr.BACKENDS, "faster-whisper", "ASR", options, model="whisper-base", **context)
+        monkeypatch.setattr(transcriber, "model", RecordingModel())
+        transcriber.transcribe(speech, language="en")
+        (call,) = transcriber.model.calls
+        return {key: call[key] for key in ("beam_size", "best_of", "temperature")}
+
+    assert asked({}, beam_size=1) == {"beam_size": 1, "best_of": 1, "temperature": [0.0]}
+    assert asked({}, beam_size=5) == {"beam_size": 5, "best_of": 5, "temperature": list(asr.FALLBACK)}
+    assert asked({"best_of": 2, "temperatures": [0.0, 0.5]}, beam_size=1) == {
+        "beam_size": 1,
+        "best_of": 2,
+        "temperature": [0.0, 0.5],
+    }
+    assert asked({"temperatures": [0.0]}, beam_size=5)["temperature"] == [0.0]
 
 
 @pytest.mark.skipif(

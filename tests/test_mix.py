@@ -69,6 +69,51 @@ def test_background_keeps_the_music_and_drops_the_voice(separated):
     assert corr > 0.7  # the music under the speech survived
 
 
+def test_median_of_rows_is_numpys_median():
+    rng = np.random.default_rng(0)
+    for k in range(1, 12):
+        stack = rng.integers(0, 5, (7, k, 9)).astype(np.float32)  # ties included
+        assert np.array_equal(separate.median_of_rows(stack.copy()), np.median(stack, axis=1))
+
+
+def test_equal_channels_are_transformed_once_with_the_same_stems(tmp_path, monkeypatch):
+    """A mono source extracted as stereo: each chunk's spectrum is computed and inverted once, and the stems are
+    exactly those of separating each channel on its own."""
+    import librosa
+
+    music = _music(8.0)
+    speech, end = _speech(tmp_path, 8.0, 1.0)
+    mono = (music + speech)[:, :1]
+    sf.write(str(tmp_path / "mix.wav"), np.repeat(mono, 2, axis=1), RATE, subtype="FLOAT")
+    calls = {"stft": 0, "istft": 0}
+
+    def counted(name: str):
+        real = getattr(librosa, name)
+
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in list(calls):
+        monkeypatch.setattr(librosa, name, counted(name))
+
+    def stems(tag: str) -> tuple[np.ndarray, np.ndarray, dict]:
+        calls.update(stft=0, istft=0)
+        out = separate.ClassicalSeparator().separate(
+            tmp_path / "mix.wav", tmp_path / f"{tag}.speech.wav", tmp_path / f"{tag}.bg.wav", speech=[(1.0, end)]
+        )
+        return sf.read(str(out[0]))[0], sf.read(str(out[1]))[0], dict(calls)
+
+    shared_speech, shared_bg, shared = stems("shared")
+    monkeypatch.setattr(separate, "equal_channel", lambda data, c: None)
+    own_speech, own_bg, own = stems("own")
+    assert np.array_equal(shared_speech, own_speech) and np.array_equal(shared_bg, own_bg)
+    assert np.array_equal(shared_bg[:, 0], shared_bg[:, 1])
+    assert shared["stft"] * 2 == own["stft"] and shared["istft"] * 2 == own["istft"]
+
+
 def test_separator_needs_speech_times_and_known_backend(tmp_path, separated):
     with pytest.raises(DubbingError, match="speech times"):
         classical = backends.build(separate.BACKENDS, "classical", "separation")
