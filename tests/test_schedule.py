@@ -68,6 +68,11 @@ def test_served_schedule_runs_the_batch(tmp_path):
         wait_for(manifest.exists, 600, "the scheduled batch run to dub the video")  # slow on a busy 2-core box
         runs = wait_for(lambda: _batch_runs(api, "COMPLETED"), 60, "a completed localize-batch run")
         assert runs[0]["deployment_id"] is not None  # created by the schedule, not by hand
+        # What the stages decided reaches each task run's log in the UI, not only the terminal.
+        stage_logs = [row for row in _logs(api) if row["name"].startswith("dubbing.") and row["task_run_id"]]
+        messages = [row["message"] for row in stage_logs]
+        assert any(message.startswith("heard ") for message in messages), messages
+        assert any(" QA: " in message for message in messages), messages
         # The dub took far longer than the 5 s interval: the cycles due meanwhile were cancelled, not run beside it.
         wait_for(lambda: _batch_runs(api, "CANCELLED"), 120, "a cycle cancelled while the batch ran")
         started = sorted(
@@ -92,3 +97,10 @@ def _healthy(api: str) -> bool:
 def _batch_runs(api: str, *states: str) -> list[dict]:
     body = {"flows": {"name": {"any_": ["localize-batch"]}}, "flow_runs": {"state": {"type": {"any_": list(states)}}}}
     return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+
+
+def _logs(api: str) -> list[dict]:
+    rows: list[dict] = []
+    while page := httpx.post(f"{api}/logs/filter", json={"limit": 200, "offset": len(rows)}, timeout=10).json():
+        rows += page
+    return rows
