@@ -9,10 +9,11 @@ in the script (wordfreq word lists) and the warnings about the input. Every line
 `QAFlag` with its time.
 
 QA reads a finished language from its files alone (`quality_report`), so `dub eval` recomputes exactly what the
-run wrote. It never imports another stage: hearing the dub back (ASR), measuring mouth opening (face tracking)
-and translating what was heard back (a translation backend) are callables the step layer passes in (`Hear`,
-`Mouth`, `TranslateBack`). Backends here are the error-rate metrics (`wer`, `cer`: Chinese, Japanese, Thai... have
-no spaces to count words by; the language's config names one) and the loudness meter (ffmpeg's `ebur128`).
+run wrote. It never imports another stage: hearing the dub back (ASR), measuring mouth opening (face tracking),
+reading the mouths the lipsync renderer drew and translating what was heard back (a translation backend) are
+callables the step layer passes in (`Hear`, `Mouth`, `Drawn`, `TranslateBack`). Backends here are the error-rate
+metrics (`wer`, `cer`: Chinese, Japanese, Thai... have no spaces to count words by; the language's config names
+one) and the loudness meter (ffmpeg's `ebur128`).
 """
 
 from __future__ import annotations
@@ -208,9 +209,9 @@ def heard_per_line(lines: Sequence[ScriptLine], heard: Transcript) -> tuple[dict
 
 
 def listening_windows(lines: Sequence[ScriptLine], duration_s: float, max_s: float = 20.0) -> list[tuple[float, float]]:
-    """Pieces of the dub timeline to transcribe back one at a time: consecutive lines grouped up to `max_s`, each
-    piece cut halfway through the silence before and after it. Whisper's long-form decoding skipped whole lines of
-    a 10-minute dub that it heard perfectly in short pieces."""
+    """The dub timeline in windows, each heard on its own (`listening_pieces` trims them to their lines):
+    consecutive lines grouped up to `max_s`, each window cut halfway through the silence before and after it.
+    Whisper's long-form decoding skipped whole lines of a 10-minute dub that it heard perfectly in short pieces."""
     spans = sorted(dub_span(line) for line in lines if line.text.strip())
     groups: list[list[float]] = []
     for start, end in spans:
