@@ -121,6 +121,10 @@ class RunLayout:
         """The lipsynced picture before muxing (exists only when a face was re-animated)."""
         return self.output(lang, ".picture.mp4")
 
+    def picture_mouths(self, lang: str) -> Path:
+        """The mouths the lipsync renderer drew into the picture (per-frame inner-lip gap), saved beside it for QA."""
+        return self.output(lang, ".picture.mouths.npz")
+
     def preview(self, lang: str) -> Path:
         """An H.264 copy for the review page when the dub's own codecs do not play in browsers."""
         return self.output(lang, ".preview.mp4")

@@ -9,10 +9,11 @@ in the script (wordfreq word lists) and the warnings about the input. Every line
 `QAFlag` with its time.
 
 QA reads a finished language from its files alone (`quality_report`), so `dub eval` recomputes exactly what the
-run wrote. It never imports another stage: hearing the dub back (ASR), measuring mouth opening (face tracking)
-and translating what was heard back (a translation backend) are callables the step layer passes in (`Hear`,
-`Mouth`, `TranslateBack`). Backends here are the error-rate metrics (`wer`, `cer`: Chinese, Japanese, Thai... have
-no spaces to count words by; the language's config names one) and the loudness meter (ffmpeg's `ebur128`).
+run wrote. It never imports another stage: hearing the dub back (ASR), measuring mouth opening (face tracking),
+reading the mouths the lipsync renderer drew and translating what was heard back (a translation backend) are
+callables the step layer passes in (`Hear`, `Mouth`, `Drawn`, `TranslateBack`). Backends here are the error-rate
+metrics (`wer`, `cer`: Chinese, Japanese, Thai... have no spaces to count words by; the language's config names
+one) and the loudness meter (ffmpeg's `ebur128`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from dubbing.types import (
 )
 
 HEARD_TOLERANCE_S = 0.3  # a heard word this close to a line's dub still belongs to it
+LISTEN_MAX_S = 10.0  # consecutive lines heard together up to this long (whisper base looped on 20 s pieces)
+LISTEN_PAD_S = 0.2  # the piece around its lines' dub
 LAG_FRAMES = 6  # mouth/audio lags searched each way (about 0.2 s at 30 fps)
 
 
@@ -80,13 +83,23 @@ class Thresholds:
         )
 
 
-Hear = Callable[[Path, str], Transcript]
-"""ASR of an audio file in a language (the step layer's transcriber): utterances with word times on the file's own
-timeline. QA cuts the dub into pieces itself (`listening_windows`) and calls this once per piece."""
+Hear = Callable[[Path, str, list[tuple[float, float]]], Transcript]
+"""ASR of pieces of an audio file in a language (the step layer's transcriber): each (start, end) piece heard on
+its own, in one call (batched where the backend can), utterances with word times on the file's own timeline and
+nothing outside the pieces. QA chooses the pieces (`listening_pieces`: the dub's lines, not the silence between);
+`piece_by_piece` makes one of an ASR of whole files."""
+
+HearFile = Callable[[Path, str], Transcript]
+"""ASR of a whole audio file in a language, word times on the file's timeline."""
 
 Mouth = Callable[[Path | None, Path | None], tuple[np.ndarray, float]]
 """(video, faces_npz) -> per-frame inner-lip gap (NaN where no face) and fps, of the face the lipsync stage would
 animate: tracked from the video's pixels when `video` is given, else read from already tracked landmarks."""
+
+Drawn = Callable[[Path], tuple[np.ndarray, float, str]]
+"""picture -> per-frame inner-lip gap (NaN where no face), fps and renderer name, of the mouths the lipsync stage
+drew into that picture, as it saved them when rendering. Raises DubbingError saying why there is nothing usable
+(an older run, a renderer that does not report what it drew): QA then tracks the picture's pixels (`Mouth`)."""
 
 TranslateBack = Callable[[list[str]], list[str]]
 """Lines of the dub's language translated into the source language, one out for each in (the step layer's
@@ -196,9 +209,9 @@ def heard_per_line(lines: Sequence[ScriptLine], heard: Transcript) -> tuple[dict
 
 
 def listening_windows(lines: Sequence[ScriptLine], duration_s: float, max_s: float = 20.0) -> list[tuple[float, float]]:
-    """Pieces of the dub timeline to transcribe back one at a time: consecutive lines grouped up to `max_s`, each
-    piece cut halfway through the silence before and after it. Whisper's long-form decoding skipped whole lines of
-    a 10-minute dub that it heard perfectly in short pieces."""
+    """The dub timeline in windows, each heard on its own (`listening_pieces` trims them to their lines):
+    consecutive lines grouped up to `max_s`, each window cut halfway through the silence before and after it.
+    Whisper's long-form decoding skipped whole lines of a 10-minute dub that it heard perfectly in short pieces."""
     spans = sorted(dub_span(line) for line in lines if line.text.strip())
     groups: list[list[float]] = []
     for start, end in spans:
@@ -524,6 +537,7 @@ class Measurements:
     back_translated: dict[int, str] | None = None  # line -> what was heard (or the script) in the source language
     meaning_basis: str = "heard"  # what was translated back: "heard" (the dub heard back) or "script"
     foreign: dict[int, list[ForeignWord]] | None = None  # line -> its words of another language
+    listener: dict | None = None  # what heard the dub back (backend, model, beam size...)
     notes: dict[str, str] = field(default_factory=dict)  # check -> why it was not measured
 
 
@@ -564,6 +578,8 @@ def build_report(script: Script, measured: Measurements, limits: Thresholds, *, 
     intelligibility_section: dict = {"note": notes.get("intelligibility", "not measured")}
     if measured.heard is not None:
         intelligibility_section, per_line = intelligibility(lines, measured.heard, get_metric(metric))
+        if measured.listener:
+            intelligibility_section["listener"] = measured.listener
         for index, figures in per_line.items():
             row = rows[index]
             row.heard, row.error_rate = figures["heard"], round(figures["error_rate"], 4)
@@ -689,12 +705,16 @@ def quality_report(
     mouth: Mouth | None,
     translate_back: TranslateBack | None = None,
     keep_words: Collection[str] = (),
+    drawn: Drawn | None = None,
+    listener: dict | None = None,
 ) -> QAReport:
     """The QA of one finished language, from its files alone (so `dub eval` recomputes exactly what the run
     wrote): back-transcription of the dub voice, timing, voice similarity, lipsync, loudness, meaning (what was
     heard, translated back to the source language), words of another language, input warnings. `hear` None
     leaves out the back-transcription, `mouth` None the lipsync check, `translate_back` None the meaning check;
-    `keep_words` (the glossary's terms) are never taken for another language's."""
+    `keep_words` (the glossary's terms) are never taken for another language's. `drawn` reads the mouths the
+    renderer drew into a lipsynced picture (else, or when it has none, `mouth` tracks the picture); `listener`
+    describes what `hear` is (ASR backend, model, beam...) for the report."""
     script = Script.model_validate_json((layout.out / outputs.script).read_text())
     transcript = Transcript.model_validate_json(layout.transcript.read_text())
     voice_audio, _ = media.read_audio(layout.out / outputs.voice, ANALYSIS_RATE)
@@ -704,7 +724,10 @@ def quality_report(
     elif hear is None:
         measured.notes["intelligibility"] = "back-transcription off (no transcriber given)"
     else:
-        measured.heard = back_transcribe(voice_audio, ANALYSIS_RATE, script.lines, lang, hear)
+        measured.heard, heard_info = back_transcribe(
+            layout.out / outputs.voice, len(voice_audio) / ANALYSIS_RATE, script.lines, lang, hear
+        )
+        measured.listener = {**(listener or {}), **heard_info}
     measured.voice = voice_similarity(source_embeddings(layout, transcript), voice_audio, ANALYSIS_RATE, script.lines)
     video = layout.out / outputs.video if outputs.video else None
     if video is None or not video.exists():
@@ -716,8 +739,9 @@ def quality_report(
     else:
         reanimated = layout.picture(lang).exists()
         measured.lipsync, measured.lip_lines = lipsync_measure(
-            layout, video, voice_audio, script.lines, transcript, mouth, reanimated=reanimated
-        )
+            layout, video, voice_audio, script.lines, transcript, mouth, reanimated=reanimated,
+            picture=layout.picture(lang), drawn=drawn,
+        )  # fmt: skip
     measured.loudness = loudness(layout.out / outputs.audio)
     if not cfg.meaning:
         measured.notes["meaning"] = "meaning check off (qa.meaning)"
@@ -759,29 +783,75 @@ def back_translate(texts: dict[int, str], translate_back: TranslateBack) -> tupl
     return dict(zip(indices, out, strict=True)), ""
 
 
-def back_transcribe(audio: np.ndarray, rate: int, lines: Sequence[ScriptLine], lang: str, hear: Hear) -> Transcript:
-    """The dub voice heard back in pieces (`listening_windows`), word times on the dub's timeline. A piece of
-    several lines heard as nothing is heard again line by line: whisper base gave nothing for 8 s of two Dutch
-    MBROLA lines that it heard well one at a time."""
-    utterances = []
+def listening_pieces(
+    lines: Sequence[ScriptLine], duration_s: float, max_s: float = LISTEN_MAX_S, pad_s: float = LISTEN_PAD_S
+) -> list[tuple[float, float]]:
+    """The stretches of the dub to hear back: consecutive lines grouped up to `max_s` (`listening_windows`), each
+    cut to its lines' dub with `pad_s` around it, never past halfway to the next group: the silence between lines
+    is not transcribed."""
     spans = sorted(dub_span(line) for line in lines if line.text.strip())
-    with tempfile.TemporaryDirectory(prefix="dub-qa-") as tmp:
+    pieces = []
+    for start, end in listening_windows(lines, duration_s, max_s=max_s):
+        inside = [(a, b) for a, b in spans if start <= a < end] or [(start, end)]
+        first, last = min(a for a, _ in inside), max(b for _, b in inside)
+        piece = (round(max(start, first - pad_s), 3), round(min(end, last + pad_s), 3))
+        if piece[1] > piece[0]:
+            pieces.append(piece)
+    return pieces
 
-        def heard(start: float, end: float) -> list:
-            piece = media.write_audio(Path(tmp) / "piece.wav", audio[int(start * rate) : int(end * rate)], rate)
-            found = []
-            for u in hear(piece, lang).utterances:
-                words = [w.model_copy(update={"start": w.start + start, "end": w.end + start}) for w in u.words]
-                found.append(u.model_copy(update={"start": u.start + start, "end": u.end + start, "words": words}))
-            return [u for u in found if u.text.strip()]
 
-        for start, end in listening_windows(lines, len(audio) / rate):
-            found = heard(start, end)
-            inside = [(a, b) for a, b in spans if start <= a < end]
-            if not found and len(inside) > 1:
-                found = [u for a, b in inside for u in heard(max(start, a - 0.25), min(end, b + 0.25))]
-            utterances += found
-    return Transcript(language=lang, duration_s=round(len(audio) / rate, 3), utterances=utterances)
+def piece_by_piece(hear_file: HearFile) -> Hear:
+    """A `Hear` from an ASR of whole files: each piece cut into a file of its own and heard in its own call."""
+
+    def hear(audio: Path, language: str, pieces: list[tuple[float, float]]) -> Transcript:
+        samples, rate = media.read_audio(audio, ANALYSIS_RATE)
+        utterances = []
+        with tempfile.TemporaryDirectory(prefix="dub-qa-") as tmp:
+            for start, end in pieces:
+                cut = samples[int(start * rate) : int(end * rate)]
+                piece = media.write_audio(Path(tmp) / "piece.wav", cut, rate)
+                for u in hear_file(piece, language).utterances:
+                    words = [w.model_copy(update={"start": w.start + start, "end": w.end + start}) for w in u.words]
+                    utterances.append(
+                        u.model_copy(update={"start": u.start + start, "end": u.end + start, "words": words})
+                    )
+        return Transcript(language=language, duration_s=round(len(samples) / rate, 3), utterances=utterances)
+
+    return hear
+
+
+def back_transcribe(
+    audio: Path, duration_s: float, lines: Sequence[ScriptLine], lang: str, hear: Hear
+) -> tuple[Transcript, dict]:
+    """The dub voice (the file `audio`) heard back in pieces (`listening_pieces`, all in one `hear` call), word
+    times on the dub's timeline, and what was heard (pieces, seconds). A piece of several lines heard as nothing
+    is heard again line by line (one more call for all such lines): whisper base gave nothing for 8 s of two
+    Dutch MBROLA lines that it heard well one at a time."""
+    spans = sorted(dub_span(line) for line in lines if line.text.strip())
+    pieces = listening_pieces(lines, duration_s)
+    found = [u for u in hear(audio, lang, pieces).utterances if u.text.strip()] if pieces else []
+    again = []
+    for start, end in pieces:
+        inside = [(a, b) for a, b in spans if start <= a < end]
+        if len(inside) > 1 and not any(u.start < end and u.end > start for u in found):
+            again += [(round(max(start, a - 0.25), 3), round(min(end, b + 0.25), 3)) for a, b in inside]
+    again = _disjoint(again)
+    if again:
+        found += [u for u in hear(audio, lang, again).utterances if u.text.strip()]
+    found.sort(key=lambda u: u.start)
+    heard_s = sum(b - a for a, b in pieces) + sum(b - a for a, b in again)
+    info = {"pieces": len(pieces) + len(again), "heard_s": round(heard_s, 2), "dub_s": round(duration_s, 2)}
+    return Transcript(language=lang, duration_s=round(duration_s, 3), utterances=found), info
+
+
+def _disjoint(pieces: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Pieces in order, each starting no earlier than the previous one ends (neighbouring lines' pads overlap)."""
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(pieces):
+        start = max(start, out[-1][1]) if out else start
+        if end > start:
+            out.append((start, end))
+    return out
 
 
 def source_embeddings(layout: RunLayout, transcript: Transcript) -> dict[str, np.ndarray]:
@@ -822,19 +892,45 @@ def lipsync_measure(
     mouth: Mouth,
     *,
     reanimated: bool,
+    picture: Path | None = None,
+    drawn: Drawn | None = None,
 ) -> tuple[dict, dict[int, float | None]]:
     """Mouth opening of the dubbed picture against the dub voice (at ANALYSIS_RATE); with the same figure for the
-    source picture and speech as a baseline when the source's faces were tracked. A dub that kept the source
-    picture (not `reanimated`) has the source's landmarks: they are reused instead of tracking it again."""
+    source picture and speech as a baseline when the source's faces were tracked. Where the mouths come from is
+    in `mouth_source`: a re-animated `picture` has the mouths its renderer drew (`drawn`, saved when rendering:
+    "renderer"), else the dubbed video is tracked again ("tracked", `mouth_note` says why); a dub that kept the
+    source picture (not `reanimated`) has the source's landmarks ("source landmarks"), reused instead of tracking
+    it again."""
     npz = layout.faces_npz
     source = None  # the source's landmarks, read once: the dub's own when it kept the source picture
-    if reanimated or not npz.exists():
+    origin: dict = {}
+    if reanimated:
+        found = None
+        if drawn is None:
+            origin["mouth_note"] = "no renderer data reader given"
+        elif picture is None:
+            origin["mouth_note"] = "no lipsynced picture named"
+        else:
+            try:
+                found = drawn(picture)
+            except DubbingError as error:
+                origin["mouth_note"] = str(error)
+        if found is not None:
+            gap, fps, renderer = found
+            origin["mouth_source"] = f"renderer ({renderer})"
+        else:
+            gap, fps = mouth(video, None)
+            origin["mouth_source"] = "tracked"
+    elif not npz.exists():
         gap, fps = mouth(video, None)
+        origin["mouth_source"] = "tracked"
     else:
         gap, fps = source = mouth(None, npz)
+        origin["mouth_source"] = "source landmarks"
     envelope = frame_envelope(voice, ANALYSIS_RATE, fps, len(gap))
     summary, per_line = lip_sync(gap, envelope, fps, {line.index: dub_span(line) for line in lines})
     summary["lipsync_applied"] = reanimated
+    summary.update(origin)
     if npz.exists() and layout.analysis_wav.exists():
         source_gap, source_fps = source or mouth(None, npz)
         samples, _ = media.read_audio(layout.analysis_wav, ANALYSIS_RATE)

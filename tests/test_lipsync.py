@@ -13,7 +13,16 @@ import pytest
 from dubbing import backends, media
 from dubbing.errors import DubbingError
 from dubbing.layout import RunLayout
-from dubbing.lipsync import analyse, lipsync_video, load_audio, mouth_opening, render_dub, track_video
+from dubbing.lipsync import (
+    analyse,
+    drawn_mouths,
+    lipsync_video,
+    load_audio,
+    mouth_opening,
+    mouths_path,
+    render_dub,
+    track_video,
+)
 from dubbing.lipsync.avatar import blink_track, make_avatar
 from dubbing.lipsync.faces import mouth_gap
 from dubbing.lipsync.render import BACKENDS, Wav2LipRenderer
@@ -295,6 +304,62 @@ def test_faces_tracked_once_then_each_language_rendered_and_muxed(tmp_path):
     assert nobody.checks[0].code == "no-face"
     with pytest.raises(DubbingError, match="run the track-faces step first"):
         render_dub(video, faces.model_copy(update={"landmarks": None}), voice, tmp_path / "x.mp4")
+
+
+def test_the_render_saves_the_mouths_it_drew_and_they_are_what_the_picture_shows(tmp_path):
+    """render_dub saves, beside the picture, the inner-lip gap it drew per frame: QA reads it instead of tracking
+    the picture again. It follows what tracking the rendered picture finds (the new speech, not the old), and
+    is refused once the picture is written again."""
+    video = tmp_path / "talk.mp4"
+    ffmpeg("-i", str(media_file("vrt_face1.mp4")), "-t", "3", "-vf", "scale=360:360", "-an", str(video))
+    layout = RunLayout(out=tmp_path / "out", name=video.stem)
+    faces, _ = analyse(video, layout.faces_npz, lines=[(0.2, 2.8)])
+    voice, spans = speech_at(tmp_path, 3.0, [(1.2, "hola amigo mío")])  # silent where he talks in the source
+    result = render_dub(video, faces, voice, layout.picture("es"))
+    assert result is not None and result.mouths is not None
+    assert mouths_path(result.out) == layout.picture_mouths("es") and layout.picture_mouths("es").is_file()
+    gap, fps, renderer = drawn_mouths(layout.picture("es"))
+    assert renderer == "classical" and fps == pytest.approx(probe_video(video).fps_float)
+    assert len(gap) == probe_video(layout.picture("es")).frames and np.isfinite(gap).all()
+    tracked, _ = mouth_opening(layout.picture("es"))
+    assert np.corrcoef(gap, tracked)[0, 1] > 0.8  # what was drawn is what the picture shows
+    assert np.median(np.abs(gap - tracked)) < 0.03
+    before = int(1.0 * fps)  # silent in the new audio: the mouth drawn closed, though he spoke there
+    assert gap[:before].max() < 0.05 and gap[int(spans[0][0] * fps) : int(spans[0][1] * fps)].max() > 0.1
+
+    ffmpeg("-i", str(video), "-t", "1", str(layout.picture("es")))  # the picture written again by something else
+    with pytest.raises(DubbingError, match="another version"):
+        drawn_mouths(layout.picture("es"))
+    layout.picture_mouths("es").unlink()
+    with pytest.raises(DubbingError, match="older run"):
+        drawn_mouths(layout.picture("es"))
+
+
+def test_a_renderer_that_does_not_say_what_it_drew_saves_nothing(tmp_path):
+    """wav2lip paints the mouth with a network: no mouths file, and a stale one from an earlier render is gone."""
+    video = tmp_path / "talk.mp4"
+    ffmpeg("-i", str(media_file("vrt_face1.mp4")), "-t", "1", "-vf", "scale=320:320", "-an", str(video))
+    layout = RunLayout(out=tmp_path / "out", name=video.stem)
+    faces, _ = analyse(video, layout.faces_npz)
+    voice, _ = speech_at(tmp_path, 1.0, [(0.1, "hola")])
+    assert render_dub(video, faces, voice, layout.picture("es")) is not None
+    assert layout.picture_mouths("es").is_file()
+
+    class Plain:  # renders like a backend with no `drawn`
+        name = "plain"
+
+        def prepare(self, clip):
+            pass
+
+        def render(self, frame, index, face, track):
+            return frame
+
+    BACKENDS["plain"] = Plain
+    try:
+        result = render_dub(video, faces, voice, layout.picture("es"), backend="plain")
+    finally:
+        del BACKENDS["plain"]
+    assert result is not None and result.mouths is None and not layout.picture_mouths("es").exists()
 
 
 def test_mouth_opening_from_pixels_or_from_tracked_landmarks(tmp_path):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing import asr, backends, media, qa, speaker_embedding, steps, translate
-from dubbing.config import QAConfig, Settings
+from dubbing import asr, backends, lipsync, media, qa, speaker_embedding, steps, translate
+from dubbing.config import QAConfig, Settings, load_settings
 from dubbing.errors import DubbingError
 from dubbing.files import write_json
 from dubbing.layout import RunLayout
@@ -190,6 +190,32 @@ def test_listening_windows_group_lines_and_cut_in_the_silences():
     assert qa.listening_windows(lines, 50.0, max_s=5.0) == [(0.0, 4.0), (4.0, 10.5), (10.5, 24.0), (24.0, 50.0)]
 
 
+def test_listening_pieces_hold_the_lines_and_not_the_silence_between_them():
+    lines = [line(0, 0.0, "a", 4.0), line(1, 4.0, "b", 5.0), line(2, 12.0, "c", 6.0), line(3, 30.0, "d", 3.0)]
+    lines.append(line(4, 40.0, "", 0.0))  # nothing to hear
+    pieces = qa.listening_pieces(lines, 50.0, max_s=20.0, pad_s=0.2)
+    assert pieces == [(0.0, 18.2), (29.8, 33.2)]  # 12 s of silence between and 17 s after are not heard
+    assert qa.listening_pieces(lines, 50.0, max_s=10.0, pad_s=0.2) == [(0.0, 9.2), (11.8, 18.2), (29.8, 33.2)]
+
+
+def test_back_transcription_hears_every_piece_in_one_call_and_a_silent_piece_again_line_by_line():
+    lines = [line(0, 0.0, "uno", 1.0), line(1, 1.0, "dos", 1.0), line(2, 12.0, "tres", 1.0)]
+    calls = []
+
+    def hear(audio: Path, language: str, pieces: list[tuple[float, float]]) -> Transcript:
+        calls.append(pieces)
+        words = {0.5: "uno", 1.5: "dos", 12.5: "tres"}
+        found = [Word(start=t - 0.2, end=t + 0.2, word=w) for t, w in words.items()
+                 if any(a <= t <= b for a, b in pieces) and (len(calls) > 1 or t > 4)]  # fmt: skip
+        return Transcript(language=language, duration_s=15, utterances=[Utterance.from_words([w], "es") for w in found])
+
+    heard, info = qa.back_transcribe(Path("dub.wav"), 15.0, lines, "es", hear)
+    assert calls[0] == [(0.0, 2.2), (11.8, 13.2)]  # both pieces in one call, the silences left out
+    assert calls[1] == [(0.0, 1.25), (1.25, 2.2)]  # the first piece (two lines) heard as nothing: line by line
+    assert [u.text for u in heard.utterances] == ["uno", "dos", "tres"]
+    assert info == {"pieces": 4, "heard_s": 5.8, "dub_s": 15.0}
+
+
 def test_thresholds_come_from_the_qa_config_the_mix_and_the_timing():
     cfg = QAConfig(max_error_rate=0.3, min_similarity=0.5, min_lip_sync=0.1, loudness_tolerance_lu=3.0,
                    max_true_peak_db=-2.0)  # fmt: skip
@@ -217,7 +243,7 @@ def hear() -> qa.Hear:
     transcriber = backends.build(
         asr.BACKENDS, "faster-whisper", "ASR", model="whisper-base", compute_type="int8", beam_size=5, vad=True
     )
-    return lambda audio, language: transcriber.transcribe(audio, language=language)
+    return qa.piece_by_piece(lambda audio, language: transcriber.transcribe(audio, language=language))
 
 
 def finished_language(tmp_path: Path) -> tuple[RunLayout, LanguageOutputs]:
@@ -262,6 +288,56 @@ def test_quality_report_measures_a_finished_language_from_its_files(tmp_path, he
     assert off.intelligibility == {"note": "back-transcription off (qa.back_transcribe)"}
     deaf = qa.quality_report(layout, "es", outputs, QAConfig(), limits, metric="wer", hear=None, mouth=None)
     assert "no transcriber" in deaf.intelligibility["note"] and deaf.line_qa[0].heard is None
+
+
+def test_the_step_hears_the_dub_back_in_batched_pieces_with_the_presets_beam(tmp_path):
+    """steps.quality_report's ears: the pooled faster-whisper model, every piece in one batched call; the draft
+    preset decodes greedily, the final one with beam search, and the report says which."""
+    layout, outputs = finished_language(tmp_path)
+    for preset, beam in (("draft", 1), ("final", 5)):
+        report = steps.quality_report(layout, "es", outputs, load_settings(preset))
+        listener = report.intelligibility["listener"]
+        assert listener["beam_size"] == beam and listener["backend"] == "faster-whisper"
+        assert listener["model"] == "whisper-base" and listener["decoding"].startswith("batched")
+        assert listener["pieces"] == 1 and 0 < listener["heard_s"] <= listener["dub_s"] + 1e-6
+        assert report.intelligibility["error_rate"] <= 0.34, report.intelligibility  # "buenos días amigo", espeak
+
+
+def test_the_lipsync_check_reads_the_mouths_the_renderer_drew_and_tracks_the_picture_without_them(tmp_path):
+    """A re-animated picture: QA takes the mouths its renderer saved, and says so; with that file deleted (a run
+    from before it was saved) the dubbed video is tracked again, and says why, with figures that agree."""
+    layout, _ = finished_language(tmp_path)
+    video = tmp_path / "talk.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(media_file("vrt_face1.mp4")), "-t", "2", "-vf",
+                    "scale=320:320", "-an", str(video)], check=True)  # fmt: skip
+    faces, _ = lipsync.analyse(video, layout.faces_npz, lines=[(0.2, 1.8)])
+    assert lipsync.render_dub(video, faces, layout.voice("es"), layout.picture("es")) is not None
+    media.mux(layout.picture("es"), layout.audio("es"), layout.video("es"), language="spa", duration_s=2.0)
+    outputs = layout.outputs("es", layout.video("es"))
+    tracked = []
+
+    def mouth(video: Path | None, faces_npz: Path | None) -> tuple[np.ndarray, float]:
+        tracked.append(video)
+        return lipsync.mouth_opening(video, landmarks=faces_npz)
+
+    cfg = QAConfig(meaning=False, wrong_language=False)
+
+    def report():
+        return qa.quality_report(layout, "es", outputs, cfg, qa.Thresholds(), metric="wer", hear=None,
+                                 mouth=mouth, drawn=lipsync.drawn_mouths).lipsync  # fmt: skip
+
+    drawn = report()
+    assert drawn["mouth_source"] == "renderer (classical)" and "mouth_note" not in drawn
+    assert tracked == [None]  # only the source's landmarks were read (the baseline): the picture was not tracked
+    layout.picture_mouths("es").unlink()
+    again = report()
+    assert again["mouth_source"] == "tracked" and "older run" in again["mouth_note"]
+    assert tracked[1:] == [layout.video("es"), None]
+    assert drawn["frames"] == again["frames"] and drawn["source_correlation"] == again["source_correlation"]
+    assert drawn["correlation"] > 0.3 and again["correlation"] > 0.3
+    assert abs(drawn["correlation"] - again["correlation"]) < 0.25, (drawn, again)
+    blind = qa.quality_report(layout, "es", outputs, cfg, qa.Thresholds(), metric="wer", hear=None, mouth=mouth)
+    assert blind.lipsync["mouth_source"] == "tracked" and "no renderer data reader" in blind.lipsync["mouth_note"]
 
 
 # ---------------------------------------------------------------- words of another language

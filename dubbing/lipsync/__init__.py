@@ -17,6 +17,7 @@ import numpy as np
 
 from dubbing import backends
 from dubbing.errors import DubbingError
+from dubbing.files import atomic_path
 from dubbing.lipsync import visemes
 from dubbing.lipsync.faces import FaceData, choose_active, face_box, mouth_gap, track_faces
 from dubbing.lipsync.render import BACKENDS, Clip, Renderer
@@ -39,6 +40,8 @@ __all__ = [
     "FaceData",
     "LipsyncResult",
     "analyse",
+    "drawn_mouths",
+    "mouths_path",
     "read_tracks",
     "speaking_faces",
     "track",
@@ -62,6 +65,7 @@ class LipsyncResult:
     animated_frames: int
     faces: int
     renderer: str
+    mouths: np.ndarray | None = None  # per frame, the inner-lip gap as drawn (NaN: no face); None: not known
 
 
 def load_audio(path: Path, rate: int = DRIVE_RATE, offset_s: float = 0.0) -> np.ndarray:
@@ -143,33 +147,48 @@ def render_faces(
     renderer: Renderer,
     *,
     blink: np.ndarray | None = None,
+    mouths: list[float] | None = None,
 ) -> int:
-    """Stream every frame through the renderer into `writer`; returns how many frames had a face animated."""
+    """Stream every frame through the renderer into `writer`; returns how many frames had a face animated. A
+    `mouths` list given gets, per frame written, the inner-lip gap of the face as the renderer drew it (NaN: no
+    face); it is left empty when the renderer does not say what it drew (no `drawn`)."""
     tracks = {int(k): faces.track_frames(int(k)) for k in np.unique(faces.active) if k >= 0}
     clip = Clip(
         fps=fps, drive=drive, audio=audio, audio_rate=DRIVE_RATE, tracks=tracks, frames_at=frames_at, blink=blink
     )
     renderer.prepare(clip)
     animated = 0
+    drawn: list[float] | None = [] if mouths is not None and hasattr(renderer, "drawn") else None
+
+    def record(face: np.ndarray | None) -> None:
+        if drawn is not None:
+            now = getattr(renderer, "drawn", None) if face is not None else None
+            drawn.append(np.nan if now is None else mouth_gap(now))
+
     for t, frame in enumerate(frames):
         track = int(faces.active[t]) if t < faces.frames else -1
         face = faces.face_of(t, track)
         animated += face is not None
         if not writer.yuv:
             writer.write(renderer.render(frame, t, face, track))
+            record(face)
             continue
         if face is None:
             writer.write(frame)
+            record(None)
             continue
         x0, y0, x1, y1 = work_box(face, stream_size=(frame.shape[1], frame.shape[0] * 2 // 3))
         crop = yuv_crop_bgr(frame, (x0, y0, x1, y1))
         new = renderer.render(crop, t, face - [x0, y0], track)
+        record(face)  # the gap does not depend on where the crop was cut
         box = None if new is crop else changed_box(crop, new)
         if box is None:
             writer.write(frame)
         else:
             bx0, by0, bx1, by1 = box
             writer.write(patch_yuv(frame, new[by0:by1, bx0:bx1], x0 + bx0, y0 + by0))
+    if drawn is not None and mouths is not None:
+        mouths.extend(drawn)
     return animated
 
 
@@ -218,6 +237,7 @@ def lipsync_video(
         preset=preset,
         duration_s=duration,
     )
+    mouths: list[float] = []
     with writer:
         animated = render_faces(
             read_frames(video, stream, yuv=yuv),
@@ -228,8 +248,10 @@ def lipsync_video(
             speech,
             writer,
             renderer,
+            mouths=mouths,
         )
-    return LipsyncResult(Path(out), writer.frames, animated, len(faces.tracks()), renderer.name)
+    drawn = np.asarray(mouths, np.float32) if mouths else None
+    return LipsyncResult(Path(out), writer.frames, animated, len(faces.tracks()), renderer.name, drawn)
 
 
 def analyse(
@@ -331,7 +353,8 @@ def render_dub(
     if not faces.landmarks or not Path(faces.landmarks).is_file():
         raise DubbingError(f"face landmarks missing for {video}: run the track-faces step first")
     data = FaceData.load(Path(faces.landmarks))
-    return lipsync_video(
+    Path(mouths_path(out)).unlink(missing_ok=True)  # never left describing another picture
+    result = lipsync_video(
         video,
         voice,
         out,
@@ -345,3 +368,50 @@ def render_dub(
         mux_audio=False,
         fmt="mp4",
     )
+    if result.mouths is not None:
+        save_drawn_mouths(result, data.fps)
+    return result
+
+
+# ---------------------------------------------------------------- what the renderer drew (read by QA)
+
+
+def mouths_path(picture: Path) -> Path:
+    """Where `render_dub` saves the mouths it drew into `picture`: beside it, NAME.LANG.picture.mouths.npz."""
+    picture = Path(picture)
+    return picture.with_name(f"{picture.stem}.mouths.npz")
+
+
+def save_drawn_mouths(result: LipsyncResult, fps: float) -> Path:
+    """The per-frame inner-lip gap the renderer drew into `result.out`, with the frame rate, the renderer and the
+    picture's size in bytes (a picture written again afterwards no longer matches)."""
+    assert result.mouths is not None
+    path = mouths_path(result.out)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                gap=result.mouths,
+                fps=np.float64(fps),
+                renderer=np.asarray(result.renderer),
+                picture_bytes=np.int64(Path(result.out).stat().st_size),
+            )
+    return path
+
+
+def drawn_mouths(picture: Path) -> tuple[np.ndarray, float, str]:
+    """What the renderer drew into `picture` (the lipsynced picture of a run): per frame the inner-lip gap (NaN
+    where no face), the frame rate and the renderer. DubbingError says why there is nothing usable: no file
+    (a run from before it was saved, or a renderer that does not say what it drew), or one written for another
+    picture. The caller then tracks the picture's pixels instead (`mouth_opening`)."""
+    path = mouths_path(picture)
+    if not path.is_file():
+        raise DubbingError(f"no {path.name} beside the picture (an older run, or a renderer that does not report it)")
+    try:
+        with np.load(path) as z:
+            gap, fps, renderer, size = z["gap"], float(z["fps"]), str(z["renderer"]), int(z["picture_bytes"])
+    except (OSError, KeyError, ValueError) as error:
+        raise DubbingError(f"{path.name} unreadable ({error})") from None
+    if not Path(picture).is_file() or Path(picture).stat().st_size != size:
+        raise DubbingError(f"{path.name} was written for another version of {Path(picture).name}")
+    return gap.astype(np.float32), fps, renderer

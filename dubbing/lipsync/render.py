@@ -58,6 +58,11 @@ class Renderer(Protocol):
     `prepare` is called once with the whole clip's drive signals and track summaries; `render` then gets
     each frame in order with the landmarks (478, 2) of the face to animate (None: no face, return the
     frame) and that face's track id, and returns the new frame (same size, BGR uint8).
+
+    A renderer that knows the mouth it drew also has `drawn`: after each `render`, the landmarks (478, 2) of the
+    face as it now is in the frame (None: no face). The stage saves their mouth opening beside the picture, so QA
+    reads it instead of tracking the picture again; a renderer without it (wav2lip: a network paints the mouth)
+    leaves QA to track the picture.
     """
 
     name: str
@@ -323,6 +328,7 @@ class ClassicalRenderer:
         self.closed_gap = closed_gap  # a mouth this little open counts as closed
         self.clip: Clip | None = None
         self.state: dict[int, _TrackState] = {}
+        self.drawn: np.ndarray | None = None  # the face as the last render left it (see Renderer)
 
     def prepare(self, clip: Clip) -> None:
         self.clip = clip
@@ -359,6 +365,7 @@ class ClassicalRenderer:
         return list(dict.fromkeys(int(p) for p in picks))
 
     def render(self, frame: np.ndarray, index: int, face: np.ndarray | None, track: int) -> np.ndarray:
+        self.drawn = face  # unchanged unless the mouth is warped below
         if face is None or self.clip is None or track not in self.state:
             return frame
         st = self.state[track]
@@ -389,6 +396,9 @@ class ClassicalRenderer:
                 self._crease(patch, box, dst, alpha, scale)
         match_grain(patch, out[box[1] : box[3], box[0] : box[2]], index)
         out[box[1] : box[3], box[0] : box[2]] = patch
+        drawn = face.copy()
+        drawn[MESH] = dst[: len(MESH)]  # the warp moved the mesh's landmarks there, and the pixels with them
+        self.drawn = drawn
         return out
 
     def _fill_interior(
