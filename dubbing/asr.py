@@ -193,6 +193,64 @@ class FasterWhisperTranscriber:
                 utterances.append(utterance([w for w in words if w], seg.text, language))
         return finish(utterances, language or "und", duration)
 
+    def transcribe_pieces(
+        self, audio: Path, pieces: list[tuple[float, float]], *, language: str, prompt: str | None = None
+    ) -> Transcript:
+        """Each (start, end) piece of `audio` heard on its own, all in one batched call (the pieces encoded and
+        decoded together, without the temperature fallback that re-decodes a repetitive piece up to six times);
+        word times on the file's timeline, nothing outside the pieces."""
+        from faster_whisper import BatchedInferencePipeline
+
+        samples = read_speech(audio)
+        length = len(samples) / ANALYSIS_RATE  # the decoder's reading of the file may be a sample shorter
+        clips = [{"start": a, "end": min(b, length)} for a, b in pieces if min(b, length) > a]
+        if not clips:
+            return finish([], language, length)
+        segments, _info = BatchedInferencePipeline(model=self.model).transcribe(
+            samples,
+            language=check_language(language),
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            without_timestamps=True,
+            clip_timestamps=clips,
+            initial_prompt=prompt,
+            batch_size=8,
+        )
+        utterances = []
+        for seg in segments:
+            words = [make_word(w.start, w.end, w.word, w.probability) for w in seg.words or []]
+            utterances.append(utterance([w for w in words if w], seg.text, language))
+        return finish(utterances, language, length)
+
+
+def transcribe_pieces(
+    transcriber: Transcriber,
+    audio: Path,
+    pieces: list[tuple[float, float]],
+    *,
+    language: str,
+    prompt: str | None = None,
+) -> Transcript:
+    """Pieces of `audio` heard each on its own (QA hears the dub's lines, not the silence between): in one batched
+    call where the backend has one (`transcribe_pieces`), else each piece cut into a file and heard in a call of
+    its own. Word times on the file's timeline."""
+    batched = getattr(transcriber, "transcribe_pieces", None)
+    if batched is not None:
+        return batched(audio, pieces, language=language, prompt=prompt)
+    import tempfile
+
+    from dubbing import media
+
+    samples, rate = media.read_audio(audio, ANALYSIS_RATE)
+    utterances = []
+    with tempfile.TemporaryDirectory(prefix="dub-pieces-") as tmp:
+        for start, end in pieces:
+            piece = media.write_audio(Path(tmp) / "piece.wav", samples[int(start * rate) : int(end * rate)], rate)
+            for u in transcriber.transcribe(piece, language=language, prompt=prompt).utterances:
+                words = [w.model_copy(update={"start": w.start + start, "end": w.end + start}) for w in u.words]
+                utterances.append(u.model_copy(update={"start": u.start + start, "end": u.end + start, "words": words}))
+    return Transcript(language=language, duration_s=round(len(samples) / rate, 3), utterances=utterances)
+
 
 class OpenAIWhisperTranscriber:
     """The reference `openai-whisper` package (extra; install with --no-deps or it pulls triton). Models load

@@ -559,6 +559,7 @@ def _root(
     if not verbose:
         handler.addFilter(_for_the_console)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    logging.getLogger("dubbing").setLevel(logging.DEBUG if verbose else logging.INFO)
     if not verbose:  # progress bars show the stages; Prefect's own run logs still reach its API and UI
         # CRITICAL: a failing task's traceback would otherwise reach the console for a user error.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

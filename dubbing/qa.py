@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import tempfile
 import unicodedata
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -86,11 +85,7 @@ class Thresholds:
 Hear = Callable[[Path, str, list[tuple[float, float]]], Transcript]
 """ASR of pieces of an audio file in a language (the step layer's transcriber): each (start, end) piece heard on
 its own, in one call (batched where the backend can), utterances with word times on the file's own timeline and
-nothing outside the pieces. QA chooses the pieces (`listening_pieces`: the dub's lines, not the silence between);
-`piece_by_piece` makes one of an ASR of whole files."""
-
-HearFile = Callable[[Path, str], Transcript]
-"""ASR of a whole audio file in a language, word times on the file's timeline."""
+nothing outside the pieces. QA chooses the pieces (`listening_pieces`: the dub's lines, not the silence between)."""
 
 Mouth = Callable[[Path | None, Path | None], tuple[np.ndarray, float]]
 """(video, faces_npz) -> per-frame inner-lip gap (NaN where no face) and fps, of the face the lipsync stage would
@@ -798,26 +793,6 @@ def listening_pieces(
         if piece[1] > piece[0]:
             pieces.append(piece)
     return pieces
-
-
-def piece_by_piece(hear_file: HearFile) -> Hear:
-    """A `Hear` from an ASR of whole files: each piece cut into a file of its own and heard in its own call."""
-
-    def hear(audio: Path, language: str, pieces: list[tuple[float, float]]) -> Transcript:
-        samples, rate = media.read_audio(audio, ANALYSIS_RATE)
-        utterances = []
-        with tempfile.TemporaryDirectory(prefix="dub-qa-") as tmp:
-            for start, end in pieces:
-                cut = samples[int(start * rate) : int(end * rate)]
-                piece = media.write_audio(Path(tmp) / "piece.wav", cut, rate)
-                for u in hear_file(piece, language).utterances:
-                    words = [w.model_copy(update={"start": w.start + start, "end": w.end + start}) for w in u.words]
-                    utterances.append(
-                        u.model_copy(update={"start": u.start + start, "end": u.end + start, "words": words})
-                    )
-        return Transcript(language=language, duration_s=round(len(samples) / rate, 3), utterances=utterances)
-
-    return hear
 
 
 def back_transcribe(

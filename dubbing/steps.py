@@ -416,36 +416,7 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
         listener.backend, listener.options = settings.qa.asr_backend, {}
 
     def hear(audio: Path, language: str, pieces: list[tuple[float, float]]) -> Transcript:
-        """Every piece heard on its own: in batches by faster-whisper (one encoder batch, greedy or beam search
-        without the temperature fallback that re-decodes a repetitive piece up to six times), else one call each."""
-        ears = transcriber(listener)
-        model = getattr(ears, "model", None)
-        if ears.name != "faster-whisper" or model is None:
-            return qa.piece_by_piece(lambda path, lang: ears.transcribe(path, language=lang, prompt=cfg.asr_prompt))(
-                audio, language, pieces
-            )
-        from faster_whisper import BatchedInferencePipeline
-
-        samples = asr.read_speech(audio)
-        length = len(samples) / asr.ANALYSIS_RATE  # the decoder's reading of the file may be a sample shorter
-        clips = [{"start": a, "end": min(b, length)} for a, b in pieces if min(b, length) > a]
-        if not clips:
-            return asr.finish([], language, length)
-        segments, _info = BatchedInferencePipeline(model=model).transcribe(
-            samples,
-            language=asr.check_language(language),
-            beam_size=listener.beam_size,
-            word_timestamps=True,
-            without_timestamps=True,
-            clip_timestamps=clips,
-            initial_prompt=cfg.asr_prompt,
-            batch_size=8,  # pieces encoded and decoded together
-        )
-        utterances = []
-        for seg in segments:
-            words = [asr.make_word(w.start, w.end, w.word, w.probability) for w in seg.words or []]
-            utterances.append(asr.utterance([w for w in words if w], seg.text, language))
-        return asr.finish(utterances, language, length)
+        return asr.transcribe_pieces(transcriber(listener), audio, pieces, language=language, prompt=cfg.asr_prompt)
 
     heard_by = {"backend": listener.backend, "model": listener.model, "beam_size": listener.beam_size,
                 "decoding": "batched pieces, no temperature fallback" if listener.backend == "faster-whisper"

@@ -395,3 +395,45 @@ def test_dub_transcribe_writes_transcript_and_subtitles_and_prints_speakers(tmp_
     assert all({"start", "end", "speaker", "text", "words"} <= set(u) for u in data["utterances"])
     assert "rivers" in (source / "talk.en.srt").read_text().lower()
     assert (source / "talk.en.vtt").read_text().startswith("WEBVTT")
+
+
+class WholeFilesOnly:
+    """A backend with no batched pieces: `transcribe_pieces` must cut the pieces into files of their own."""
+
+    def __init__(self, transcriber: asr.Transcriber) -> None:
+        self.name, self.inner = "whole-files", transcriber
+
+    def transcribe(self, audio: Path, *, language: str | None = None, prompt: str | None = None) -> asr.Transcript:
+        return self.inner.transcribe(audio, language=language, prompt=prompt)
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "piece-files"])
+def test_pieces_are_heard_on_their_own_with_times_on_the_files_timeline(whisper, tmp_path, batched):
+    first = make_speech(tmp_path / "a.wav", "The river runs past the old mill every morning.")
+    second = make_speech(tmp_path / "b.wav", "Seven green boats wait quietly in the harbour.")
+    both = tmp_path / "both.wav"
+    ffmpeg("-i", str(first), "-f", "lavfi", "-t", "2", "-i", "anullsrc=r=22050:cl=mono", "-i", str(second),
+           "-filter_complex", "[0][1][2]concat=n=3:v=0:a=1", "-ar", "16000", "-ac", "1", str(both))  # fmt: skip
+    gap_start = media.probe(first).duration_s
+    second_start = gap_start + 2.0
+    ears = whisper if batched else WholeFilesOnly(whisper)
+    heard = asr.transcribe_pieces(ears, both, [(second_start - 0.2, second_start + 5.0)], language="en")
+    words = [w for u in heard.utterances for w in u.words]
+    assert words, "nothing heard in the second sentence"
+    assert all(w.start >= second_start - 0.5 for w in words)  # on the file's timeline; nothing of the first
+    whole = [w for u in whisper.transcribe(both, language="en").utterances for w in u.words]
+    assert len(words) < len(whole)
+
+
+def test_dub_transcribe_takes_an_audio_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from dubbing.cli import app
+
+    speech = make_speech(tmp_path / "talk.wav", "Welcome to the show. Today we talk about rivers and the sea.")
+    result = CliRunner().invoke(
+        app, ["transcribe", str(speech), "--out", str(tmp_path / "out"), "--speakers", "1", "--language", "en"]
+    )
+    assert result.exit_code == 0, result.output
+    transcript = json.loads((tmp_path / "out" / "source" / "transcript.json").read_text())
+    assert transcript["utterances"] and (tmp_path / "out" / "source" / "talk.en.srt").exists()

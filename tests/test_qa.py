@@ -243,7 +243,7 @@ def hear() -> qa.Hear:
     transcriber = backends.build(
         asr.BACKENDS, "faster-whisper", "ASR", model="whisper-base", compute_type="int8", beam_size=5, vad=True
     )
-    return qa.piece_by_piece(lambda audio, language: transcriber.transcribe(audio, language=language))
+    return lambda audio, language, pieces: asr.transcribe_pieces(transcriber, audio, pieces, language=language)
 
 
 def finished_language(tmp_path: Path) -> tuple[RunLayout, LanguageOutputs]:

@@ -8,6 +8,7 @@ persisted: a rerun resumes at the first unfinished stage, and adding a language 
 
 # No `from __future__ import annotations` in flow modules: Prefect builds pydantic models from these
 # signatures, concurrently in threads for the language subflows, and string annotations fail there.
+import logging
 import os
 import signal
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from dubbing.secrets import protect_logs
 from dubbing.types import LanguageOutputs, Manifest, Transcript
 
 protect_logs()  # workers import this module without the CLI: keep secrets out of their logs too
+if logging.getLogger("dubbing").level == logging.NOTSET:  # a worker's root logger stops at WARNING
+    logging.getLogger("dubbing").setLevel(logging.INFO)  # what the stages decided reaches the run's log in the UI
 
 
 def stage(fn: Callable, name: str, *, retries: int = 0, cached: bool = True) -> Task:
