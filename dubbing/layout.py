@@ -150,6 +150,10 @@ class RunLayout:
     def report(self, lang: str) -> Path:
         return self.language_dir(lang) / "report.json"
 
+    def hearing(self, lang: str) -> Path:
+        """What QA measured from the dub voice (heard back, its meaning, its voices) before the picture is done."""
+        return self.language_dir(lang) / "hearing.json"
+
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.out))
 

@@ -23,11 +23,12 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from dubbing import media, speaker_embedding
 from dubbing.config import QAConfig
@@ -688,32 +689,27 @@ def disabled_report(script: Script, limits: Thresholds) -> QAReport:
 # ---------------------------------------------------------------- measuring a finished language from its files
 
 
-def quality_report(
+def listen(
     layout: RunLayout,
     lang: str,
     outputs: LanguageOutputs,
     cfg: QAConfig,
-    limits: Thresholds,
     *,
-    metric: str,
     hear: Hear | None,
-    mouth: Mouth | None,
     translate_back: TranslateBack | None = None,
     keep_words: Collection[str] = (),
-    drawn: Drawn | None = None,
     listener: dict | None = None,
-) -> QAReport:
-    """The QA of one finished language, from its files alone (so `dub eval` recomputes exactly what the run
-    wrote): back-transcription of the dub voice, timing, voice similarity, lipsync, loudness, meaning (what was
-    heard, translated back to the source language), words of another language, input warnings. `hear` None
-    leaves out the back-transcription, `mouth` None the lipsync check, `translate_back` None the meaning check;
-    `keep_words` (the glossary's terms) are never taken for another language's. `drawn` reads the mouths the
-    renderer drew into a lipsynced picture (else, or when it has none, `mouth` tracks the picture); `listener`
-    describes what `hear` is (ASR backend, model, beam...) for the report."""
+) -> Measurements:
+    """What QA measures from the dub voice and the script alone: the voice heard back, each speaker's similarity,
+    the meaning (what was heard, translated back to the source language) and words of another language. It needs
+    no picture and no mix, so the flow runs it beside the lipsync render (step hear-back); `quality_report` adds
+    the rest. `hear` None leaves out the back-transcription, `translate_back` None the meaning check; `keep_words`
+    (the glossary's terms) are never taken for another language's; `listener` describes what `hear` is (ASR
+    backend, model, beam...) for the report."""
     script = Script.model_validate_json((layout.out / outputs.script).read_text())
     transcript = Transcript.model_validate_json(layout.transcript.read_text())
     voice_audio, _ = media.read_audio(layout.out / outputs.voice, ANALYSIS_RATE)
-    measured = Measurements(inputs=input_warnings(layout, transcript))
+    measured = Measurements()
     if not cfg.back_transcribe:
         measured.notes["intelligibility"] = "back-transcription off (qa.back_transcribe)"
     elif hear is None:
@@ -724,20 +720,6 @@ def quality_report(
         )
         measured.listener = {**(listener or {}), **heard_info}
     measured.voice = voice_similarity(source_embeddings(layout, transcript), voice_audio, ANALYSIS_RATE, script.lines)
-    video = layout.out / outputs.video if outputs.video else None
-    if video is None or not video.exists():
-        measured.notes["lipsync"] = "no video output"
-    elif not cfg.lipsync:
-        measured.notes["lipsync"] = "lipsync check off (qa.lipsync)"
-    elif mouth is None:
-        measured.notes["lipsync"] = "lipsync check off (no face tracker given)"
-    else:
-        reanimated = layout.picture(lang).exists()
-        measured.lipsync, measured.lip_lines = lipsync_measure(
-            layout, video, voice_audio, script.lines, transcript, mouth, reanimated=reanimated,
-            picture=layout.picture(lang), drawn=drawn,
-        )  # fmt: skip
-    measured.loudness = loudness(layout.out / outputs.audio)
     if not cfg.meaning:
         measured.notes["meaning"] = "meaning check off (qa.meaning)"
     elif translate_back is None:
@@ -762,7 +744,57 @@ def quality_report(
             for line in script.lines
             if line.text.strip()
         }
+    return measured
+
+
+def quality_report(
+    layout: RunLayout,
+    lang: str,
+    outputs: LanguageOutputs,
+    cfg: QAConfig,
+    limits: Thresholds,
+    *,
+    metric: str,
+    hear: Hear | None,
+    mouth: Mouth | None,
+    translate_back: TranslateBack | None = None,
+    keep_words: Collection[str] = (),
+    drawn: Drawn | None = None,
+    listener: dict | None = None,
+    heard: Measurements | None = None,
+) -> QAReport:
+    """The QA of one finished language, from its files alone (so `dub eval` recomputes exactly what the run
+    wrote): what `listen` measures (or `heard`, what it measured already), then timing, lipsync, loudness and
+    input warnings. `mouth` None leaves out the lipsync check; `drawn` reads the mouths the renderer drew into a
+    lipsynced picture (else, or when it has none, `mouth` tracks the picture)."""
+    script = Script.model_validate_json((layout.out / outputs.script).read_text())
+    transcript = Transcript.model_validate_json(layout.transcript.read_text())
+    if heard is None:
+        heard = listen(
+            layout, lang, outputs, cfg, hear=hear, translate_back=translate_back, keep_words=keep_words,
+            listener=listener,
+        )  # fmt: skip
+    measured = replace(heard, notes=dict(heard.notes), inputs=input_warnings(layout, transcript))
+    video = layout.out / outputs.video if outputs.video else None
+    if video is None or not video.exists():
+        measured.notes["lipsync"] = "no video output"
+    elif not cfg.lipsync:
+        measured.notes["lipsync"] = "lipsync check off (qa.lipsync)"
+    elif mouth is None:
+        measured.notes["lipsync"] = "lipsync check off (no face tracker given)"
+    else:
+        voice_audio, _ = media.read_audio(layout.out / outputs.voice, ANALYSIS_RATE)
+        reanimated = layout.picture(lang).exists()
+        measured.lipsync, measured.lip_lines = lipsync_measure(
+            layout, video, voice_audio, script.lines, transcript, mouth, reanimated=reanimated,
+            picture=layout.picture(lang), drawn=drawn,
+        )  # fmt: skip
+    measured.loudness = loudness(layout.out / outputs.audio)
     return build_report(script, measured, limits, metric=metric)
+
+
+HEARING = TypeAdapter(Measurements)
+"""`listen`'s measurements as JSON (LANG/hearing.json): the hear-back step's file, which the report step reads."""
 
 
 def back_translate(texts: dict[int, str], translate_back: TranslateBack) -> tuple[dict[int, str] | None, str]:

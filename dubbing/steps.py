@@ -388,27 +388,60 @@ def render_video(
     )
 
 
+def hear_back(
+    script: Script, track: DubTrack, lang: str, settings: Settings, layout: RunLayout
+) -> qa.Measurements | None:
+    """QA's part that needs only the dub voice and the script (heard back, meaning, voices), written to
+    hearing.json; a step of its own so it runs beside the lipsync render. None when QA is off."""
+    if not settings.qa.enabled:
+        return None
+    parts = qa_parts(layout, lang, settings)
+    heard = qa.listen(
+        layout,
+        lang,
+        layout.outputs(lang, None),
+        settings.qa,
+        hear=parts.hear,
+        translate_back=parts.translate_back,
+        keep_words=parts.keep_words,
+        listener=parts.listener,
+    )
+    write_text(layout.hearing(lang), qa.HEARING.dump_json(heard).decode())
+    return heard
+
+
 def write_report(
-    script: Script, track: DubTrack, dub_video: Path | None, lang: str, settings: Settings, layout: RunLayout
+    script: Script,
+    track: DubTrack,
+    hearing: qa.Measurements | None,
+    dub_video: Path | None,
+    lang: str,
+    settings: Settings,
+    layout: RunLayout,
 ) -> Path:
     """The language's QA (dubbing.qa) written to report.json, measured from the run's files alone."""
-    report = quality_report(layout, lang, layout.outputs(lang, dub_video), settings)
+    report = quality_report(layout, lang, layout.outputs(lang, dub_video), settings, hearing)
     word, figures = review.verdict(report.model_dump())
     log.info("%s QA: %s%s; %d flag(s)", lang, word, f" ({figures})" if figures else "", len(report.flags))
     return write_json(layout.report(lang), report.model_dump())
 
 
-def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, settings: Settings) -> QAReport:
-    """What `report` and `dub eval` compute: QA hears the dub back with the ASR stage and reads the mouths with the
-    lipsync stage, through the hooks given here."""
-    cfg = settings.for_language(lang)
-    limits = qa.Thresholds.from_config(
-        settings.qa, loudness_target=settings.mix.loudness_lufs, max_speedup=cfg.timing.max_speedup
-    )
-    if not settings.qa.enabled:
-        script = Script.model_validate_json((layout.out / outputs.script).read_text())
-        return qa.disabled_report(script, limits).model_copy(update={"below_goal": shortfalls(cfg)})
+@dataclass(frozen=True)
+class QAParts:
+    """What QA borrows from the other stages: ears (the ASR stage), a way back to the source language (the
+    translate stage) and a description of the ears for the report."""
 
+    metric: str
+    hear: qa.Hear
+    listener: dict
+    translate_back: qa.TranslateBack
+    keep_words: list[str]
+
+
+def qa_parts(layout: RunLayout, lang: str, settings: Settings) -> QAParts:
+    cfg = settings.for_language(lang)
+    if cfg.metric is None:
+        raise DubbingError(f"{lang}: its record has no QA metric (metric: wer or cer in configs/languages/{lang}.yaml)")
     # the listener: the run's own ASR settings (beam size from the preset: draft 1, final 5) with QA's backend and
     # model, so with the defaults it is the transcription step's pooled model
     listener = settings.asr.model_copy(update={"model": settings.qa.asr_model})
@@ -421,27 +454,42 @@ def quality_report(layout: RunLayout, lang: str, outputs: LanguageOutputs, setti
     heard_by = {"backend": listener.backend, "model": listener.model, "beam_size": listener.beam_size,
                 "decoding": "batched pieces, no temperature fallback" if listener.backend == "faster-whisper"
                 else "one call per piece"}  # fmt: skip
+    source = Script.model_validate_json(layout.script(lang).read_text()).source_language
+    glossary = cfg.translate.glossary
+    return QAParts(cfg.metric, hear, heard_by, back_translator(settings, lang, source), [*glossary, *glossary.values()])
+
+
+def quality_report(
+    layout: RunLayout, lang: str, outputs: LanguageOutputs, settings: Settings, hearing: qa.Measurements | None = None
+) -> QAReport:
+    """What `report` and `dub eval` compute: QA hears the dub back with the ASR stage and reads the mouths with the
+    lipsync stage, through the hooks given here; `hearing`: what the hear-back step measured already."""
+    cfg = settings.for_language(lang)
+    limits = qa.Thresholds.from_config(
+        settings.qa, loudness_target=settings.mix.loudness_lufs, max_speedup=cfg.timing.max_speedup
+    )
+    if not settings.qa.enabled:
+        script = Script.model_validate_json((layout.out / outputs.script).read_text())
+        return qa.disabled_report(script, limits).model_copy(update={"below_goal": shortfalls(cfg)})
+    parts = qa_parts(layout, lang, settings)
 
     def mouth(video: Path | None, landmarks: Path | None) -> Any:
         return lipsync.mouth_opening(video, max_faces=settings.lipsync.max_faces, landmarks=landmarks)
 
-    source = Script.model_validate_json((layout.out / outputs.script).read_text()).source_language
-    glossary = cfg.translate.glossary
-    if cfg.metric is None:
-        raise DubbingError(f"{lang}: its record has no QA metric (metric: wer or cer in configs/languages/{lang}.yaml)")
     report = qa.quality_report(
         layout,
         lang,
         outputs,
         settings.qa,
         limits,
-        metric=cfg.metric,
-        hear=hear,
+        metric=parts.metric,
+        hear=parts.hear,
         mouth=mouth,
-        translate_back=back_translator(settings, lang, source),
-        keep_words=[*glossary, *glossary.values()],
+        translate_back=parts.translate_back,
+        keep_words=parts.keep_words,
         drawn=lipsync.drawn_mouths,
-        listener=heard_by,
+        listener=parts.listener,
+        heard=hearing,
     )
     return report.model_copy(update={"below_goal": shortfalls(cfg)})
 
@@ -584,6 +632,7 @@ STEPS: tuple[Step, ...] = (
     Step("mix", mix_audio, ("dub_audio",), "language"),
     Step("subtitles", write_subtitles, ("subtitle_files",), "language"),
     Step("lipsync", render_lipsync, ("picture",), "language"),
+    Step("hear-back", hear_back, ("hearing",), "language"),
     Step("render-video", render_video, ("dub_video",), "language"),
     Step("report", write_report, ("report",), "language"),
     Step("review-page", write_review_page, ("review_page",), "summary", cached=False),
@@ -716,6 +765,11 @@ _RESTORE: dict[str, Callable[[Context], Any]] = {
     "subtitle_files": lambda c: (c["layout"].srt(c["lang"]), c["layout"].vtt(c["lang"])),
     "picture": lambda c: _if_exists(c["layout"].picture(c["lang"])),
     "dub_video": lambda c: _if_exists(c["layout"].video(c["lang"])),
+    "hearing": lambda c: (
+        qa.HEARING.validate_json(c["layout"].hearing(c["lang"]).read_bytes())
+        if c["layout"].hearing(c["lang"]).exists()
+        else None
+    ),
 }
 
 

@@ -22,6 +22,8 @@ def test_face_tracking_and_voice_matching_wait_for_nothing_they_do_not_read():
     assert language["subtitles"]["script"] == "synthesize-and-fit"  # the fitted script, not the first translation
     assert language["lipsync"]["track"] == "synthesize-and-fit"
     assert "lipsync" not in language["mix"].values()
+    assert set(language["hear-back"].values()) == {"synthesize-and-fit"}  # QA's hearing beside the render
+    assert language["report"]["hearing"] == "hear-back" and language["report"]["dub_video"] == "render-video"
 
 
 def test_independent_steps_run_side_by_side_and_values_flow_in_table_order():
