@@ -285,6 +285,37 @@ class _PrefectAPI:
             proc.wait()
 
 
+def _api_configured() -> bool:
+    """Whether Prefect has an API to talk to: PREFECT_API_URL in the environment, in the active profile
+    (PREFECT_HOME/profiles.toml), in ./prefect.toml, ./pyproject.toml or ./.env; read without importing Prefect."""
+    import tomllib
+
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    sources = [
+        (Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser(), ()),
+        (Path("prefect.toml"), ("api", "url")),
+        (Path("pyproject.toml"), ("tool", "prefect", "api", "url")),
+    ]
+    for path, keys in sources:
+        try:
+            value: Any = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        if not keys:  # the profiles file
+            active = os.environ.get("PREFECT_PROFILE") or value.get("active") or "ephemeral"
+            keys = ("profiles", active, "PREFECT_API_URL")
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value:
+            return True
+    try:
+        return any(line.strip().startswith("PREFECT_API_URL=") for line in Path(".env").read_text().splitlines())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _end_with_parent() -> None:
     """In the server's process before it runs: end when the dub process ends, even by SIGKILL (Linux only)."""
     try:
@@ -921,7 +952,7 @@ def main() -> None:
     _quiet_environment()
     if command in LONG_COMMANDS:
         _native.start(command)
-    if command in FLOW_COMMANDS and not os.environ.get("PREFECT_API_URL"):
+    if command in FLOW_COMMANDS and not _api_configured():
         _api.start()
     protect_logs()
     try:
