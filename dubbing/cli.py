@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dubbing import __version__
-from dubbing.errors import DubbingError, LanguagesFailed
+from dubbing.errors import BatchFailed, DubbingError, LanguagesFailed
 from dubbing.secrets import protect_logs, redact
 
 if TYPE_CHECKING:
@@ -460,10 +460,13 @@ def batch(
     from dubbing.flows.localize_batch import localize_batch
 
     _wait_for_api()
-    with _progress_bars():
-        results = localize_batch(
-            source=source, out=out, languages=langs, preset=preset, only_new=not redo, config=config
-        )
+    try:
+        with _progress_bars():
+            results = localize_batch(
+                source=source, out=out, languages=langs, preset=preset, only_new=not redo, config=config
+            )
+    except BatchFailed as exc:  # the others were dubbed: their rows, then the failed ones' reasons
+        results = exc.results
     table = Table(title=f"batch {source}")
     for column in ("video", "languages", "status", "detail"):
         table.add_column(column)
@@ -484,7 +487,9 @@ def serve(
         float | None, typer.Option(help="Run every this many seconds instead of on the cron schedule.")
     ] = None,
     preset: Annotated[str, typer.Option(help="Config preset.")] = "draft",
-    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+    name: Annotated[
+        str | None, typer.Option(help="Deployment name (default: from the schedule, e.g. every-60s).")
+    ] = None,
 ) -> None:
     """Serve a scheduled deployment: dub everything new in SOURCE on a cron schedule (needs `dub server`)."""
     langs = _split_languages(languages)
@@ -497,10 +502,14 @@ def serve(
             "export PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     _native.write_to(out / LOG_NAME)
+    from dubbing.flows.localize_batch import deployment_name
     from dubbing.flows.localize_batch import serve as serve_batch
 
+    name = name or deployment_name(None if every else cron, every)
     console.print(
-        f"serving deployment localize-batch/{name}: {source} -> {out} every " + (f"{every:g}s" if every else cron)
+        f"serving deployment localize-batch/{name}: {source} -> {out} every "
+        + (f"{every:g}s" if every else cron)
+        + " (one batch at a time)"
     )
     serve_batch(
         source.resolve(), out.resolve(), langs, cron=None if every else cron, interval_s=every, preset=preset, name=name

@@ -3,6 +3,8 @@
 The CLI turns it into a one-line message and exit code 2; anything else is a bug and keeps its traceback.
 """
 
+from pathlib import Path
+
 
 class DubbingError(Exception):
     """A user-facing failure with a message that says what to do. Known secrets in the message (a server that
@@ -23,3 +25,14 @@ class LanguagesFailed(DubbingError):
         reasons = "; ".join(f"{lang} failed: {why}" for lang, why in failed.items())
         done = f" ({', '.join(finished)} done: {manifest})" if finished else ""
         super().__init__(reasons + done)
+
+
+class BatchFailed(DubbingError):
+    """Some videos of a batch failed while the others were dubbed: the batch run ends Failed, naming them; `results`
+    holds every video's row of the summary."""
+
+    def __init__(self, results: list[dict]) -> None:
+        self.results = results
+        failed = [row for row in results if row["status"] == "failed"]
+        names = "; ".join(f"{Path(row['video']).name}: {row['detail']}" for row in failed)
+        super().__init__(f"{len(failed)} of {len(results)} videos failed: {names}")

@@ -76,6 +76,11 @@ class RunLayout:
         return self.source_dir / "speakers.json"
 
     @property
+    def tracked_faces_npz(self) -> Path:
+        """Every face's landmarks as tracked, before any line is given its speaking face (faces.npz)."""
+        return self.source_dir / "faces.tracked.npz"
+
+    @property
     def faces_npz(self) -> Path:
         return self.source_dir / "faces.npz"
 

@@ -9,11 +9,13 @@ its own in a fresh process, as a benchmark worker or a task worker would run it.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -138,6 +140,15 @@ def transcribe(
     for warning in transcript.warnings:
         log.warning(warning)
     write_json(layout.transcript, transcript.model_dump())
+    log.info(
+        "heard %s: %d lines, %d speaker(s) (%s), %.1f s of speech in %.1f s",
+        transcript.language,
+        len(transcript.utterances),
+        len(transcript.speakers),
+        ", ".join(transcript.speakers),
+        sum(u.end - u.start for u in transcript.utterances),
+        transcript.duration_s,
+    )
     if not transcript.utterances:
         raise DubbingError(f"no speech found in {audio or video}: nothing to dub (is it music or silence?)")
     return transcript
@@ -154,13 +165,15 @@ def write_source_subtitles(transcript: Transcript, layout: RunLayout) -> tuple[P
     )
 
 
-def separate_audio(transcript: Transcript, settings: Settings, layout: RunLayout) -> tuple[Path, Path] | None:
+def separate_audio(
+    mix_wav: Path, transcript: Transcript, settings: Settings, layout: RunLayout
+) -> tuple[Path, Path] | None:
     """Split the original (48 kHz) audio into speech and background, gated by the transcript's speech times; None
     when the backend keeps no background ('none')."""
     cfg = settings.separate
     separator = backends.build(separate.BACKENDS, cfg.backend, "separation", cfg.options)
     speech = [(u.start, u.end) for u in transcript.utterances]
-    return separator.separate(layout.mix_wav, layout.speech_wav, layout.background_wav, speech=speech)
+    return separator.separate(mix_wav, layout.speech_wav, layout.background_wav, speech=speech)
 
 
 def profile_speakers(
@@ -174,18 +187,25 @@ def profile_speakers(
     return profiles
 
 
-def track_faces(
-    video: Path, info: MediaInfo, transcript: Transcript, settings: Settings, layout: RunLayout
-) -> FaceTracks | None:
-    """Faces tracked once per video, each line's speaking face, and the input checks every report carries."""
+def track_faces(video: Path, info: MediaInfo, settings: Settings, layout: RunLayout) -> FaceTracks | None:
+    """Every face tracked once per video; it needs no transcript, so it runs beside the transcription."""
     if not info.has_video or not settings.lipsync.enabled:
         return None
-    faces, _data = lipsync.analyse(
-        video,
+    return lipsync.track(video, layout.tracked_faces_npz, max_faces=settings.lipsync.max_faces)
+
+
+def choose_speaking_faces(
+    tracked_faces: FaceTracks | None, transcript: Transcript, analysis_wav: Path, layout: RunLayout
+) -> FaceTracks | None:
+    """Each line's speaking face (whose mouth follows the source speech), and the input checks every report
+    carries."""
+    if tracked_faces is None:
+        return None
+    faces = lipsync.speaking_faces(
+        tracked_faces,
         layout.faces_npz,
         lines=[(u.start, u.end) for u in transcript.utterances],
-        source_audio=layout.analysis_wav if layout.analysis_wav.exists() else None,
-        max_faces=settings.lipsync.max_faces,
+        source_audio=analysis_wav,
     )
     write_json(layout.faces_json, faces.model_dump())
     for check in faces.checks:
@@ -248,6 +268,9 @@ def match_voices(
         cache_dir=models.cache_root() / "voice-bank",
     )
     write_json(layout.voices(lang), {k: v.model_dump() for k, v in matches.items()})
+    for match in matches.values():
+        similarity = f", similarity {match.similarity_after:.2f}" if match.similarity_after is not None else ""
+        log.info("%s: %s speaks as %s%s", lang, match.speaker, match.label, similarity)
     return matches
 
 
@@ -270,7 +293,29 @@ def synthesize_track(
     )
     save_script(fitted, layout)
     write_json(layout.track(lang), track.model_dump())
+    _log_fit(fitted)
     return fitted, track
+
+
+def _log_fit(script: Script) -> None:
+    """What fitting did to each line that did not simply fit: what a person reading the run needs to check."""
+    lang = script.language
+    for line in script.lines:
+        if line.over_limit:
+            speed = line.speed or 1.0
+            log.warning("%s line %d does not fit its slot even at x%.2f: its end is cut", lang, line.index, speed)
+        elif line.length_action in ("shortened", "shortened_over"):
+            log.info("%s line %d shortened to fit: %r (was %r)", lang, line.index, line.text, line.first_text)
+    sped = [line.speed for line in script.lines if line.speed and line.speed > 1.0]
+    log.info(
+        "%s: %d lines spoken, %d sped up (at most x%.2f), %d shortened, %d cut",
+        lang,
+        len(script.lines),
+        len(sped),
+        max(sped, default=1.0),
+        sum(line.length_action in ("shortened", "shortened_over") for line in script.lines),
+        sum(line.over_limit for line in script.lines),
+    )
 
 
 def mix_audio(track: DubTrack, separated: tuple[Path, Path] | None, settings: Settings, layout: RunLayout) -> Path:
@@ -348,6 +393,8 @@ def write_report(
 ) -> Path:
     """The language's QA (dubbing.qa) written to report.json, measured from the run's files alone."""
     report = quality_report(layout, lang, layout.outputs(lang, dub_video), settings)
+    word, figures = review.verdict(report.model_dump())
+    log.info("%s QA: %s%s; %d flag(s)", lang, word, f" ({figures})" if figures else "", len(report.flags))
     return write_json(layout.report(lang), report.model_dump())
 
 
@@ -519,7 +566,8 @@ STEPS: tuple[Step, ...] = (
     Step("source-subtitles", write_source_subtitles, ("source_subtitles",), "source"),
     Step("separate", separate_audio, ("separated",), "source"),
     Step("speaker-profiles", profile_speakers, ("profiles",), "source"),
-    Step("track-faces", track_faces, ("faces",), "source"),
+    Step("track-faces", track_faces, ("tracked_faces",), "source"),
+    Step("speaking-faces", choose_speaking_faces, ("faces",), "source"),
     # Translation backends may call a network service: retry with backoff.
     Step("translate", translate_script, ("script",), "language", retries=2, reuse=edited_script),
     Step("match-voices", match_voices, ("voices",), "language"),
@@ -566,6 +614,61 @@ def run(step: Step, context: Context, runner: Callable[..., Any] | None = None) 
     return outputs(step, (runner or step.run)(**arguments(step, context)))
 
 
+def producers(scope_steps: Sequence[Step]) -> dict[str, dict[str, str]]:
+    """For each step, which of `scope_steps` makes each of its inputs: the nearest one before it in table order
+    (synthesize-and-fit rewrites the script: the steps after it read that version, translate's own readers the
+    first). Inputs no step of these makes come from the context."""
+    made: dict[str, dict[str, str]] = {}
+    last_maker: dict[str, str] = {}
+    for step in scope_steps:
+        made[step.name] = {name: last_maker[name] for name in step.inputs if name in last_maker}
+        last_maker |= dict.fromkeys(step.outputs, step.name)
+    return made
+
+
+StepRunner = Callable[[Step, Context], Context]
+"""Runs one step on a context and returns its outputs as named values (`run`, or the flow's task wrapper)."""
+
+
+def run_graph(scope_steps: Sequence[Step], context: Context, runner: StepRunner = run) -> Context:
+    """Run steps as a graph: each starts in a thread of its own as soon as the steps that make its inputs are done
+    (face tracking beside the transcription, the mix beside the lipsync render), so both cores work; every step
+    sees exactly the values it would see in table order. The stages' native code (CTranslate2, ONNX Runtime,
+    MediaPipe, ffmpeg) runs outside the GIL. After a failure no new step starts; once the running ones end, the
+    error of the earliest failed step in table order is raised (the probe's "not a readable media file", not the
+    audio extraction's ffmpeg message beside it). Each thread runs in a copy of the caller's context variables
+    (Prefect's run context)."""
+    made_by = producers(scope_steps)
+    results: dict[str, Context] = {}
+    waiting = list(scope_steps)
+    running: dict[Future[Context], Step] = {}
+    errors: dict[str, BaseException] = {}
+    pool = ThreadPoolExecutor(max_workers=max(1, len(scope_steps)), thread_name_prefix="step")
+    try:
+        while waiting or running:
+            for step in [s for s in waiting if not errors and set(made_by[s.name].values()) <= results.keys()]:
+                waiting.remove(step)
+                inputs = context | {name: results[maker][name] for name, maker in made_by[step.name].items()}
+                running[pool.submit(contextvars.copy_context().run, runner, step, inputs)] = step
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                step = running.pop(future)
+                try:
+                    results[step.name] = future.result()
+                except BaseException as exc:  # raised below, once the running steps end
+                    errors[step.name] = exc
+    finally:
+        pool.shutdown(wait=not running, cancel_futures=True)  # an interrupt does not wait for the running steps
+    for step in scope_steps:
+        if step.name in errors:
+            raise errors[step.name]
+    for step in scope_steps:  # later outputs of the same name win, as in table order
+        context = context | results[step.name]
+    return context
+
+
 # ---------------------------------------------------------------- reading a value back from the run's files
 
 
@@ -589,6 +692,11 @@ _RESTORE: dict[str, Callable[[Context], Any]] = {
     "transcript": lambda c: Transcript.model_validate_json(c["layout"].transcript.read_text()),
     "separated": _restore_separated,
     "profiles": lambda c: [SpeakerProfile.model_validate(p) for p in _json(c["layout"].speaker_profiles)],
+    "tracked_faces": lambda c: (
+        lipsync.read_tracks(c["video"], c["layout"].tracked_faces_npz)
+        if c["layout"].tracked_faces_npz.exists()
+        else None
+    ),
     "faces": lambda c: (
         FaceTracks.model_validate_json(c["layout"].faces_json.read_text()) if c["layout"].faces_json.exists() else None
     ),

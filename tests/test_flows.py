@@ -13,7 +13,7 @@ from prefect.client.schemas.sorting import TaskRunSort
 from prefect.testing.utilities import prefect_test_harness
 
 from dubbing import backends
-from dubbing.errors import DubbingError
+from dubbing.errors import BatchFailed, DubbingError
 from dubbing.flows.dub_video import dub_video, stage
 from dubbing.flows.localize_batch import localize_batch
 from tests.conftest import make_speech, make_video
@@ -149,14 +149,18 @@ def test_batch_isolates_a_bad_video(clip, tmp_path):
     folder.mkdir()
     (folder / "good.mp4").write_bytes(clip.read_bytes())
     (folder / "broken.mp4").write_text("not a video")
-    results = localize_batch(source=folder, out=tmp_path / "out", languages=["es"])
-    status = {Path(r["video"]).name: r for r in results}
+    state = localize_batch(source=folder, out=tmp_path / "out", languages=["es"], return_state=True)
+    assert state.is_failed()  # the batch run ends Failed, naming the video
+    with pytest.raises(BatchFailed, match=r"1 of 2 videos failed: broken\.mp4: .*not a readable media file") as failed:
+        state.result()
+    status = {Path(r["video"]).name: r for r in failed.value.results}
     assert status["good.mp4"]["status"] == "done"
     assert status["broken.mp4"]["status"] == "failed"
     assert "not a readable media file" in status["broken.mp4"]["detail"]
     assert (tmp_path / "out" / "good" / "manifest.json").exists()
-    again = localize_batch(source=folder, out=tmp_path / "out", languages=["es"])
-    assert {Path(r["video"]).name: r["status"] for r in again}["good.mp4"] == "skipped"
+    with pytest.raises(BatchFailed) as again:  # called as a function, the flow raises the same error
+        localize_batch(source=folder, out=tmp_path / "out", languages=["es"])
+    assert {Path(r["video"]).name: r["status"] for r in again.value.results}["good.mp4"] == "skipped"
 
 
 def test_language_subflows_run_on_a_local_dask_cluster(clip, tmp_path):

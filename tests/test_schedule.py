@@ -66,8 +66,16 @@ def test_served_schedule_runs_the_batch(tmp_path):
         )
         manifest = tmp_path / "dubbed" / "hello" / "manifest.json"
         wait_for(manifest.exists, 600, "the scheduled batch run to dub the video")  # slow on a busy 2-core box
-        runs = wait_for(lambda: _completed_batch_runs(api), 60, "a completed localize-batch run")
+        runs = wait_for(lambda: _batch_runs(api, "COMPLETED"), 60, "a completed localize-batch run")
         assert runs[0]["deployment_id"] is not None  # created by the schedule, not by hand
+        # The dub took far longer than the 5 s interval: the cycles due meanwhile were cancelled, not run beside it.
+        wait_for(lambda: _batch_runs(api, "CANCELLED"), 120, "a cycle cancelled while the batch ran")
+        started = sorted(
+            (run["start_time"], run["end_time"] or "9999")
+            for run in _batch_runs(api, "COMPLETED", "RUNNING", "FAILED")
+            if run["start_time"]
+        )
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(started, started[1:], strict=False))
     finally:
         for proc in (served, server):
             if proc is not None:
@@ -81,6 +89,6 @@ def _healthy(api: str) -> bool:
         return False
 
 
-def _completed_batch_runs(api: str) -> list[dict]:
-    body = {"flows": {"name": {"any_": ["localize-batch"]}}, "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}
+def _batch_runs(api: str, *states: str) -> list[dict]:
+    body = {"flows": {"name": {"any_": ["localize-batch"]}}, "flow_runs": {"state": {"type": {"any_": list(states)}}}}
     return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()

@@ -1,9 +1,9 @@
 """Dub one video into several languages: the steps of `dubbing.steps.STEPS`, each as a Prefect task.
 
-The once-per-video steps run once; then one `dub-language` subflow per language, several at a
-time. Every stage is a task whose cache key is its inputs' content, its config and the code version,
-with results persisted: a rerun resumes at the first unfinished stage, and adding a language re-runs
-only that language.
+The once-per-video steps run once; then one `dub-language` subflow per language, several at a time. Within
+each, the steps run as a graph (`steps.run_graph`): a step starts once the values it reads are made. Every
+stage is a task whose cache key is its inputs' content, its config and the code version, with results
+persisted: a rerun resumes at the first unfinished stage, and adding a language re-runs only that language.
 """
 
 # No `from __future__ import annotations` in flow modules: Prefect builds pydantic models from these
@@ -25,6 +25,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import CommitMode, transaction
 
@@ -94,8 +95,8 @@ TASKS: dict[str, Task] = {s.name: stage(s.run, s.name, retries=s.retries, cached
 
 
 def run_step(step: steps.Step, context: steps.Context, language: str | None = None) -> steps.Context:
-    """Run a step as its task (unless the user supplied its result, as an edited script) and add its outputs."""
-    return context | steps.run(step, context, partial(run_stage, TASKS[step.name], language=language))
+    """Run a step as its task (unless the user supplied its result, as an edited script): its outputs."""
+    return steps.run(step, context, partial(run_stage, TASKS[step.name], language=language))
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,9 @@ class SourceAnalysis:
 
 @flow(name="dub-language", flow_run_name="dub-{lang}")
 def dub_language(source: SourceAnalysis, lang: str, cfg: LanguageConfig) -> LanguageOutputs:
-    context = source.context | {"lang": lang, "cfg": cfg}
-    for step in steps.steps("language"):
-        context = run_step(step, context, language=lang)
+    context = steps.run_graph(
+        steps.steps("language"), source.context | {"lang": lang, "cfg": cfg}, partial(run_step, language=lang)
+    )
     layout: RunLayout = context["layout"]
     create_markdown_artifact(
         key=f"qa-{_slug(layout.name)}-{lang}",
@@ -160,10 +161,17 @@ def _dub_video(
         UUID, create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
     )  # sync in a sync flow
 
+    finished = 0
+
+    def run_and_count(step: steps.Step, context: steps.Context) -> steps.Context:
+        nonlocal finished
+        outputs = run_step(step, context)
+        finished += 1
+        update_progress_artifact(bar, 100 * finished / total)
+        return outputs
+
     context: steps.Context = {"video": video, "audio": audio, "settings": settings, "layout": layout}
-    for done, step in enumerate(source_steps, 1):
-        context = run_step(step, context)
-        update_progress_artifact(bar, 100 * done / total)
+    context = steps.run_graph(source_steps, context, run_and_count)
     transcript: Transcript = context["transcript"]
     create_table_artifact(
         key=f"transcript-{_slug(layout.name)}",
@@ -177,23 +185,28 @@ def _dub_video(
     outputs: dict[str, LanguageOutputs] = {}
     errors: dict[str, Exception] = {}
     done = len(source_steps) + len(languages) - len(targets)
-    group_size = settings.max_parallel_languages
-    for group in (targets[i : i + group_size] for i in range(0, len(targets), group_size)):
-        futures = {lang: run_language.submit(source, lang, lang_cfgs[lang]) for lang in group}
-        for lang, future in futures.items():
-            try:
-                outputs[lang] = future.result()
-            except Exception as exc:  # one language's failure never costs the others
-                errors[lang] = exc
-                get_run_logger().error("%s failed: %s", lang, exc)
-            done += 1
-            update_progress_artifact(bar, 100 * done / total)
+    waiting = list(targets)
+    running: dict[PrefectFuture[LanguageOutputs], str] = {}
+    while waiting or running:  # a rolling pool: the next language starts as soon as one ends
+        while waiting and len(running) < settings.max_parallel_languages:
+            lang = waiting.pop(0)
+            running[run_language.submit(source, lang, lang_cfgs[lang])] = lang
+        future = next(as_completed(list(running)))
+        lang = running.pop(future)
+        try:
+            outputs[lang] = future.result()
+        except Exception as exc:  # one language's failure never costs the others
+            errors[lang] = exc
+            get_run_logger().error("%s failed: %s", lang, exc)
+        done += 1
+        update_progress_artifact(bar, 100 * done / total)
+    outputs = {lang: outputs[lang] for lang in targets if lang in outputs}  # in the order the user gave them
+    errors = {lang: errors[lang] for lang in targets if lang in errors}
     if errors and not outputs:  # nothing finished: the run fails with its own error, as a one-language run does
         raise next(iter(errors.values()))
     failed = {lang: " ".join(str(exc).split()) or type(exc).__name__ for lang, exc in errors.items()}
     steps.write_manifest(video, context["info"], transcript, outputs, layout, failed)
-    for step in steps.steps("summary"):
-        context = run_step(step, context)
+    context = steps.run_graph(steps.steps("summary"), context, run_step)
     if failed:
         raise LanguagesFailed(failed, str(layout.manifest), list(outputs))
     return Manifest.model_validate_json(layout.manifest.read_text())

@@ -1,16 +1,18 @@
 """Dub many videos: every video in a folder, or the rows of a manifest file (CSV or YAML).
 
-Each video runs as its own `dub-video` subflow; one failure is recorded and the others go on. A
-summary table artifact lists what was done. `serve()` turns this into a scheduled deployment.
+Each video runs as its own `dub-video` subflow; one failure is recorded and the others go on, and the batch ends
+Failed naming the failed videos. A summary table artifact lists what was done. `serve()` turns this into a
+scheduled deployment that runs one batch at a time.
 """
 
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from dubbing import batch
-from dubbing.errors import DubbingError
+from dubbing.errors import BatchFailed, DubbingError
 from dubbing.flows.dub_video import dub_video
 
 
@@ -44,6 +46,8 @@ def localize_batch(
     create_markdown_artifact(
         key="batch-summary", markdown=batch.summary_markdown(results), description=f"batch over {source}"
     )
+    if any(row["status"] == "failed" for row in results):
+        raise BatchFailed(results)
     return results
 
 
@@ -65,13 +69,15 @@ def serve(
     cron: str | None = None,
     interval_s: float | None = None,
     preset: str = "draft",
-    name: str = "nightly",
+    name: str | None = None,
 ) -> None:
-    """Run a deployment of the batch flow on a schedule, in this process (needs a Prefect server)."""
+    """Run a deployment of the batch flow on a schedule, in this process (needs a Prefect server). One batch at a
+    time: a cycle due while the last one still runs is cancelled (the UI shows it Cancelled), not run beside it."""
     localize_batch.serve(
-        name=name,
+        name=name or deployment_name(cron, interval_s),
         cron=cron,
         interval=interval_s,
+        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
         parameters={
             "source": str(source),
             "out": str(out),
@@ -80,3 +86,10 @@ def serve(
             "only_new": True,
         },
     )
+
+
+def deployment_name(cron: str | None, interval_s: float | None) -> str:
+    """The schedule, as a deployment name: `every-60s`, `cron-0-2-x-x-x` (for `0 2 * * *`)."""
+    if interval_s is not None:
+        return f"every-{interval_s:g}s"
+    return "cron-" + "-".join((cron or "").replace("*", "x").split())

@@ -39,6 +39,9 @@ __all__ = [
     "FaceData",
     "LipsyncResult",
     "analyse",
+    "read_tracks",
+    "speaking_faces",
+    "track",
     "render_dub",
     "Renderer",
     "load_audio",
@@ -241,17 +244,59 @@ def analyse(
 ) -> tuple[FaceTracks, FaceData]:
     """Once per video: track faces, pick the speaking face of each line (by how its mouth follows the source
     speech), check the input, and save the landmarks for the per-language renders."""
-    from dubbing.lipsync.inspect import check_faces
+    faces, _stream = track_video(video, max_faces=max_faces, keep=keep, kept=kept)
+    return _choose_speakers(video, faces, landmarks, lines, source_audio), faces
 
-    faces, stream = track_video(video, max_faces=max_faces, keep=keep, kept=kept)
+
+def track(video: Path, landmarks: Path, *, max_faces: int = 2) -> FaceTracks:
+    """The first half of `analyse`, which needs no transcript and so runs beside the transcription: every face
+    tracked, saved to `landmarks`; no line has its face yet (`speaking_faces`)."""
+    faces, _stream = track_video(video, max_faces=max_faces)
+    faces.save(landmarks)
+    return _summary(video, faces, landmarks, line_faces=[])
+
+
+def read_tracks(video: Path, landmarks: Path) -> FaceTracks:
+    """What `track` returned, read back from its landmarks file."""
+    return _summary(video, FaceData.load(landmarks), landmarks, line_faces=[])
+
+
+def speaking_faces(
+    tracked: FaceTracks,
+    landmarks: Path,
+    *,
+    lines: list[tuple[float, float]] | None = None,
+    source_audio: Path | None = None,
+) -> FaceTracks:
+    """The second half of `analyse`: the speaking face of each line, from `track`'s landmarks, saved with the
+    choice to `landmarks` (what the renders and QA read)."""
+    if not tracked.landmarks:
+        raise DubbingError(f"face landmarks missing for {tracked.video}: run the track-faces step first")
+    faces = FaceData.load(Path(tracked.landmarks))
+    return _choose_speakers(Path(tracked.video), faces, landmarks, lines, source_audio)
+
+
+def _choose_speakers(
+    video: Path,
+    faces: FaceData,
+    landmarks: Path | None,
+    lines: list[tuple[float, float]] | None,
+    source_audio: Path | None,
+) -> FaceTracks:
     envelope = None
     if source_audio is not None and lines:
-        envelope, _speech = visemes.envelope(load_audio(source_audio), DRIVE_RATE, stream.fps_float, faces.frames)
+        envelope, _speech = visemes.envelope(load_audio(source_audio), DRIVE_RATE, faces.fps, faces.frames)
     line_faces = choose_active(faces, envelope, lines)
     if landmarks is not None:
         faces.save(landmarks)
+    return _summary(video, faces, landmarks, line_faces)
+
+
+def _summary(video: Path, faces: FaceData, landmarks: Path | None, line_faces: list[int | None]) -> FaceTracks:
+    from dubbing.lipsync.inspect import check_faces
+
     present = (faces.ids >= 0).any(axis=1)
-    summary = FaceTracks(
+    return FaceTracks(
         video=str(video),
         landmarks=str(landmarks) if landmarks is not None else None,
         frames=faces.frames,
@@ -264,7 +309,6 @@ def analyse(
         line_faces=line_faces,
         checks=check_faces(faces),
     )
-    return summary, faces
 
 
 def render_dub(

@@ -1,0 +1,98 @@
+"""The step graph: which steps wait for which, and that `run_graph` runs independent steps side by side while
+every step sees the values it would see in table order."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from dubbing import steps
+from dubbing.errors import DubbingError
+from dubbing.steps import Step
+
+
+def test_face_tracking_and_voice_matching_wait_for_nothing_they_do_not_read():
+    made_by = steps.producers(steps.steps("source"))
+    assert "transcribe" not in made_by["track-faces"].values()
+    assert made_by["speaking-faces"]["tracked_faces"] == "track-faces"
+    assert made_by["speaking-faces"]["transcript"] == "transcribe"
+    language = steps.producers(steps.steps("language"))
+    assert "translate" not in language["match-voices"].values()
+    assert language["subtitles"]["script"] == "synthesize-and-fit"  # the fitted script, not the first translation
+    assert language["lipsync"]["track"] == "synthesize-and-fit"
+    assert "lipsync" not in language["mix"].values()
+
+
+def test_independent_steps_run_side_by_side_and_values_flow_in_table_order():
+    b_started = threading.Event()
+    seen: dict[str, object] = {}
+
+    def make_text(seed: int) -> str:
+        return f"draft {seed}"
+
+    def wait_for_b(seed: int) -> int:  # would wait forever if the steps ran one after the other
+        assert b_started.wait(timeout=120), "the independent step never started beside this one"
+        return seed + 1
+
+    def start_b(seed: int) -> int:
+        b_started.set()
+        return seed * 10
+
+    def rewrite(text: str, a: int, b: int) -> str:
+        return f"{text} + {a} + {b}"
+
+    def read_final(text: str) -> str:
+        seen["final"] = text
+        return text.upper()
+
+    graph = (
+        Step("make", make_text, ("text",), "language"),
+        Step("a", wait_for_b, ("a",), "language"),
+        Step("b", start_b, ("b",), "language"),
+        Step("rewrite", rewrite, ("text",), "language"),
+        Step("read", read_final, ("shout",), "language"),
+    )
+    context = steps.run_graph(graph, {"seed": 1})
+    assert seen["final"] == "draft 1 + 2 + 10"
+    assert context["text"] == "draft 1 + 2 + 10" and context["shout"] == "DRAFT 1 + 2 + 10"
+
+
+def test_a_failed_step_stops_the_steps_after_it_and_raises_its_own_error():
+    ran: list[str] = []
+
+    def fail(seed: int) -> int:
+        raise DubbingError("no speech found")
+
+    def after(broken: int) -> int:
+        ran.append("after")
+        return broken
+
+    def beside(seed: int) -> int:
+        ran.append("beside")
+        return seed
+
+    graph = (
+        Step("fail", fail, ("broken",), "source"),
+        Step("beside", beside, ("other",), "source"),
+        Step("after", after, ("later",), "source"),
+    )
+    with pytest.raises(DubbingError, match="no speech found"):
+        steps.run_graph(graph, {"seed": 1})
+    assert "after" not in ran
+
+
+def test_the_earliest_failed_step_in_table_order_names_the_error():
+    other_failed = threading.Event()
+
+    def probe(seed: int) -> int:  # fails last, but it is the check the user needs to read
+        assert other_failed.wait(timeout=120)
+        raise DubbingError("not a readable media file")
+
+    def extract(seed: int) -> int:
+        other_failed.set()
+        raise DubbingError("ffmpeg: Invalid data found when processing input")
+
+    graph = (Step("probe", probe, ("info",), "source"), Step("extract", extract, ("wav",), "source"))
+    with pytest.raises(DubbingError, match="not a readable media file"):
+        steps.run_graph(graph, {"seed": 1})
