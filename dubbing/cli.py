@@ -148,9 +148,11 @@ class _NativeLog:
                 self._line(line)
 
     def _line(self, line: bytes) -> None:
+        text = redact(line.decode(errors="backslashreplace"))  # no secret reaches the log (dubbing.secrets)
+        line = text.encode(errors="backslashreplace")
         if self.echo:
             _status.clear()
-            sys.stderr.write(line.decode(errors="backslashreplace"))
+            sys.stderr.write(text)
             sys.stderr.flush()
         with self._lock:
             if self.path is None:
