@@ -890,7 +890,9 @@ def _for_the_console(record: logging.LogRecord) -> bool:
     return record.name.startswith("dubbing") or record.levelno >= logging.WARNING
 
 
-class _ConsoleHandler(logging.StreamHandler):
+# No leading underscore in these handlers' class names: Prefect's logging set-up replaces the root logger's handlers
+# unless one of them is a "user" handler, and it takes a class named `_...` for one of its own.
+class ConsoleLogHandler(logging.StreamHandler):
     """Log records on the terminal: through whatever `sys.stderr` is now (above the progress bars while they show),
     after clearing the status line."""
 
@@ -900,7 +902,7 @@ class _ConsoleHandler(logging.StreamHandler):
         super().emit(record)
 
 
-class _LogFileHandler(logging.Handler):
+class KeptLogHandler(logging.Handler):
     """The records kept off the terminal (libraries' notes and warnings), in the native messages' log."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -928,14 +930,14 @@ def _root(
     ] = False,
 ) -> None:
     formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
-    handler = _ConsoleHandler()
+    handler = ConsoleLogHandler()
     handler.setFormatter(formatter)
     handlers: list[logging.Handler] = [handler]
     if verbose:
         _native.echo = True
     else:
         handler.addFilter(_for_the_console)
-        kept = _LogFileHandler(logging.INFO)
+        kept = KeptLogHandler(logging.INFO)
         kept.setFormatter(formatter)
         handlers.append(kept)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers)

@@ -240,3 +240,18 @@ def test_a_configured_prefect_api_is_used_rather_than_one_of_our_own(tmp_path, m
     (tmp_path / "prefect.toml").unlink()
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     assert _api_configured()
+
+
+def test_prefect_keeps_our_log_handlers():
+    """Prefect's logging set-up replaces the root logger's handlers unless it takes one for the user's own: ours
+    must stay, or our stages' warnings would no longer reach the terminal."""
+    code = (
+        "import logging\n"
+        "from dubbing import cli\n"
+        "cli._root(verbose=False, version=False)\n"
+        "from prefect.logging.configuration import setup_logging\n"
+        "setup_logging(incremental=False)\n"
+        "print(sorted(type(h).__name__ for h in logging.getLogger().handlers))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip() == "['ConsoleLogHandler', 'KeptLogHandler']", proc.stdout + proc.stderr
