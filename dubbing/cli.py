@@ -1,26 +1,34 @@
-"""The `dub` command line. User-facing failures become one line on stderr and exit code 2."""
+"""The `dub` command line. User-facing failures become one line on stderr and exit code 2.
+
+Start-up is kept short: this module imports only Typer and Rich, so the terminal says what is happening within a
+fraction of a second (`_status`); the pipeline's libraries load inside the commands, and a run's Prefect API server
+starts at once in the background (`_PrefectAPI`) while the input is checked. Native libraries' messages, written by
+C++ straight to file descriptor 2, go to a log file instead of over the progress bars (`_NativeLog`).
+"""
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import logging
 import os
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dubbing import __version__, models
+from dubbing import __version__
 from dubbing.errors import BatchFailed, DubbingError, LanguagesFailed
-from dubbing.layout import manifest_of, review_page_of
 from dubbing.secrets import protect_logs, redact
 
 if TYPE_CHECKING:
@@ -32,8 +40,296 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Translate and dub videos, offline first.",
 )
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+
+
+class _StatusLine:
+    """One transient line on the terminal saying what a command is doing before its progress bars or its output
+    (the input checks, loading the pipeline, the Prefect API), replaced by each new state and cleared before anything
+    else is printed. Only on a terminal: pipes and log files get no status lines."""
+
+    def __init__(self) -> None:
+        self.shown = False
+        self._lock = threading.Lock()
+
+    def show(self, text: str) -> None:
+        stream = sys.stderr
+        if not stream.isatty():
+            return
+        with self._lock:
+            stream.write(f"\r\x1b[2Kdub: {text}...")
+            stream.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if not self.shown:
+            return
+        with self._lock:
+            if self.shown:
+                sys.stderr.write("\r\x1b[2K")
+                sys.stderr.flush()
+                self.shown = False
+
+
+_status = _StatusLine()
+
+
+class _Console(Console):
+    """A Rich console that first clears the status line."""
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        _status.clear()
+        super().print(*args, **kwargs)
+
+
+console = _Console(width=None if sys.stdout.isatty() else 200)
+err_console = _Console(stderr=True)
+
+
+class _NativeLog:
+    """Native libraries' messages (MediaPipe's and TensorFlow Lite's C++ logging, a subprocess's chatter) go to a log
+    file instead of over the progress bars.
+
+    Those libraries write straight to file descriptor 2, so that descriptor is pointed at a pipe whose reader thread
+    appends every line to the log; Python's own `sys.stderr` (progress bars, warnings, one-line errors, a bug's
+    traceback) moves to a copy of the original descriptor and still reaches the terminal, and so does a crash's
+    trace (faulthandler). Lines arrive before the command knows its log (`write_to`) are held until it does, or
+    until exit, when they go to the cache's logs/ folder. With `-v` they are shown as well (`echo`).
+    """
+
+    HELD_LINES = 2000
+
+    def __init__(self) -> None:
+        self.echo = False
+        self.path: Path | None = None
+        self.written = False
+        self._held: list[bytes] = []
+        self._file: Any = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._terminal = -1
+        self._command = "dub"
+
+    def start(self, command: str) -> None:
+        self._command = command
+        try:
+            terminal = os.dup(2)
+            read, write = os.pipe()
+        except OSError:  # no stderr at all: nothing to keep apart
+            return
+        sys.stderr.flush()
+        os.dup2(write, 2)
+        os.close(write)
+        self._terminal = terminal
+        encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+        sys.stderr = open(terminal, "w", encoding=encoding, errors="backslashreplace", buffering=1, closefd=False)  # noqa: SIM115
+        import faulthandler
+
+        faulthandler.enable(sys.stderr)  # a native crash's trace reaches the terminal, not the pipe
+        self._thread = threading.Thread(target=self._read, args=(read,), name="native-log", daemon=True)
+        self._thread.start()
+        atexit.register(self.stop)
+
+    def write_to(self, path: Path) -> None:
+        """Append this command's captured lines to `path` (written only when there is something to write)."""
+        with self._lock:
+            self.path = path
+            held, self._held = self._held, []
+            for line in held:
+                self._append(line)
+
+    def note(self, text: str) -> None:
+        """Add a line of our own (a library's log record kept off the console)."""
+        if self._thread is not None:
+            self._line((text.rstrip("\n") + "\n").encode(errors="backslashreplace"))
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            for line in pipe:
+                self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        text = redact(line.decode(errors="backslashreplace"))  # no secret reaches the log (dubbing.secrets)
+        line = text.encode(errors="backslashreplace")
+        if self.echo:
+            _status.clear()
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        with self._lock:
+            if self.path is None:
+                if len(self._held) < self.HELD_LINES:
+                    self._held.append(line)
+            else:
+                self._append(line)
+
+    def _append(self, line: bytes) -> None:
+        if self._file is None:
+            assert self.path is not None
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self.path.is_file() and self.path.stat().st_size > 8 << 20:
+                    self.path.replace(self.path.with_suffix(".old.log"))  # keep the log from growing without end
+                self._file = open(self.path, "ab")  # noqa: SIM115
+            except OSError:
+                self.path = Path(os.devnull)
+                self._file = open(os.devnull, "ab")  # noqa: SIM115
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            self._file.write(f"--- {stamp} dub {self._command} (pid {os.getpid()})\n".encode())
+        self._file.write(line)
+        self._file.flush()
+        self.written = True
+
+    def stop(self) -> None:
+        """Give descriptor 2 back to the terminal and write what is still held."""
+        if self._thread is None:
+            return
+        try:
+            sys.stderr.flush()
+            os.dup2(self._terminal, 2)  # closes our end of the pipe: the reader drains it and ends
+        except OSError:
+            pass
+        self._thread.join(timeout=1.0)
+        self._thread = None
+        with self._lock:
+            if self._held and self.path is None:
+                self.path = _cache_logs() / f"{self._command}.log"
+            held, self._held = self._held, []
+            for line in held:
+                self._append(line)
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+def _cache_logs() -> Path:
+    """logs/ in the folder where `dubbing.models` keeps its cache (found without importing it)."""
+    if env := os.environ.get("DUBBING_CACHE"):
+        return Path(env) / "logs"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dubbing" / "logs"
+
+
+_native = _NativeLog()
+
+
+class _PrefectAPI:
+    """The Prefect API a run's flow talks to, when no server is configured (PREFECT_API_URL unset).
+
+    Prefect would start its temporary ("ephemeral") API server itself on the flow's first call, after this process
+    has imported the pipeline and Prefect's server code, and wait for it: 10-30 s on 2 cores. Here the same server
+    (Prefect's own app under uvicorn, as `prefect.server.api.server.SubprocessASGIServer` runs it) starts as the
+    command starts, so its start-up overlaps our imports and the input checks on the other core, and this process
+    never imports the server code. `PREFECT_API_URL` then points the flow at it. The server ends with this process,
+    even a killed one (Linux: PR_SET_PDEATHSIG). A running `dub server` with PREFECT_API_URL set skips all this.
+    """
+
+    def __init__(self) -> None:
+        self.proc: Any = None
+        self.url = ""
+        self._ready = False
+
+    def start(self) -> None:
+        import importlib.util
+        import socket
+        import subprocess
+
+        spec = importlib.util.find_spec("prefect")  # finds the package without importing it
+        if spec is None or spec.origin is None:
+            return
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        command = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent)]
+        command += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
+        command += ["--log-level", "error", "--lifespan", "on"]
+        self.proc = subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_end_with_parent
+        )
+        self.url = f"http://127.0.0.1:{port}/api"
+        os.environ["PREFECT_API_URL"] = self.url
+        atexit.register(self.stop)
+
+    def wait(self) -> None:
+        """Return once the server answers (at once when none was started here)."""
+        if self.proc is None or self._ready:
+            return
+        import urllib.request
+
+        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 120)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DubbingError(
+                    f"Prefect's API server ended at start-up (exit code {self.proc.returncode}); its messages are in "
+                    f"{_native.path or _cache_logs()}; or start `dub server` and set PREFECT_API_URL"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        self._ready = True
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise DubbingError(
+            f"Prefect's API server did not answer within {timeout:g} s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_"
+            "SECONDS); start `dub server` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except Exception:
+            proc.kill()
+            proc.wait()
+
+
+def _api_configured() -> bool:
+    """Whether Prefect has an API to talk to: PREFECT_API_URL in the environment, in the active profile
+    (PREFECT_HOME/profiles.toml), in ./prefect.toml, ./pyproject.toml or ./.env; read without importing Prefect."""
+    import tomllib
+
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    sources = [
+        (Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser(), ()),
+        (Path("prefect.toml"), ("api", "url")),
+        (Path("pyproject.toml"), ("tool", "prefect", "api", "url")),
+    ]
+    for path, keys in sources:
+        try:
+            value: Any = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        if not keys:  # the profiles file
+            active = os.environ.get("PREFECT_PROFILE") or value.get("active") or "ephemeral"
+            keys = ("profiles", active, "PREFECT_API_URL")
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value:
+            return True
+    try:
+        return any(line.strip().startswith("PREFECT_API_URL=") for line in Path(".env").read_text().splitlines())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _end_with_parent() -> None:
+    """In the server's process before it runs: end when the dub process ends, even by SIGKILL (Linux only)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+_api = _PrefectAPI()
 
 REQUIRED_MODELS = ("whisper-base", "silero-vad", "kokoro-82m", "kokoro-voices", "campplus", "face-mesh")
 TOOLS = (
@@ -80,20 +376,28 @@ def run(
         str | None, typer.Option(help="Run the language subflows on a Dask cluster at this address.")
     ] = None,
 ) -> None:
-    """Dub VIDEO into each language: video, audio, subtitles, script and report per language."""
+    """Dub VIDEO into each language: video, audio, subtitles, script and report per language.
+
+    Starts faster with `dub server` running and PREFECT_API_URL=http://127.0.0.1:4200/api exported.
+    """
+    _status.show("checking the input")
     from dubbing import steps
 
     langs = _split_languages(languages)
     _check_settings(preset, config, langs)
     steps.probe_source(video, audio)
+    _native.write_to(out / LOG_NAME)
 
+    _status.show("loading the pipeline")
     from dubbing.flows.dub_video import dub_video
 
     flow = dub_video if dask is None else dub_video.with_options(task_runner=_dask_runner(dask))
+    _wait_for_api()
     try:
         with _progress_bars():
             manifest = flow(video=video, languages=langs, out=out, preset=preset, config=config, audio=audio)
     except LanguagesFailed:
+        from dubbing.layout import manifest_of
         from dubbing.types import Manifest
 
         _print_outputs(video, out, Manifest.model_validate_json(manifest_of(out).read_text()))
@@ -101,10 +405,21 @@ def run(
     _print_outputs(video, out, manifest)
 
 
+LOG_NAME = "dub.log"  # in an output folder: what native libraries printed during its runs
+
+
+def _wait_for_api() -> None:
+    if _api.proc is not None:
+        _status.show("starting the Prefect API (a running `dub server` saves this)")
+    _api.wait()
+
+
 def _print_outputs(video: Path, out: Path, manifest: Manifest) -> None:
     """The run's table: each language's files, or why it failed."""
-    table = Table(title=f"dubbed {video.name}", show_lines=False)
+    from dubbing.layout import manifest_of
     from dubbing.review import verdict
+
+    table = Table(title=f"dubbed {video.name}", show_lines=False)
 
     for column in ("language", "QA", "video", "subtitles"):
         table.add_column(column)
@@ -120,6 +435,8 @@ def _print_outputs(video: Path, out: Path, manifest: Manifest) -> None:
     console.print(f"manifest: {manifest_of(out)}")
     if manifest.review:
         console.print(f"review page: {out / manifest.review}")
+    if _native.written and _native.path:
+        console.print(f"libraries' messages: {_native.path}")
 
 
 @app.command()
@@ -134,13 +451,17 @@ def batch(
     """Dub many videos; one failure does not stop the others."""
     from dubbing import batch as batch_plan
 
+    _status.show("checking the input")
     langs = _split_languages(languages) if languages else []
     items = batch_plan.plan(source, out, langs, preset, only_new=not redo)  # validates before any work
     for item in items:
         _check_settings(item.preset, config, item.languages)
+    _native.write_to(out / LOG_NAME)
 
+    _status.show("loading the pipeline")
     from dubbing.flows.localize_batch import localize_batch
 
+    _wait_for_api()
     try:
         with _progress_bars():
             results = localize_batch(
@@ -182,6 +503,7 @@ def serve(
             "scheduled runs need a Prefect server: start `dub server`, then "
             "export PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
+    _native.write_to(out / LOG_NAME)
     from dubbing.flows.localize_batch import deployment_name
     from dubbing.flows.localize_batch import serve as serve_batch
 
@@ -201,7 +523,10 @@ def server(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for the API and UI.")] = 4200,
 ) -> None:
-    """Start the local Prefect server and its UI (SQLite by default; see README for PostgreSQL)."""
+    """Start the local Prefect server and its UI (SQLite by default; see README for PostgreSQL).
+
+    The fast path for runs: with PREFECT_API_URL set to it, `dub run` and `dub batch` start no API of their own.
+    """
     prefect = Path(sys.executable).with_name("prefect")
     console.print(f"UI: http://{host}:{port}  (export PREFECT_API_URL=http://{host}:{port}/api in other shells)")
     os.environ["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"  # the UI in the browser calls this address
@@ -253,6 +578,7 @@ def _progress_bars() -> Iterator[None]:
         label = f"{key or 'source':>6}: {event.stage}{cached}"
         bars.update(rows[key], completed=len(done[key]), description=label)
 
+    _status.clear()
     with bars, progress.listening(on_event):
         yield
 
@@ -264,10 +590,11 @@ def eval_command(
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
 ) -> None:
     """Recompute the QA of a finished run from its files: rewrites each report.json and report.html."""
-    import json
-
+    _native.write_to(out / LOG_NAME)
+    _status.show("loading the QA models")
     from dubbing import steps
     from dubbing.config import load_settings
+    from dubbing.layout import review_page_of
     from dubbing.review import summary_rows
 
     manifest = steps.evaluate_run(out, load_settings(preset, config))
@@ -292,6 +619,8 @@ def translate_command(
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
 ) -> None:
     """Translate lines from stdin to stdout, one line out for every line in, as a run would for that language."""
+    _native.write_to(_cache_logs() / "translate.log")
+    _status.show("loading the translator")
     from dubbing import translate
     from dubbing.backends import pick
     from dubbing.config import TranslateConfig, load_settings
@@ -325,6 +654,8 @@ def transcribe_command(
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
 ) -> None:
     """Transcribe MEDIA with speakers and word timings: OUT/source/transcript.json, .srt and .vtt."""
+    _native.write_to(out / LOG_NAME)
+    _status.show("transcribing")
     from dubbing import media, steps
     from dubbing.config import load_settings
     from dubbing.layout import layout_for
@@ -370,6 +701,8 @@ def lipsync_command(
     model_path: Annotated[Path | None, typer.Option(help="The renderer's model file, for those that take one.")] = None,
 ) -> None:
     """Re-voice VIDEO with AUDIO: the speaking face mouths the new audio; the rest of the picture is kept."""
+    _native.write_to(_cache_logs() / "lipsync.log")
+    _status.show("tracking the face and rendering the mouth")
     from dubbing import lipsync
 
     options = {"model_path": model_path} if model_path else {}  # the renderer says if it takes none
@@ -396,6 +729,8 @@ def avatar(
     seed: Annotated[int, typer.Option(help="Seed for blinks and head motion.")] = 0,
 ) -> None:
     """Make a talking video from one PHOTO: mouth driven by AUDIO, natural blinks, slight head motion, breathing."""
+    _native.write_to(_cache_logs() / "avatar.log")
+    _status.show("animating the photo")
     from dubbing.lipsync.avatar import make_avatar
 
     result = make_avatar(photo, audio, out, fps=fps, resolution=resolution, fmt=fmt, seed=seed)
@@ -412,6 +747,8 @@ def inspect_command(
 ) -> None:
     """Track the faces of VIDEO, write a contact sheet with the tracked face and mouth region drawn on sampled
     frames, and warn about what would make a lipsync poor."""
+    _native.write_to(_cache_logs() / "inspect.log")
+    _status.show("tracking the faces")
     from dubbing import lipsync
     from dubbing.lipsync.inspect import contact_sheet, sample_indices
     from dubbing.lipsync.video import probe_video
@@ -438,6 +775,8 @@ def models_command(
     prepare: Annotated[bool, typer.Option("--prepare", help="Assemble and verify every offline model now.")] = False,
 ) -> None:
     """List every model: task, licence, size, and whether it is available here."""
+    from dubbing import models
+
     table = Table()
     for column in ("model", "task", "licence", "size", "state", "where / how to get it"):
         table.add_column(column)
@@ -463,7 +802,7 @@ def models_command(
 @app.command()
 def doctor() -> None:
     """Check the tools, translation pairs and models a run needs, and say how to get what is missing."""
-    from dubbing import steps, translate, tts
+    from dubbing import models, steps, translate, tts
     from dubbing.config import available_languages, load_settings, shortfalls
 
     problems: list[str] = []
@@ -534,6 +873,8 @@ def _print_version(value: bool) -> None:
 
 
 PREFECT_SOURCE = os.sep + "prefect" + os.sep
+# Libraries whose warnings are routine for us: phonemizer's "words count mismatch" on espeak's phonemes of a line.
+QUIET_LIBRARIES = ("phonemizer",)
 
 
 def _for_the_console(record: logging.LogRecord) -> bool:
@@ -544,29 +885,89 @@ def _for_the_console(record: logging.LogRecord) -> bool:
     """
     if record.name.startswith(("prefect", "httpx")) or PREFECT_SOURCE in record.pathname:
         return False
+    if record.name.startswith(QUIET_LIBRARIES) and record.levelno < logging.ERROR:
+        return False
     return record.name.startswith("dubbing") or record.levelno >= logging.WARNING
+
+
+# No leading underscore in these handlers' class names: Prefect's logging set-up replaces the root logger's handlers
+# unless one of them is a "user" handler, and it takes a class named `_...` for one of its own.
+class ConsoleLogHandler(logging.StreamHandler):
+    """Log records on the terminal: through whatever `sys.stderr` is now (above the progress bars while they show),
+    after clearing the status line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        _status.clear()
+        super().emit(record)
+
+
+class KeptLogHandler(logging.Handler):
+    """The records kept off the terminal (libraries' notes and warnings), in the native messages' log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("httpx") or _for_the_console(record):
+            return
+        try:
+            _native.note(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 @app.callback()
 def _root(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show debug logs and native libraries' messages (otherwise kept in OUT/dub.log, or ~/.cache/dubbing"
+            "/logs/ for commands without an output folder).",
+        ),
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    if not verbose:
+    formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    handler = ConsoleLogHandler()
+    handler.setFormatter(formatter)
+    handlers: list[logging.Handler] = [handler]
+    if verbose:
+        _native.echo = True
+    else:
         handler.addFilter(_for_the_console)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+        kept = KeptLogHandler(logging.INFO)
+        kept.setFormatter(formatter)
+        handlers.append(kept)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers)
     logging.getLogger("dubbing").setLevel(logging.DEBUG if verbose else logging.INFO)
     if not verbose:  # progress bars show the stages; Prefect's own run logs still reach its API and UI
         # CRITICAL: a failing task's traceback would otherwise reach the console for a user error.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
+# Commands that load native libraries or run for long: a status line at once, native messages to a log file.
+LONG_COMMANDS = {"run", "batch", "serve", "transcribe", "translate", "eval", "lipsync", "avatar", "inspect"}
+FLOW_COMMANDS = {"run", "batch"}  # their flow needs a Prefect API
+
+
+def _command_of(args: list[str]) -> str | None:
+    """The subcommand named on the command line (the root's options take no value), None for help."""
+    if any(arg in ("--help", "-h") for arg in args):
+        return None
+    return next((arg for arg in args if not arg.startswith("-")), None)
+
+
 def main() -> None:
+    command = _command_of(sys.argv[1:])
+    if command in LONG_COMMANDS:
+        _status.show("starting")
     _quiet_environment()
+    if command in LONG_COMMANDS:
+        _native.start(command)
+    if command in FLOW_COMMANDS and not _api_configured():
+        _api.start()
     protect_logs()
     try:
         app()  # standalone: usage errors print their usage line and exit 2
@@ -576,6 +977,8 @@ def main() -> None:
         if exc.errno not in USER_FIXABLE_ERRNOS:
             raise
         _fail(f"{exc.strerror} ({exc.filename}); finished stages are kept and reused by the next run")
+    finally:
+        _status.clear()
 
 
 # Out of space, quota, read-only or forbidden output: the user can fix these, so no traceback.
