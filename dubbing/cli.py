@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -411,7 +412,30 @@ LOG_NAME = "dub.log"  # in an output folder: what native libraries printed durin
 def _wait_for_api() -> None:
     if _api.proc is not None:
         _status.show("starting the Prefect API (a running `dub server` saves this)")
-    _api.wait()
+        _api.wait()
+    else:
+        _check_configured_api()
+
+
+def _check_configured_api() -> None:
+    """A configured Prefect server that does not answer is one line, not Prefect's traceback minutes later."""
+    import urllib.request
+
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url or "prefect.cloud" in url:
+        return
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as reply:
+            if reply.status == 200:
+                return
+    except OSError:
+        pass
+    raise DubbingError(
+        f"the Prefect server at {url} does not answer: start it (`dub server`), or unset PREFECT_API_URL "
+        "(and `prefect config unset PREFECT_API_URL` if your profile sets it) to run with a temporary one"
+    )
 
 
 def _print_outputs(video: Path, out: Path, manifest: Manifest) -> None:
@@ -530,7 +554,8 @@ def server(
     prefect = Path(sys.executable).with_name("prefect")
     console.print(f"UI: http://{host}:{port}  (export PREFECT_API_URL=http://{host}:{port}/api in other shells)")
     os.environ["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"  # the UI in the browser calls this address
-    os.execv(str(prefect), [str(prefect), "server", "start", "--host", host, "--port", str(port)])
+    # --no-prompt: Prefect would otherwise ask, before listening, to switch the user's profile to this server
+    os.execv(str(prefect), [str(prefect), "--no-prompt", "server", "start", "--host", host, "--port", str(port)])
 
 
 def _check_settings(preset: str, config: Path | None, languages: list[str]) -> None:
@@ -969,6 +994,8 @@ def main() -> None:
     if command in FLOW_COMMANDS and not _api_configured():
         _api.start()
     protect_logs()
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
         app()  # standalone: usage errors print their usage line and exit 2
     except DubbingError as exc:
@@ -979,6 +1006,22 @@ def main() -> None:
         _fail(f"{exc.strerror} ({exc.filename}); finished stages are kept and reused by the next run")
     finally:
         _status.clear()
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    """Ctrl-C or SIGTERM: one line, Prefect's temporary API server stopped, and out at once. Every file a step
+    writes is written whole or not at all, so what finished is reused by the same command run again; the steps
+    still running in their threads are cut off, as a power cut would (what the resume tests check)."""
+    _status.clear()
+    err_console.show_cursor(True)
+    err_console.print(
+        f"interrupted ({signal.Signals(signum).name}); run the same command again to resume from the finished steps",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _api.stop()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 # Out of space, quota, read-only or forbidden output: the user can fix these, so no traceback.

@@ -255,3 +255,49 @@ def test_prefect_keeps_our_log_handlers():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip() == "['ConsoleLogHandler', 'KeptLogHandler']", proc.stdout + proc.stderr
+
+
+def test_an_unreachable_prefect_server_is_one_line(tmp_path):
+    proc = dub(
+        "run", str(media_file("vrt_face1.mp4")), "-l", "es", "-o", str(tmp_path / "out"),
+        PREFECT_API_URL="http://127.0.0.1:9/api",
+    )  # fmt: skip
+    assert_one_line_error(proc, "does not answer", "dub server")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_says_how_to_resume_and_stops_its_api_server(tmp_path, sig):
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [*DUB, "run", str(media_file("vrt_face1.mp4")), "-l", "es", "-o", str(out)],
+        env=env | {"PREFECT_HOME": str(tmp_path / "home")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "source" / "audio.16k.wav").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)  # the run is under way: its API server is up and a step has finished
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        servers = children(proc.pid)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1].startswith("interrupted"), err
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 30
+    while any(running(str(pid)) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(running(str(pid)) for pid in servers), "the API server outlived the interrupted run"
