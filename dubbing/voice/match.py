@@ -28,6 +28,7 @@ import soundfile as sf
 from dubbing import media, speaker_embedding
 from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
+from dubbing.files import atomic_path
 from dubbing.types import SourceSpeaker, VoiceMatch
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,8 @@ class VoiceBank:
                 emb = speaker_embedding.embed(audio, rate)
                 if path is not None:
                     pitch = np.array([np.nan if median is None else median, spread], dtype=np.float64)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    np.savez(path, embedding=emb, pitch=pitch)
+                    with atomic_path(path) as tmp:  # another process may be reading it
+                        np.savez(tmp, embedding=emb, pitch=pitch)
             self._cache[voice] = (audio, rate, emb, median, float(spread))
         return self._cache[voice]
 
