@@ -214,7 +214,7 @@ class FasterWhisperTranscriber:
             without_timestamps=True,
             clip_timestamps=clips,
             initial_prompt=prompt,
-            batch_size=2,  # 8 took 320 MB more at its peak for no less CPU (on 2 cores, 60 s of dub: 15.6 vs 14.6 CPU-s)
+            batch_size=2,  # 8 took 320 MB more at its peak for no less CPU (60 s of dub: 15.6 vs 14.6 CPU-s)
         )
         utterances = []
         for seg in segments:
