@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,19 @@ def atomic_path(final: Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")
+"""How `atomic_path` names a file being written: `.NAME.XXXXXXXX.tmp.EXT`."""
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """The files a killed run was still writing (steps run side by side, so a kill can cut one off mid-write):
+    never under a final name, and removed by the next run into the folder, which holds its lock."""
+    stale = [p for p in Path(folder).rglob(".*.tmp*") if p.is_file() and TEMPORARY.match(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from fractions import Fraction
 from pathlib import Path
 
@@ -98,9 +99,13 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int, axis: int = -1) ->
 
 def write_audio(path: Path, audio: np.ndarray, rate: int, *, subtype: str = "PCM_16") -> Path:
     """The one audio writer: a WAV written atomically (`subtype` 'PCM_16' for outputs, 'FLOAT' for working files
-    that are read again). The caller clips to [-1, 1] where its signal may exceed it."""
+    that are read again). The caller clips to [-1, 1] where its signal may exceed it. Encoded in memory, then
+    written by Python: a full disk is then OSError ENOSPC (one line for the user), where libsndfile writing the file
+    itself says only "System error"."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format="WAV", subtype=subtype)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), audio, rate, format="WAV", subtype=subtype)
+        tmp.write_bytes(buffer.getbuffer())
     return Path(path)
 
 

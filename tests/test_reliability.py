@@ -101,28 +101,55 @@ def test_video_without_audio_dubs_with_given_audio_and_strange_paths(clip, tmp_p
     assert (out / manifest["outputs"]["es"]["video"]).is_file()
 
 
+def needed_before(where: str, stage: str) -> set[tuple[str, str]]:
+    """The steps that must have finished before `stage` did: those that make what it reads, and theirs in turn
+    (steps run side by side, so a later step in the table may finish first); for a language step, every
+    once-per-video step too. The probe reads the input again on every run and is never cached."""
+    scope = steps.steps("source" if where == "source" else "language")
+    made_by = steps.producers(scope)
+    needed: set[str] = set()
+    todo = [stage]
+    while todo:
+        for maker in made_by[todo.pop()].values():
+            if maker not in needed:
+                needed.add(maker)
+                todo.append(maker)
+    found = {(where, name) for name in needed}
+    if where != "source":
+        found |= {("source", s.name) for s in steps.steps("source")}
+    return {(w, name) for w, name in found if name != "probe"}
+
+
+def unfinished_writes(out: Path) -> set[Path]:
+    return {p for p in out.rglob("*") if p.is_file() and ".tmp" in p.name}
+
+
 def test_killed_at_every_stage_boundary_resumes_each_time(clip, tmp_path):
     """SIGKILL right after each stage in turn, as a power cut or an OOM kill would: every rerun reuses all that
-    finished before (nothing is done twice), leaves no half-written file, and gets one stage further."""
+    had finished (each step that the killed one waited for), never shows a half-written file under a final name,
+    removes what the killed run was still writing, and gets one stage further."""
     out = tmp_path / "out"
     boundaries = [("source", s.name) for s in steps.steps("source")]
     boundaries += [("es", s.name) for s in steps.steps("language")]
-    for i, (where, stage) in enumerate(boundaries):
+    left: set[Path] = set()
+    finished: set[tuple[str, str]] = set()  # what the last killed run had certainly finished
+    for where, stage in boundaries:
         kill_after = stage if where == "source" else f"{stage}:{where}"
         args = ("run", str(clip), "-l", "es", "-o", str(out))
         code = run_killed(tmp_path, *args, DUBBING_KILL_AFTER=kill_after, PYTHONUNBUFFERED="1")  # keep its last words
         log = (tmp_path / "killed.log").read_text()
         assert code == -9, log[-2000:]
         assert not (out / "manifest.json").exists()
-        assert [p for p in out.rglob("*") if p.is_file() and ".tmp" in p.name] == []
-        for done_where, done in boundaries[1:i]:  # probe (first) is never cached: it reads the input again
+        assert not left & unfinished_writes(out), "the next run did not remove what the killed one was writing"
+        left = unfinished_writes(out)  # a step beside the killed one may have been cut off mid-write
+        for done_where, done in finished:
             assert f"{done_where}: {done} reused from the cache" in log, (kill_after, log[-2000:])
+        finished = needed_before(where, stage) | ({(where, stage)} if stage != "probe" else set())
     resumed = run_dub("run", str(clip), "-l", "es", "-o", str(out))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((out / "manifest.json").read_text())["outputs"]["es"]["video"]
-    if stage != "transcribe":
-        assert "translate reused from the cache" in resumed.stderr
-    assert json.loads((out / "manifest.json").read_text())["outputs"]["es"]["video"]
+    assert "translate reused from the cache" in resumed.stderr
+    assert not unfinished_writes(out)
 
 
 def test_second_run_into_the_same_folder_is_refused(clip, tmp_path):

@@ -33,7 +33,7 @@ from prefect.transactions import CommitMode, transaction
 from dubbing import backends, progress, review, steps
 from dubbing.config import LanguageConfig, load_settings
 from dubbing.errors import DubbingError, LanguagesFailed
-from dubbing.files import output_lock
+from dubbing.files import output_lock, remove_temporaries
 from dubbing.flows.caching import stage_cache_key
 from dubbing.layout import RunLayout, layout_for
 from dubbing.secrets import protect_logs
@@ -147,6 +147,7 @@ def dub_video(
 ) -> Manifest:
     layout = layout_for(video, out)
     with output_lock(layout.lock):
+        remove_temporaries(layout.out)  # a killed run's unfinished writes
         try:
             return _dub_video(video, languages, layout, preset, config, audio)
         finally:
