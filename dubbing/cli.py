@@ -589,19 +589,22 @@ def _progress_bars() -> Iterator[None]:
     bars = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=err_console)
     rows: dict[str | None, TaskID] = {}
     done: dict[str | None, set[str]] = {}
+    lock = threading.Lock()  # steps run side by side: their events come from several threads
 
     def on_event(event: progress.Event) -> None:
         key = event.language
-        if key not in rows:
-            rows[key] = bars.add_task(key or "source", total=len(source_steps if key is None else language_steps))
-            done[key] = set()
-        cached = " (cached)" if event.detail == "cached" else ""
-        if event.fraction >= 1.0:
-            done[key].add(event.stage)
-            if cached:
-                bars.console.print(f"{key or 'source'}: {event.stage} reused from the cache")
-        label = f"{key or 'source':>6}: {event.stage}{cached}"
-        bars.update(rows[key], completed=len(done[key]), description=label)
+        with lock:
+            if key not in rows:
+                total = len(source_steps if key is None else language_steps)
+                rows[key] = bars.add_task(key or "source", total=total)
+                done[key] = set()
+            cached = " (cached)" if event.detail == "cached" else ""
+            if event.fraction >= 1.0:
+                done[key].add(event.stage)
+                if cached:
+                    bars.console.print(f"{key or 'source'}: {event.stage} reused from the cache")
+            label = f"{key or 'source':>6}: {event.stage}{cached}"
+            bars.update(rows[key], completed=len(done[key]), description=label)
 
     _status.clear()
     with bars, progress.listening(on_event):
