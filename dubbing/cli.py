@@ -73,6 +73,8 @@ class _StatusLine:
 
 _status = _StatusLine()
 
+FLAG = ""  # a boolean option's metavar: shown as a plain flag in --help, not `<bool>`
+
 
 class _Console(Console):
     """A Rich console that first clears the status line."""
@@ -469,7 +471,7 @@ def batch(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; one subfolder per video.")] = Path("out"),
     languages: Annotated[str | None, typer.Option("--languages", "-l", help="Languages for every video.")] = None,
     preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
-    redo: Annotated[bool, typer.Option("--redo", help="Also re-run videos already dubbed.")] = False,
+    redo: Annotated[bool, typer.Option("--redo", help="Also re-run videos already dubbed.", metavar=FLAG)] = False,
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
 ) -> None:
     """Dub many videos; one failure does not stop the others."""
@@ -677,7 +679,9 @@ def transcribe_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
     language: Annotated[str | None, typer.Option(help="Source language (default: detect).")] = None,
     speakers: Annotated[int | None, typer.Option(min=1, help="Number of speakers (default: estimate).")] = None,
-    profiles: Annotated[bool, typer.Option(help="Also write speaker profiles and reference clips.")] = False,
+    profiles: Annotated[
+        bool, typer.Option("--profiles", help="Also write speaker profiles and reference clips.", metavar=FLAG)
+    ] = False,
     preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
 ) -> None:
@@ -800,7 +804,9 @@ def inspect_command(
 
 @app.command("models")
 def models_command(
-    prepare: Annotated[bool, typer.Option("--prepare", help="Assemble and verify every offline model now.")] = False,
+    prepare: Annotated[
+        bool, typer.Option("--prepare", help="Assemble and verify every offline model now.", metavar=FLAG)
+    ] = False,
 ) -> None:
     """List every model: task, licence, size, and whether it is available here."""
     from dubbing import models
@@ -951,10 +957,11 @@ def _root(
             "-v",
             help="Show debug logs and native libraries' messages (otherwise kept in OUT/dub.log, or ~/.cache/dubbing"
             "/logs/ for commands without an output folder).",
+            metavar=FLAG,
         ),
     ] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.", metavar=FLAG)
     ] = False,
 ) -> None:
     formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
@@ -987,7 +994,18 @@ def _command_of(args: list[str]) -> str | None:
     return next((arg for arg in args if not arg.startswith("-")), None)
 
 
+VERBOSE = ("-v", "--verbose")
+
+
+def _verbose_first(args: list[str]) -> list[str]:
+    """`-v` anywhere on the line (`dub run x.mp4 -l es -v`), moved before the command, where Typer reads it."""
+    if not any(arg in VERBOSE for arg in args):
+        return args
+    return ["-v", *(arg for arg in args if arg not in VERBOSE)]
+
+
 def main() -> None:
+    sys.argv[1:] = _verbose_first(sys.argv[1:])
     command = _command_of(sys.argv[1:])
     if command in LONG_COMMANDS:
         _status.show("starting")

@@ -301,3 +301,19 @@ def test_an_interrupted_run_says_how_to_resume_and_stops_its_api_server(tmp_path
     while any(running(str(pid)) for pid in servers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(running(str(pid)) for pid in servers), "the API server outlived the interrupted run"
+
+
+def test_verbose_is_taken_anywhere_on_the_line():
+    from dubbing.cli import _verbose_first
+
+    assert _verbose_first(["run", "x.mp4", "-l", "es", "-v"]) == ["-v", "run", "x.mp4", "-l", "es"]
+    assert _verbose_first(["--verbose", "doctor"]) == ["-v", "doctor"]
+    assert _verbose_first(["run", "x.mp4"]) == ["run", "x.mp4"]
+
+
+@pytest.mark.parametrize("command", [["batch"], ["transcribe"], ["models"], []])
+def test_help_shows_boolean_options_as_flags(command):
+    proc = dub(*command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    ours = [line for line in proc.stdout.splitlines() if "Show this message" not in line]  # Typer's own --help
+    assert not [line for line in ours if "<bool>" in line or "--no-" in line], proc.stdout
