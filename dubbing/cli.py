@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -609,8 +609,30 @@ def _progress_bars() -> Iterator[None]:
             bars.update(rows[key], completed=len(done[key]), description=label)
 
     _status.clear()
+    if not err_console.is_terminal:  # a pipe, a log file, a service manager: a plain line per finished step
+        with progress.listening(_plain_progress(time.monotonic())):
+            yield
+        return
     with bars, progress.listening(on_event):
         yield
+
+
+def _plain_progress(start: float) -> Callable[[Any], None]:
+    lock = threading.Lock()
+
+    def on_event(event: Any) -> None:
+        if event.fraction < 1.0:
+            return
+        how = "reused from the cache" if event.detail == "cached" else "done"
+        with lock:
+            err_console.print(
+                f"[{time.monotonic() - start:7.1f} s] {event.language or 'source'}: {event.stage} {how}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+
+    return on_event
 
 
 @app.command("eval")

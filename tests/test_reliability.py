@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,6 +100,9 @@ def test_video_without_audio_dubs_with_given_audio_and_strange_paths(clip, tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert (out / manifest["outputs"]["es"]["video"]).is_file()
+    # Not on a terminal: a plain line per finished step, with the time since the start.
+    finished = re.findall(r"^\[ *([0-9.]+) s\] (source|es): ([a-z-]+) done$", proc.stderr, re.MULTILINE)
+    assert {(where, step) for _, where, step in finished} >= {("source", "transcribe"), ("es", "report")}
 
 
 def needed_before(where: str, stage: str) -> set[tuple[str, str]]:
