@@ -38,7 +38,6 @@ MEDIA = ROOT.parent / "shared" / "media"
 CLIP = MEDIA / "vrt_face1.mp4"
 
 
-
 # ---------------------------------------------------------------- child processes
 
 
