@@ -378,6 +378,10 @@ def run(
     dask: Annotated[
         str | None, typer.Option(help="Run the language subflows on a Dask cluster at this address.")
     ] = None,
+    source_language: Annotated[
+        str | None, typer.Option(help="The language spoken in VIDEO, e.g. en (default: detect).")
+    ] = None,
+    speakers: Annotated[int | None, typer.Option(min=1, help="How many people speak (default: estimate).")] = None,
 ) -> None:
     """Dub VIDEO into each language: video, audio, subtitles, script and report per language.
 
@@ -388,6 +392,10 @@ def run(
 
     langs = _split_languages(languages)
     _check_settings(preset, config, langs)
+    if source_language is not None:
+        from dubbing import asr
+
+        source_language = asr.check_language(source_language)
     steps.probe_source(video, audio)
     _native.write_to(out / LOG_NAME)
 
@@ -398,7 +406,16 @@ def run(
     _wait_for_api()
     try:
         with _progress_bars():
-            manifest = flow(video=video, languages=langs, out=out, preset=preset, config=config, audio=audio)
+            manifest = flow(
+                video=video,
+                languages=langs,
+                out=out,
+                preset=preset,
+                config=config,
+                audio=audio,
+                source_language=source_language,
+                speakers=speakers,
+            )
     except LanguagesFailed:
         from dubbing.layout import manifest_of
         from dubbing.types import Manifest

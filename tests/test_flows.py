@@ -197,3 +197,14 @@ def test_api_key_from_a_prefect_secret_block_is_sent_and_masked():
     assert redact(f"the server said: {key}") == "the server said: ***"
     with pytest.raises(DubbingError, match="Prefect Secret block 'no-such-block'"):
         read_secret(block="no-such-block", what="translate.api_key_secret")
+
+
+def test_the_source_language_and_speaker_count_given_override_detection(clip, tmp_path):
+    quick = tmp_path / "quick.yaml"
+    quick.write_text("lipsync: {enabled: false}\nqa: {enabled: false}\n")
+    manifest = dub_video(
+        video=clip, languages=["pt"], out=tmp_path / "o", config=quick, source_language="es", speakers=1
+    )  # English speech, heard as Spanish because the user said so
+    transcript = json.loads((tmp_path / "o" / manifest.transcript).read_text())
+    assert manifest.source_language == "es" and transcript["language"] == "es"
+    assert manifest.speakers == ["S1"]

@@ -31,7 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import CommitMode, transaction
 
 from dubbing import backends, progress, review, steps
-from dubbing.config import LanguageConfig, load_settings
+from dubbing.config import LanguageConfig, Settings, load_settings
 from dubbing.errors import DubbingError, LanguagesFailed
 from dubbing.files import output_lock, remove_temporaries
 from dubbing.flows.caching import stage_cache_key
@@ -144,20 +144,25 @@ def dub_video(
     preset: str = "draft",
     config: Path | None = None,
     audio: Path | None = None,
+    source_language: str | None = None,
+    speakers: int | None = None,
 ) -> Manifest:
+    """`source_language` and `speakers` (None: detect, estimate) override `asr.language` and `diarize.speakers`."""
     layout = layout_for(video, out)
     with output_lock(layout.lock):
         remove_temporaries(layout.out)  # a killed run's unfinished writes
         try:
-            return _dub_video(video, languages, layout, preset, config, audio)
+            settings = load_settings(preset, config)
+            settings.asr.language = source_language or settings.asr.language
+            settings.diarize.speakers = speakers or settings.diarize.speakers
+            return _dub_video(video, languages, layout, settings, audio)
         finally:
             backends.release("asr", "diarize")  # a long-lived worker does not hold Whisper between videos
 
 
 def _dub_video(
-    video: Path, languages: list[str], layout: RunLayout, preset: str, config: Path | None, audio: Path | None
+    video: Path, languages: list[str], layout: RunLayout, settings: Settings, audio: Path | None
 ) -> Manifest:
-    settings = load_settings(preset, config)
     lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
     source_steps = steps.steps("source")
     total = len(source_steps) + len(languages)
