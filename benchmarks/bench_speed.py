@@ -50,7 +50,6 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
 import pty
 import re
 import resource
@@ -66,6 +65,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from run_all import hardware, load_average  # this folder is the script's own: sys.path[0]
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
@@ -560,17 +561,7 @@ def _quotient(values: dict[str, float | None], both: bool) -> str:
 
 
 def machine() -> str:
-    load = os.getloadavg()
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, load average {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}"
+    return f"{hardware()}, {load_average(2)}"
 
 
 def main() -> None:

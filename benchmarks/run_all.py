@@ -244,8 +244,8 @@ def section_areas(names: list[str] | None) -> list[str]:
     return rows
 
 
-def machine() -> str:
-    load = os.getloadavg()
+def hardware() -> str:
+    """The CPU model, its cores and the memory: what every benchmark table names."""
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -255,10 +255,15 @@ def machine() -> str:
         platform.processor(),
     )
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, "
-        f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the start"
-    )
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB"
+
+
+def load_average(digits: int = 1) -> str:
+    return "load average " + "/".join(f"{value:.{digits}f}" for value in os.getloadavg())
+
+
+def machine() -> str:
+    return f"{hardware()}, Python {platform.python_version()}, {load_average()} at the start"
 
 
 def main() -> None:
