@@ -8,6 +8,7 @@ persisted: a rerun resumes at the first unfinished stage, and adding a language 
 
 # No `from __future__ import annotations` in flow modules: Prefect builds pydantic models from these
 # signatures, concurrently in threads for the language subflows, and string annotations fail there.
+import itertools
 import logging
 import os
 import signal
@@ -170,13 +171,11 @@ def _dub_video(
         UUID, create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
     )  # sync in a sync flow
 
-    finished = 0
+    finished = itertools.count(1)  # next() on it is atomic: the steps end in several threads
 
     def run_and_count(step: steps.Step, context: steps.Context) -> steps.Context:
-        nonlocal finished
         outputs = run_step(step, context)
-        finished += 1
-        update_progress_artifact(bar, 100 * finished / total)
+        update_progress_artifact(bar, 100 * next(finished) / total)
         return outputs
 
     context: steps.Context = {"video": video, "audio": audio, "settings": settings, "layout": layout}
