@@ -638,7 +638,7 @@ def _plain_progress(start: float) -> Callable[[Any], None]:
     lock = threading.Lock()
 
     def on_event(event: Any) -> None:
-        if event.fraction < 1.0:
+        if event.fraction < 1.0 or _interrupting.is_set():
             return
         how = "reused from the cache" if event.detail == "cached" else "done"
         with lock:
@@ -970,6 +970,8 @@ class ConsoleLogHandler(logging.StreamHandler):
     after clearing the status line."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if _interrupting.is_set():
+            return
         self.stream = sys.stderr
         _status.clear()
         super().emit(record)
@@ -1072,6 +1074,8 @@ def _interrupted(signum: int, _frame: object) -> None:
     """Ctrl-C or SIGTERM: one line, Prefect's temporary API server stopped, and out at once. Every file a step
     writes is written whole or not at all, so what finished is reused by the same command run again; the steps
     still running in their threads are cut off, as a power cut would (what the resume tests check)."""
+    _interrupting.set()  # the steps still running in their threads print nothing more
+    _api.stop()
     _status.clear()
     err_console.show_cursor(True)
     err_console.print(
@@ -1079,9 +1083,11 @@ def _interrupted(signum: int, _frame: object) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    _api.stop()
     sys.stderr.flush()
     os._exit(128 + signum)
+
+
+_interrupting = threading.Event()
 
 
 # Out of space, quota, read-only or forbidden output: the user can fix these, so no traceback.
