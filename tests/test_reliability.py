@@ -31,12 +31,11 @@ def clip(tmp_path_factory) -> Path:
 
 
 def dub_env(**extra: str) -> dict:
-    """The environment of a `dub` run; one given its own PREFECT_HOME runs on its own ephemeral Prefect API, so
-    everything Prefect stores of it lies in that home."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
-    if "PREFECT_HOME" in extra:
-        env.pop("PREFECT_API_URL", None)
-    return env
+    """The environment of a `dub` run: each on a Prefect API of its own, never a server an earlier test in this
+    process pointed PREFECT_API_URL at (it may be gone); one given its own PREFECT_HOME keeps everything Prefect
+    stores of it in that home."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    return env | {"HF_HUB_OFFLINE": "1", **extra}
 
 
 def run_dub(*args: str, **env: str) -> subprocess.CompletedProcess:
