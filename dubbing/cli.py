@@ -872,6 +872,27 @@ def models_command(
         raise typer.Exit(1)
 
 
+@contextmanager
+def _warnings_kept(logger_name: str) -> Iterator[list[str]]:
+    """The warnings `logger_name` logs inside the block, kept in a list instead of printed."""
+    notes: list[str] = []
+
+    class _Keep(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.levelno >= logging.WARNING:
+                notes.append(record.getMessage())
+                return False
+            return True
+
+    keep = _Keep()
+    logger = logging.getLogger(logger_name)
+    logger.addFilter(keep)
+    try:
+        yield notes
+    finally:
+        logger.removeFilter(keep)
+
+
 @app.command()
 def doctor() -> None:
     """Check the tools, translation pairs and models a run needs, and say how to get what is missing."""
@@ -913,10 +934,11 @@ def doctor() -> None:
         # Bergamot models and cached hub models. Offline backends must work; hub and LLM ones are optional.
         source = "es" if lang == "en" else "en"
         try:
-            translator = translate.translator_for(cfg.translate, source, lang)
+            with _warnings_kept("dubbing.translate") as notes:  # a fallback route is this row's detail, not a log line
+                translator = translate.translator_for(cfg.translate, source, lang)
             state, detail = (
                 "[green]ok[/green]",
-                translator.name + (f" via {translator.pivot}" if translator.pivot else ""),
+                "; ".join([translator.name + (f" via {translator.pivot}" if translator.pivot else ""), *notes]),
             )
         except DubbingError as exc:
             offline = translate.is_offline(cfg.translate)

@@ -83,6 +83,8 @@ def test_doctor_passes_after_setup():
     proc = dub("doctor")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "everything the offline pipeline needs is here" in proc.stdout
+    # a fallback translation route is a row's detail, never a stray log line over the table
+    assert not [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith(("WARNING", "INFO"))]
 
 
 def test_console_shows_our_notes_and_warnings_but_not_prefect_services():
