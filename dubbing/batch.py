@@ -48,7 +48,10 @@ def plan(source: Path, out: Path, languages: list[str], preset: str, *, only_new
     else:
         rows, base = _read_manifest(source), source.parent
     items = [_item(where, row, base, out, languages, preset, source) for where, row in rows]
-    labels = [where if source.is_dir() else f"{where} ({item.video.name})" for (where, _), item in zip(rows, items)]
+    labels = [
+        where if source.is_dir() else f"{where} ({item.video.name})"
+        for (where, _), item in zip(rows, items, strict=True)
+    ]
     _refuse_shared_outputs(items, labels, source)
     return [_mark_done(item) if only_new else item for item in items]
 

@@ -325,6 +325,29 @@ def _api_configured() -> bool:
         return False
 
 
+PREFECT_HOME_MIN_FREE = 100 << 20  # Prefect's database and the run's records grow in its home
+
+
+def _check_prefect_home() -> None:
+    """Prefect keeps its database (the temporary API's) and its records in PREFECT_HOME: a full or read-only one
+    makes its server wait out its start-up timeout, then a traceback that never names the disk. One line instead."""
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(home).free
+    except OSError as exc:
+        raise DubbingError(f"Prefect's home {home} (PREFECT_HOME) cannot be used: {exc.strerror}") from None
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise DubbingError(
+            f"Prefect's home {home} (PREFECT_HOME) is not writable; set PREFECT_HOME to a folder that is"
+        )
+    if free < PREFECT_HOME_MIN_FREE:
+        raise DubbingError(
+            f"the disk of Prefect's home {home} (PREFECT_HOME) is full ({free >> 20} MB free, it needs "
+            f"{PREFECT_HOME_MIN_FREE >> 20} MB): free some space or set PREFECT_HOME to a folder on another disk"
+        )
+
+
 def _end_with_parent() -> None:
     """In the server's process before it runs: end when the dub process ends, even by SIGKILL (Linux only)."""
     try:
@@ -490,7 +513,9 @@ def _print_outputs(video: Path, out: Path, manifest: Manifest) -> None:
         report = json.loads((out / outputs.report).read_text()) if (out / outputs.report).exists() else {}
         word, figures = verdict(report)
         qa_cell = f"[{colours.get(word, 'yellow')}]{word}[/]" + (f" ({escape(figures)})" if figures else "")
-        table.add_row(lang, qa_cell, escape(str(out / outputs.video)) if outputs.video else "-", escape(str(out / outputs.srt)))
+        table.add_row(
+            lang, qa_cell, escape(str(out / outputs.video)) if outputs.video else "-", escape(str(out / outputs.srt))
+        )
     for lang, why in manifest.failed.items():
         table.add_row(escape(lang), "[red]failed[/]", escape(why[:100]), "-")
     console.print(table)
@@ -626,7 +651,9 @@ def _progress_bars() -> Iterator[None]:
 
     source_steps = [s.name for s in steps.steps("source") + steps.steps("summary")]
     language_steps = [s.name for s in steps.steps("language")]
-    bars = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(), console=err_console)
+    bars = Progress(
+        TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(), console=err_console
+    )
     rows: dict[str | None, TaskID] = {}
     done: dict[str | None, set[str]] = {}
     lock = threading.Lock()  # steps run side by side: their events come from several threads
@@ -725,12 +752,24 @@ def translate_command(
             overrides |= {"options": {}, "pivot_options": None}
         cfg = TranslateConfig.model_validate({**cfg.model_dump(), **overrides})
     translator = translate.translator_for(cfg, source.lower(), target.lower())
-    lines = sys.stdin.read().splitlines()
+    lines = _stdin_lines()
     if err_console.is_terminal:  # a local LLM takes seconds a line: say what is happening
         err_console.print(f"translating {len(lines)} lines {source}->{target} with {translator.name}...")
     for line in translator.translate(lines):
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def _stdin_lines() -> list[str]:
+    """The lines on stdin, decoded as UTF-8 whatever the locale: other bytes are one line, not a traceback."""
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DubbingError(
+            f"stdin: not UTF-8 text (byte 0x{data[exc.start]:02x} at position {exc.start}); convert it first, "
+            "e.g. iconv -f latin1 -t utf-8"
+        ) from None
 
 
 @app.command("transcribe")
@@ -746,6 +785,7 @@ def transcribe_command(
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
 ) -> None:
     """Transcribe MEDIA with speakers and word timings: OUT/source/transcript.json, .srt and .vtt."""
+    _check_out(out)
     _native.write_to(out / LOG_NAME)
     _status.show("transcribing")
     from dubbing import media, steps
@@ -906,7 +946,9 @@ def doctor() -> None:
     table.add_column("detail")
     for tool, package in TOOLS:
         path = shutil.which(tool)
-        table.add_row(tool, "[green]ok[/green]" if path else "[red]missing[/red]", escape(path or f"apt-get install {package}"))
+        table.add_row(
+            tool, "[green]ok[/green]" if path else "[red]missing[/red]", escape(path or f"apt-get install {package}")
+        )
         if not path:
             problems.append(tool)
     settings = load_settings()
@@ -927,7 +969,8 @@ def doctor() -> None:
             f"language {lang}",
             "[red]incomplete[/red]" if missing else "[yellow]below goal[/yellow]" if weak else "[green]ok[/green]",
             escape(
-                "; ".join(missing or weak) or f"{cfg.name}: {cfg.translate.backend} translation, {cfg.tts.backend} speech"
+                "; ".join(missing or weak)
+                or f"{cfg.name}: {cfg.translate.backend} translation, {cfg.tts.backend} speech"
             ),
         )
         if missing:
@@ -1076,6 +1119,11 @@ def main() -> None:
     _quiet_environment()
     if command in LONG_COMMANDS:
         _native.start(command)
+    if command in FLOW_COMMANDS:
+        try:
+            _check_prefect_home()
+        except DubbingError as exc:
+            _fail(str(exc))
     if command in FLOW_COMMANDS and not _api_configured():
         _api.start()
     protect_logs()

@@ -31,7 +31,15 @@ class ASRConfig(Section):
     model: str = "whisper-base"
     # CTranslate2's (faster-whisper); the other backends run float32 on CPU whatever it says
     compute_type: Literal[
-        "default", "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16", "float16", "bfloat16",
+        "default",
+        "auto",
+        "int8",
+        "int8_float16",
+        "int8_float32",
+        "int8_bfloat16",
+        "int16",
+        "float16",
+        "bfloat16",
         "float32",
     ] = "int8"
     language: str | None = None  # None: detect
@@ -300,7 +308,9 @@ def _validate(model: type[BaseModel], data: dict, source: Path) -> BaseModel:
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, err["loc"][:-1])
             raise DubbingError(f"{source}: unknown key {quoted(key)}; allowed: {', '.join(allowed)}") from None
-        raise DubbingError(f"{source}: key {quoted(key)}: {err['msg'][:200]} (got {quoted(err.get('input'))})") from None
+        raise DubbingError(
+            f"{source}: key {quoted(key)}: {err['msg'][:200]} (got {quoted(err.get('input'))})"
+        ) from None
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
