@@ -167,7 +167,7 @@ def _mark_done(item: BatchItem) -> BatchItem:
     try:
         data = json.loads(manifest.read_text())
         done = set(data["outputs"]) | {data.get("source_language")}
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none yet, or not a run's manifest
         return item
     if set(item.languages) <= done:
         return BatchItem(item.video, item.languages, item.preset, item.out, "already dubbed")
