@@ -77,10 +77,14 @@ FLAG = ""  # a boolean option's metavar: shown as a plain flag in --help, not `<
 
 
 class _Console(Console):
-    """A Rich console that first clears the status line."""
+    """A Rich console that first clears the status line, and prints strings literally: user text (a path named
+    `talk [draft].mp4` or `res[/b]`) is never read as Rich markup. A message with styling passes `markup=True` and
+    escapes what it quotes; a table's cells are markup, so user text in them goes through `escape`."""
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         _status.clear()
+        if all(isinstance(arg, str) for arg in args):
+            kwargs.setdefault("markup", False)
         super().print(*args, **kwargs)
 
 
@@ -321,6 +325,29 @@ def _api_configured() -> bool:
         return False
 
 
+PREFECT_HOME_MIN_FREE = 100 << 20  # Prefect's database and the run's records grow in its home
+
+
+def _check_prefect_home() -> None:
+    """Prefect keeps its database (the temporary API's) and its records in PREFECT_HOME: a full or read-only one
+    makes its server wait out its start-up timeout, then a traceback that never names the disk. One line instead."""
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(home).free
+    except OSError as exc:
+        raise DubbingError(f"Prefect's home {home} (PREFECT_HOME) cannot be used: {exc.strerror}") from None
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise DubbingError(
+            f"Prefect's home {home} (PREFECT_HOME) is not writable; set PREFECT_HOME to a folder that is"
+        )
+    if free < PREFECT_HOME_MIN_FREE:
+        raise DubbingError(
+            f"the disk of Prefect's home {home} (PREFECT_HOME) is full ({free >> 20} MB free, it needs "
+            f"{PREFECT_HOME_MIN_FREE >> 20} MB): free some space or set PREFECT_HOME to a folder on another disk"
+        )
+
+
 def _end_with_parent() -> None:
     """In the server's process before it runs: end when the dub process ends, even by SIGKILL (Linux only)."""
     try:
@@ -388,6 +415,7 @@ def run(
     Starts faster with `dub server` running and PREFECT_API_URL=http://127.0.0.1:4200/api exported.
     """
     _status.show("checking the input")
+    _check_out(out)
     from dubbing import steps
 
     langs = _split_languages(languages)
@@ -428,6 +456,20 @@ def run(
 LOG_NAME = "dub.log"  # in an output folder: what native libraries printed during its runs
 
 
+def _check_out(out: Path) -> None:
+    """An output folder that cannot be one (an existing file) or cannot be written is one line before anything
+    starts, not a traceback after the pipeline has loaded."""
+    if out.exists() and not out.is_dir():
+        raise DubbingError(f"--out {out} is a file, not a folder: choose a folder for the outputs")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DubbingError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DubbingError(f"--out {out}: {existing} is not writable (permission denied); choose another folder")
+
+
 def _wait_for_api() -> None:
     if _api.proc is not None:
         _status.show("starting the Prefect API (a running `dub server` saves this)")
@@ -462,7 +504,7 @@ def _print_outputs(video: Path, out: Path, manifest: Manifest) -> None:
     from dubbing.layout import manifest_of
     from dubbing.review import verdict
 
-    table = Table(title=f"dubbed {video.name}", show_lines=False)
+    table = Table(title=escape(f"dubbed {video.name}"), show_lines=False)
 
     for column in ("language", "QA", "video", "subtitles"):
         table.add_column(column)
@@ -471,9 +513,11 @@ def _print_outputs(video: Path, out: Path, manifest: Manifest) -> None:
         report = json.loads((out / outputs.report).read_text()) if (out / outputs.report).exists() else {}
         word, figures = verdict(report)
         qa_cell = f"[{colours.get(word, 'yellow')}]{word}[/]" + (f" ({escape(figures)})" if figures else "")
-        table.add_row(lang, qa_cell, str(out / outputs.video) if outputs.video else "-", str(out / outputs.srt))
+        table.add_row(
+            lang, qa_cell, escape(str(out / outputs.video)) if outputs.video else "-", escape(str(out / outputs.srt))
+        )
     for lang, why in manifest.failed.items():
-        table.add_row(lang, "[red]failed[/]", escape(why[:100]), "-")
+        table.add_row(escape(lang), "[red]failed[/]", escape(why[:100]), "-")
     console.print(table)
     console.print(f"manifest: {manifest_of(out)}")
     if manifest.review:
@@ -495,6 +539,7 @@ def batch(
     from dubbing import batch as batch_plan
 
     _status.show("checking the input")
+    _check_out(out)
     langs = _split_languages(languages) if languages else []
     items = batch_plan.plan(source, out, langs, preset, only_new=not redo)  # validates before any work
     for item in items:
@@ -505,21 +550,22 @@ def batch(
     from dubbing.flows.localize_batch import localize_batch
 
     _wait_for_api()
+    failed: BatchFailed | None = None
     try:
         with _progress_bars():
             results = localize_batch(
                 source=source, out=out, languages=langs, preset=preset, only_new=not redo, config=config
             )
-    except BatchFailed as exc:  # the others were dubbed: their rows, then the failed ones' reasons
-        results = exc.results
-    table = Table(title=f"batch {source}")
+    except BatchFailed as exc:  # the others were dubbed: their rows, then the failed ones' reasons (exit code 3)
+        failed, results = exc, exc.results
+    table = Table(title=escape(f"batch {source}"))
     for column in ("video", "languages", "status", "detail"):
         table.add_column(column)
     for row in results:
-        table.add_row(row["video"], row["languages"], row["status"], row["detail"])
+        table.add_row(*(escape(str(row[key])) for key in ("video", "languages", "status", "detail")))
     console.print(table)
-    if any(row["status"] == "failed" for row in results):
-        raise typer.Exit(1)
+    if failed is not None:
+        raise failed
 
 
 @app.command()
@@ -605,7 +651,9 @@ def _progress_bars() -> Iterator[None]:
 
     source_steps = [s.name for s in steps.steps("source") + steps.steps("summary")]
     language_steps = [s.name for s in steps.steps("language")]
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=err_console)
+    bars = Progress(
+        TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(), console=err_console
+    )
     rows: dict[str | None, TaskID] = {}
     done: dict[str | None, set[str]] = {}
     lock = threading.Lock()  # steps run side by side: their events come from several threads
@@ -667,13 +715,13 @@ def eval_command(
     from dubbing.review import summary_rows
 
     manifest = steps.evaluate_run(out, load_settings(preset, config))
-    table = Table(title=f"QA of {out}")
+    table = Table(title=escape(f"QA of {out}"))
     for column in ("language", "check", "figure"):
         table.add_column(column)
     for lang, outputs in manifest.outputs.items():
         report = json.loads((out / outputs.report).read_text())
         for label, value in summary_rows(report):
-            table.add_row(lang, label, value)
+            table.add_row(escape(lang), escape(label), escape(value))
     console.print(table)
     console.print(f"review page: {review_page_of(out)}")
 
@@ -704,12 +752,24 @@ def translate_command(
             overrides |= {"options": {}, "pivot_options": None}
         cfg = TranslateConfig.model_validate({**cfg.model_dump(), **overrides})
     translator = translate.translator_for(cfg, source.lower(), target.lower())
-    lines = sys.stdin.read().splitlines()
+    lines = _stdin_lines()
     if err_console.is_terminal:  # a local LLM takes seconds a line: say what is happening
         err_console.print(f"translating {len(lines)} lines {source}->{target} with {translator.name}...")
     for line in translator.translate(lines):
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def _stdin_lines() -> list[str]:
+    """The lines on stdin, decoded as UTF-8 whatever the locale: other bytes are one line, not a traceback."""
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DubbingError(
+            f"stdin: not UTF-8 text (byte 0x{data[exc.start]:02x} at position {exc.start}); convert it first, "
+            "e.g. iconv -f latin1 -t utf-8"
+        ) from None
 
 
 @app.command("transcribe")
@@ -725,6 +785,7 @@ def transcribe_command(
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
 ) -> None:
     """Transcribe MEDIA with speakers and word timings: OUT/source/transcript.json, .srt and .vtt."""
+    _check_out(out)
     _native.write_to(out / LOG_NAME)
     _status.show("transcribing")
     from dubbing import media, steps
@@ -743,16 +804,16 @@ def transcribe_command(
         context |= steps.run(steps.get_step(name), context)
     transcript = context["transcript"]
     srt, vtt = context["source_subtitles"]
-    table = Table(title=f"{media_path.name}: {info.duration_s:.1f} s, language {transcript.language}")
+    table = Table(title=escape(f"{media_path.name}: {info.duration_s:.1f} s, language {transcript.language}"))
     for column in ("speaker", "talk time", "lines", "words"):
         table.add_column(column)
     for speaker in transcript.speakers:
         lines = [u for u in transcript.utterances if u.speaker == speaker]
         talk = sum(u.duration for u in lines)
-        table.add_row(speaker, f"{talk:.1f} s", str(len(lines)), str(sum(len(u.words) for u in lines)))
+        table.add_row(escape(speaker), f"{talk:.1f} s", str(len(lines)), str(sum(len(u.words) for u in lines)))
     console.print(table)
     for warning in transcript.warnings:
-        err_console.print(f"[yellow]warning: {warning}[/yellow]")
+        err_console.print(f"[yellow]warning: {escape(warning)}[/yellow]", markup=True)
     if "profiles" in context:
         console.print(f"speaker profiles: {layout.speaker_profiles}")
     console.print(f"transcript: {layout.transcript}\nsubtitles: {srt}  {vtt}")
@@ -859,13 +920,13 @@ def models_command(
             try:
                 models.resolve(name)
             except DubbingError as exc:
-                err_console.print(f"[red]{exc}[/red]")
+                err_console.print(f"[red]{escape(str(exc))}[/red]", markup=True)
         status = models.check(name)
         style = {"available": "green", "missing": "yellow", "corrupt": "red"}[status.state]
         where = str(status.path) if status.path else status.message
         problems += status.state == "corrupt"
         table.add_row(
-            name, spec.task, spec.license, f"{spec.size_mb:g} MB", f"[{style}]{status.state}[/{style}]", where
+            name, spec.task, spec.license, f"{spec.size_mb:g} MB", f"[{style}]{status.state}[/{style}]", escape(where)
         )
     console.print(table)
     if problems:
@@ -906,7 +967,9 @@ def doctor() -> None:
     table.add_column("detail")
     for tool, package in TOOLS:
         path = shutil.which(tool)
-        table.add_row(tool, "[green]ok[/green]" if path else "[red]missing[/red]", path or f"apt-get install {package}")
+        table.add_row(
+            tool, "[green]ok[/green]" if path else "[red]missing[/red]", escape(path or f"apt-get install {package}")
+        )
         if not path:
             problems.append(tool)
     settings = load_settings()
@@ -926,7 +989,10 @@ def doctor() -> None:
         table.add_row(
             f"language {lang}",
             "[red]incomplete[/red]" if missing else "[yellow]below goal[/yellow]" if weak else "[green]ok[/green]",
-            "; ".join(missing or weak) or f"{cfg.name}: {cfg.translate.backend} translation, {cfg.tts.backend} speech",
+            escape(
+                "; ".join(missing or weak)
+                or f"{cfg.name}: {cfg.translate.backend} translation, {cfg.tts.backend} speech"
+            ),
         )
         if missing:
             problems.append(f"language {lang} ({len(missing)} problem{'s' * (len(missing) > 1)})")
@@ -945,13 +1011,13 @@ def doctor() -> None:
             state, detail = ("[red]missing[/red]" if offline else "[yellow]missing[/yellow]"), str(exc)
             if offline:
                 problems.append(f"translation {source}->{lang}")
-        table.add_row(f"translate {source}->{lang}", state, detail)
+        table.add_row(f"translate {source}->{lang}", state, escape(detail))
     for name in models.REGISTRY:
         status = models.check(name)
         required = name in REQUIRED_MODELS
         ok = status.state == "available"
         state = "[green]ok[/green]" if ok else ("[red]" if required else "[yellow]") + status.state + "[/]"
-        table.add_row(f"model {name}", state, str(status.path or status.message))
+        table.add_row(f"model {name}", state, escape(str(status.path or status.message)))
         if required and not ok:
             problems.append(f"model {name}")
     console.print(table)
@@ -1075,6 +1141,11 @@ def main() -> None:
     _quiet_environment()
     if command in LONG_COMMANDS:
         _native.start(command)
+    if command in FLOW_COMMANDS:
+        try:
+            _check_prefect_home()
+        except DubbingError as exc:
+            _fail(str(exc))
     if command in FLOW_COMMANDS and not _api_configured():
         _api.start()
     protect_logs()
@@ -1083,7 +1154,7 @@ def main() -> None:
     try:
         app()  # standalone: usage errors print their usage line and exit 2
     except DubbingError as exc:
-        _fail(str(exc))
+        _fail(str(exc), exc.exit_code)
     except OSError as exc:
         if exc.errno not in USER_FIXABLE_ERRNOS:
             raise
@@ -1116,9 +1187,9 @@ _interrupting = threading.Event()
 USER_FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     err_console.print(f"error: {redact(message)}", highlight=False, soft_wrap=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

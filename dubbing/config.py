@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dubbing.errors import DubbingError
+from dubbing.errors import DubbingError, quoted, read_user_text
 
 
 class Section(BaseModel):
@@ -29,7 +29,19 @@ BackendOptions = dict[str, Any]
 class ASRConfig(Section):
     backend: str = "faster-whisper"  # faster-whisper | openai-whisper | transformers
     model: str = "whisper-base"
-    compute_type: str = "int8"
+    # CTranslate2's (faster-whisper); the other backends run float32 on CPU whatever it says
+    compute_type: Literal[
+        "default",
+        "auto",
+        "int8",
+        "int8_float16",
+        "int8_float32",
+        "int8_bfloat16",
+        "int16",
+        "float16",
+        "bfloat16",
+        "float32",
+    ] = "int8"
     language: str | None = None  # None: detect
     beam_size: int = Field(5, ge=1, le=10)
     vad: bool = True
@@ -104,7 +116,10 @@ class LipsyncConfig(Section):
     max_faces: int = Field(2, ge=1, le=8)  # faces tracked per frame
     phonemes: bool = True  # shape width, rounding and p/b/m closures from the script's phonemes (espeak-ng)
     crf: int = Field(17, ge=0, le=51)  # x264 quality of the re-rendered picture
-    preset: str = "superfast"  # x264 speed preset (veryfast: files about 3x smaller, encoding 1.7x slower)
+    # x264 speed preset (veryfast: files about 3x smaller, encoding 1.7x slower)
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
+    ] = "superfast"
 
 
 class QAConfig(Section):
@@ -228,13 +243,57 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parent / "configs"  # package data: `configs/` at the top level links here
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+MAX_YAML_BYTES = 4 << 20  # a config or a batch manifest larger than this is not one
+MAX_YAML_NODES = 200_000  # values in a YAML document once its aliases are expanded
+
+
+def load_yaml(path: Path, what: str = "config file") -> Any:
+    """A YAML file the user wrote, parsed safely and bounded: its size, and the number of values it holds once its
+    aliases (`*a`) are expanded, so a "billion laughs" document is refused in milliseconds instead of growing to
+    gigabytes in the validation or in an error message. Shared by configs and batch manifests."""
+    text = read_user_text(path, what)
+    if len(text) > MAX_YAML_BYTES:
+        raise DubbingError(f"{path}: {len(text) >> 20} MB is too large for a {what} (at most {MAX_YAML_BYTES >> 20})")
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise DubbingError(f"config file not found: {path}") from None
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise DubbingError(
+                f"{path}: more than {MAX_YAML_NODES} values once its aliases (*name) are expanded; "
+                "write the values out or use fewer aliases"
+            )
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise DubbingError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise DubbingError(f"{path}: not valid YAML ({str(exc).splitlines()[0][:200]})") from None
+    except RecursionError:
+        raise DubbingError(f"{path}: nested too deeply to be a {what}") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for with every alias expanded (an alias is the same node object again); each
+    node is counted once and its size remembered, so this takes time linear in the document's text. A value that
+    contains itself is refused: nothing in a config or a manifest is recursive."""
+    key = id(node)
+    if key in sizes:
+        if sizes[key] < 0:
+            raise yaml.YAMLError("an alias refers to a value that contains it")
+        return sizes[key]
+    sizes[key] = -1  # being counted
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[key] = size = min(size, MAX_YAML_NODES + 1)
+    return size
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise DubbingError(f"{path}: expected a mapping of keys at the top level")
     return data
@@ -248,8 +307,10 @@ def _validate(model: type[BaseModel], data: dict, source: Path) -> BaseModel:
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, err["loc"][:-1])
-            raise DubbingError(f"{source}: unknown key {key!r}; allowed: {', '.join(allowed)}") from None
-        raise DubbingError(f"{source}: key {key!r}: {err['msg']} (got {err.get('input')!r})") from None
+            raise DubbingError(f"{source}: unknown key {quoted(key)}; allowed: {', '.join(allowed)}") from None
+        raise DubbingError(
+            f"{source}: key {quoted(key)}: {err['msg'][:200]} (got {quoted(err.get('input'))})"
+        ) from None
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -35,7 +35,15 @@ def clock(seconds: float | None) -> str:
 
 
 def _num(value: object, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float | int) else str(value)
+    """A figure for the page; anything else a (hand-edited) report holds is escaped like all its text."""
+    return (
+        "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float | int) else html.escape(str(value))
+    )
+
+
+def _attr(value: object) -> str:
+    """A value in an HTML attribute (`data-t="..."`): escaped, quotes included, whatever the report holds."""
+    return html.escape(str(value), quote=True)
 
 
 def verdict(report: dict) -> tuple[str, str]:
@@ -174,7 +182,8 @@ def _video(
         )
     muted = " muted" if kind == "source" else ""
     return (
-        f'<figure><figcaption>{html.escape(label)} <span class="status" data-for="{kind}-{lang}"></span></figcaption>'
+        f"<figure><figcaption>{html.escape(label)} "
+        f'<span class="status" data-for="{kind}-{_attr(lang)}"></span></figcaption>'
         f'<video id="{kind}-{html.escape(lang)}" class="{kind}" controls preload="auto" playsinline{muted} '
         f'src="{html.escape(src)}">{track}</video></figure>'
     )
@@ -189,7 +198,7 @@ def _language_section(lang: str, report: dict, source: str | None, source_vtt: t
                       source_language: str) -> str:  # fmt: skip
     figures = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(report))
     flags = "".join(
-        f'<li class="seek" data-t="{f.get("start") or 0}" data-lang="{html.escape(lang)}">'
+        f'<li class="seek" data-t="{_attr(f.get("start") or 0)}" data-lang="{html.escape(lang)}">'
         f"<b>{clock(f.get('start'))}</b> {html.escape(f['check'])}: {html.escape(str(f['message']))}</li>"
         for f in report.get("flags") or []
     )
@@ -199,7 +208,7 @@ def _language_section(lang: str, report: dict, source: str | None, source_vtt: t
         speed = f"x{line['speed']:.2f}" if line.get("speed") else "-"
         marks = " ".join(f'<span class="flag">{html.escape(f)}</span>' for f in line.get("flags") or [])
         values = [
-            str(line["index"]),
+            _num(line["index"], 0),
             f"{clock(line['start'])}-{clock(line['end'])}",
             html.escape(line["speaker"]),
             html.escape(line["source_text"]),
@@ -214,7 +223,8 @@ def _language_section(lang: str, report: dict, source: str | None, source_vtt: t
         ]
         cls = "seek flagged" if line.get("flags") else "seek"
         rows.append(
-            f'<tr class="{cls}" data-t="{line["start"]}" data-end="{line["end"]}" data-lang="{html.escape(lang)}">'
+            f'<tr class="{cls}" data-t="{_attr(line["start"])}" data-end="{_attr(line["end"])}" '
+            f'data-lang="{html.escape(lang)}">'
             f"{_cells(values)}</tr>"
         )
     head = _cells(
@@ -359,7 +369,7 @@ def review_page(layout: RunLayout) -> Path:
         for lang, o in manifest.outputs.items()
         if (layout.out / o.report).exists()
     }
-    videos = {"source": playable(Path(manifest.source), layout.source_preview, layout.out)}
+    videos = {"source": playable(manifest.source_path(layout.out), layout.source_preview, layout.out)}
     for lang, o in manifest.outputs.items():
         videos[lang] = playable(layout.out / o.video, layout.preview(lang), layout.out) if o.video else None
     review = write_text(layout.review_page, page(manifest, reports, videos, layout))

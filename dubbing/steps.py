@@ -10,15 +10,20 @@ its own in a fresh process, as a benchmark worker or a task worker would run it.
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import inspect
 import json
 import logging
+import math
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from dubbing import (
     asr,
@@ -246,11 +251,31 @@ def edited_script(context: Context) -> Script | None:
         return None
     if hashlib.sha256(path.read_bytes()).hexdigest() == stamp.read_text().strip():
         return None
-    try:
-        script = Script.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DubbingError(f"{path}: not a valid script after editing ({str(exc).splitlines()[0]})") from None
+    script = _read_edited_script(path)
     log.warning("%s was edited: using its lines instead of translating again", path)
+    return script
+
+
+def _read_edited_script(path: Path) -> Script:
+    """A script.json the user edited, checked as far as the voice stage relies on it: one line naming the file, the
+    line and the key for bytes that are not UTF-8, JSON or the script's shape, and for a time that is not a number of
+    seconds from the start (NaN, negative, an end before its start)."""
+    from dubbing.errors import quoted, read_user_text
+
+    try:
+        script = Script.model_validate_json(read_user_text(path, "script"))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        raise DubbingError(
+            f"{path}: not a valid script after editing: {key}: {err['msg'][:200]} (got {quoted(err.get('input'))})"
+        ) from None
+    for i, line in enumerate(script.lines):
+        for key, value in (("start", line.start), ("end", line.end)):
+            if not math.isfinite(value) or value < 0:
+                raise DubbingError(f"{path}: lines[{i}].{key} is {value}: a time in seconds from the start (>= 0)")
+        if line.end < line.start:
+            raise DubbingError(f"{path}: lines[{i}].end ({line.end}) is before its start ({line.start})")
     return script
 
 
@@ -536,7 +561,7 @@ def write_manifest(
 ) -> Manifest:
     manifest = Manifest(
         failed=dict(failed or {}),
-        source=str(video),
+        source=str(Path(video).absolute()),  # `dub eval` and the review page find it from any folder
         source_language=transcript.language,
         duration_s=info.duration_s,
         speakers=transcript.speakers,
@@ -557,8 +582,8 @@ def evaluate_run(out: Path, settings: Settings) -> Manifest:
     manifest_path = manifest_of(out)
     if not manifest_path.exists():
         raise DubbingError(f"{manifest_path} not found: give the output folder of a finished `dub run`")
-    manifest = Manifest.model_validate_json(manifest_path.read_text())
-    layout = layout_for(Path(manifest.source), Path(out))
+    manifest = read_manifest(manifest_path)
+    layout = layout_for(manifest.source_path(Path(out)), Path(out))
     for lang, outputs in manifest.outputs.items():
         for what in ("script", "voice", "audio"):
             if not (layout.out / getattr(outputs, what)).exists():
@@ -568,9 +593,107 @@ def evaluate_run(out: Path, settings: Settings) -> Manifest:
     return manifest
 
 
+def read_manifest(path: Path) -> Manifest:
+    """A manifest.json to work from (`dub eval`), refused in one line when it is not one or when it was edited to
+    point outside its folder: every path it names for reading or writing must stay inside (absolute paths, '..' and
+    symbolic links leading out are refused), and its language codes must be codes, since they name folders."""
+    from dubbing.errors import quoted, read_user_text
+
+    try:
+        manifest = Manifest.model_validate_json(read_user_text(path, "manifest"))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "the top level"
+        raise DubbingError(f"{path}: not a run's manifest: {key}: {err['msg'][:200]}") from None
+    out = path.parent
+    named = [("transcript", manifest.transcript)] + ([("review", manifest.review)] if manifest.review else [])
+    for lang, outputs in manifest.outputs.items():
+        if not LANGUAGE_CODE.fullmatch(lang):
+            raise DubbingError(f"{path}: outputs: {quoted(lang)} is not a language code; was the manifest edited?")
+        named += [(f"outputs.{lang}.{key}", value) for key, value in outputs.model_dump().items() if value]
+    for key in manifest.failed:
+        if not LANGUAGE_CODE.fullmatch(key):
+            raise DubbingError(f"{path}: failed: {quoted(key)} is not a language code; was the manifest edited?")
+    real_out = out.resolve()
+    for key, value in named:
+        relative = Path(value)
+        if relative.is_absolute() or ".." in relative.parts or not (out / relative).resolve().is_relative_to(real_out):
+            raise DubbingError(
+                f"{path}: {key} is {quoted(value)}, outside {out} (a manifest's paths stay inside its folder); "
+                "was the manifest edited? re-run `dub run`"
+            )
+    return manifest
+
+
+LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+
+
 def language_problems(cfg: LanguageConfig) -> list[str]:
     """What a language's record lacks for a run, and what its stages refuse in it (each problem names its key)."""
-    return check_language(cfg) + tts.check(cfg) + translate.check(cfg.translate)
+    return check_language(cfg) + tts.check(cfg) + translate.check(cfg.translate) + voice_problems(cfg)
+
+
+def voice_problems(cfg: LanguageConfig) -> list[str]:
+    """Voices the record names (`tts.voice`, `tts.voices`) that its TTS backend does not have: found before a run,
+    not at its first spoken line a minute in. Kokoro's bank and espeak-ng's voices are listed; other backends'
+    names are left to them."""
+    named = [("tts.voice", cfg.tts.voice)] if cfg.tts.voice else []
+    named += [(f"tts.voices.{speaker}", spec) for speaker, spec in cfg.tts.voices.items()]
+    if not named or cfg.tts.backend not in ("kokoro", "espeak"):
+        return []
+    known = _voice_names(cfg.tts.backend)
+    if known is None:
+        return []
+    problems = []
+    for key, spec in named:
+        words = spec.strip().split()
+        name = words[0].removeprefix(f"{cfg.tts.backend}:") if words else ""
+        if cfg.tts.backend == "kokoro":
+            try:
+                parts = [part for part, _ in tts.parse_blend(name)] if name else [""]
+            except DubbingError as exc:
+                problems.append(f"{key}: {exc}")
+                continue
+        else:  # espeak-ng: a voice or language, optionally with a variant: es+klatt
+            base, _, variant = name.partition("+")
+            parts = [base] + ([f"+{variant}"] if variant else [])
+        unknown = [part for part in parts if part.lower() not in known]
+        if unknown:
+            listed = (
+                f"it has {', '.join(sorted(known)[:5])}, … ({len(known)} voices)"
+                if cfg.tts.backend == "kokoro"
+                else "`espeak-ng --voices` and `espeak-ng --voices=variant` list them"
+            )
+            problems.append(f"{key}: {cfg.tts.backend} has no voice {unknown[0]!r} (in {spec!r}); {listed}")
+    return problems
+
+
+@functools.cache
+def _voice_names(backend: str) -> frozenset[str] | None:
+    """Every voice name `backend` accepts, lower-cased (espeak-ng's variants with a leading '+'); None when they
+    cannot be listed here (the voice pack or the binary is missing: reported by their own checks)."""
+    import shutil
+    import subprocess
+
+    if backend == "kokoro":
+        import numpy as np
+
+        try:
+            with np.load(tts.kokoro_voices_path()) as pack:
+                return frozenset(name.lower() for name in pack.files)
+        except (DubbingError, OSError, ValueError):
+            return None
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        return None
+    names: set[str] = set()
+    for selector, prefix in (("", ""), ("=mb", ""), ("=variant", "+")):
+        rows = subprocess.run([espeak, f"--voices{selector}"], capture_output=True, text=True).stdout.splitlines()
+        for row in rows[1:]:
+            cols = row.split()
+            if len(cols) > 4:
+                names |= {prefix + cols[4].split("/")[-1].lower()} | ({cols[1].lower()} if not prefix else set())
+    return frozenset(names)
 
 
 def settings_problems(settings: Settings, languages: list[str]) -> list[str]:
@@ -593,6 +716,7 @@ def settings_problems(settings: Settings, languages: list[str]) -> list[str]:
     problems += backends.config_problems(
         asr.BACKENDS, settings.qa.asr_backend, "ASR", {}, backend_key="qa.asr_backend", options_key="qa"
     )
+    problems += model_problems(settings)
     unknown = [lang for lang in languages if lang not in settings.languages]
     if unknown:
         codes = ", ".join(map(repr, unknown))
@@ -603,6 +727,33 @@ def settings_problems(settings: Settings, languages: list[str]) -> list[str]:
     for lang in languages:
         if lang in settings.languages:
             problems += [f"{lang}: {p}" for p in language_problems(settings.languages[lang])]
+    return problems
+
+
+def model_problems(settings: Settings) -> list[str]:
+    """Models a run would miss, found before it starts: an ASR model (faster-whisper's, the run's and QA's) that is
+    neither a folder nor a model `dub models` lists, or a hub model that is not cached; and any backend option
+    `..._path` naming a file that is not there (lipsync.options.model_path: a Wav2Lip export)."""
+    s, problems = settings, []
+    ears = [("asr.model", s.asr.backend, s.asr.model)]
+    if s.qa.enabled and s.qa.back_transcribe:
+        ears.append(("qa.asr_model", s.qa.asr_backend, s.qa.asr_model))
+    for key, backend, model in ears:
+        if backend != "faster-whisper" or Path(model).exists():
+            continue
+        if model not in models.REGISTRY:
+            problems.append(f"{key}: {model!r} is neither a folder nor a model `dub models` lists")
+        elif isinstance(models.REGISTRY[model].source, models.HubSource):
+            status = models.check(model)
+            if status.state == "missing":
+                problems.append(f"{key}: model {model}: {status.message}")
+    sections = [("asr.options", s.asr.options), ("diarize.options", s.diarize.options)]
+    sections += [("separate.options", s.separate.options)]
+    sections += [("lipsync.options", s.lipsync.options)] if s.lipsync.enabled else []
+    for key, options in sections:
+        for name, value in options.items():
+            if name.endswith("_path") and isinstance(value, str | Path) and value and not Path(value).exists():
+                problems.append(f"{key}.{name}: {value} not found")
     return problems
 
 

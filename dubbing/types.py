@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
 
 ANALYSIS_RATE = 16_000  # what ASR, VAD and speaker models read
@@ -190,6 +192,15 @@ class Manifest(BaseModel):
     outputs: dict[str, LanguageOutputs] = Field(default_factory=dict)
     failed: dict[str, str] = Field(default_factory=dict)  # a language that did not finish -> why
     review: str | None = None  # report.html: the review page of every language (pipeline.review_page)
+
+    def source_path(self, out: Path) -> Path:
+        """The source video, from any folder: manifests store it absolute; an older one holds it relative to where
+        its run started, tried from here and then from the manifest's folder `out`."""
+        source = Path(self.source)
+        if source.is_absolute() or source.exists():
+            return source
+        beside = Path(out) / source
+        return beside if beside.exists() else source
 
 
 class InputCheck(BaseModel):

@@ -25,9 +25,10 @@ def dub(*args: str, cwd: Path | None = None, **extra: str) -> subprocess.Complet
     return subprocess.run([*DUB, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    """Exit code 2, no traceback, and the error in one line at the end (progress shown before it may stay)."""
-    assert proc.returncode == 2, proc.stderr
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str, code: int = 2) -> None:
+    """Exit code 2 (3: part of the work failed, the rest was kept), no traceback, and the error in one line at the
+    end (progress shown before it may stay)."""
+    assert proc.returncode == code, proc.stderr
     lines = proc.stderr.strip().splitlines()
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr

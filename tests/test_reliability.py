@@ -245,9 +245,25 @@ def test_a_failed_language_keeps_the_finished_ones(clip, tmp_path):
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
-    assert_one_line_error(proc, "pt failed", "HTTP 401", "es done")
+    assert_one_line_error(proc, "pt failed", "HTTP 401", "es done", code=3)
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["outputs"]) == ["es"] and "HTTP 401" in manifest["failed"]["pt"]
     assert all((out / manifest["outputs"]["es"][key]).exists() for key in ("audio", "srt", "report"))
     page = (out / manifest["review"]).read_text()
     assert "pt failed" in page and 'data-lang="es"' in page
+
+
+def test_a_batch_with_a_failed_video_exits_3_and_prints_names_literally(clip, tmp_path):
+    """One video of a batch is broken: the other, named with Rich markup, is dubbed into a folder named with more
+    and shown as typed in the summary table; the error line names the broken one and the exit code is 3."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "talk [draft] [bold].mp4").symlink_to(clip)
+    (folder / "broken.mp4").write_text("not a video\n")
+    config = tmp_path / "quick.yaml"
+    config.write_text(json.dumps({"lipsync": {"enabled": False}, "qa": {"enabled": False}}))
+    out = tmp_path / "res[/b]"
+    proc = run_dub("batch", str(folder), "-l", "es", "-o", str(out), "--config", str(config))
+    assert_one_line_error(proc, "1 of 2 videos failed", "broken.mp4", code=3)
+    assert "[draft]" in proc.stdout and "[bold].mp4" in proc.stdout, proc.stdout  # words a table cell may wrap at
+    assert (out / "talk [draft] [bold]" / "manifest.json").exists()
