@@ -11,7 +11,7 @@ import soundfile as sf
 
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
-from dubbing.tools import ffmpeg_audio_args, ffmpeg_input, ffprobe, require_tool, run
+from dubbing.tools import display_size, ffmpeg_audio_args, ffmpeg_input, ffprobe, require_tool, run
 from dubbing.types import ANALYSIS_RATE, MIX_RATE, MediaInfo
 
 
@@ -31,6 +31,7 @@ def probe(path: Path) -> MediaInfo:
     if duration <= 0:
         raise DubbingError(f"media has no duration (truncated or corrupt?): {path}")
     fps = None
+    width, height = display_size(video) if video is not None else (None, None)  # a phone video's, upright
     if video is not None:
         rate = video.get("avg_frame_rate") or video.get("r_frame_rate") or "0/1"
         fps = float(Fraction(rate)) if rate not in ("0/0", "") else None
@@ -39,8 +40,8 @@ def probe(path: Path) -> MediaInfo:
         duration_s=duration,
         has_video=video is not None,
         has_audio=audio is not None,
-        width=video.get("width") if video else None,
-        height=video.get("height") if video else None,
+        width=width,
+        height=height,
         fps=fps,
         video_codec=video.get("codec_name") if video else None,
         pix_fmt=video.get("pix_fmt") if video else None,

@@ -84,3 +84,17 @@ def ffprobe(path: Path) -> tuple[dict, dict | None, dict | None]:
     )
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     return data.get("format", {}), video, audio
+
+
+def display_size(video: dict) -> tuple[int, int]:
+    """The size a picture stream is shown (and decoded, ffmpeg rotating it) at: the stored size, turned for a phone
+    video's quarter-turn rotation (display matrix side data, or the older `rotate` tag)."""
+    width, height = int(video["width"]), int(video["height"])
+    rotation = next((s.get("rotation") for s in video.get("side_data_list", []) if "rotation" in s), None)
+    if rotation is None:
+        rotation = (video.get("tags") or {}).get("rotate")
+    try:
+        quarter = round(float(rotation or 0) / 90) % 2 == 1
+    except (TypeError, ValueError):
+        quarter = False
+    return (height, width) if quarter else (width, height)

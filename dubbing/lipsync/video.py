@@ -19,7 +19,7 @@ import numpy as np
 
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
-from dubbing.tools import ffmpeg_input, ffprobe, require_tool
+from dubbing.tools import display_size, ffmpeg_input, ffprobe, require_tool
 
 FORMATS = {  # container -> (ffmpeg muxer, video codec args, audio codec args)
     "mp4": ("mp4", ["-c:v", "libx264"], ["-c:a", "aac", "-b:a", "192k"]),
@@ -68,9 +68,10 @@ def probe_video(path: Path) -> VideoStream:
     duration = float(video.get("duration") or fmt.get("duration") or 0.0)
     frames = int(round(duration * fps)) or int(video.get("nb_frames") or 0)
     colors = {k: video[k] for k in COLOR_TAGS if video.get(k) not in (None, "unknown", "reserved")}
+    width, height = display_size(video)  # ffmpeg decodes a rotated phone video upright, at this size
     return VideoStream(
-        width=int(video["width"]),
-        height=int(video["height"]),
+        width=width,
+        height=height,
         fps=fps,
         frames=frames,
         pix_fmt=video.get("pix_fmt") or "yuv420p",
