@@ -244,8 +244,15 @@ class _PrefectAPI:
         command = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent)]
         command += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
         command += ["--log-level", "error", "--lifespan", "on"]
+        # A session of its own: Ctrl-C at the terminal (SIGINT to the whole process group) reaches only `dub`,
+        # which then stops the server itself; a server that died first left the run's API calls failing for minutes.
         self.proc = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_end_with_parent
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_end_with_parent,
+            start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{port}/api"
         os.environ["PREFECT_API_URL"] = self.url
@@ -1050,14 +1057,15 @@ def main() -> None:
     command = _command_of(sys.argv[1:])
     if command in LONG_COMMANDS:
         _status.show("starting")
+    signal.signal(signal.SIGINT, _interrupted)  # before any child starts: none outlives an interrupted dub
+    signal.signal(signal.SIGTERM, _interrupted)
     _quiet_environment()
     if command in LONG_COMMANDS:
         _native.start(command)
+    atexit.register(_end_children)  # a crash too; registered first, so it runs after the API's own stop
     if command in FLOW_COMMANDS and not _api_configured():
         _api.start()
     protect_logs()
-    signal.signal(signal.SIGINT, _interrupted)
-    signal.signal(signal.SIGTERM, _interrupted)
     try:
         app()  # standalone: usage errors print their usage line and exit 2
     except DubbingError as exc:
@@ -1076,6 +1084,7 @@ def _interrupted(signum: int, _frame: object) -> None:
     still running in their threads are cut off, as a power cut would (what the resume tests check)."""
     _interrupting.set()  # the steps still running in their threads print nothing more
     _api.stop()
+    _end_children()
     _status.clear()
     err_console.show_cursor(True)
     err_console.print(
@@ -1088,6 +1097,22 @@ def _interrupted(signum: int, _frame: object) -> None:
 
 
 _interrupting = threading.Event()
+
+
+def _end_children() -> None:
+    """SIGKILL the programs the steps still run (ffmpeg, espeak-ng, apertium): an ffmpeg writing a file would
+    otherwise work on after `dub` ended. Linux (/proc); elsewhere they end when their pipes close."""
+    me = str(os.getpid())
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = entry.read_text().rsplit(")", 1)[1].split()[1]  # the field after the state
+        except (OSError, IndexError):
+            continue
+        if parent == me:
+            try:
+                os.kill(int(entry.parent.name), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 # Out of space, quota, read-only or forbidden output: the user can fix these, so no traceback.

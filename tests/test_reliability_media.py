@@ -3,11 +3,22 @@ a picture shorter than its audio, the audio track to dub, a full disk while enco
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
+from pathlib import Path
 
-from tests.conftest import ROOT
+import cv2
+import numpy as np
+import pytest
+
+from dubbing.tools import display_size, ffprobe
+from tests.conftest import ROOT, make_speech, media_file
+from tests.test_cli import dub
 
 TWO_THREADS = textwrap.dedent(
     """
@@ -37,3 +48,135 @@ def test_bergamot_translator_survives_the_thread_that_made_it():
     said = eval(proc.stdout)  # noqa: S307 - our own repr
     assert len(said) == 3 and said[0][0] and said[1][0] == said[2][0] == said[0][0]
     assert said[1][1] == "" and said[1][2]
+
+
+def tagged_processes(tag: str) -> dict[int, str]:
+    """The processes whose environment carries `tag` (pid: command line): a run's `dub` and everything it
+    started, however deep."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and f"DUB_TEST_TAG={tag}".encode() in (entry / "environ").read_bytes():
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found[int(entry.name)] = command[:160]
+        except OSError:  # ended meanwhile, or not ours to read
+            pass
+    return found
+
+
+def children_named(tag: str, name: str) -> bool:
+    return any(Path(line.split(" ", 1)[0]).name == name for line in tagged_processes(tag).values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds a run's processes through /proc")
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT", "Ctrl-C", "crash"])
+def test_no_process_outlives_dub_however_it_ends(how, tmp_path):
+    """`dub run` stopped while its steps run ffmpeg, each way it can end: killed, terminated, interrupted, Ctrl-C
+    at the terminal (SIGINT to its whole process group) or crashed (SIGSEGV): nothing it started (Prefect's API
+    server, ffmpeg) runs on, and a stop it can handle is the one line, never a traceback."""
+    video = media_file("vrt_face1.mp4")
+    tag = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the run starts its own API server
+    env |= {"HF_HUB_OFFLINE": "1", "DUB_TEST_TAG": tag, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "out"
+    with open(tmp_path / "dub.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dubbing.cli", "run", str(video), "-l", "es", "-o", str(out)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own, as a shell gives a command
+        )
+    try:
+        lock = out / ".dub.lock"
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:  # the flow runs and a step runs ffmpeg
+            if lock.exists() and lock.read_text().startswith("pid") and children_named(tag, "ffmpeg"):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, (tmp_path / "dub.log").read_text()[-2000:]
+        assert any("uvicorn" in line for line in tagged_processes(tag).values())  # the run's own API server is up
+        if how == "Ctrl-C":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, {"crash": signal.SIGSEGV}.get(how) or signal.Signals[how])
+        code = proc.wait(timeout=120)
+        deadline = time.monotonic() + 20
+        while tagged_processes(tag) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert tagged_processes(tag) == {}
+    finally:
+        proc.kill()
+        for pid in tagged_processes(tag):  # what a failed check left: never for the next test
+            os.kill(pid, signal.SIGKILL)
+    said = (tmp_path / "dub.log").read_text()
+    if how in ("SIGKILL", "crash"):
+        assert code == -{"SIGKILL": 9, "crash": 11}[how]
+    else:
+        name = "SIGTERM" if how == "SIGTERM" else "SIGINT"
+        assert code == 128 + signal.Signals[name], said[-2000:]
+        assert "Traceback" not in said and said.strip().splitlines()[-1].startswith(f"interrupted ({name})"), said
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-y", "-v", "error", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def phone_video(tmp_path_factory) -> tuple[Path, Path]:
+    """A portrait face clip (270x350) and the same clip as a phone stores it: sideways (350x270) with a rotation
+    of 90 degrees in its metadata, which players (and ffmpeg's decoder) apply."""
+    folder = tmp_path_factory.mktemp("phone")
+    upright, sideways, phone = folder / "upright.mp4", folder / "sideways.mp4", folder / "phone.mp4"
+    source = str(media_file("vrt_face1.mp4"))
+    ffmpeg("-i", source, "-t", "1.5", "-vf", "crop=540:700,scale=270:350", "-pix_fmt", "yuv420p", str(upright))
+    ffmpeg("-i", str(upright), "-vf", "transpose=clock", "-c:a", "copy", "-pix_fmt", "yuv420p", str(sideways))
+    ffmpeg("-i", str(sideways), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(phone))
+    return upright, phone
+
+
+def test_a_rotated_phone_video_is_probed_and_read_upright(phone_video):
+    from dubbing import media
+    from dubbing.lipsync.video import probe_video, read_frames, read_frames_at
+
+    upright, phone = phone_video
+    assert (media.probe(phone).width, media.probe(phone).height) == (270, 350)
+    stream = probe_video(phone)
+    assert (stream.width, stream.height) == (270, 350)
+    expected = next(read_frames(upright, probe_video(upright))).astype(int)
+    assert np.abs(next(read_frames(phone, stream)) - expected).mean() < 4  # the same picture, not a scramble
+    assert np.abs(read_frames_at(phone, stream, [0])[0] - expected).mean() < 4
+
+
+def test_lipsync_on_a_rotated_phone_video_tracks_the_face_and_writes_it_upright(phone_video, tmp_path):
+    _, phone = phone_video
+    speech = make_speech(tmp_path / "s.wav", "good morning")
+    out = tmp_path / "out.mp4"
+    proc = dub("lipsync", str(phone), str(speech), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "no face found" not in proc.stderr and "a face animated in 0" not in proc.stdout
+    _, video, _ = ffprobe(out)
+    assert (video["width"], video["height"]) == (270, 350) and display_size(video) == (270, 350)
+
+
+def test_an_odd_sized_10_bit_video_is_written_8_bit_4_2_0_with_every_pixel_kept(tmp_path):
+    """641x359 in 10 bits (4:4:4, as H.264 has no odd 4:2:0 size): written 642x360, the picture whole and its last
+    column and row repeated, in 8-bit 4:2:0 H.264 'High', which browsers play; never 640x358, never High 10."""
+    from dubbing.lipsync.video import FrameWriter, probe_video, read_frames
+
+    source = tmp_path / "odd10.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=641x359:rate=25:d=0.4", "-c:v", "libx264", "-pix_fmt", "yuv444p10le",
+           "-crf", "0", str(source))  # fmt: skip
+    stream = probe_video(source)
+    assert (stream.width, stream.height, stream.pix_fmt) == (641, 359, "yuv444p10le")
+    out = tmp_path / "out.mp4"
+    frames = list(read_frames(source, stream))
+    with FrameWriter(out, stream) as writer:
+        for frame in frames:
+            writer.write(frame)
+    _, video, _ = ffprobe(out)
+    assert (video["width"], video["height"], video["pix_fmt"], video["profile"]) == (642, 360, "yuv420p", "High")
+    luma = cv2.cvtColor(next(read_frames(out, probe_video(out))), cv2.COLOR_BGR2GRAY).astype(int)
+    assert np.abs(luma[:359, :641] - cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)).mean() < 2  # in place, unscaled
+    assert np.abs(luma[:, 641] - luma[:, 640]).mean() < 2 and np.abs(luma[359] - luma[358]).mean() < 2

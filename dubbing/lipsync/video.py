@@ -6,6 +6,7 @@ to a requested resolution and write mp4, mov, mkv or webm.
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ import numpy as np
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
 from dubbing.tools import display_size, ffmpeg_input, ffprobe, require_tool
+
+log = logging.getLogger(__name__)
 
 FORMATS = {  # container -> (ffmpeg muxer, video codec args, audio codec args)
     "mp4": ("mp4", ["-c:v", "libx264"], ["-c:a", "aac", "-b:a", "192k"]),
@@ -231,11 +234,20 @@ class FrameWriter:
         self.yuv = yuv  # frames come as I420 planes (see read_frames)
         self.stream = stream
         self.fmt = check_format(fmt)
+        # Always 8-bit 4:2:0, what every browser and player decodes (a 10-bit or 4:4:4 source would otherwise give
+        # High 10 or High 4:4:4 H.264). 4:2:0 needs even sizes: an odd native size gets one more row or column,
+        # a copy of the edge (641x359 is written 642x360), so no pixel of the picture is lost or resampled.
+        self.pix_fmt = "yuv420p"
         size = parse_resolution(resolution, stream.width, stream.height)
-        self.pix_fmt = (
-            stream.pix_fmt if stream.pix_fmt in ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le") else "yuv420p"
-        )
-        self.size = size if self.pix_fmt == "yuv444p" else (_even(size[0]), _even(size[1]))  # chroma subsampling
+        self.size = (size[0] + size[0] % 2, size[1] + size[1] % 2)
+        if self.size != size:
+            log.warning(
+                "%dx%d is odd; %s is written %dx%d (the edge pixel repeated), as 8-bit 4:2:0 video needs even sizes",
+                *size,
+                self.out.name,
+                *self.size,
+            )
+        self.scaled = size  # before the odd size's extra row or column
         self.audio = audio
         self.audio_offset_s = audio_offset_s
         self.crf = crf
@@ -267,8 +279,14 @@ class FrameWriter:
             cmd += ["-i", ffmpeg_input(self.audio), "-map", "0:v:0", "-map", "1:a:0", *acodec]
             if self.audio_offset_s > 0:
                 cmd += ["-af", f"adelay={int(round(self.audio_offset_s * 1000))}:all=1"]
-        if self.size != (s.width, s.height):
-            cmd += ["-vf", f"scale={self.size[0]}:{self.size[1]}:flags=lanczos"]
+        wanted = self.scaled
+        grown = (self.size[0] - wanted[0], self.size[1] - wanted[1])  # one row or column for an odd size
+        filters = [] if wanted == (s.width, s.height) else [f"scale={wanted[0]}:{wanted[1]}:flags=lanczos"]
+        if any(grown):
+            filters += [f"pad={self.size[0]}:{self.size[1]}:0:0", f"fillborders=right={grown[0]}:bottom={grown[1]}"]
+            filters[-1] += ":mode=smear"
+        if filters:
+            cmd += ["-vf", ",".join(filters)]
         cmd += vcodec
         if vcodec[1] == "libx264":
             cmd += ["-preset", self.preset, "-crf", str(self.crf)]
