@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,9 +25,24 @@ def run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
     """Run without a shell; a failure becomes one line naming what was being done."""
     proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise DubbingError(f"{what} failed: {last}")
+        raise DubbingError(f"{what} failed: {failure_reason(proc.stderr)}")
     return proc
+
+
+_STRERRORS = {os.strerror(code) for code in errno.errorcode}
+_NOT_A_REASON = ("Last message repeated", "Conversion failed!")
+
+
+def failure_reason(stderr: str) -> str:
+    """The line of a program's messages that says why it failed: the last one that is not ffmpeg's "Last message
+    repeated" or "Conversion failed!", and of a system error only the error ("Error closing file /x/.a.tmp.mp4: No
+    space left on device" -> "No space left on device"), which is what the user acts on."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(_NOT_A_REASON)] or lines
+    if not reasons:
+        return "no message"
+    tail = reasons[-1].rsplit(": ", 1)[-1]
+    return tail if tail in _STRERRORS else reasons[-1]
 
 
 def ffmpeg_input(path: Path) -> str:
@@ -53,7 +70,7 @@ def decode_audio(path: Path, rate: int) -> np.ndarray:
         reason = proc.stderr.decode(errors="replace").strip()
         if "matches no streams" in reason:
             raise DubbingError(f"no audio stream in {path}")
-        raise DubbingError(f"cannot decode audio from {path}: {(reason.splitlines() or ['no message'])[-1]}")
+        raise DubbingError(f"cannot decode audio from {path}: {failure_reason(reason)}")
     return np.frombuffer(proc.stdout, np.float32).copy()
 
 

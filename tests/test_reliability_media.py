@@ -10,12 +10,14 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from dubbing.errors import DubbingError
 from dubbing.tools import display_size, ffprobe
 from tests.conftest import ROOT, make_speech, media_file
 from tests.test_cli import dub
@@ -180,3 +182,31 @@ def test_an_odd_sized_10_bit_video_is_written_8_bit_4_2_0_with_every_pixel_kept(
     luma = cv2.cvtColor(next(read_frames(out, probe_video(out))), cv2.COLOR_BGR2GRAY).astype(int)
     assert np.abs(luma[:359, :641] - cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)).mean() < 2  # in place, unscaled
     assert np.abs(luma[:, 641] - luma[:, 640]).mean() < 2 and np.abs(luma[359] - luma[358]).mean() < 2
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 300 kB file system (tmpfs), where a picture being encoded runs out of space."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_while_encoding_says_no_space_left(small_disk):
+    from dubbing import media
+    from dubbing.lipsync.video import FrameWriter, probe_video, read_frames
+
+    video = media_file("vrt_face1.mp4")
+    stream = probe_video(video)
+    with pytest.raises(DubbingError, match=r"picture\.mp4: No space left on device$"):  # noqa: PT012
+        with FrameWriter(small_disk / "picture.mp4", stream, crf=0) as writer:
+            for frame in read_frames(video, stream):
+                writer.write(frame)
+    with pytest.raises(DubbingError, match=r"failed: No space left on device$"):
+        media.extract_mix_audio(video, small_disk / "mix.wav")
+    assert list(small_disk.iterdir()) == []  # nothing half-written left, no log beside it

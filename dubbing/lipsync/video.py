@@ -9,18 +9,21 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import cv2
 import numpy as np
 
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
-from dubbing.tools import display_size, ffmpeg_input, ffprobe, require_tool
+from dubbing.tools import display_size, failure_reason, ffmpeg_input, ffprobe, require_tool
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +141,7 @@ def read_frames_at(path: Path, stream: VideoStream, indices: list[int]) -> dict[
     proc = subprocess.run(cmd, capture_output=True)
     size = stream.width * stream.height * 3
     if proc.returncode != 0:
-        raise DubbingError(f"reading frames of {path} failed: {proc.stderr.decode(errors='replace').strip()[-200:]}")
+        raise DubbingError(f"reading frames of {path} failed: {failure_reason(proc.stderr.decode(errors='replace'))}")
     count = len(proc.stdout) // size
     frames = np.frombuffer(proc.stdout[: count * size], np.uint8).reshape(count, stream.height, stream.width, 3)
     return {i: frames[k] for k, i in enumerate(wanted[:count])}
@@ -303,23 +306,31 @@ class FrameWriter:
 
     def __enter__(self) -> FrameWriter:
         tmp = self._atomic.__enter__()
-        self._stderr = tmp.with_suffix(".log")
-        self._log = open(self._stderr, "wb")  # noqa: SIM115 - closed in __exit__
-        self._proc = subprocess.Popen(self._command(tmp), stdin=subprocess.PIPE, stderr=self._log)
+        # ffmpeg's messages are kept in memory, never in a file beside the output: on a full disk that file
+        # stays empty ("no message" where ffmpeg said "No space left on device"), and a killed run left it behind.
+        self._proc = subprocess.Popen(self._command(tmp), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._messages: deque[str] = deque(maxlen=50)
+        self._reader = threading.Thread(target=self._read_messages, args=(self._proc.stderr,), daemon=True)
+        self._reader.start()
         return self
+
+    def _read_messages(self, pipe: IO[bytes]) -> None:
+        for line in pipe:
+            self._messages.append(line.decode(errors="replace"))
 
     def write(self, frame: np.ndarray) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         try:
             self._proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
         except BrokenPipeError:
+            self._proc.wait()
             raise DubbingError(f"ffmpeg stopped while writing {self.out}: {self._error()}") from None
         self.frames += 1
 
     def _error(self) -> str:
-        self._log.flush()
-        lines = self._stderr.read_text(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no message"
+        """Why ffmpeg failed, once it has ended and its messages are all read."""
+        self._reader.join(timeout=10)
+        return failure_reason("".join(self._messages))
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -329,8 +340,6 @@ class FrameWriter:
             pass
         code = self._proc.wait()
         message = self._error()
-        self._log.close()
-        self._stderr.unlink(missing_ok=True)
         if exc_type is None and (code != 0 or self.frames == 0):
             err = DubbingError(f"encoding {self.out} failed: {message if code else 'no frames'}")
             self._atomic.__exit__(DubbingError, err, None)
