@@ -372,6 +372,11 @@ def _split_languages(value: str) -> list[str]:
     return list(dict.fromkeys(langs))
 
 
+AUDIO_TRACK = typer.Option(
+    "--audio-track", min=1, help="The audio track the speech is on, from 1 (default: the first; of --audio if given)."
+)
+
+
 @app.command()
 def run(
     video: Annotated[Path, typer.Argument(help="The video to dub.")],
@@ -389,6 +394,7 @@ def run(
         str | None, typer.Option(help="The language spoken in VIDEO, e.g. en (default: detect).")
     ] = None,
     speakers: Annotated[int | None, typer.Option(min=1, help="How many people speak (default: estimate).")] = None,
+    audio_track: Annotated[int | None, AUDIO_TRACK] = None,
 ) -> None:
     """Dub VIDEO into each language: video, audio, subtitles, script and report per language.
 
@@ -403,7 +409,7 @@ def run(
         from dubbing import asr
 
         source_language = asr.check_language(source_language)
-    steps.probe_source(video, audio)
+    steps.probe_source(video, audio, audio_track)
     _native.write_to(out / LOG_NAME)
 
     _status.show("loading the pipeline")
@@ -422,6 +428,7 @@ def run(
                 audio=audio,
                 source_language=source_language,
                 speakers=speakers,
+                audio_track=audio_track,
             )
     except LanguagesFailed:
         from dubbing.layout import manifest_of
@@ -730,6 +737,7 @@ def transcribe_command(
     ] = False,
     preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+    audio_track: Annotated[int | None, AUDIO_TRACK] = None,
 ) -> None:
     """Transcribe MEDIA with speakers and word timings: OUT/source/transcript.json, .srt and .vtt."""
     _native.write_to(out / LOG_NAME)
@@ -742,9 +750,12 @@ def transcribe_command(
     settings.asr.language = language or settings.asr.language
     settings.diarize.speakers = speakers or settings.diarize.speakers
     info = media.probe(media_path)
+    if audio_track is not None:
+        media.check_audio_track(media_path, audio_track)
     layout = layout_for(media_path, out)
     # No separation here: speaker profiles are cut from the analysis audio.
     context: steps.Context = {"video": media_path, "audio": None, "settings": settings, "layout": layout}
+    context["audio_track"] = audio_track
     context["separated"] = None
     for name in ["extract-audio", "transcribe", "source-subtitles"] + (["speaker-profiles"] if profiles else []):
         context |= steps.run(steps.get_step(name), context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,25 +52,72 @@ def probe(path: Path) -> MediaInfo:
     )
 
 
-def extract_audio(path: Path, out: Path, *, rate: int, mono: bool) -> Path:
-    """Decode the first audio stream to a WAV at `rate` (float32 for analysis, 16-bit stereo for mixing)."""
+def extract_audio(path: Path, out: Path, *, rate: int, mono: bool, track: int = 1) -> Path:
+    """Decode audio stream `track` (from 1) to a WAV at `rate` (float32 for analysis, 16-bit stereo for mixing)."""
     codec = ["-c:a", "pcm_f32le"] if mono else ["-c:a", "pcm_s16le"]
     with atomic_path(out) as tmp:
         run(
-            [*ffmpeg_audio_args(path, rate, channels=1 if mono else 2), *codec, "-f", "wav", str(tmp)],
+            [*ffmpeg_audio_args(path, rate, channels=1 if mono else 2, track=track), *codec, "-f", "wav", str(tmp)],
             f"extracting audio from {path}",
         )
     return Path(out)
 
 
-def extract_analysis_audio(path: Path, out: Path) -> Path:
+def extract_analysis_audio(path: Path, out: Path, track: int = 1) -> Path:
     """16 kHz mono: what ASR, VAD and speaker models read."""
-    return extract_audio(path, out, rate=ANALYSIS_RATE, mono=True)
+    return extract_audio(path, out, rate=ANALYSIS_RATE, mono=True, track=track)
 
 
-def extract_mix_audio(path: Path, out: Path) -> Path:
+def extract_mix_audio(path: Path, out: Path, track: int = 1) -> Path:
     """48 kHz stereo: kept at full quality for separation and mixing."""
-    return extract_audio(path, out, rate=MIX_RATE, mono=False)
+    return extract_audio(path, out, rate=MIX_RATE, mono=False, track=track)
+
+
+def audio_tracks(path: Path) -> int:
+    """How many audio streams `path` has (an mkv may carry several languages or a commentary)."""
+    proc = run(
+        [require_tool("ffprobe", "ffmpeg"), "-v", "error", "-select_streams", "a", "-show_entries", "stream=index",
+         "-of", "csv=p=0", ffmpeg_input(path)],
+        f"reading the audio tracks of {path}",
+    )  # fmt: skip
+    return len(proc.stdout.split())
+
+
+def check_audio_track(path: Path, track: int) -> None:
+    """A track number the file has, or one line saying which it has."""
+    count = audio_tracks(path)
+    if not 1 <= track <= count:
+        raise DubbingError(
+            f"{path} has {count} audio track{'s' if count != 1 else ''}; --audio-track {track} is not one of them"
+            + (f" (choose 1 to {count})" if count > 1 else "")
+        )
+
+
+SILENT_DB = -60.0
+"""A track whose loudest moment is below this (dBFS) holds no sound worth dubbing (digital silence is -91)."""
+
+
+def audible_tracks(path: Path) -> list[int]:
+    """The audio tracks (from 1) with sound in them: each decoded once through ffmpeg's volumedetect, in bounded
+    memory. What the "no speech found" error reads to point at another track."""
+    found = []
+    for track in range(1, audio_tracks(path) + 1):
+        args = ffmpeg_audio_args(path, ANALYSIS_RATE, channels=1, track=track)
+        measure = [*args, "-v", "info", "-af", "volumedetect", "-f", "null", "-"]
+        proc = run(measure, f"measuring audio track {track} of {path}")
+        peaks = re.findall(r"max_volume: (-?[0-9.]+|-inf) dB", proc.stderr)
+        if peaks and peaks[-1] != "-inf" and float(peaks[-1]) > SILENT_DB:
+            found.append(track)
+    return found
+
+
+def other_track_hint(path: Path, track: int) -> str:
+    """For a track without speech: '; track 2 of 2 has audio: --audio-track 2' when another one has sound."""
+    others = [t for t in audible_tracks(path) if t != track]
+    if not others:
+        return ""
+    count = audio_tracks(path)
+    return f"; track {others[0]} of {count} has audio: --audio-track {others[0]}"
 
 
 def read_audio(path: Path, rate: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:

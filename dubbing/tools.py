@@ -50,22 +50,23 @@ def ffmpeg_input(path: Path) -> str:
     return "file:" + str(Path(path).absolute())
 
 
-def ffmpeg_audio_args(path: Path, rate: int, channels: int) -> list[str]:
-    """An ffmpeg command line reading the first audio stream of `path` as `channels` channels at `rate`; the
-    caller adds the output format and destination."""
+def ffmpeg_audio_args(path: Path, rate: int, channels: int, track: int = 1) -> list[str]:
+    """An ffmpeg command line reading audio stream number `track` (from 1, as `--audio-track` counts) of `path` as
+    `channels` channels at `rate`; the caller adds the output format and destination."""
     return [
         require_tool("ffmpeg", "ffmpeg"), "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(path),
-        "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(rate),
+        "-map", f"0:a:{track - 1}", "-vn", "-ac", str(channels), "-ar", str(rate),
     ]  # fmt: skip
 
 
-def decode_audio(path: Path, rate: int) -> np.ndarray:
-    """The first audio stream of any file ffmpeg reads, as mono float32 at `rate` (the one decoder for ASR, VAD,
-    speaker embeddings and the lipsync drive)."""
+def decode_audio(path: Path, rate: int, track: int = 1) -> np.ndarray:
+    """Audio stream `track` (the first by default) of any file ffmpeg reads, as mono float32 at `rate` (the one
+    decoder for ASR, VAD, speaker embeddings and the lipsync drive)."""
     path = Path(path)
     if not path.is_file():
         raise DubbingError(f"audio not found: {path}")
-    proc = subprocess.run([*ffmpeg_audio_args(path, rate, channels=1), "-f", "f32le", "pipe:1"], capture_output=True)
+    args = ffmpeg_audio_args(path, rate, channels=1, track=track)
+    proc = subprocess.run([*args, "-f", "f32le", "pipe:1"], capture_output=True)
     if proc.returncode != 0:
         reason = proc.stderr.decode(errors="replace").strip()
         if "matches no streams" in reason:

@@ -3,6 +3,7 @@ a picture shorter than its audio, the audio track to dub, a full disk while enco
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from dubbing.errors import DubbingError
 from dubbing.tools import display_size, ffprobe
 from tests.conftest import ROOT, make_speech, media_file
-from tests.test_cli import dub
+from tests.test_cli import assert_one_line_error, dub
 
 TWO_THREADS = textwrap.dedent(
     """
@@ -210,3 +211,25 @@ def test_a_full_disk_while_encoding_says_no_space_left(small_disk):
     with pytest.raises(DubbingError, match=r"failed: No space left on device$"):
         media.extract_mix_audio(video, small_disk / "mix.wav")
     assert list(small_disk.iterdir()) == []  # nothing half-written left, no log beside it
+
+
+@pytest.fixture(scope="module")
+def second_track_speech(tmp_path_factory) -> Path:
+    """An mkv whose first audio track is silent and whose second holds the speech (a commentary, a dub)."""
+    folder = tmp_path_factory.mktemp("tracks")
+    speech = make_speech(folder / "speech.wav", "Hello, my name is John. I like to eat apples in the morning.")
+    video = folder / "two tracks.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:d=4", "-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo",
+           "-i", str(speech), "-map", "0:v", "-map", "1:a", "-map", "2:a", "-t", "4", "-c:v", "libx264", "-pix_fmt",
+           "yuv420p", "-c:a", "aac", str(video))  # fmt: skip
+    return video
+
+
+def test_speech_on_the_second_audio_track_is_pointed_at_and_chosen(second_track_speech, tmp_path):
+    silent = dub("transcribe", str(second_track_speech), "-o", str(tmp_path / "first"))
+    assert_one_line_error(silent, "no speech found", "track 2 of 2 has audio: --audio-track 2")
+    chosen = dub("transcribe", str(second_track_speech), "-o", str(tmp_path / "second"), "--audio-track", "2")
+    assert chosen.returncode == 0, chosen.stderr
+    assert json.loads((tmp_path / "second" / "source" / "transcript.json").read_text())["utterances"]
+    missing = dub("run", str(second_track_speech), "-l", "es", "-o", str(tmp_path / "run"), "--audio-track", "3")
+    assert_one_line_error(missing, "has 2 audio tracks; --audio-track 3 is not one of them")
