@@ -793,6 +793,9 @@ def lipsync_command(
     _native.write_to(_cache_logs() / "lipsync.log")
     _status.show("tracking the face and rendering the mouth")
     from dubbing import lipsync
+    from dubbing.files import remove_temporaries_of
+
+    remove_temporaries_of(out)  # what a killed `dub lipsync` into the same file left
 
     options = {"model_path": model_path} if model_path else {}  # the renderer says if it takes none
     result = lipsync.lipsync_video(

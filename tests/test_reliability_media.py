@@ -233,3 +233,45 @@ def test_speech_on_the_second_audio_track_is_pointed_at_and_chosen(second_track_
     assert json.loads((tmp_path / "second" / "source" / "transcript.json").read_text())["utterances"]
     missing = dub("run", str(second_track_speech), "-l", "es", "-o", str(tmp_path / "run"), "--audio-track", "3")
     assert_one_line_error(missing, "has 2 audio tracks; --audio-track 3 is not one of them")
+
+
+@pytest.mark.slow
+def test_a_lipsync_killed_while_encoding_leaves_nothing_the_next_one_keeps(tmp_path):
+    """SIGKILL while `dub lipsync` writes its video: what it was writing is never under the final name, and the
+    next `dub lipsync` into the same file removes it (no log file beside it either)."""
+    video = tmp_path / "clip.mp4"
+    ffmpeg("-i", str(media_file("vrt_face1.mp4")), "-vf", "scale=320:320", str(video))
+    speech = make_speech(tmp_path / "s.wav", "good morning, and welcome to the show about apples")
+    out = tmp_path / "out" / "re-voiced.mp4"
+    out.parent.mkdir()
+    (out.parent / "mine.txt").write_text("the user's own file")
+    command = [sys.executable, "-m", "dubbing.cli", "lipsync", str(video), str(speech), "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    writing: list[Path] = []
+    while proc.poll() is None and not writing:
+        writing = [p for p in out.parent.iterdir() if p.name.endswith(".tmp.mp4") and p.stat().st_size > 0]
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert writing, "the lipsync ended before it was seen writing"
+    left = sorted(p.name for p in out.parent.iterdir())
+    assert not out.exists() and any(name.startswith(".re-voiced.") for name in left), left
+    again = dub("lipsync", str(video), str(speech), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mine.txt", "re-voiced.mp4"]
+
+
+def test_a_killed_runs_temporaries_in_language_folders_match_what_the_next_run_removes(tmp_path):
+    """The names `atomic_path` gives the run's files as they are written (a language's picture, its mouths) are
+    what `remove_temporaries`, run at each run's start, removes; the finished files stay."""
+    from dubbing.files import atomic_path, remove_temporaries
+    from dubbing.layout import layout_for
+
+    layout = layout_for(tmp_path / "talk.mp4", tmp_path / "out")
+    finals = [layout.picture("es"), layout.picture_mouths("es"), layout.transcript, layout.video("es")]
+    contexts = [atomic_path(final) for final in finals]
+    written = [context.__enter__() for context in contexts]  # as a killed run leaves them: never renamed
+    layout.video("pt").parent.mkdir(parents=True, exist_ok=True)
+    layout.video("pt").write_bytes(b"finished")
+    assert sorted(remove_temporaries(layout.out)) == sorted(written)
+    assert not [p for p in layout.out.rglob("*") if ".tmp" in p.name] and layout.video("pt").read_bytes()
