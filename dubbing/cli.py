@@ -755,7 +755,7 @@ def transcribe_command(
     layout = layout_for(media_path, out)
     # No separation here: speaker profiles are cut from the analysis audio.
     context: steps.Context = {"video": media_path, "audio": None, "settings": settings, "layout": layout}
-    context["audio_track"] = audio_track
+    context |= {"audio_track": audio_track, "info": info}
     context["separated"] = None
     for name in ["extract-audio", "transcribe", "source-subtitles"] + (["speaker-profiles"] if profiles else []):
         context |= steps.run(steps.get_step(name), context)

@@ -52,9 +52,14 @@ def probe(path: Path) -> MediaInfo:
     )
 
 
-def extract_audio(path: Path, out: Path, *, rate: int, mono: bool, track: int = 1) -> Path:
-    """Decode audio stream `track` (from 1) to a WAV at `rate` (float32 for analysis, 16-bit stereo for mixing)."""
+def extract_audio(
+    path: Path, out: Path, *, rate: int, mono: bool, track: int = 1, duration_s: float | None = None
+) -> Path:
+    """Decode audio stream `track` (from 1) to a WAV at `rate` (float32 for analysis, 16-bit stereo for mixing),
+    its first `duration_s` seconds when given."""
     codec = ["-c:a", "pcm_f32le"] if mono else ["-c:a", "pcm_s16le"]
+    if duration_s is not None:
+        codec += ["-t", f"{duration_s:.3f}"]
     with atomic_path(out) as tmp:
         run(
             [*ffmpeg_audio_args(path, rate, channels=1 if mono else 2, track=track), *codec, "-f", "wav", str(tmp)],
@@ -63,14 +68,14 @@ def extract_audio(path: Path, out: Path, *, rate: int, mono: bool, track: int = 
     return Path(out)
 
 
-def extract_analysis_audio(path: Path, out: Path, track: int = 1) -> Path:
+def extract_analysis_audio(path: Path, out: Path, track: int = 1, duration_s: float | None = None) -> Path:
     """16 kHz mono: what ASR, VAD and speaker models read."""
-    return extract_audio(path, out, rate=ANALYSIS_RATE, mono=True, track=track)
+    return extract_audio(path, out, rate=ANALYSIS_RATE, mono=True, track=track, duration_s=duration_s)
 
 
-def extract_mix_audio(path: Path, out: Path, track: int = 1) -> Path:
+def extract_mix_audio(path: Path, out: Path, track: int = 1, duration_s: float | None = None) -> Path:
     """48 kHz stereo: kept at full quality for separation and mixing."""
-    return extract_audio(path, out, rate=MIX_RATE, mono=False, track=track)
+    return extract_audio(path, out, rate=MIX_RATE, mono=False, track=track, duration_s=duration_s)
 
 
 def audio_tracks(path: Path) -> int:

@@ -108,14 +108,23 @@ def probe_source(video: Path, audio: Path | None = None, audio_track: int | None
 
 
 def extract_audio(
-    video: Path, audio: Path | None, layout: RunLayout, audio_track: int | None = None
+    video: Path, audio: Path | None, info: MediaInfo, layout: RunLayout, audio_track: int | None = None
 ) -> tuple[Path, Path]:
     """Decode the speech (from `audio` when given, else the video; its track `audio_track`, else the first) for
-    analysis (16 kHz) and for mixing (48 kHz)."""
-    source, track = audio or video, audio_track or 1
+    analysis (16 kHz) and for mixing (48 kHz). An `audio` longer than the picture is cut at the picture's end, with
+    a warning: the dubbed video ends with its picture, so speech past it would be transcribed, translated and
+    subtitled for nothing (and its subtitles would run past the picture)."""
+    source, track, until = audio or video, audio_track or 1, None
+    if audio is not None and (length := media.probe(audio).duration_s) > info.duration_s + 0.05:
+        until = info.duration_s
+        log.warning(
+            "%s (%.1f s) is longer than the video %s (%.1f s): only its first %.1f s are dubbed; the last %.1f s "
+            "are left out (extend the video, e.g. hold its last frame, to dub them)",
+            audio.name, length, video.name, info.duration_s, until, length - until,
+        )  # fmt: skip
     return (
-        media.extract_analysis_audio(source, layout.analysis_wav, track),
-        media.extract_mix_audio(source, layout.mix_wav, track),
+        media.extract_analysis_audio(source, layout.analysis_wav, track, duration_s=until),
+        media.extract_mix_audio(source, layout.mix_wav, track, duration_s=until),
     )
 
 

@@ -275,3 +275,23 @@ def test_a_killed_runs_temporaries_in_language_folders_match_what_the_next_run_r
     layout.video("pt").write_bytes(b"finished")
     assert sorted(remove_temporaries(layout.out)) == sorted(written)
     assert not [p for p in layout.out.rglob("*") if ".tmp" in p.name] and layout.video("pt").read_bytes()
+
+
+def test_audio_longer_than_the_picture_is_cut_at_its_end_with_a_warning(tmp_path, caplog):
+    """A 2 s video given 4 s of speech with --audio: the speech is taken up to the picture's end (what is
+    transcribed, subtitled, dubbed and mixed ends with the picture), and a warning names both durations."""
+    from dubbing import media, steps
+    from dubbing.layout import layout_for
+
+    speech = make_speech(tmp_path / "speech.wav", "Hello, my name is John. I like to eat apples in the morning.")
+    video = tmp_path / "short.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:d=2", "-pix_fmt", "yuv420p", str(video))
+    info = steps.probe_source(video, speech)
+    long = media.probe(speech).duration_s
+    assert long > info.duration_s + 1
+    with caplog.at_level("WARNING", logger="dubbing"):
+        analysis, mix = steps.extract_audio(video, speech, info, layout_for(video, tmp_path / "out"))
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert f"({long:.1f} s) is longer than the video" in warning and f"({info.duration_s:.1f} s)" in warning
+    for wav in (analysis, mix):
+        assert abs(media.probe(wav).duration_s - info.duration_s) < 0.05
