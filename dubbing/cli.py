@@ -788,6 +788,9 @@ def lipsync_command(
     fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
     backend: Annotated[str, typer.Option(help="Renderer name (an unknown one lists those available).")] = "classical",
     model_path: Annotated[Path | None, typer.Option(help="The renderer's model file, for those that take one.")] = None,
+    audio_track: Annotated[
+        int, typer.Option("--audio-track", min=1, help="The audio track of AUDIO to use, from 1.")
+    ] = 1,
 ) -> None:
     """Re-voice VIDEO with AUDIO: the speaking face mouths the new audio; the rest of the picture is kept."""
     _native.write_to(_cache_logs() / "lipsync.log")
@@ -796,10 +799,22 @@ def lipsync_command(
     from dubbing.files import remove_temporaries_of
 
     remove_temporaries_of(out)  # what a killed `dub lipsync` into the same file left
+    if audio_track != 1:
+        from dubbing.media import check_audio_track
+
+        check_audio_track(audio, audio_track)
 
     options = {"model_path": model_path} if model_path else {}  # the renderer says if it takes none
     result = lipsync.lipsync_video(
-        video, audio, out, offset_ms=offset_ms, backend=backend, backend_options=options, fmt=fmt, resolution=resolution
+        video,
+        audio,
+        out,
+        offset_ms=offset_ms,
+        backend=backend,
+        backend_options=options,
+        fmt=fmt,
+        resolution=resolution,
+        audio_track=audio_track,
     )
     if result.animated_frames == 0:
         err_console.print(f"warning: no face found in {video}; the picture is unchanged, only the audio is new")

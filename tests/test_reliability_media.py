@@ -295,3 +295,17 @@ def test_audio_longer_than_the_picture_is_cut_at_its_end_with_a_warning(tmp_path
     assert f"({long:.1f} s) is longer than the video" in warning and f"({info.duration_s:.1f} s)" in warning
     for wav in (analysis, mix):
         assert abs(media.probe(wav).duration_s - info.duration_s) < 0.05
+
+
+def test_lipsync_takes_the_audio_track_it_is_given(second_track_speech, phone_video, tmp_path):
+    """`dub lipsync VIDEO AUDIO --audio-track 2`: the face mouths, and the output carries, AUDIO's second track."""
+    from dubbing import media
+
+    upright, _ = phone_video
+    out = tmp_path / "second.mp4"
+    proc = dub("lipsync", str(upright), str(second_track_speech), "--out", str(out), "--audio-track", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "a face animated in 0" not in proc.stdout and media.audible_tracks(out) == [1]
+    first = dub("lipsync", str(upright), str(second_track_speech), "--out", str(tmp_path / "first.mp4"))
+    assert first.returncode == 0, first.stderr
+    assert media.audible_tracks(tmp_path / "first.mp4") == []  # the silent first track, as before

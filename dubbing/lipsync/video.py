@@ -225,6 +225,7 @@ class FrameWriter:
         stream: VideoStream,
         *,
         audio: Path | None = None,
+        audio_track: int = 1,
         audio_offset_s: float = 0.0,
         fmt: str = "mp4",
         resolution: str | None = None,
@@ -252,6 +253,7 @@ class FrameWriter:
             )
         self.scaled = size  # before the odd size's extra row or column
         self.audio = audio
+        self.audio_track = audio_track  # from 1
         self.audio_offset_s = audio_offset_s
         self.crf = crf
         self.preset = preset
@@ -279,7 +281,7 @@ class FrameWriter:
         if self.audio is not None:
             if self.audio_offset_s < 0:
                 cmd += ["-ss", f"{-self.audio_offset_s:.3f}"]
-            cmd += ["-i", ffmpeg_input(self.audio), "-map", "0:v:0", "-map", "1:a:0", *acodec]
+            cmd += ["-i", ffmpeg_input(self.audio), "-map", "0:v:0", "-map", f"1:a:{self.audio_track - 1}", *acodec]
             if self.audio_offset_s > 0:
                 cmd += ["-af", f"adelay={int(round(self.audio_offset_s * 1000))}:all=1"]
         wanted = self.scaled
