@@ -248,8 +248,15 @@ class _PrefectAPI:
         command = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent)]
         command += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
         command += ["--log-level", "error", "--lifespan", "on"]
+        # A session of its own: Ctrl-C at the terminal (SIGINT to the whole process group) reaches only `dub`,
+        # which then stops the server itself; a server that died first left the run's API calls failing for minutes.
         self.proc = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_end_with_parent
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_end_with_parent,
+            start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{port}/api"
         os.environ["PREFECT_API_URL"] = self.url
@@ -392,6 +399,11 @@ def _split_languages(value: str) -> list[str]:
     return list(dict.fromkeys(langs))
 
 
+AUDIO_TRACK = typer.Option(
+    "--audio-track", min=1, help="The audio track the speech is on, from 1 (default: the first; of --audio if given)."
+)
+
+
 @app.command()
 def run(
     video: Annotated[Path, typer.Argument(help="The video to dub.")],
@@ -409,6 +421,7 @@ def run(
         str | None, typer.Option(help="The language spoken in VIDEO, e.g. en (default: detect).")
     ] = None,
     speakers: Annotated[int | None, typer.Option(min=1, help="How many people speak (default: estimate).")] = None,
+    audio_track: Annotated[int | None, AUDIO_TRACK] = None,
 ) -> None:
     """Dub VIDEO into each language: video, audio, subtitles, script and report per language.
 
@@ -424,7 +437,7 @@ def run(
         from dubbing import asr
 
         source_language = asr.check_language(source_language)
-    steps.probe_source(video, audio)
+    steps.probe_source(video, audio, audio_track)
     _native.write_to(out / LOG_NAME)
 
     _status.show("loading the pipeline")
@@ -443,6 +456,7 @@ def run(
                 audio=audio,
                 source_language=source_language,
                 speakers=speakers,
+                audio_track=audio_track,
             )
     except LanguagesFailed:
         from dubbing.layout import manifest_of
@@ -783,6 +797,7 @@ def transcribe_command(
     ] = False,
     preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
     config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+    audio_track: Annotated[int | None, AUDIO_TRACK] = None,
 ) -> None:
     """Transcribe MEDIA with speakers and word timings: OUT/source/transcript.json, .srt and .vtt."""
     _check_out(out)
@@ -796,9 +811,12 @@ def transcribe_command(
     settings.asr.language = language or settings.asr.language
     settings.diarize.speakers = speakers or settings.diarize.speakers
     info = media.probe(media_path)
+    if audio_track is not None:
+        media.check_audio_track(media_path, audio_track)
     layout = layout_for(media_path, out)
     # No separation here: speaker profiles are cut from the analysis audio.
     context: steps.Context = {"video": media_path, "audio": None, "settings": settings, "layout": layout}
+    context |= {"audio_track": audio_track, "info": info}
     context["separated"] = None
     for name in ["extract-audio", "transcribe", "source-subtitles"] + (["speaker-profiles"] if profiles else []):
         context |= steps.run(steps.get_step(name), context)
@@ -831,15 +849,33 @@ def lipsync_command(
     fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
     backend: Annotated[str, typer.Option(help="Renderer name (an unknown one lists those available).")] = "classical",
     model_path: Annotated[Path | None, typer.Option(help="The renderer's model file, for those that take one.")] = None,
+    audio_track: Annotated[
+        int, typer.Option("--audio-track", min=1, help="The audio track of AUDIO to use, from 1.")
+    ] = 1,
 ) -> None:
     """Re-voice VIDEO with AUDIO: the speaking face mouths the new audio; the rest of the picture is kept."""
     _native.write_to(_cache_logs() / "lipsync.log")
     _status.show("tracking the face and rendering the mouth")
     from dubbing import lipsync
+    from dubbing.files import remove_temporaries_of
+
+    remove_temporaries_of(out)  # what a killed `dub lipsync` into the same file left
+    if audio_track != 1:
+        from dubbing.media import check_audio_track
+
+        check_audio_track(audio, audio_track)
 
     options = {"model_path": model_path} if model_path else {}  # the renderer says if it takes none
     result = lipsync.lipsync_video(
-        video, audio, out, offset_ms=offset_ms, backend=backend, backend_options=options, fmt=fmt, resolution=resolution
+        video,
+        audio,
+        out,
+        offset_ms=offset_ms,
+        backend=backend,
+        backend_options=options,
+        fmt=fmt,
+        resolution=resolution,
+        audio_track=audio_track,
     )
     if result.animated_frames == 0:
         err_console.print(f"warning: no face found in {video}; the picture is unchanged, only the audio is new")
@@ -1138,9 +1174,12 @@ def main() -> None:
     command = _command_of(sys.argv[1:])
     if command in LONG_COMMANDS:
         _status.show("starting")
+    signal.signal(signal.SIGINT, _interrupted)  # before any child starts: none outlives an interrupted dub
+    signal.signal(signal.SIGTERM, _interrupted)
     _quiet_environment()
     if command in LONG_COMMANDS:
         _native.start(command)
+    atexit.register(_end_children)  # a crash too; registered first, so it runs after the API's own stop
     if command in FLOW_COMMANDS:
         try:
             _check_prefect_home()
@@ -1149,8 +1188,6 @@ def main() -> None:
     if command in FLOW_COMMANDS and not _api_configured():
         _api.start()
     protect_logs()
-    signal.signal(signal.SIGINT, _interrupted)
-    signal.signal(signal.SIGTERM, _interrupted)
     try:
         app()  # standalone: usage errors print their usage line and exit 2
     except DubbingError as exc:
@@ -1169,6 +1206,7 @@ def _interrupted(signum: int, _frame: object) -> None:
     still running in their threads are cut off, as a power cut would (what the resume tests check)."""
     _interrupting.set()  # the steps still running in their threads print nothing more
     _api.stop()
+    _end_children()
     _status.clear()
     err_console.show_cursor(True)
     err_console.print(
@@ -1181,6 +1219,22 @@ def _interrupted(signum: int, _frame: object) -> None:
 
 
 _interrupting = threading.Event()
+
+
+def _end_children() -> None:
+    """SIGKILL the programs the steps still run (ffmpeg, espeak-ng, apertium): an ffmpeg writing a file would
+    otherwise work on after `dub` ended. Linux (/proc); elsewhere they end when their pipes close."""
+    me = str(os.getpid())
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = entry.read_text().rsplit(")", 1)[1].split()[1]  # the field after the state
+        except (OSError, IndexError):
+            continue
+        if parent == me:
+            try:
+                os.kill(int(entry.parent.name), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 # Out of space, quota, read-only or forbidden output: the user can fix these, so no traceback.

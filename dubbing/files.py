@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -38,6 +39,20 @@ def remove_temporaries(folder: Path) -> list[Path]:
     """The files a killed run was still writing (steps run side by side, so a kill can cut one off mid-write):
     never under a final name, and removed by the next run into the folder, which holds its lock."""
     stale = [p for p in Path(folder).rglob(".*.tmp*") if p.is_file() and TEMPORARY.match(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def remove_temporaries_of(final: Path) -> list[Path]:
+    """What a killed writer of `final` left beside it (`.NAME.XXXXXXXX.tmp.EXT`, and the `.tmp.log` older versions
+    kept ffmpeg's messages in): for a command that writes one file into a folder that is not a run's own, as
+    `dub lipsync --out`, where a run-wide clean-up would touch the user's other files."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    own = re.compile(rf"^\.{re.escape(final.stem)}\.[a-z0-9_]{{8}}\.tmp(\.[^.]+)?$")  # as TEMPORARY, this name
+    stale = [p for p in final.parent.glob(f".{glob.escape(final.stem)}.*.tmp*") if p.is_file() and own.match(p.name)]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import soundfile as sf
 
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
-from dubbing.tools import ffmpeg_audio_args, ffmpeg_input, ffprobe, require_tool, run
+from dubbing.tools import display_size, ffmpeg_audio_args, ffmpeg_input, ffprobe, require_tool, run
 from dubbing.types import ANALYSIS_RATE, MIX_RATE, MediaInfo
 
 
@@ -31,6 +32,7 @@ def probe(path: Path) -> MediaInfo:
     if duration <= 0:
         raise DubbingError(f"media has no duration (truncated or corrupt?): {path}")
     fps = None
+    width, height = display_size(video) if video is not None else (None, None)  # a phone video's, upright
     if video is not None:
         rate = video.get("avg_frame_rate") or video.get("r_frame_rate") or "0/1"
         fps = float(Fraction(rate)) if rate not in ("0/0", "") else None
@@ -39,8 +41,8 @@ def probe(path: Path) -> MediaInfo:
         duration_s=duration,
         has_video=video is not None,
         has_audio=audio is not None,
-        width=video.get("width") if video else None,
-        height=video.get("height") if video else None,
+        width=width,
+        height=height,
         fps=fps,
         video_codec=video.get("codec_name") if video else None,
         pix_fmt=video.get("pix_fmt") if video else None,
@@ -50,25 +52,77 @@ def probe(path: Path) -> MediaInfo:
     )
 
 
-def extract_audio(path: Path, out: Path, *, rate: int, mono: bool) -> Path:
-    """Decode the first audio stream to a WAV at `rate` (float32 for analysis, 16-bit stereo for mixing)."""
+def extract_audio(
+    path: Path, out: Path, *, rate: int, mono: bool, track: int = 1, duration_s: float | None = None
+) -> Path:
+    """Decode audio stream `track` (from 1) to a WAV at `rate` (float32 for analysis, 16-bit stereo for mixing),
+    its first `duration_s` seconds when given."""
     codec = ["-c:a", "pcm_f32le"] if mono else ["-c:a", "pcm_s16le"]
+    if duration_s is not None:
+        codec += ["-t", f"{duration_s:.3f}"]
     with atomic_path(out) as tmp:
         run(
-            [*ffmpeg_audio_args(path, rate, channels=1 if mono else 2), *codec, "-f", "wav", str(tmp)],
+            [*ffmpeg_audio_args(path, rate, channels=1 if mono else 2, track=track), *codec, "-f", "wav", str(tmp)],
             f"extracting audio from {path}",
         )
     return Path(out)
 
 
-def extract_analysis_audio(path: Path, out: Path) -> Path:
+def extract_analysis_audio(path: Path, out: Path, track: int = 1, duration_s: float | None = None) -> Path:
     """16 kHz mono: what ASR, VAD and speaker models read."""
-    return extract_audio(path, out, rate=ANALYSIS_RATE, mono=True)
+    return extract_audio(path, out, rate=ANALYSIS_RATE, mono=True, track=track, duration_s=duration_s)
 
 
-def extract_mix_audio(path: Path, out: Path) -> Path:
+def extract_mix_audio(path: Path, out: Path, track: int = 1, duration_s: float | None = None) -> Path:
     """48 kHz stereo: kept at full quality for separation and mixing."""
-    return extract_audio(path, out, rate=MIX_RATE, mono=False)
+    return extract_audio(path, out, rate=MIX_RATE, mono=False, track=track, duration_s=duration_s)
+
+
+def audio_tracks(path: Path) -> int:
+    """How many audio streams `path` has (an mkv may carry several languages or a commentary)."""
+    proc = run(
+        [require_tool("ffprobe", "ffmpeg"), "-v", "error", "-select_streams", "a", "-show_entries", "stream=index",
+         "-of", "csv=p=0", ffmpeg_input(path)],
+        f"reading the audio tracks of {path}",
+    )  # fmt: skip
+    return len(proc.stdout.split())
+
+
+def check_audio_track(path: Path, track: int) -> None:
+    """A track number the file has, or one line saying which it has."""
+    count = audio_tracks(path)
+    if not 1 <= track <= count:
+        raise DubbingError(
+            f"{path} has {count} audio track{'s' if count != 1 else ''}; --audio-track {track} is not one of them"
+            + (f" (choose 1 to {count})" if count > 1 else "")
+        )
+
+
+SILENT_DB = -60.0
+"""A track whose loudest moment is below this (dBFS) holds no sound worth dubbing (digital silence is -91)."""
+
+
+def audible_tracks(path: Path) -> list[int]:
+    """The audio tracks (from 1) with sound in them: each decoded once through ffmpeg's volumedetect, in bounded
+    memory. What the "no speech found" error reads to point at another track."""
+    found = []
+    for track in range(1, audio_tracks(path) + 1):
+        args = ffmpeg_audio_args(path, ANALYSIS_RATE, channels=1, track=track)
+        measure = [*args, "-v", "info", "-af", "volumedetect", "-f", "null", "-"]
+        proc = run(measure, f"measuring audio track {track} of {path}")
+        peaks = re.findall(r"max_volume: (-?[0-9.]+|-inf) dB", proc.stderr)
+        if peaks and peaks[-1] != "-inf" and float(peaks[-1]) > SILENT_DB:
+            found.append(track)
+    return found
+
+
+def other_track_hint(path: Path, track: int) -> str:
+    """For a track without speech: '; track 2 of 2 has audio: --audio-track 2' when another one has sound."""
+    others = [t for t in audible_tracks(path) if t != track]
+    if not others:
+        return ""
+    count = audio_tracks(path)
+    return f"; track {others[0]} of {count} has audio: --audio-track {others[0]}"
 
 
 def read_audio(path: Path, rate: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:

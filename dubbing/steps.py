@@ -90,8 +90,9 @@ Context = dict[str, Any]
 # ---------------------------------------------------------------- once per video
 
 
-def probe_source(video: Path, audio: Path | None = None) -> MediaInfo:
-    """Check the input before any work: a video, with speech in it or given separately as `audio`."""
+def probe_source(video: Path, audio: Path | None = None, audio_track: int | None = None) -> MediaInfo:
+    """Check the input before any work: a video, with speech in it or given separately as `audio`; `audio_track`
+    (from 1; None: the first) is the audio stream of that speech to dub."""
     info = media.probe(video)
     if not info.has_video:
         raise DubbingError(
@@ -106,13 +107,30 @@ def probe_source(video: Path, audio: Path | None = None) -> MediaInfo:
             f"{video} has no audio track: give the speech to translate with --audio FILE "
             f"(or re-voice it in the same language with `dub lipsync VIDEO AUDIO`)"
         )
+    if audio_track is not None:
+        media.check_audio_track(audio or video, audio_track)
     return info
 
 
-def extract_audio(video: Path, audio: Path | None, layout: RunLayout) -> tuple[Path, Path]:
-    """Decode the speech (from `audio` when given, else the video) for analysis (16 kHz) and for mixing (48 kHz)."""
-    source = audio or video
-    return media.extract_analysis_audio(source, layout.analysis_wav), media.extract_mix_audio(source, layout.mix_wav)
+def extract_audio(
+    video: Path, audio: Path | None, info: MediaInfo, layout: RunLayout, audio_track: int | None = None
+) -> tuple[Path, Path]:
+    """Decode the speech (from `audio` when given, else the video; its track `audio_track`, else the first) for
+    analysis (16 kHz) and for mixing (48 kHz). An `audio` longer than the picture is cut at the picture's end, with
+    a warning: the dubbed video ends with its picture, so speech past it would be transcribed, translated and
+    subtitled for nothing (and its subtitles would run past the picture)."""
+    source, track, until = audio or video, audio_track or 1, None
+    if audio is not None and (length := media.probe(audio).duration_s) > info.duration_s + 0.05:
+        until = info.duration_s
+        log.warning(
+            "%s (%.1f s) is longer than the video %s (%.1f s): only its first %.1f s are dubbed; the last %.1f s "
+            "are left out (extend the video, e.g. hold its last frame, to dub them)",
+            audio.name, length, video.name, info.duration_s, until, length - until,
+        )  # fmt: skip
+    return (
+        media.extract_analysis_audio(source, layout.analysis_wav, track, duration_s=until),
+        media.extract_mix_audio(source, layout.mix_wav, track, duration_s=until),
+    )
 
 
 def transcriber(cfg: ASRConfig) -> asr.Transcriber:
@@ -131,7 +149,12 @@ def transcriber(cfg: ASRConfig) -> asr.Transcriber:
 
 
 def transcribe(
-    video: Path, audio: Path | None, analysis_wav: Path, settings: Settings, layout: RunLayout
+    video: Path,
+    audio: Path | None,
+    analysis_wav: Path,
+    settings: Settings,
+    layout: RunLayout,
+    audio_track: int | None = None,
 ) -> Transcript:
     """ASR (words with times), diarization (who speaks when), then the words grouped into speaker-labelled dubbing
     lines; writes transcript.json. An input without speech stops here: there is nothing to dub."""
@@ -155,7 +178,10 @@ def transcribe(
         transcript.duration_s,
     )
     if not transcript.utterances:
-        raise DubbingError(f"no speech found in {audio or video}: nothing to dub (is it music or silence?)")
+        source, track = audio or video, audio_track or 1
+        where = f"{source} (audio track {track})" if audio_track else str(source)
+        hint = media.other_track_hint(source, track)  # the speech may be on another track of an mkv
+        raise DubbingError(f"no speech found in {where}: nothing to dub (is it music or silence?){hint}")
     return transcript
 
 
@@ -802,8 +828,14 @@ def get_step(name: str) -> Step:
 
 
 def arguments(step: Step, context: Context) -> dict[str, Any]:
-    """The step's inputs from the context, each read back from the run's files when the context lacks it."""
-    return {name: context[name] if name in context else restore(name, context) for name in step.inputs}
+    """The step's inputs from the context, each read back from the run's files when the context lacks it (an
+    option with a default, as `audio_track`, keeps its default)."""
+    found = {name: context[name] for name in step.inputs if name in context}
+    for name, parameter in inspect.signature(step.run).parameters.items():
+        if name not in found:  # an option a context may not carry (audio_track) keeps the function's default
+            keep = parameter.default is not parameter.empty and name not in _RESTORE
+            found[name] = parameter.default if keep else restore(name, context)
+    return found
 
 
 def outputs(step: Step, result: Any) -> Context:

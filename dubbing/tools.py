@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,9 +25,24 @@ def run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
     """Run without a shell; a failure becomes one line naming what was being done."""
     proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise DubbingError(f"{what} failed: {last}")
+        raise DubbingError(f"{what} failed: {failure_reason(proc.stderr)}")
     return proc
+
+
+_STRERRORS = {os.strerror(code) for code in errno.errorcode}
+_NOT_A_REASON = ("Last message repeated", "Conversion failed!")
+
+
+def failure_reason(stderr: str) -> str:
+    """The line of a program's messages that says why it failed: the last one that is not ffmpeg's "Last message
+    repeated" or "Conversion failed!", and of a system error only the error ("Error closing file /x/.a.tmp.mp4: No
+    space left on device" -> "No space left on device"), which is what the user acts on."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(_NOT_A_REASON)] or lines
+    if not reasons:
+        return "no message"
+    tail = reasons[-1].rsplit(": ", 1)[-1]
+    return tail if tail in _STRERRORS else reasons[-1]
 
 
 def ffmpeg_input(path: Path) -> str:
@@ -33,27 +50,28 @@ def ffmpeg_input(path: Path) -> str:
     return "file:" + str(Path(path).absolute())
 
 
-def ffmpeg_audio_args(path: Path, rate: int, channels: int) -> list[str]:
-    """An ffmpeg command line reading the first audio stream of `path` as `channels` channels at `rate`; the
-    caller adds the output format and destination."""
+def ffmpeg_audio_args(path: Path, rate: int, channels: int, track: int = 1) -> list[str]:
+    """An ffmpeg command line reading audio stream number `track` (from 1, as `--audio-track` counts) of `path` as
+    `channels` channels at `rate`; the caller adds the output format and destination."""
     return [
         require_tool("ffmpeg", "ffmpeg"), "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(path),
-        "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(rate),
+        "-map", f"0:a:{track - 1}", "-vn", "-ac", str(channels), "-ar", str(rate),
     ]  # fmt: skip
 
 
-def decode_audio(path: Path, rate: int) -> np.ndarray:
-    """The first audio stream of any file ffmpeg reads, as mono float32 at `rate` (the one decoder for ASR, VAD,
-    speaker embeddings and the lipsync drive)."""
+def decode_audio(path: Path, rate: int, track: int = 1) -> np.ndarray:
+    """Audio stream `track` (the first by default) of any file ffmpeg reads, as mono float32 at `rate` (the one
+    decoder for ASR, VAD, speaker embeddings and the lipsync drive)."""
     path = Path(path)
     if not path.is_file():
         raise DubbingError(f"audio not found: {path}")
-    proc = subprocess.run([*ffmpeg_audio_args(path, rate, channels=1), "-f", "f32le", "pipe:1"], capture_output=True)
+    args = ffmpeg_audio_args(path, rate, channels=1, track=track)
+    proc = subprocess.run([*args, "-f", "f32le", "pipe:1"], capture_output=True)
     if proc.returncode != 0:
         reason = proc.stderr.decode(errors="replace").strip()
         if "matches no streams" in reason:
             raise DubbingError(f"no audio stream in {path}")
-        raise DubbingError(f"cannot decode audio from {path}: {(reason.splitlines() or ['no message'])[-1]}")
+        raise DubbingError(f"cannot decode audio from {path}: {failure_reason(reason)}")
     return np.frombuffer(proc.stdout, np.float32).copy()
 
 
@@ -84,3 +102,17 @@ def ffprobe(path: Path) -> tuple[dict, dict | None, dict | None]:
     )
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     return data.get("format", {}), video, audio
+
+
+def display_size(video: dict) -> tuple[int, int]:
+    """The size a picture stream is shown (and decoded, ffmpeg rotating it) at: the stored size, turned for a phone
+    video's quarter-turn rotation (display matrix side data, or the older `rotate` tag)."""
+    width, height = int(video["width"]), int(video["height"])
+    rotation = next((s.get("rotation") for s in video.get("side_data_list", []) if "rotation" in s), None)
+    if rotation is None:
+        rotation = (video.get("tags") or {}).get("rotate")
+    try:
+        quarter = round(float(rotation or 0) / 90) % 2 == 1
+    except (TypeError, ValueError):
+        quarter = False
+    return (height, width) if quarter else (width, height)

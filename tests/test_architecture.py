@@ -22,7 +22,7 @@ SHARED = {
     "speaker_embedding", "vad",
 }  # fmt: skip
 COMPOSITION = {"steps", "flows", "cli", "batch", "__init__"}
-BASE_CONTEXT = {"video", "audio", "settings", "layout"}
+BASE_CONTEXT = {"video", "audio", "audio_track", "settings", "layout"}
 LANGUAGE_CONTEXT = {"lang", "cfg"}
 
 

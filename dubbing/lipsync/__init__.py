@@ -68,9 +68,10 @@ class LipsyncResult:
     mouths: np.ndarray | None = None  # per frame, the inner-lip gap as drawn (NaN: no face); None: not known
 
 
-def load_audio(path: Path, rate: int = DRIVE_RATE, offset_s: float = 0.0) -> np.ndarray:
-    """Any audio (or a video's audio) as mono float32 at `rate`; a positive offset delays it."""
-    audio = decode_audio(path, rate)
+def load_audio(path: Path, rate: int = DRIVE_RATE, offset_s: float = 0.0, track: int = 1) -> np.ndarray:
+    """Any audio (or a video's audio: its audio stream `track`, from 1) as mono float32 at `rate`; a positive
+    offset delays it."""
+    audio = decode_audio(path, rate, track)
     shift = int(round(offset_s * rate))
     if shift > 0:
         audio = np.concatenate([np.zeros(shift, np.float32), audio])
@@ -209,14 +210,16 @@ def lipsync_video(
     lines: list[tuple[float, float, str]] | None = None,
     language: str | None = None,
     mux_audio: bool = True,
+    audio_track: int = 1,
 ) -> LipsyncResult:
-    """Re-voice VIDEO with AUDIO: the most prominent face (or the active speaker per line) mouths the new audio.
+    """Re-voice VIDEO with AUDIO (its audio stream `audio_track`, from 1): the most prominent face (or the active
+    speaker per line) mouths the new audio.
     A video without a face is passed through re-encoded, so the caller still gets a picture. `backend_options`
     are the renderer's own (only those set: another renderer's options are an error)."""
     stream = probe_video(video)
     renderer = backends.build(BACKENDS, backend, "lipsync", backend_options)
     offset_s = offset_ms / 1000.0
-    speech = load_audio(audio, offset_s=offset_s)
+    speech = load_audio(audio, offset_s=offset_s, track=audio_track)
     if faces is None:
         faces, _ = track_video(video, max_faces=max_faces)
         choose_active(faces)
@@ -230,6 +233,7 @@ def lipsync_video(
         stream,
         yuv=yuv,
         audio=Path(audio) if mux_audio else None,
+        audio_track=audio_track,
         audio_offset_s=offset_s,
         fmt=fmt,
         resolution=resolution,

