@@ -147,8 +147,10 @@ def dub_video(
     audio: Path | None = None,
     source_language: str | None = None,
     speakers: int | None = None,
+    script: Path | None = None,
 ) -> Manifest:
-    """`source_language` and `speakers` (None: detect, estimate) override `asr.language` and `diarize.speakers`."""
+    """`source_language` and `speakers` (None: detect, estimate) override `asr.language` and `diarize.speakers`;
+    `script` (an SRT, WebVTT or script.json) is spoken instead of a translation (`steps.edited_script`)."""
     layout = layout_for(video, out)
     with output_lock(layout.lock):
         remove_temporaries(layout.out)  # a killed run's unfinished writes
@@ -156,13 +158,18 @@ def dub_video(
             settings = load_settings(preset, config)
             settings.asr.language = source_language or settings.asr.language
             settings.diarize.speakers = speakers or settings.diarize.speakers
-            return _dub_video(video, languages, layout, settings, audio)
+            return _dub_video(video, languages, layout, settings, audio, script)
         finally:
             backends.release("asr", "diarize")  # a long-lived worker does not hold Whisper between videos
 
 
 def _dub_video(
-    video: Path, languages: list[str], layout: RunLayout, settings: Settings, audio: Path | None
+    video: Path,
+    languages: list[str],
+    layout: RunLayout,
+    settings: Settings,
+    audio: Path | None,
+    script: Path | None = None,
 ) -> Manifest:
     lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
     source_steps = steps.steps("source")
@@ -179,6 +186,8 @@ def _dub_video(
         return outputs
 
     context: steps.Context = {"video": video, "audio": audio, "settings": settings, "layout": layout}
+    if script is not None:
+        context["script_file"] = script
     context = steps.run_graph(source_steps, context, run_and_count)
     transcript: Transcript = context["transcript"]
     create_table_artifact(
