@@ -232,6 +232,8 @@ class Studio:
     def writing(self) -> Iterator[None]:
         """Hold the run's output lock for one change: refused while a render (or any `dub run`) writes here."""
         with self._mutex:
+            if self.render.running:
+                raise StudioError(f"cannot change the run now: a render of {self.render.lang} is running", 409)
             try:
                 with output_lock(self.layout.lock):
                     yield
