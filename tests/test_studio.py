@@ -31,7 +31,7 @@ from dubbing.errors import DubbingError
 from dubbing.files import output_lock, write_json
 from dubbing.layout import RunLayout, layout_for
 from dubbing.studio import Studio, StudioServer, read_cues, script_from_cues, to_srt
-from dubbing.types import LanguageOutputs, Manifest, Script, ScriptLine, Transcript, Utterance, VoiceMatch
+from dubbing.types import Manifest, Script, ScriptLine, Transcript, Utterance, VoiceMatch
 from tests.conftest import ROOT, media_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -223,8 +223,8 @@ def test_edits_go_where_dub_run_reads_them_with_an_undo_history(tmp_path):
         request(web, "POST", "/api/approve", {"lang": "es", "index": 0, "approved": True})
         status, estimate = request(web, "POST", "/api/estimate", {"lang": "es", "index": 0, "text": "Hola " * 20})
         assert status == 200 and estimate["slot_s"] == 2.5 and not estimate["fits"]
-        assert estimate["estimated_s"] > request(web, "POST", "/api/estimate", {"lang": "es", "index": 0,
-                                                                              "text": "Hola"})[1]["estimated_s"]  # fmt: skip
+        short = request(web, "POST", "/api/estimate", {"lang": "es", "index": 0, "text": "Hola"})[1]
+        assert estimate["estimated_s"] > short["estimated_s"] > 0
         # what `dub run` reads: script.json changed, its stamp not, so the translate step takes it as the user's
         assert layout.script_stamp("es").read_text() == stamp
         context = {"layout": layout, "lang": "es"}
@@ -250,7 +250,9 @@ def test_a_voice_picked_for_a_speaker_is_what_the_render_runs_with(tmp_path):
         assert "--config" in state["render_command"] and str(layout.studio_config) in state["render_command"]
     settings = load_settings("draft", layout.studio_config)  # what `dub run --config` of the render loads
     assert settings.for_language("es").tts.voices == {"S1": "ef_dora"}
-    assert yaml.safe_load(layout.studio_config.read_text()) == {"languages": {"es": {"tts": {"voices": {"S1": "ef_dora"}}}}}
+    assert yaml.safe_load(layout.studio_config.read_text()) == {
+        "languages": {"es": {"tts": {"voices": {"S1": "ef_dora"}}}}
+    }
 
 
 def test_text_of_the_run_shows_as_text_never_as_html(tmp_path):
@@ -415,19 +417,19 @@ def test_edit_regenerate_and_render_a_real_dub_in_chromium(tmp_path):
         rows = b.eval("document.querySelectorAll('#lines tr').length")
         # edit line 0 from the keyboard: focus its text, type, Ctrl+Enter saves it and regenerates it
         b.eval("(() => { const t = document.querySelector('#lines tr textarea'); t.focus(); t.select(); })()")
-        b.send("Input.insertText", text="Mis debilidades son pedir ayuda <script>x</script>.")
+        b.send("Input.insertText", text="Me cuesta pedir ayuda <b>ya</b>.")
         b.wait("document.querySelector('#lines tr .est').textContent.includes('slot')")  # the estimate while typing
         b.key("Enter", 13, ctrl=True)
         audio = "document.querySelector('#lines tr audio')"
         b.wait(f"{audio} && {audio}.readyState >= 1 && {audio}.duration > 0", timeout_s=300)
         duration = b.eval(f"{audio}.duration")
         regenerated = web.studio.edits("es")["regenerated"]["0"]
-        assert duration == pytest.approx(regenerated["synth_s"], abs=0.1) and duration > 0.5
+        assert duration == pytest.approx(regenerated["heard_s"], abs=0.05) and duration > 0.5  # the file as placed
         print(f"regenerated line 0 ({duration:.2f} s of speech) in {regenerated['seconds']:.2f} s on the server")
         b.wait(f"{audio}.currentTime > 0.2")  # it plays (heard in place: the dub muted under it)
         assert b.eval("document.querySelector('#lines tr .spoken').textContent.startsWith('new:')")
         assert b.eval("document.querySelector('#lines tr').classList.contains('edited')")
-        assert b.eval("document.querySelector('#lines tr textarea').value").endswith("<script>x</script>.")
+        assert b.eval("document.querySelector('#lines tr textarea').value").endswith("<b>ya</b>.")
         assert regenerated["lines_spoken"] == 1
         # render from the keyboard: focus the button, Enter
         t0 = datetime.now(UTC)
@@ -446,7 +448,7 @@ def test_edit_regenerate_and_render_a_real_dub_in_chromium(tmp_path):
     assert len(set(after) - set(before)) == 1  # only the edited line was ever spoken again
     assert all(after[name] == mtime for name, mtime in before.items())
     script = json.loads(layout.script("es").read_text())
-    assert script["lines"][0]["text"] == "Mis debilidades son pedir ayuda <script>x</script>."
+    assert script["lines"][0]["text"] == "Me cuesta pedir ayuda <b>ya</b>."
     log = (layout.studio_dir("es") / "render.log").read_text()
     assert "es: synthesize-and-fit done" in log and "es: translate" not in log  # the edit, not a translation
     if os.environ.get("PREFECT_API_URL"):  # the flow run's task states, as the Prefect UI shows them

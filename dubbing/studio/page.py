@@ -48,7 +48,8 @@ async function load(l) { show(await call('/api/state' + (l ? '?lang=' + encodeUR
 function setMedia(video, src, vtt, label, srclang) {
   if (!src) { video.removeAttribute('src'); return; }
   if (video.dataset.src === src) return;
-  video.dataset.src = src; video.replaceChildren(); video.src = src;
+  video.dataset.src = src; video.dataset.readyState = 0; video.dataset.duration = '';
+  video.replaceChildren(); video.src = src;
   if (vtt) video.append(el('track', {kind: 'subtitles', src: vtt, srclang, label, default: true}));
   video.load();
 }
@@ -119,7 +120,7 @@ function lines(s) {
       {lang, index: line.index, approved: approve.checked}));
     const spoken = el('td', {className: 'spoken'});
     const r = line.regenerated;
-    spoken.append(el('div', {text: r ? 'new: ' + num(r.synth_s, 1) + ' s at x' + num(r.speed) +
+    spoken.append(el('div', {text: r ? 'new: ' + num(r.heard_s, 1) + ' s at x' + num(r.speed) +
       (r.over_limit ? ' (cut)' : '') : num(line.synth_s, 1) + ' s at x' + num(line.speed) +
       (line.over_limit ? ' (cut)' : '')}));
     if (r) { const audio = el('audio', {controls: true, preload: 'auto', src: r.audio});
@@ -198,11 +199,11 @@ def page(name: str) -> str:
         '<span id="render-note" aria-live="polite"></span> <button type="button" id="undo">Undo</button> '
         '<a id="export" href="#" download>export the script as SRT</a></p>'
         '<p class="small">Render runs <code id="command"></code>: only the changed lines are spoken again.</p>'
-        '<h3>Voices for the whole video</h3><div class="speakers" id="speakers"></div>'
-        '<h3>QA of the last render</h3><table class="figures"><tbody id="figures"></tbody></table>'
-        '<h3>Flagged</h3><ul class="flags" id="flags"></ul>'
         '<h3>Lines</h3><table class="lines"><thead><tr><th>#</th><th>time</th><th>speaker</th><th>source</th>'
         "<th>translation</th><th>spoken</th><th>heard back</th><th>error</th><th>chrF</th><th>flags</th>"
         '<th>actions</th></tr></thead><tbody id="lines"></tbody></table>'
+        '<h3>Voices for the whole video</h3><div class="speakers" id="speakers"></div>'
+        '<h3>QA of the last render</h3><table class="figures"><tbody id="figures"></tbody></table>'
+        '<h3>Flagged</h3><ul class="flags" id="flags"></ul>'
         f"<script>{SCRIPT}</script></body></html>"
     )

@@ -368,8 +368,13 @@ class Studio:
             cache = self.layout.clip_cache(lang)
             before = set(cache.glob("*.wav")) if cache.exists() else set()
             scratch = self.layout.studio_dir(lang) / "voice.wav"
+            # the lines after the next one cannot change this line's fit: left out, so a voice picked for a
+            # speaker does not have every later line of theirs spoken first; the next line only bounds the slot
+            order = sorted(script.lines, key=lambda li: li.start)
+            at = next(i for i, li in enumerate(order) if li.index == index)
+            upto = order[: at + 1] + [li.model_copy(update={"text": ""}) for li in order[at + 1 : at + 2]]
             fitted, track = voice.speak_track(
-                script,
+                script.model_copy(update={"lines": upto}),
                 synth,
                 cfg.tts,
                 cfg.timing,
@@ -391,6 +396,7 @@ class Studio:
                 "audio": f"/files/{self.layout.relative(path)}?v={path.stat().st_mtime_ns}",
                 "text": line.text,
                 "synth_s": line.synth_s,
+                "heard_s": round(clip.end - clip.start, 3),  # as placed: cut at the slot's end when it runs over
                 "speed": line.speed,
                 "over_limit": line.over_limit,
                 "voice": line.voice,
