@@ -455,3 +455,25 @@ def test_edit_regenerate_and_render_a_real_dub_in_chromium(tmp_path):
         states = task_states_since(t0)
         assert "translate" not in states and states["synthesize-and-fit"] == ["Completed"]
         assert states["transcribe"] == ["Cached"]
+
+
+def test_dub_studio_prints_its_address_and_warns_off_loopback(tmp_path):
+    layout = fake_run(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dubbing.cli", "studio", str(layout.out), "--port", "0", "--host", "0.0.0.0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        url = re.search(r"studio: (http://0\.0\.0\.0:(\d+)/)", proc.stdout.readline())
+        assert url, "no address printed"
+        assert httpx.get(f"http://127.0.0.1:{url.group(2)}/api/state", timeout=120).json()["name"] == "clip"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "warning: listening on 0.0.0.0" in proc.stderr.read()
+    empty = subprocess.run(
+        [sys.executable, "-m", "dubbing.cli", "studio", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert empty.returncode == 2 and empty.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "no finished run" in empty.stderr and "Traceback" not in empty.stderr

@@ -428,6 +428,7 @@ class Render:
         self.lines: list[str] = []
         self.returncode: int | None = None
         self.started = self.ended = 0.0
+        self.total = 0
 
     @property
     def running(self) -> bool:
@@ -447,11 +448,14 @@ class Render:
                 raise StudioError(f"a render of {self.lang} is already running; wait for it to finish", 409)
             with self.studio.writing():  # refused while another `dub run` writes the folder
                 pass
-            cmd = [sys.executable, "-m", "dubbing.cli", *self.command(lang)[2:]]
+            cmd = [sys.executable, "-m", "dubbing.cli", *self.command(lang)[1:]]  # `dub` of this Python
             self.studio.layout.studio_dir(lang).mkdir(parents=True, exist_ok=True)
             self.proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
             )
+            from dubbing import steps  # the steps a one-language run reports (imported once a render is asked for)
+
+            self.total = len(steps.STEPS)
             self.lang, self.done, self.lines, self.returncode = lang, set(), [], None
             self.started, self.ended = time.monotonic(), 0.0
             threading.Thread(target=self._follow, args=(self.proc,), daemon=True).start()
@@ -484,15 +488,12 @@ class Render:
                     write_json(s.layout.studio_edits(lang), edits)
 
     def status(self) -> dict:
-        from dubbing import steps
-
-        total = len(steps.STEPS)
         end = self.ended or time.monotonic()
         return {
             "running": self.running,
             "language": self.lang,
             "steps_done": len(self.done),
-            "steps_total": total,
+            "steps_total": self.total,
             "returncode": self.returncode,
             "seconds": round(end - self.started, 1) if self.proc else 0.0,
             "last": self.lines[-1] if self.lines else "",
