@@ -176,6 +176,7 @@ class Studio:
         lines = []
         for li in script.lines:
             qa_row = rendered.get(li.index, {})
+            new = edits["regenerated"].get(str(li.index))
             changed = qa_row and (qa_row.get("text") != li.text or qa_row.get("speaker") != li.speaker)
             lines.append(
                 li.model_dump(include={"index", "speaker", "start", "end", "source_text", "text", "slot_s", "speed"})
@@ -185,7 +186,7 @@ class Studio:
                     "qa": {k: qa_row.get(k) for k in ("heard", "error_rate", "meaning_chrf", "lip_sync", "flags")},
                     "edited": bool(changed),
                     "approved": li.index in edits["approved"],
-                    "regenerated": edits["regenerated"].get(str(li.index)),
+                    "regenerated": new if new and new["text"] == li.text else None,  # not of an older text
                 }
             )
         return {
