@@ -422,6 +422,10 @@ def run(
     ] = None,
     speakers: Annotated[int | None, typer.Option(min=1, help="How many people speak (default: estimate).")] = None,
     audio_track: Annotated[int | None, AUDIO_TRACK] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(help="Speak this edited SRT, WebVTT or script.json instead of translating (one language)."),
+    ] = None,
 ) -> None:
     """Dub VIDEO into each language: video, audio, subtitles, script and report per language.
 
@@ -433,6 +437,8 @@ def run(
 
     langs = _split_languages(languages)
     _check_settings(preset, config, langs)
+    if script is not None:
+        _check_script(script, langs)
     if source_language is not None:
         from dubbing import asr
 
@@ -457,6 +463,7 @@ def run(
                 source_language=source_language,
                 speakers=speakers,
                 audio_track=audio_track,
+                script=script.resolve() if script else None,
             )
     except LanguagesFailed:
         from dubbing.layout import manifest_of
@@ -465,6 +472,18 @@ def run(
         _print_outputs(video, out, Manifest.model_validate_json(manifest_of(out).read_text()))
         raise
     _print_outputs(video, out, manifest)
+
+
+def _check_script(script: Path, langs: list[str]) -> None:
+    """--script up front: one language, a file that exists, a kind it can read (its cues are read in the run)."""
+    from dubbing.studio.script_file import SUFFIXES
+
+    if len(langs) != 1:
+        raise DubbingError(f"--script gives the lines of one language; pass one with -l (got {', '.join(langs)})")
+    if script.suffix.lower() not in SUFFIXES:
+        raise DubbingError(f"{script}: --script takes an .srt, .vtt or script .json file")
+    if not script.is_file():
+        raise DubbingError(f"script file not found: {script}")
 
 
 LOG_NAME = "dub.log"  # in an output folder: what native libraries printed during its runs
@@ -635,6 +654,42 @@ def server(
     os.environ["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"  # the UI in the browser calls this address
     # --no-prompt: Prefect would otherwise ask, before listening, to switch the user's profile to this server
     os.execv(str(prefect), [str(prefect), "--no-prompt", "server", "start", "--host", host, "--port", str(port)])
+
+
+@app.command()
+def studio(
+    out: Annotated[Path, typer.Argument(help="The output folder of a finished `dub run` (holds manifest.json).")],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")] = 8700,
+    host: Annotated[str, typer.Option(help="Address to listen on (only this machine by default).")] = "127.0.0.1",
+    preset: Annotated[str, typer.Option(help="The preset the run was made with (a render uses it).")] = "draft",
+    config: Annotated[Path | None, typer.Option(help="The --config the run was made with, if any.")] = None,
+    export_srt: Annotated[
+        str | None, typer.Option("--export-srt", help="Print LANG's script as SRT and exit (no server).")
+    ] = None,
+) -> None:
+    """Review and edit a dub in the browser: edit a line, regenerate it, pick voices, render again (docs/studio.md)."""
+    from dubbing.studio import Studio, StudioServer
+
+    session = Studio(out, preset, config)
+    if export_srt is not None:
+        sys.stdout.write(session.export_srt(export_srt))
+        return
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(
+            f"warning: listening on {host}: anyone who can reach this address can edit and re-render {out}",
+            highlight=False,
+            markup=False,
+        )
+    try:
+        web = StudioServer(session, host, port)
+    except OSError as exc:
+        raise DubbingError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
+    console.print(f"studio: {web.url}  (Ctrl-C to stop)", highlight=False, markup=False)
+    try:
+        web.serve_forever()
+    finally:
+        web.studio.render.stop()
+        web.server_close()
 
 
 def _check_settings(preset: str, config: Path | None, languages: list[str]) -> None:

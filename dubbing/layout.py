@@ -136,6 +136,10 @@ class RunLayout:
         """The hash of script.json as the pipeline wrote it: a different file was edited by the user."""
         return self.language_dir(lang) / ".script.sha256"
 
+    def script_edited(self, lang: str) -> Path:
+        """Present once the user gave the script (edited script.json, `dub run --script`): later runs keep it."""
+        return self.language_dir(lang) / ".script.edited"
+
     def voices(self, lang: str) -> Path:
         return self.language_dir(lang) / "voices.json"
 
@@ -153,6 +157,23 @@ class RunLayout:
     def hearing(self, lang: str) -> Path:
         """What QA measured from the dub voice (heard back, its meaning, its voices) before the picture is done."""
         return self.language_dir(lang) / "hearing.json"
+
+    # ---- the studio (`dub studio`): what it keeps beside the run's own files
+    def studio_edits(self, lang: str) -> Path:
+        """The studio's state for a language: voices picked per speaker, approved lines, the undo history."""
+        return self.language_dir(lang) / "studio.json"
+
+    def studio_dir(self, lang: str) -> Path:
+        """Regenerated lines (line-N.wav), the scratch voice track they were cut from, the render's log."""
+        return self.language_dir(lang) / "studio"
+
+    def studio_line(self, lang: str, index: int) -> Path:
+        return self.studio_dir(lang) / f"line-{index}.wav"
+
+    @property
+    def studio_config(self) -> Path:
+        """The config a studio render passes to `dub run --config`: the run's own config plus the picked voices."""
+        return self.out / "studio.config.yaml"
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.out))

@@ -257,6 +257,7 @@ def translate_script(transcript: Transcript, lang: str, cfg: LanguageConfig, lay
         max_speedup=cfg.timing.max_speedup,
         length_basis=tts.length_basis(cfg),
     )
+    layout.script_edited(lang).unlink(missing_ok=True)  # a fresh translation: no user's script any more
     save_script(script, layout)
     return script
 
@@ -269,15 +270,28 @@ def save_script(script: Script, layout: RunLayout) -> Path:
 
 
 def edited_script(context: Context) -> Script | None:
-    """The user's edited script.json, if they changed it since the pipeline wrote it (else None). Its lines replace
-    the translation; the voice stage re-speaks only the lines whose text changed."""
+    """The script the user gave instead of a translation, else None: the file of `dub run --script` (context
+    `script_file`: an SRT or WebVTT put on the transcript's lines by time, or a script.json), or script.json once
+    they changed it since the pipeline wrote it. Its lines replace the translation; the voice stage re-speaks only
+    the lines whose text changed. A user's script stays the run's script (LANG/.script.edited marks it): a later
+    run, or a change of config that would translate again, keeps it; delete script.json to translate afresh."""
     layout, lang = context["layout"], context["lang"]
-    path, stamp = layout.script(lang), layout.script_stamp(lang)
-    if not (path.exists() and stamp.exists()):
+    path, stamp, kept = layout.script(lang), layout.script_stamp(lang), layout.script_edited(lang)
+    if context.get("script_file") is not None:
+        from dubbing.studio.script_file import imported_script
+
+        script = imported_script(context["script_file"], context["transcript"], lang, tts.estimator(context["cfg"]))
+        write_text(kept, f"imported {context['script_file']}\n")
+        log.warning("%s: speaking the lines of %s instead of a translation", lang, context["script_file"])
+        return script
+    if not path.exists():
         return None
-    if hashlib.sha256(path.read_bytes()).hexdigest() == stamp.read_text().strip():
-        return None
+    if not kept.exists():
+        if not stamp.exists() or hashlib.sha256(path.read_bytes()).hexdigest() == stamp.read_text().strip():
+            return None
     script = _read_edited_script(path)
+    if not kept.exists():
+        write_text(kept, "edited\n")
     log.warning("%s was edited: using its lines instead of translating again", path)
     return script
 

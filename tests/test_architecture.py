@@ -21,7 +21,7 @@ SHARED = {
     "types", "layout", "config", "errors", "files", "media", "tools", "backends", "models", "progress", "secrets",
     "speaker_embedding", "vad",
 }  # fmt: skip
-COMPOSITION = {"steps", "flows", "cli", "batch", "__init__"}
+COMPOSITION = {"steps", "flows", "cli", "batch", "studio", "__init__"}
 BASE_CONTEXT = {"video", "audio", "audio_track", "settings", "layout"}
 LANGUAGE_CONTEXT = {"lang", "cfg"}
 

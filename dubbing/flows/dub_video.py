@@ -148,9 +148,11 @@ def dub_video(
     source_language: str | None = None,
     speakers: int | None = None,
     audio_track: int | None = None,
+    script: Path | None = None,
 ) -> Manifest:
     """`source_language` and `speakers` (None: detect, estimate) override `asr.language` and `diarize.speakers`;
-    `audio_track` (from 1; None: the first) is the audio stream the speech is on."""
+    `audio_track` (from 1; None: the first) is the audio stream the speech is on; `script` (an SRT, WebVTT or
+    script.json) is spoken instead of a translation (`steps.edited_script`)."""
     layout = layout_for(video, out)
     with output_lock(layout.lock):
         remove_temporaries(layout.out)  # a killed run's unfinished writes
@@ -158,7 +160,7 @@ def dub_video(
             settings = load_settings(preset, config)
             settings.asr.language = source_language or settings.asr.language
             settings.diarize.speakers = speakers or settings.diarize.speakers
-            return _dub_video(video, languages, layout, settings, audio, audio_track)
+            return _dub_video(video, languages, layout, settings, audio, audio_track, script)
         finally:
             backends.release("asr", "diarize")  # a long-lived worker does not hold Whisper between videos
 
@@ -170,6 +172,7 @@ def _dub_video(
     settings: Settings,
     audio: Path | None,
     audio_track: int | None = None,
+    script: Path | None = None,
 ) -> Manifest:
     lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
     source_steps = steps.steps("source")
@@ -187,6 +190,8 @@ def _dub_video(
 
     context: steps.Context = {"video": video, "audio": audio, "settings": settings, "layout": layout}
     context["audio_track"] = audio_track
+    if script is not None:
+        context["script_file"] = script
     context = steps.run_graph(source_steps, context, run_and_count)
     transcript: Transcript = context["transcript"]
     create_table_artifact(
