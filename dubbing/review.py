@@ -40,7 +40,10 @@ def _num(value: object, digits: int = 2) -> str:
 
 def verdict(report: dict) -> tuple[str, str]:
     """A plain word for a language's dub and the figures behind it: 'unusable' when the whole dub is heard back
-    worse than a line may be, or means something else on average; 'check' when lines are flagged; else 'good'."""
+    worse than a line may be, or means something else on average; 'check' when lines are flagged; else 'good';
+    'no dub' for a subtitles-only run."""
+    if report.get("dubbed") is False:
+        return "no dub", "subtitles only"
     limits = report.get("thresholds") or {}
     heard = (report.get("intelligibility") or {}).get("error_rate")
     meaning = (report.get("meaning") or {}).get("mean_chrf")

@@ -112,16 +112,15 @@ class SourceAnalysis:
 
 @flow(name="dub-language", flow_run_name="dub-{lang}")
 def dub_language(source: SourceAnalysis, lang: str, cfg: LanguageConfig) -> LanguageOutputs:
-    context = steps.run_graph(
-        steps.steps("language"), source.context | {"lang": lang, "cfg": cfg}, partial(run_step, language=lang)
-    )
+    context = source.context | {"lang": lang, "cfg": cfg}
+    context = steps.run_graph(steps.steps("language", context["settings"]), context, partial(run_step, language=lang))
     layout: RunLayout = context["layout"]
     create_markdown_artifact(
         key=f"qa-{_slug(layout.name)}-{lang}",
         markdown=review.report_markdown(context["report"], layout),
         description=f"{layout.name} in {lang}",
     )
-    return layout.outputs(lang, context["dub_video"])
+    return steps.language_outputs(context)
 
 
 @task(name="language", task_run_name="language-{lang}", cache_policy=NO_CACHE)
@@ -147,8 +146,14 @@ def dub_video(
     audio: Path | None = None,
     source_language: str | None = None,
     speakers: int | None = None,
+    subtitles: str | None = None,
+    keep_original_audio: bool | None = None,
+    output_format: str | None = None,
+    subtitles_only: bool | None = None,
 ) -> Manifest:
-    """`source_language` and `speakers` (None: detect, estimate) override `asr.language` and `diarize.speakers`."""
+    """`source_language` and `speakers` (None: detect, estimate) override `asr.language` and `diarize.speakers`;
+    `subtitles`, `keep_original_audio`, `output_format` and `subtitles_only` (None: as configured) the keys of
+    `output` (a subtitles-only run takes only the steps that make the subtitles: `steps.SUBTITLES_ONLY`)."""
     layout = layout_for(video, out)
     with output_lock(layout.lock):
         remove_temporaries(layout.out)  # a killed run's unfinished writes
@@ -156,6 +161,11 @@ def dub_video(
             settings = load_settings(preset, config)
             settings.asr.language = source_language or settings.asr.language
             settings.diarize.speakers = speakers or settings.diarize.speakers
+            chosen = dict(subtitles=subtitles, keep_original_audio=keep_original_audio, format=output_format,
+                          subtitles_only=subtitles_only)  # fmt: skip
+            settings.output = type(settings.output).model_validate(
+                settings.output.model_dump() | {key: value for key, value in chosen.items() if value is not None}
+            )
             return _dub_video(video, languages, layout, settings, audio)
         finally:
             backends.release("asr", "diarize")  # a long-lived worker does not hold Whisper between videos
@@ -165,7 +175,7 @@ def _dub_video(
     video: Path, languages: list[str], layout: RunLayout, settings: Settings, audio: Path | None
 ) -> Manifest:
     lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
-    source_steps = steps.steps("source")
+    source_steps = steps.steps("source", settings)
     total = len(source_steps) + len(languages)
     bar = cast(
         UUID, create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
@@ -179,6 +189,7 @@ def _dub_video(
         return outputs
 
     context: steps.Context = {"video": video, "audio": audio, "settings": settings, "layout": layout}
+    context |= steps.skipped(settings)  # what the steps this run skips would make: None
     context = steps.run_graph(source_steps, context, run_and_count)
     transcript: Transcript = context["transcript"]
     create_table_artifact(
@@ -214,7 +225,7 @@ def _dub_video(
         raise next(iter(errors.values()))
     failed = {lang: " ".join(str(exc).split()) or type(exc).__name__ for lang, exc in errors.items()}
     steps.write_manifest(video, context["info"], transcript, outputs, layout, failed)
-    context = steps.run_graph(steps.steps("summary"), context, run_step)
+    context = steps.run_graph(steps.steps("summary", settings), context, run_step)
     if failed:
         raise LanguagesFailed(failed, str(layout.manifest), list(outputs))
     return Manifest.model_validate_json(layout.manifest.read_text())
