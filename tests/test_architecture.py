@@ -102,7 +102,8 @@ def test_the_flow_runs_one_task_per_step_under_the_step_name():
 def test_layout_names_every_file_of_the_output_contract(tmp_path):
     layout = RunLayout(out=tmp_path, name="talk")
     outputs = layout.outputs("es", layout.video("es"))
-    assert set(LanguageOutputs.model_fields) == {"video", "audio", "voice", "srt", "vtt", "script", "report"}
+    contract = {"video", "audio", "voice", "srt", "vtt", "script", "report"}  # DESIGN.md's keys; fields are added
+    assert set(LanguageOutputs.model_fields) == contract | {"subtitles", "audio_tracks", "bilingual_srt", "bilingual_vtt"}
     assert outputs == LanguageOutputs(
         video="es/talk.es.mp4",
         audio="es/talk.es.wav",

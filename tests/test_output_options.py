@@ -1,0 +1,211 @@
+"""What the dubbed video holds (config `output`, `dub run` flags): subtitles soft, burned, bilingual or none, the
+original audio as a second track, the container, subtitles-only runs; and subtitle text carried literally."""
+
+from __future__ import annotations
+
+import html
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dubbing import media, steps, subtitles
+from dubbing.config import load_settings
+from dubbing.layout import layout_for
+from dubbing.types import MediaInfo, Script, ScriptLine
+
+MARKUP = r"<i>so</i> {\an8}top & a\N b --> c"  # what a user may type into script.json, meant as text
+
+
+def ffprobe(path: Path) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def track_text(path: Path) -> str:
+    """The video's first subtitle track as ffmpeg reads it back, written out as SRT."""
+    return subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:s:0", "-f", "srt", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def cue_texts(srt: str) -> list[str]:
+    """The text of each cue of an SRT document."""
+    return ["\n".join(block.splitlines()[2:]) for block in srt.strip().split("\n\n")]
+
+
+def make_clip(path: Path, *, seconds: float = 3.0, tone: int = 440, picture: str = "testsrc") -> Path:
+    """A small video with a sine tone as its sound (`picture`: a lavfi source, e.g. color=black)."""
+    source = f"{picture}=size=320x240:rate=25:d={seconds}" if picture == "testsrc" else f"{picture}:s=320x240:r=25"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i", source, "-f", "lavfi", "-i",
+         f"sine=frequency={tone}:duration={seconds}", "-t", str(seconds), "-c:v", "libx264", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def make_tone(path: Path, tone: int, seconds: float = 3.0) -> Path:
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i", f"sine=frequency={tone}:duration={seconds}",
+         "-ar", "48000", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def dominant_hz(path: Path, stream: str) -> float:
+    """The strongest frequency of one audio stream of a file (`stream` e.g. '0:a:1')."""
+    pcm = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", stream, "-ac", "1", "-ar", "16000", "-f", "f32le", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    samples = np.frombuffer(pcm, dtype=np.float32)
+    spectrum = np.abs(np.fft.rfft(samples))
+    return float(np.argmax(spectrum) * 16000 / len(samples))
+
+
+# ---------------------------------------------------------------- text shown literally (#19)
+
+
+def test_srt_and_vtt_carry_markup_as_text(tmp_path):
+    srt, vtt = subtitles.write_subtitles([(0.0, 2.0, MARKUP)], tmp_path / "a.srt", tmp_path / "a.vtt", 3.0, "en")
+    srt_cue = cue_texts(srt.read_text())[0]
+    assert srt_cue != MARKUP and srt_cue.replace(subtitles.WORD_JOINER, "") == MARKUP  # only zero-width marks added
+    assert "<i>" not in srt_cue and "{\\" not in srt_cue and "\\N" not in srt_cue
+    vtt_cue = vtt.read_text().split("\n\n")[1].splitlines()[1]
+    assert "<" not in vtt_cue and "-->" not in vtt_cue and html.unescape(vtt_cue) == MARKUP
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_the_muxed_track_holds_the_text_as_written(tmp_path, suffix):
+    clip = make_clip(tmp_path / "clip.mp4")
+    dub = make_tone(tmp_path / "dub.wav", 660)
+    srt, _ = subtitles.write_subtitles(
+        [(0.0, 1.2, MARKUP), (1.4, 2.8, "<b>bold?</b> {not a tag}")], tmp_path / "a.srt", tmp_path / "a.vtt", 3.0
+    )
+    out = media.mux(clip, dub, tmp_path / f"out{suffix}", subtitles=srt, language="spa", duration_s=3.0)
+    assert cue_texts(track_text(out)) == cue_texts(srt.read_text())
+    streams = [s for s in ffprobe(out)["streams"] if s["codec_type"] == "subtitle"]
+    assert [s["codec_name"] for s in streams] == ["subrip" if suffix == ".mkv" else "mov_text"]
+    assert streams[0]["tags"]["language"] == "spa"
+
+
+def test_steps_write_an_edited_lines_markup_literally(tmp_path):
+    layout = layout_for(tmp_path / "talk.mp4", tmp_path / "out")
+    script = Script(source_language="en", language="es", translator="test",
+                    lines=[ScriptLine(index=0, speaker="S1", start=0.0, end=2.0, source_text="so", text=MARKUP)])  # fmt: skip
+    info = MediaInfo(path="talk.mp4", duration_s=3.0, has_video=True, has_audio=True)
+    srt, vtt = steps.write_subtitles(script, info, load_settings(), layout)
+    assert cue_texts(srt.read_text())[0].replace(subtitles.WORD_JOINER, "") == MARKUP
+    assert html.unescape(vtt.read_text().split("\n\n")[1].splitlines()[1]) == MARKUP
+
+
+# ---------------------------------------------------------------- bilingual
+
+
+def test_bilingual_cues_hold_the_source_over_the_translation():
+    source = "We walked along the river for an hour and talked about the summer and the plans we had made"
+    text = "Caminamos por el río"
+    cues = subtitles.make_bilingual_cues([(0.0, 4.0, source, text), (5.0, 6.0, "Yes.", "Sí.")], 8.0, "en", "es")
+    first_line = [c for c in cues if c.end <= 4.0 + 1e-6]
+    assert len(first_line) == 1  # a one-line translation is never split away from itself
+    lines = first_line[0].text.split("\n")
+    assert lines[-1] == text and " ".join(lines[:-1]) == source
+    assert cues[-1].text == "Yes.\nSí." and cues[-1].start == 5.0
+    long_text = " ".join([text] * 6)  # several subtitle lines: several cues, each with both languages
+    split = subtitles.make_bilingual_cues([(0.0, 6.0, source, long_text)], 8.0, "en", "es")
+    source_lines, text_lines = subtitles.wrap(source, "en"), subtitles.wrap(long_text, "es")
+    assert len(split) > 1
+    for cue in split:  # each cue: some source lines, then some translated lines
+        lines = cue.text.split("\n")
+        cut = next(i for i, line in enumerate(lines) if line not in source_lines)
+        assert 0 < cut < len(lines) and all(line in text_lines for line in lines[cut:])
+    every = [line for c in split for line in c.text.split("\n")]
+    assert [line for line in every if line in source_lines] == source_lines
+    assert [line for line in every if line not in source_lines] == text_lines
+    assert split[0].start == 0.0 and split[-1].end == 6.0
+
+
+def test_bilingual_mode_writes_its_files_beside_the_normal_ones(tmp_path):
+    layout = layout_for(tmp_path / "talk.mp4", tmp_path / "out")
+    script = Script(source_language="en", language="es", translator="test",
+                    lines=[ScriptLine(index=0, speaker="S1", start=0.0, end=2.0, source_text="Hello", text="Hola")])  # fmt: skip
+    info = MediaInfo(path="talk.mp4", duration_s=3.0, has_video=True, has_audio=True)
+    settings = load_settings()
+    settings.output.subtitles = "bilingual"
+    files = steps.write_subtitles(script, info, settings, layout)
+    assert files[:2] == (layout.srt("es"), layout.vtt("es")) and len(files) == 4
+    assert cue_texts(files[0].read_text()) == ["Hola"]
+    assert cue_texts(files[2].read_text()) == ["Hello\nHola"]
+    assert "Hello\nHola" in files[3].read_text()
+
+
+# ---------------------------------------------------------------- audio tracks, burned subtitles, containers
+
+
+def test_original_audio_is_a_second_track_tagged_with_the_source_language(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", tone=440)
+    original, dub = make_tone(tmp_path / "original.wav", 1000), make_tone(tmp_path / "dub.wav", 300)
+    out = media.mux(clip, dub, tmp_path / "out.mp4", language="spa", original_audio=original,
+                    original_language="eng", duration_s=3.0)  # fmt: skip
+    audio = [s for s in ffprobe(out)["streams"] if s["codec_type"] == "audio"]
+    assert [s["tags"]["language"] for s in audio] == ["spa", "eng"]
+    assert [s["disposition"]["default"] for s in audio] == [1, 0]
+    assert abs(dominant_hz(out, "0:a:0") - 300) < 10 and abs(dominant_hz(out, "0:a:1") - 1000) < 10
+
+
+def test_burned_subtitles_are_drawn_where_the_cue_is_and_the_text_stays_text(tmp_path):
+    clip = make_clip(tmp_path / "black.mp4", picture="color=black")
+    srt, _ = subtitles.write_subtitles([(0.0, 1.0, r"{\an8}WWWW")], tmp_path / "a.srt", tmp_path / "a.vtt", 3.0)
+    burn = subtitles.burnable(srt, tmp_path / "burn dir" / "sub's [1].srt")  # a name the filter must escape
+    out = media.mux(clip, make_tone(tmp_path / "dub.wav", 300), tmp_path / "out.mp4", burn=burn, crf=20,
+                    preset="ultrafast", duration_s=3.0)  # fmt: skip
+    kinds = [s["codec_type"] for s in ffprobe(out)["streams"]]
+    assert kinds == ["video", "audio"]  # drawn in, no track
+    frames = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(out), "-vf", "fps=2", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    video = np.frombuffer(frames, dtype=np.uint8).reshape(-1, 240, 320)
+    during, after = video[0], video[-1]  # t=0 (the cue) and t=2.5 s (none)
+    assert during[160:].max() > 150  # text near the bottom: {\an8} was not taken as "move to the top"
+    assert during[:80].max() < 40 and after.max() < 40
+
+
+def test_mux_refuses_a_container_it_does_not_make(tmp_path):
+    from dubbing.errors import DubbingError
+
+    with pytest.raises(DubbingError, match=r"\.mp4, \.mov or \.mkv"):
+        media.mux(tmp_path / "a.mp4", tmp_path / "a.wav", tmp_path / "out.avi")
+
+
+# ---------------------------------------------------------------- subtitles-only runs
+
+
+def test_a_subtitles_only_run_takes_only_the_steps_that_make_subtitles():
+    settings = load_settings()
+    settings.output.subtitles_only = True
+    taken = {s.name for scope in ("source", "language", "summary") for s in steps.steps(scope, settings)}
+    assert taken == steps.SUBTITLES_ONLY
+    skipped = steps.skipped(settings)
+    assert {"track", "dub_audio", "picture", "hearing", "dub_video", "voices"} <= set(skipped)
+    assert "script" not in skipped and "transcript" not in skipped and all(v is None for v in skipped.values())
+    for step in (s for scope in ("source", "language", "summary") for s in steps.steps(scope, settings)):
+        made_before = {n for s in steps.STEPS[: steps.STEPS.index(step)] if s.name in taken for n in s.outputs}
+        context_values = {"video", "audio", "settings", "layout", "lang", "cfg"}
+        assert set(step.inputs) <= made_before | set(skipped) | context_values, step.name
+    assert steps.skipped(load_settings()) == {}
