@@ -547,7 +547,7 @@ def quality_report(
     return report.model_copy(update={"below_goal": shortfalls(cfg)})
 
 
-NO_DUB = "no dub: a subtitles-only run (dub run --subtitles-only) translates and writes subtitles, nothing more"
+NO_DUB = "no dub: subtitles only (output.subtitles_only, dub run --subtitles-only)"
 FAST_BACK_TRANSLATORS = ("apertium", "bergamot")  # `qa.meaning_backend: auto` tries these before the LLM
 
 

@@ -103,7 +103,12 @@ def test_layout_names_every_file_of_the_output_contract(tmp_path):
     layout = RunLayout(out=tmp_path, name="talk")
     outputs = layout.outputs("es", layout.video("es"))
     contract = {"video", "audio", "voice", "srt", "vtt", "script", "report"}  # DESIGN.md's keys; fields are added
-    assert set(LanguageOutputs.model_fields) == contract | {"subtitles", "audio_tracks", "bilingual_srt", "bilingual_vtt"}
+    assert set(LanguageOutputs.model_fields) == contract | {
+        "subtitles",
+        "audio_tracks",
+        "bilingual_srt",
+        "bilingual_vtt",
+    }
     assert outputs == LanguageOutputs(
         video="es/talk.es.mp4",
         audio="es/talk.es.wav",

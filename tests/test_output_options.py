@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -15,6 +19,7 @@ from dubbing import media, steps, subtitles
 from dubbing.config import load_settings
 from dubbing.layout import layout_for
 from dubbing.types import MediaInfo, Script, ScriptLine
+from tests.conftest import media_file
 
 MARKUP = r"<i>so</i> {\an8}top & a\N b --> c"  # what a user may type into script.json, meant as text
 
@@ -77,6 +82,11 @@ def dominant_hz(path: Path, stream: str) -> float:
     return float(np.argmax(spectrum) * 16000 / len(samples))
 
 
+def one_line_script(source_text: str, text: str) -> Script:
+    line = ScriptLine(index=0, speaker="S1", start=0.0, end=2.0, source_text=source_text, text=text)
+    return Script(source_language="en", language="es", translator="test", lines=[line])
+
+
 # ---------------------------------------------------------------- text shown literally (#19)
 
 
@@ -105,8 +115,7 @@ def test_the_muxed_track_holds_the_text_as_written(tmp_path, suffix):
 
 def test_steps_write_an_edited_lines_markup_literally(tmp_path):
     layout = layout_for(tmp_path / "talk.mp4", tmp_path / "out")
-    script = Script(source_language="en", language="es", translator="test",
-                    lines=[ScriptLine(index=0, speaker="S1", start=0.0, end=2.0, source_text="so", text=MARKUP)])  # fmt: skip
+    script = one_line_script("so", MARKUP)
     info = MediaInfo(path="talk.mp4", duration_s=3.0, has_video=True, has_audio=True)
     srt, vtt = steps.write_subtitles(script, info, load_settings(), layout)
     assert cue_texts(srt.read_text())[0].replace(subtitles.WORD_JOINER, "") == MARKUP
@@ -141,8 +150,7 @@ def test_bilingual_cues_hold_the_source_over_the_translation():
 
 def test_bilingual_mode_writes_its_files_beside_the_normal_ones(tmp_path):
     layout = layout_for(tmp_path / "talk.mp4", tmp_path / "out")
-    script = Script(source_language="en", language="es", translator="test",
-                    lines=[ScriptLine(index=0, speaker="S1", start=0.0, end=2.0, source_text="Hello", text="Hola")])  # fmt: skip
+    script = one_line_script("Hello", "Hola")
     info = MediaInfo(path="talk.mp4", duration_s=3.0, has_video=True, has_audio=True)
     settings = load_settings()
     settings.output.subtitles = "bilingual"
@@ -209,3 +217,89 @@ def test_a_subtitles_only_run_takes_only_the_steps_that_make_subtitles():
         context_values = {"video", "audio", "settings", "layout", "lang", "cfg"}
         assert set(step.inputs) <= made_before | set(skipped) | context_values, step.name
     assert steps.skipped(load_settings()) == {}
+
+
+# ---------------------------------------------------------------- end to end: `dub run` with the options
+
+
+def dub_run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**(env if env is not None else os.environ), "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "dubbing.cli", "run", *args], capture_output=True, text=True,
+                          env=env, timeout=900)  # fmt: skip
+
+
+def decoded(path: Path, stream: str) -> np.ndarray:
+    pcm = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", stream, "-ac", "1", "-ar", "16000", "-f", "f32le", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(pcm, dtype=np.float32)
+
+
+def correlation(a: np.ndarray, b: np.ndarray, max_lag: int = 800) -> float:
+    """The best normalised correlation of two 16 kHz signals within +-50 ms (an AAC encoder's priming samples shift
+    a track by about 21 ms in a container that does not record them)."""
+    n = min(len(a), len(b)) - 2 * max_lag
+    ref = b[max_lag : max_lag + n]
+    segments = (a[max_lag + lag : max_lag + lag + n] for lag in range(-max_lag, max_lag + 1))
+    return max(float(np.dot(s, ref) / (np.linalg.norm(s) * np.linalg.norm(ref) + 1e-12)) for s in segments)
+
+
+@pytest.mark.slow
+def test_dub_run_bilingual_mkv_with_the_original_audio_and_the_runs_link(tmp_path):
+    video = media_file("vrt_face2.mp4")
+    out = tmp_path / "out"
+    proc = dub_run(str(video), "-l", "es", "-o", str(out), "--subtitles", "bilingual", "--keep-original-audio",
+                   "--output-format", "mkv")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    es = json.loads((out / "manifest.json").read_text())["outputs"]["es"]
+    assert {"video", "audio", "voice", "srt", "vtt", "script", "report"} <= set(es)  # the contract's keys stay
+    assert es["video"] == "es/vrt_face2.es.mkv" and es["subtitles"] == "bilingual"
+    assert es["audio_tracks"] == ["spa", "eng"]
+    dubbed = out / es["video"]
+    info = ffprobe(dubbed)
+    assert "matroska" in info["format"]["format_name"]
+    audio = [s for s in info["streams"] if s["codec_type"] == "audio"]
+    subs = [s for s in info["streams"] if s["codec_type"] == "subtitle"]
+    assert [s["tags"]["language"] for s in audio] == ["spa", "eng"] and audio[0]["disposition"]["default"] == 1
+    assert [(s["codec_name"], s["tags"]["language"]) for s in subs] == [("subrip", "spa")]
+    # the second track is the source's own sound, the first is not
+    source = decoded(video, "0:a:0")
+    assert correlation(decoded(dubbed, "0:a:1"), source) > 0.9 > correlation(decoded(dubbed, "0:a:0"), source) + 0.5
+    # the track is the bilingual file: each cue the source line over the translation
+    bilingual = (out / es["bilingual_srt"]).read_text()
+    assert cue_texts(track_text(dubbed)) == cue_texts(bilingual) and (out / es["bilingual_vtt"]).is_file()
+    script = json.loads((out / es["script"]).read_text())
+    words = " ".join(bilingual.split())
+    for line in script["lines"]:
+        assert all(w in words for w in line["source_text"].split() + line["text"].split())
+    assert all(len(cue.splitlines()) >= 2 for cue in cue_texts(bilingual))
+    # on a server the user keeps, the summary ends with the run's page in the Prefect UI
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        last = proc.stdout.strip().splitlines()[-1]
+        match = re.fullmatch(r"in the Prefect UI: (http://\S+)/runs/flow-run/([0-9a-f-]{36})", last)
+        assert match and api.startswith(match.group(1)), proc.stdout[-1000:]
+        flow_run = httpx.get(f"{api}/flow_runs/{match.group(2)}", timeout=10).json()
+        assert flow_run["name"] == "dub-vrt_face2.mp4" and flow_run["state_type"] == "COMPLETED"
+
+
+@pytest.mark.slow
+def test_dub_run_subtitles_only_voices_nothing_and_says_so(tmp_path):
+    video = media_file("vrt_face2.mp4")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "ph")}
+    proc = dub_run(str(video), "-l", "es,ca", "-o", str(out), "--subtitles-only", env=env)  # the temporary API
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    for lang in ("es", "ca"):
+        entry = manifest["outputs"][lang]
+        assert entry["video"] is None and entry["audio"] is None and entry["voice"] is None
+        assert cue_texts((out / entry["srt"]).read_text()) and (out / entry["vtt"]).is_file()
+        report = json.loads((out / entry["report"]).read_text())
+        assert report["dubbed"] is False and "no dub" in report["intelligibility"]["note"]
+        made = {p.suffix for p in (out / lang).iterdir()}
+        assert not made & {".wav", ".mp4", ".mkv", ".mov"}, made
+    assert "no dub" in (out / manifest["review"]).read_text()
+    assert "no dub" in proc.stdout and "Prefect UI" not in proc.stdout  # no link to a server that is gone
