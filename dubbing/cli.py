@@ -384,7 +384,7 @@ def run(
     speakers: Annotated[int | None, typer.Option(min=1, help="How many people speak (default: estimate).")] = None,
     subtitles: Annotated[
         Literal["soft", "burn", "bilingual", "none"] | None,
-        typer.Option(help="Subtitles in the video: a track, drawn in, source+translation, or none (default: soft)."),
+        typer.Option(help="Subtitles in the video: a track, drawn in, source over translation, or none."),
     ] = None,
     keep_original_audio: Annotated[
         bool, typer.Option("--keep-original-audio", help="Keep the original audio as a second track.", metavar=FLAG)

@@ -24,6 +24,7 @@ from dubbing.types import Manifest
 
 BROWSER_VIDEO = {"h264", "vp8", "vp9", "av1"}  # what Chromium, Firefox and Safari all decode (H.264 included)
 BROWSER_AUDIO = {"aac", "mp3", "opus", "vorbis", "flac", None}
+BROWSER_CONTAINERS = {".mp4", ".m4v", ".webm"}
 
 
 def clock(seconds: float | None) -> str:
@@ -345,7 +346,8 @@ def playable(video: Path, preview: Path, out: Path) -> str | None:
     if not video.exists():
         return None
     info = media.probe(video)
-    if info.video_codec not in BROWSER_VIDEO or info.audio_codec not in BROWSER_AUDIO:
+    container_plays = video.suffix.lower() in BROWSER_CONTAINERS  # an .mkv or .mov dub (output.format) gets a preview
+    if not container_plays or info.video_codec not in BROWSER_VIDEO or info.audio_codec not in BROWSER_AUDIO:
         if not preview.exists() or preview.stat().st_mtime < video.stat().st_mtime:
             browser_preview(video, preview)
         video = preview

@@ -18,7 +18,7 @@ import pytest
 from dubbing import media, steps, subtitles
 from dubbing.config import load_settings
 from dubbing.layout import layout_for
-from dubbing.types import MediaInfo, Script, ScriptLine
+from dubbing.types import MediaInfo, Script, ScriptLine, Transcript
 from tests.conftest import media_file
 
 MARKUP = r"<i>so</i> {\an8}top & a\N b --> c"  # what a user may type into script.json, meant as text
@@ -192,6 +192,35 @@ def test_burned_subtitles_are_drawn_where_the_cue_is_and_the_text_stays_text(tmp
     during, after = video[0], video[-1]  # t=0 (the cue) and t=2.5 s (none)
     assert during[160:].max() > 150  # text near the bottom: {\an8} was not taken as "move to the top"
     assert during[:80].max() < 40 and after.max() < 40
+
+
+def test_render_video_burns_into_a_mov_with_both_audio_tracks_and_records_it(tmp_path):
+    clip = make_clip(tmp_path / "black.mp4", picture="color=black")
+    layout = layout_for(clip, tmp_path / "out")
+    settings = load_settings()
+    settings.output.subtitles, settings.output.format, settings.output.keep_original_audio = "burn", "mov", True
+    settings.lipsync.preset = "ultrafast"
+    info = media.probe(clip)
+    files = steps.write_subtitles(one_line_script("Hello", "HOLA HOLA"), info, settings, layout)
+    context = {"video": clip, "info": info, "dub_audio": make_tone(tmp_path / "dub.wav", 300), "subtitle_files": files,
+               "mix_wav": make_tone(tmp_path / "original.wav", 1000), "picture": None, "lang": "es",
+               "transcript": Transcript(language="en", duration_s=3.0), "cfg": settings.for_language("es"),
+               "settings": settings, "layout": layout}  # fmt: skip
+    out = steps.render_video(**{name: context[name] for name in steps.get_step("render-video").inputs})
+    assert out == layout.video("es", "mov") and out.name == "black.es.mov"
+    probed = ffprobe(out)
+    assert "mov" in probed["format"]["format_name"]
+    assert [s["codec_type"] for s in probed["streams"]] == ["video", "audio", "audio"]  # drawn in: no track
+    assert [s["tags"]["language"] for s in probed["streams"][1:]] == ["spa", "eng"]
+    first = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(out), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert np.frombuffer(first, dtype=np.uint8).max() > 150  # the text is in the picture
+    entry = steps.language_outputs(context | {"dub_video": out, "track": object()})
+    assert (entry.video, entry.subtitles, entry.audio_tracks) == ("es/black.es.mov", "burn", ["spa", "eng"])
+    assert entry.bilingual_srt is None and entry.audio == "es/black.es.wav"
 
 
 def test_mux_refuses_a_container_it_does_not_make(tmp_path):
