@@ -37,7 +37,7 @@ from dubbing import (
     tts,
     voice,
 )
-from dubbing.config import ASRConfig, LanguageConfig, Settings, check_language, shortfalls
+from dubbing.config import ASRConfig, LanguageConfig, OutputConfig, Settings, check_language, shortfalls
 from dubbing.errors import DubbingError
 from dubbing.files import write_json, write_text
 from dubbing.layout import RunLayout, layout_for, manifest_of
@@ -80,7 +80,9 @@ class Step:
 
 Context = dict[str, Any]
 """The named values of a run: `video`, `audio` (the --audio file or None), `settings`, `layout`; per language also
-`lang` and `cfg` (its LanguageConfig); and every step's outputs."""
+`lang` and `cfg` (its LanguageConfig); and every step's outputs. `output` (settings.output: what the video holds)
+is read back from `settings`; it is a value of its own so that choosing other subtitles or another container
+changes the cache key of only the steps that read it (a Settings' cache fingerprint leaves it out)."""
 
 
 # ---------------------------------------------------------------- once per video
@@ -330,7 +332,7 @@ def mix_audio(track: DubTrack, separated: tuple[Path, Path] | None, settings: Se
     )
 
 
-def write_subtitles(script: Script, info: MediaInfo, settings: Settings, layout: RunLayout) -> tuple[Path, ...]:
+def write_subtitles(script: Script, info: MediaInfo, output: OutputConfig, layout: RunLayout) -> tuple[Path, ...]:
     """NAME.LANG.srt and .vtt of the script's lines; with `output.subtitles: bilingual` also NAME.LANG.bilingual.srt
     and .vtt (the source line over the translation in each cue), returned after them."""
     lang = script.language
@@ -341,7 +343,7 @@ def write_subtitles(script: Script, info: MediaInfo, settings: Settings, layout:
         info.duration_s,
         lang,
     )
-    if settings.output.subtitles != "bilingual":
+    if output.subtitles != "bilingual":
         return written
     cues = subtitles.make_bilingual_cues(
         ((line.start, line.end, line.source_text, line.text) for line in script.lines),
@@ -387,6 +389,7 @@ def render_video(
     picture: Path | None,
     cfg: LanguageConfig,
     lang: str,
+    output: OutputConfig,
     settings: Settings,
     layout: RunLayout,
 ) -> Path | None:
@@ -395,7 +398,6 @@ def render_video(
     audio as a second track."""
     if not info.has_video:
         return None
-    output = settings.output
     srt = subtitle_files[2] if output.subtitles == "bilingual" else subtitle_files[0]  # (srt, vtt[, srt, vtt])
     with tempfile.TemporaryDirectory(prefix="dub-burn-") as tmp:
         burn = subtitles.burnable(srt, Path(tmp) / "subtitles.srt") if output.subtitles == "burn" else None
@@ -816,6 +818,7 @@ def _restore_separated(c: Context) -> tuple[Path, Path] | None:
 
 
 _RESTORE: dict[str, Callable[[Context], Any]] = {
+    "output": lambda c: c["settings"].output,  # its own value: a cache key changes with it only where it is read
     "info": lambda c: media.probe(c["video"]),
     "analysis_wav": lambda c: c["layout"].analysis_wav,
     "mix_wav": lambda c: c["layout"].mix_wav,

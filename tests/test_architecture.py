@@ -22,7 +22,7 @@ SHARED = {
     "speaker_embedding", "vad",
 }  # fmt: skip
 COMPOSITION = {"steps", "flows", "cli", "batch", "__init__"}
-BASE_CONTEXT = {"video", "audio", "settings", "layout"}
+BASE_CONTEXT = {"video", "audio", "settings", "layout", "output"}  # output: read back from settings (steps.restore)
 LANGUAGE_CONTEXT = {"lang", "cfg"}
 
 

@@ -117,7 +117,7 @@ def test_steps_write_an_edited_lines_markup_literally(tmp_path):
     layout = layout_for(tmp_path / "talk.mp4", tmp_path / "out")
     script = one_line_script("so", MARKUP)
     info = MediaInfo(path="talk.mp4", duration_s=3.0, has_video=True, has_audio=True)
-    srt, vtt = steps.write_subtitles(script, info, load_settings(), layout)
+    srt, vtt = steps.write_subtitles(script, info, load_settings().output, layout)
     assert cue_texts(srt.read_text())[0].replace(subtitles.WORD_JOINER, "") == MARKUP
     assert html.unescape(vtt.read_text().split("\n\n")[1].splitlines()[1]) == MARKUP
 
@@ -154,7 +154,7 @@ def test_bilingual_mode_writes_its_files_beside_the_normal_ones(tmp_path):
     info = MediaInfo(path="talk.mp4", duration_s=3.0, has_video=True, has_audio=True)
     settings = load_settings()
     settings.output.subtitles = "bilingual"
-    files = steps.write_subtitles(script, info, settings, layout)
+    files = steps.write_subtitles(script, info, settings.output, layout)
     assert files[:2] == (layout.srt("es"), layout.vtt("es")) and len(files) == 4
     assert cue_texts(files[0].read_text()) == ["Hola"]
     assert cue_texts(files[2].read_text()) == ["Hello\nHola"]
@@ -201,11 +201,11 @@ def test_render_video_burns_into_a_mov_with_both_audio_tracks_and_records_it(tmp
     settings.output.subtitles, settings.output.format, settings.output.keep_original_audio = "burn", "mov", True
     settings.lipsync.preset = "ultrafast"
     info = media.probe(clip)
-    files = steps.write_subtitles(one_line_script("Hello", "HOLA HOLA"), info, settings, layout)
+    files = steps.write_subtitles(one_line_script("Hello", "HOLA HOLA"), info, settings.output, layout)
     context = {"video": clip, "info": info, "dub_audio": make_tone(tmp_path / "dub.wav", 300), "subtitle_files": files,
                "mix_wav": make_tone(tmp_path / "original.wav", 1000), "picture": None, "lang": "es",
                "transcript": Transcript(language="en", duration_s=3.0), "cfg": settings.for_language("es"),
-               "settings": settings, "layout": layout}  # fmt: skip
+               "settings": settings, "output": settings.output, "layout": layout}  # fmt: skip
     out = steps.render_video(**{name: context[name] for name in steps.get_step("render-video").inputs})
     assert out == layout.video("es", "mov") and out.name == "black.es.mov"
     probed = ffprobe(out)
@@ -243,7 +243,7 @@ def test_a_subtitles_only_run_takes_only_the_steps_that_make_subtitles():
     assert "script" not in skipped and "transcript" not in skipped and all(v is None for v in skipped.values())
     for step in (s for scope in ("source", "language", "summary") for s in steps.steps(scope, settings)):
         made_before = {n for s in steps.STEPS[: steps.STEPS.index(step)] if s.name in taken for n in s.outputs}
-        context_values = {"video", "audio", "settings", "layout", "lang", "cfg"}
+        context_values = {"video", "audio", "settings", "output", "layout", "lang", "cfg"}
         assert set(step.inputs) <= made_before | set(skipped) | context_values, step.name
     assert steps.skipped(load_settings()) == {}
 
