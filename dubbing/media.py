@@ -122,6 +122,7 @@ def mux(
     language: str | None = None,
     duration_s: float | None = None,
     burn: Path | None = None,
+    burn_style: str | None = None,
     original_audio: Path | None = None,
     original_language: str | None = None,
     crf: int = 17,
@@ -130,7 +131,8 @@ def mux(
     """Put new audio (and a soft subtitle track) under the original video stream, without re-encoding it.
     `language` is the ISO 639-2 code the container's metadata wants ('spa'; the language record's `iso639_2`).
     The container follows `out`'s suffix (.mp4, .mov: subtitles as mov_text; .mkv: as SRT). `burn`: an SRT file
-    drawn into the picture by libass (the picture is then encoded once, with x264 at `crf` and `preset`).
+    drawn into the picture by libass in `burn_style` (its `force_style`, e.g. 'FontSize=12'; the picture is then
+    encoded once, with x264 at `crf` and `preset`).
     `original_audio`: a second audio track after the dub, tagged `original_language`; the dub is the default."""
     for code in (language, original_language):
         if code is not None and not (len(code) == 3 and code.isalpha()):
@@ -147,7 +149,8 @@ def mux(
         if language:
             cmd += ["-metadata:s:s:0", f"language={language}"]
     if burn is not None:
-        cmd += ["-vf", f"subtitles=filename={_filter_value(burn.name)}", "-c:v", "libx264", "-crf", str(crf)]
+        style = f":force_style={_filter_value(burn_style)}" if burn_style else ""
+        cmd += ["-vf", f"subtitles=filename={_filter_value(burn.name)}{style}", "-c:v", "libx264", "-crf", str(crf)]
         cmd += ["-preset", preset]
     else:
         cmd += ["-c:v", "copy"]

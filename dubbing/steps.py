@@ -409,6 +409,7 @@ def render_video(
             language=cfg.iso639_2,
             duration_s=info.duration_s,
             burn=burn,
+            burn_style=subtitles.burn_style(info.width, info.height),
             original_audio=mix_wav if output.keep_original_audio else None,
             original_language=iso639_2(settings, transcript.language),
             crf=settings.lipsync.crf,

@@ -212,6 +212,20 @@ def burnable(srt: Path, out: Path) -> Path:
     return write_text(out, re.sub("\\{" + WORD_JOINER + "?", lambda _: "\\{", text))
 
 
+BURN_HEIGHT = 288  # the script height libass lays an SRT out in (its default style: font size 16)
+GLYPH_EM = 0.6  # the average width of a column in DejaVu Sans, libass's default font here, in font sizes
+
+
+def burn_style(width: int | None, height: int | None) -> str:
+    """libass's style for burning into a `width` x `height` picture (ffmpeg's `subtitles` filter `force_style`): the
+    default font size, made smaller where a full line of MAX_CHARS columns would not fit the picture's width (a
+    square or portrait video), so the lines break where the file breaks them."""
+    size = 16.0
+    if width and height:
+        size = min(size, 0.92 * BURN_HEIGHT * width / height / (MAX_CHARS * GLYPH_EM))
+    return f"FontSize={max(6, int(size))}"
+
+
 def write_subtitles(
     lines: Iterable[tuple[float, float, str]],
     srt: Path,

@@ -194,6 +194,33 @@ def test_burned_subtitles_are_drawn_where_the_cue_is_and_the_text_stays_text(tmp
     assert during[:80].max() < 40 and after.max() < 40
 
 
+def text_bands(frame: np.ndarray) -> int:
+    """How many separate bands of rows hold drawn (bright) pixels: the lines of text in a black frame."""
+    rows = (frame > 150).any(axis=1)
+    return int(rows[0]) + int(np.count_nonzero(rows[1:] & ~rows[:-1]))
+
+
+def test_burned_lines_break_where_the_file_breaks_them_in_a_square_picture(tmp_path):
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=black:s=360x360:r=25:d=1", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", str(tmp_path / "square.mp4")], check=True)  # fmt: skip
+    line = "Caminamos por el río durante una hora bien"  # 42 characters: one subtitle line
+    srt, _ = subtitles.write_subtitles([(0.0, 1.0, line)], tmp_path / "a.srt", tmp_path / "a.vtt", 1.0)
+    assert cue_texts(srt.read_text()) == [line]
+    burn = subtitles.burnable(srt, tmp_path / "burn.srt")
+    tone = make_tone(tmp_path / "dub.wav", 300, 1.0)
+    bands = []
+    for style in (None, subtitles.burn_style(360, 360)):
+        out = media.mux(tmp_path / "square.mp4", tone, tmp_path / f"{style}.mp4", burn=burn, burn_style=style,
+                        preset="ultrafast", duration_s=1.0)  # fmt: skip
+        frame = subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(out), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        bands.append(text_bands(np.frombuffer(frame, dtype=np.uint8).reshape(360, 360)))
+    assert bands[0] > 1 and bands[1] == 1  # libass's default size wraps the line again; the burn style does not
+
+
 def test_render_video_burns_into_a_mov_with_both_audio_tracks_and_records_it(tmp_path):
     clip = make_clip(tmp_path / "black.mp4", picture="color=black")
     layout = layout_for(clip, tmp_path / "out")
