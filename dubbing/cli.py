@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -426,6 +426,19 @@ def run(
         Path | None,
         typer.Option(help="Speak this edited SRT, WebVTT or script.json instead of translating (one language)."),
     ] = None,
+    subtitles: Annotated[
+        Literal["soft", "burn", "bilingual", "none"] | None,
+        typer.Option(help="Subtitles in the video: a track, drawn in, source over translation, or none."),
+    ] = None,
+    keep_original_audio: Annotated[
+        bool, typer.Option("--keep-original-audio", help="Keep the original audio as a second track.", metavar=FLAG)
+    ] = False,
+    output_format: Annotated[
+        Literal["mp4", "mkv", "mov"] | None, typer.Option(help="The dubbed video's container (default: mp4).")
+    ] = None,
+    subtitles_only: Annotated[
+        bool, typer.Option("--subtitles-only", help="Only translate and write subtitles (no voice).", metavar=FLAG)
+    ] = False,
 ) -> None:
     """Dub VIDEO into each language: video, audio, subtitles, script and report per language.
 
@@ -450,9 +463,10 @@ def run(
     from dubbing.flows.dub_video import dub_video
 
     flow = dub_video if dask is None else dub_video.with_options(task_runner=_dask_runner(dask))
+    flow = flow.with_options(on_completion=[_remember_run], on_failure=[_remember_run])  # type: ignore[list-item]
     _wait_for_api()
     try:
-        with _progress_bars():
+        with _progress_bars(subtitles_only):
             manifest = flow(
                 video=video,
                 languages=langs,
@@ -464,6 +478,10 @@ def run(
                 speakers=speakers,
                 audio_track=audio_track,
                 script=script.resolve() if script else None,
+                subtitles=subtitles,
+                keep_original_audio=keep_original_audio or None,  # not given: as configured
+                output_format=output_format,
+                subtitles_only=subtitles_only or None,
             )
     except LanguagesFailed:
         from dubbing.layout import manifest_of
@@ -487,6 +505,24 @@ def _check_script(script: Path, langs: list[str]) -> None:
 
 
 LOG_NAME = "dub.log"  # in an output folder: what native libraries printed during its runs
+_flow_runs: list[Any] = []  # the id of each `dub-video` flow run this process ran (its state hooks add them)
+
+
+def _remember_run(_flow: Any, flow_run: Any, _state: Any) -> None:
+    _flow_runs.append(flow_run.id)
+
+
+def _run_link() -> str | None:
+    """The Prefect UI's page of the last flow run, when it ran on a server the user keeps (`dub server`, or one
+    PREFECT_API_URL names); None for the temporary API this command starts, which ends with it."""
+    if _api.proc is not None or not _flow_runs:
+        return None
+    from prefect.settings import get_current_settings
+    from prefect.utilities.urls import url_for
+
+    if not get_current_settings().api.url:
+        return None
+    return url_for("flow-run", obj_id=_flow_runs[-1])
 
 
 def _check_out(out: Path) -> None:
@@ -557,6 +593,8 @@ def _print_outputs(video: Path, out: Path, manifest: Manifest) -> None:
         console.print(f"review page: {out / manifest.review}")
     if _native.written and _native.path:
         console.print(f"libraries' messages: {_native.path}")
+    if link := _run_link():
+        console.print(f"in the Prefect UI: {link}", markup=False, highlight=False)
 
 
 @app.command()
@@ -712,14 +750,15 @@ def _dask_runner(address: str):
 
 
 @contextmanager
-def _progress_bars() -> Iterator[None]:
+def _progress_bars(subtitles_only: bool = False) -> Iterator[None]:
     """One bar per language (and one for the shared source stages), showing the stage and percentage."""
     from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
     from dubbing import progress, steps
 
-    source_steps = [s.name for s in steps.steps("source") + steps.steps("summary")]
-    language_steps = [s.name for s in steps.steps("language")]
+    taken = steps.SUBTITLES_ONLY if subtitles_only else {s.name for s in steps.STEPS}
+    source_steps = [s.name for s in steps.steps("source") + steps.steps("summary") if s.name in taken]
+    language_steps = [s.name for s in steps.steps("language") if s.name in taken]
     bars = Progress(
         TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(), console=err_console
     )

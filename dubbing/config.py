@@ -142,6 +142,17 @@ class QAConfig(Section):
     wrong_language: bool = True  # flag words of another language in the script (wordfreq word lists)
 
 
+class OutputConfig(Section):
+    """What the dubbed video holds (the .srt/.vtt files are written whatever is chosen)."""
+
+    # soft: a subtitle track; burn: drawn into the picture; bilingual: a track with the source line over the
+    # translation in each cue (NAME.LANG.bilingual.srt/.vtt); none: no subtitle track
+    subtitles: Literal["soft", "burn", "bilingual", "none"] = "soft"
+    keep_original_audio: bool = False  # the original audio as a second track, after the dub (the default)
+    format: Literal["mp4", "mkv", "mov"] = "mp4"  # the dubbed video's container
+    subtitles_only: bool = False  # translate and write subtitles only: no voices, no dubbed audio or video
+
+
 class LanguageQuality(Section):
     """What the project measured for this language's configured route (benchmarks/bench_translate.py and
     benchmarks/bench_languages.py; docs/languages.md): compared with its goals by `shortfalls`."""
@@ -223,6 +234,7 @@ class Settings(Section):
     lipsync: LipsyncConfig = Field(default_factory=LipsyncConfig)
     separate: SeparateConfig = Field(default_factory=SeparateConfig)
     qa: QAConfig = Field(default_factory=QAConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
     language_defaults: LanguageConfig = Field(default_factory=LanguageConfig)
     languages: dict[str, LanguageConfig] = Field(default_factory=dict)
     max_parallel_languages: int = Field(2, ge=1, le=16)

@@ -100,8 +100,9 @@ class RunLayout:
         """NAME.LANG<suffix> in the language's folder."""
         return self.language_dir(lang) / f"{self.name}.{lang}{suffix}"
 
-    def video(self, lang: str) -> Path:
-        return self.output(lang, ".mp4")
+    def video(self, lang: str, container: str = "mp4") -> Path:
+        """The dubbed video, NAME.LANG.mp4 (or .mkv, .mov: config `output.format`)."""
+        return self.output(lang, f".{container}")
 
     def audio(self, lang: str) -> Path:
         """The final mix: dub voice over the background."""
@@ -116,6 +117,10 @@ class RunLayout:
 
     def vtt(self, lang: str) -> Path:
         return self.output(lang, ".vtt")
+
+    def bilingual(self, lang: str, suffix: str) -> Path:
+        """NAME.LANG.bilingual.srt or .vtt: the source line over the translation in each cue."""
+        return self.output(lang, f".bilingual{suffix}")
 
     def picture(self, lang: str) -> Path:
         """The lipsynced picture before muxing (exists only when a face was re-animated)."""
@@ -178,16 +183,31 @@ class RunLayout:
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.out))
 
-    def outputs(self, lang: str, video: Path | None) -> LanguageOutputs:
-        """The manifest's entry for one language (`video` None when the source has no picture)."""
+    def outputs(
+        self,
+        lang: str,
+        video: Path | None,
+        *,
+        dubbed: bool = True,
+        subtitles: str | None = None,
+        audio_tracks: list[str] | None = None,
+        bilingual: bool = False,
+    ) -> LanguageOutputs:
+        """The manifest's entry for one language (`video` None when the source has no picture; `dubbed` False: a
+        subtitles-only run, no audio). `subtitles`, `audio_tracks`: what the video holds; `bilingual`: the
+        bilingual subtitle files were written."""
         return LanguageOutputs(
             video=self.relative(video) if video else None,
-            audio=self.relative(self.audio(lang)),
-            voice=self.relative(self.voice(lang)),
+            audio=self.relative(self.audio(lang)) if dubbed else None,
+            voice=self.relative(self.voice(lang)) if dubbed else None,
             srt=self.relative(self.srt(lang)),
             vtt=self.relative(self.vtt(lang)),
             script=self.relative(self.script(lang)),
             report=self.relative(self.report(lang)),
+            subtitles=subtitles if video else None,
+            audio_tracks=list(audio_tracks or []) if video else [],
+            bilingual_srt=self.relative(self.bilingual(lang, ".srt")) if bilingual else None,
+            bilingual_vtt=self.relative(self.bilingual(lang, ".vtt")) if bilingual else None,
         )
 
 

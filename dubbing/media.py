@@ -163,6 +163,10 @@ def write_audio(path: Path, audio: np.ndarray, rate: int, *, subtype: str = "PCM
     return Path(path)
 
 
+CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # mux's output formats, by file suffix
+TEXT_SUBTITLES = {"mp4": "mov_text", "mov": "mov_text", "matroska": "copy"}  # mkv keeps the SRT as written
+
+
 def mux(
     video: Path,
     audio: Path,
@@ -171,24 +175,61 @@ def mux(
     subtitles: Path | None = None,
     language: str | None = None,
     duration_s: float | None = None,
+    burn: Path | None = None,
+    burn_style: str | None = None,
+    original_audio: Path | None = None,
+    original_language: str | None = None,
+    crf: int = 17,
+    preset: str = "superfast",
 ) -> Path:
     """Put new audio (and a soft subtitle track) under the original video stream, without re-encoding it.
-    `language` is the ISO 639-2 code the container's metadata wants ('spa'; the language record's `iso639_2`)."""
-    if language is not None and not (len(language) == 3 and language.isalpha()):
-        raise DubbingError(f"mux needs an ISO 639-2 language code (three letters, e.g. 'spa'), got {language!r}")
+    `language` is the ISO 639-2 code the container's metadata wants ('spa'; the language record's `iso639_2`).
+    The container follows `out`'s suffix (.mp4, .mov: subtitles as mov_text; .mkv: as SRT). `burn`: an SRT file
+    drawn into the picture by libass in `burn_style` (its `force_style`, e.g. 'FontSize=12'; the picture is then
+    encoded once, with x264 at `crf` and `preset`).
+    `original_audio`: a second audio track after the dub, tagged `original_language`; the dub is the default."""
+    for code in (language, original_language):
+        if code is not None and not (len(code) == 3 and code.isalpha()):
+            raise DubbingError(f"mux needs an ISO 639-2 language code (three letters, e.g. 'spa'), got {code!r}")
+    container = CONTAINERS.get(Path(out).suffix.lower())
+    if container is None:
+        raise DubbingError(f"{out}: a dubbed video is .mp4, .mov or .mkv")
     ffmpeg = require_tool("ffmpeg", "ffmpeg")
-    cmd = [ffmpeg, "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(video), "-i", ffmpeg_input(audio)]
-    maps = ["-map", "0:v:0", "-map", "1:a:0"]
+    inputs = [video, audio, *([original_audio] if original_audio else []), *([subtitles] if subtitles else [])]
+    cmd = [ffmpeg, "-nostdin", "-y", "-v", "error"] + [arg for path in inputs for arg in ("-i", ffmpeg_input(path))]
+    cmd += ["-map", "0:v:0", "-map", "1:a:0"] + (["-map", "2:a:0"] if original_audio else [])
     if subtitles is not None:
-        cmd += ["-i", ffmpeg_input(subtitles)]
-        maps += ["-map", "2:s:0", "-c:s", "mov_text"]
+        cmd += ["-map", f"{len(inputs) - 1}:s:0", "-c:s", TEXT_SUBTITLES[container]]
         if language:
-            maps += ["-metadata:s:s:0", f"language={language}"]
-    cmd += maps + ["-c:v", "copy", "-c:a", "aac", "-b:a", "192k"]
-    if language:
-        cmd += ["-metadata:s:a:0", f"language={language}"]
+            cmd += ["-metadata:s:s:0", f"language={language}"]
+    if burn is not None:
+        style = f":force_style={_filter_value(burn_style)}" if burn_style else ""
+        cmd += ["-vf", f"subtitles=filename={_filter_value(burn.name)}{style}", "-c:v", "libx264", "-crf", str(crf)]
+        cmd += ["-preset", preset]
+    else:
+        cmd += ["-c:v", "copy"]
+    cmd += ["-c:a", "aac", "-b:a", "192k"]
+    tracks = [language, original_language] if original_audio is not None else [language]
+    for i, code in enumerate(tracks):
+        cmd += [f"-disposition:a:{i}", "default" if i == 0 else "0"]
+        if code:
+            cmd += [f"-metadata:s:a:{i}", f"language={code}"]
+    if original_audio is not None:
+        cmd += ["-metadata:s:a:0", "title=dub", "-metadata:s:a:1", "title=original"]
     if duration_s is not None:
         cmd += ["-t", f"{duration_s:.3f}"]
+    if container != "matroska":
+        cmd += ["-movflags", "+faststart"]
     with atomic_path(out) as tmp:
-        run(cmd + ["-movflags", "+faststart", "-f", "mp4", str(tmp)], f"writing {out}")
+        # the subtitles filter reads `burn` by its name from its folder: no path to escape but the name
+        run(cmd + ["-f", container, str(Path(tmp).absolute())], f"writing {out}", cwd=burn.parent if burn else None)
     return Path(out)
+
+
+def _filter_value(text: str) -> str:
+    """`text` as a value of a filter option inside an ffmpeg filter graph (both levels of escaping)."""
+    for special in ("\\", "'", ":"):
+        text = text.replace(special, "\\" + special)
+    for special in ("\\", "'", "[", "]", ",", ";"):
+        text = text.replace(special, "\\" + special)
+    return text

@@ -678,11 +678,17 @@ def build_report(script: Script, measured: Measurements, limits: Thresholds, *, 
     )
 
 
-def disabled_report(script: Script, limits: Thresholds) -> QAReport:
-    """The report of a run with QA off (qa.enabled false): the timing the script itself records, no measurement."""
-    off = dict.fromkeys(
-        ("intelligibility", "voice", "lipsync", "loudness", "meaning", "language"), "QA off (qa.enabled)"
-    )
+def dub_file(path: str | None) -> str:
+    """A dub's voice or mix as the manifest names it; a subtitles-only run has none to measure."""
+    if path is None:
+        raise DubbingError("this run voiced nothing (subtitles only): there is no dub to measure")
+    return path
+
+
+def disabled_report(script: Script, limits: Thresholds, note: str = "QA off (qa.enabled)") -> QAReport:
+    """The report of a run with QA off (qa.enabled false), or of one that voiced nothing (`note` says why): the
+    timing the script itself records, no measurement."""
+    off = dict.fromkeys(("intelligibility", "voice", "lipsync", "loudness", "meaning", "language"), note)
     return build_report(script, Measurements(notes=off), limits, metric="wer")  # nothing heard: never used
 
 
@@ -708,7 +714,7 @@ def listen(
     backend, model, beam...) for the report."""
     script = Script.model_validate_json((layout.out / outputs.script).read_text())
     transcript = Transcript.model_validate_json(layout.transcript.read_text())
-    voice_audio, _ = media.read_audio(layout.out / outputs.voice, ANALYSIS_RATE)
+    voice_audio, _ = media.read_audio(layout.out / dub_file(outputs.voice), ANALYSIS_RATE)
     measured = Measurements()
     if not cfg.back_transcribe:
         measured.notes["intelligibility"] = "back-transcription off (qa.back_transcribe)"
@@ -716,7 +722,7 @@ def listen(
         measured.notes["intelligibility"] = "back-transcription off (no transcriber given)"
     else:
         measured.heard, heard_info = back_transcribe(
-            layout.out / outputs.voice, len(voice_audio) / ANALYSIS_RATE, script.lines, lang, hear
+            layout.out / dub_file(outputs.voice), len(voice_audio) / ANALYSIS_RATE, script.lines, lang, hear
         )
         measured.listener = {**(listener or {}), **heard_info}
     measured.voice = voice_similarity(source_embeddings(layout, transcript), voice_audio, ANALYSIS_RATE, script.lines)
@@ -783,13 +789,13 @@ def quality_report(
     elif mouth is None:
         measured.notes["lipsync"] = "lipsync check off (no face tracker given)"
     else:
-        voice_audio, _ = media.read_audio(layout.out / outputs.voice, ANALYSIS_RATE)
+        voice_audio, _ = media.read_audio(layout.out / dub_file(outputs.voice), ANALYSIS_RATE)
         reanimated = layout.picture(lang).exists()
         measured.lipsync, measured.lip_lines = lipsync_measure(
             layout, video, voice_audio, script.lines, transcript, mouth, reanimated=reanimated,
             picture=layout.picture(lang), drawn=drawn,
         )  # fmt: skip
-    measured.loudness = loudness(layout.out / outputs.audio)
+    measured.loudness = loudness(layout.out / dub_file(outputs.audio))
     return build_report(script, measured, limits, metric=metric)
 
 

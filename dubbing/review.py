@@ -24,6 +24,7 @@ from dubbing.types import Manifest
 
 BROWSER_VIDEO = {"h264", "vp8", "vp9", "av1"}  # what Chromium, Firefox and Safari all decode (H.264 included)
 BROWSER_AUDIO = {"aac", "mp3", "opus", "vorbis", "flac", None}
+BROWSER_CONTAINERS = {".mp4", ".m4v", ".webm"}
 
 
 def clock(seconds: float | None) -> str:
@@ -48,7 +49,10 @@ def _attr(value: object) -> str:
 
 def verdict(report: dict) -> tuple[str, str]:
     """A plain word for a language's dub and the figures behind it: 'unusable' when the whole dub is heard back
-    worse than a line may be, or means something else on average; 'check' when lines are flagged; else 'good'."""
+    worse than a line may be, or means something else on average; 'check' when lines are flagged; else 'good';
+    'no dub' for a subtitles-only run."""
+    if report.get("dubbed") is False:
+        return "no dub", "subtitles only"
     limits = report.get("thresholds") or {}
     heard = (report.get("intelligibility") or {}).get("error_rate")
     meaning = (report.get("meaning") or {}).get("mean_chrf")
@@ -352,7 +356,8 @@ def playable(video: Path, preview: Path, out: Path) -> str | None:
     if not video.exists():
         return None
     info = media.probe(video)
-    if info.video_codec not in BROWSER_VIDEO or info.audio_codec not in BROWSER_AUDIO:
+    container_plays = video.suffix.lower() in BROWSER_CONTAINERS  # an .mkv or .mov dub (output.format) gets a preview
+    if not container_plays or info.video_codec not in BROWSER_VIDEO or info.audio_codec not in BROWSER_AUDIO:
         if not preview.exists() or preview.stat().st_mtime < video.stat().st_mtime:
             browser_preview(video, preview)
         video = preview

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from dubbing import (
     tts,
     voice,
 )
-from dubbing.config import ASRConfig, LanguageConfig, Settings, check_language, shortfalls
+from dubbing.config import ASRConfig, LanguageConfig, OutputConfig, Settings, check_language, shortfalls
 from dubbing.errors import DubbingError
 from dubbing.files import write_json, write_text
 from dubbing.layout import RunLayout, layout_for, manifest_of
@@ -84,7 +85,9 @@ class Step:
 
 Context = dict[str, Any]
 """The named values of a run: `video`, `audio` (the --audio file or None), `settings`, `layout`; per language also
-`lang` and `cfg` (its LanguageConfig); and every step's outputs."""
+`lang` and `cfg` (its LanguageConfig); and every step's outputs. `output` (settings.output: what the video holds)
+is read back from `settings`; it is a value of its own so that choosing other subtitles or another container
+changes the cache key of only the steps that read it (a Settings' cache fingerprint leaves it out)."""
 
 
 # ---------------------------------------------------------------- once per video
@@ -394,15 +397,26 @@ def mix_audio(track: DubTrack, separated: tuple[Path, Path] | None, settings: Se
     )
 
 
-def write_subtitles(script: Script, info: MediaInfo, layout: RunLayout) -> tuple[Path, Path]:
+def write_subtitles(script: Script, info: MediaInfo, output: OutputConfig, layout: RunLayout) -> tuple[Path, ...]:
+    """NAME.LANG.srt and .vtt of the script's lines; with `output.subtitles: bilingual` also NAME.LANG.bilingual.srt
+    and .vtt (the source line over the translation in each cue), returned after them."""
     lang = script.language
-    return subtitles.write_subtitles(
+    written = subtitles.write_subtitles(
         ((line.start, line.end, line.text) for line in script.lines),
         layout.srt(lang),
         layout.vtt(lang),
         info.duration_s,
         lang,
     )
+    if output.subtitles != "bilingual":
+        return written
+    cues = subtitles.make_bilingual_cues(
+        ((line.start, line.end, line.source_text, line.text) for line in script.lines),
+        info.duration_s,
+        script.source_language,
+        lang,
+    )
+    return written + subtitles.write_cues(cues, layout.bilingual(lang, ".srt"), layout.bilingual(lang, ".vtt"))
 
 
 def render_lipsync(
@@ -434,22 +448,59 @@ def render_video(
     video: Path,
     info: MediaInfo,
     dub_audio: Path,
-    subtitle_files: tuple[Path, Path],
+    mix_wav: Path,
+    transcript: Transcript,
+    subtitle_files: tuple[Path, ...],
     picture: Path | None,
     cfg: LanguageConfig,
     lang: str,
+    output: OutputConfig,
+    settings: Settings,
     layout: RunLayout,
 ) -> Path | None:
-    """Mux the dub audio and subtitles under the picture: the lipsynced one when there is one."""
+    """Mux the dub audio under the picture (the lipsynced one when there is one) as config `output` asks: the
+    container, the subtitles as a track (the bilingual one), drawn into the picture or left out, and the original
+    audio as a second track."""
     if not info.has_video:
         return None
-    return media.mux(
-        picture or video,
-        dub_audio,
-        layout.video(lang),
-        subtitles=subtitle_files[0],
-        language=cfg.iso639_2,
-        duration_s=info.duration_s,
+    srt = subtitle_files[2] if output.subtitles == "bilingual" else subtitle_files[0]  # (srt, vtt[, srt, vtt])
+    with tempfile.TemporaryDirectory(prefix="dub-burn-") as tmp:
+        burn = subtitles.burnable(srt, Path(tmp) / "subtitles.srt") if output.subtitles == "burn" else None
+        return media.mux(
+            picture or video,
+            dub_audio,
+            layout.video(lang, output.format),
+            subtitles=srt if output.subtitles in ("soft", "bilingual") else None,
+            language=cfg.iso639_2,
+            duration_s=info.duration_s,
+            burn=burn,
+            burn_style=subtitles.burn_style(info.width, info.height),
+            original_audio=mix_wav if output.keep_original_audio else None,
+            original_language=iso639_2(settings, transcript.language),
+            crf=settings.lipsync.crf,
+            preset=settings.lipsync.preset,
+        )
+
+
+def iso639_2(settings: Settings, code: str) -> str:
+    """The ISO 639-2 code of a language (its record's), 'und' (undetermined) for one without a record."""
+    record = settings.languages.get(code.split("-")[0].lower())
+    return (record.iso639_2 if record else None) or "und"
+
+
+def language_outputs(context: Context) -> LanguageOutputs:
+    """The manifest's entry for a finished language: its files, and what its video holds (config `output`)."""
+    layout, lang, output = context["layout"], context["lang"], context["settings"].output
+    tracks = [context["cfg"].iso639_2 or "und"]
+    if output.keep_original_audio:
+        tracks.append(iso639_2(context["settings"], context["transcript"].language))
+    return layout.outputs(
+        lang,
+        context["dub_video"],
+        dubbed=context["track"] is not None,
+        subtitles=output.subtitles,
+        audio_tracks=tracks,
+        bilingual=output.subtitles == "bilingual",
     )
 
 
@@ -477,15 +528,17 @@ def hear_back(
 
 def write_report(
     script: Script,
-    track: DubTrack,
+    track: DubTrack | None,
     hearing: qa.Measurements | None,
     dub_video: Path | None,
     lang: str,
     settings: Settings,
     layout: RunLayout,
 ) -> Path:
-    """The language's QA (dubbing.qa) written to report.json, measured from the run's files alone."""
-    report = quality_report(layout, lang, layout.outputs(lang, dub_video), settings, hearing)
+    """The language's QA (dubbing.qa) written to report.json, measured from the run's files alone (`track` None:
+    a subtitles-only run, the report says there is no dub)."""
+    outputs = layout.outputs(lang, dub_video, dubbed=track is not None)
+    report = quality_report(layout, lang, outputs, settings, hearing)
     word, figures = review.verdict(report.model_dump())
     log.info("%s QA: %s%s; %d flag(s)", lang, word, f" ({figures})" if figures else "", len(report.flags))
     return write_json(layout.report(lang), report.model_dump())
@@ -533,6 +586,9 @@ def quality_report(
     limits = qa.Thresholds.from_config(
         settings.qa, loudness_target=settings.mix.loudness_lufs, max_speedup=cfg.timing.max_speedup
     )
+    if outputs.voice is None:  # a subtitles-only run: nothing was voiced, nothing to hear or watch
+        script = Script.model_validate_json((layout.out / outputs.script).read_text())
+        return qa.disabled_report(script, limits, NO_DUB).model_copy(update={"dubbed": False})
     if not settings.qa.enabled:
         script = Script.model_validate_json((layout.out / outputs.script).read_text())
         return qa.disabled_report(script, limits).model_copy(update={"below_goal": shortfalls(cfg)})
@@ -559,6 +615,7 @@ def quality_report(
     return report.model_copy(update={"below_goal": shortfalls(cfg)})
 
 
+NO_DUB = "no dub: subtitles only (output.subtitles_only, dub run --subtitles-only)"
 FAST_BACK_TRANSLATORS = ("apertium", "bergamot")  # `qa.meaning_backend: auto` tries these before the LLM
 
 
@@ -626,7 +683,7 @@ def evaluate_run(out: Path, settings: Settings) -> Manifest:
     layout = layout_for(manifest.source_path(Path(out)), Path(out))
     for lang, outputs in manifest.outputs.items():
         for what in ("script", "voice", "audio"):
-            if not (layout.out / getattr(outputs, what)).exists():
+            if getattr(outputs, what) is not None and not (layout.out / getattr(outputs, what)).exists():
                 raise DubbingError(f"{lang}: {getattr(outputs, what)} is missing from {out}; re-run `dub run`")
         write_json(layout.out / outputs.report, quality_report(layout, lang, outputs, settings).model_dump())
     review.review_page(layout)
@@ -830,8 +887,26 @@ STEPS: tuple[Step, ...] = (
 )
 
 
-def steps(scope: Scope) -> tuple[Step, ...]:
-    return tuple(s for s in STEPS if s.scope == scope)
+SUBTITLES_ONLY = frozenset(
+    {"probe", "extract-audio", "transcribe", "source-subtitles", "translate", "subtitles", "report", "review-page"}
+)
+"""The steps of a subtitles-only run (config `output.subtitles_only`): the transcript, its translation, the subtitle
+files, and a report and review page that say there is no dub."""
+
+
+def steps(scope: Scope, settings: Settings | None = None) -> tuple[Step, ...]:
+    """The steps of `scope`; given a run's `settings`, only those the run takes (a subtitles-only run skips voices,
+    synthesis, mix, lipsync, render and hear-back)."""
+    only = SUBTITLES_ONLY if settings is not None and settings.output.subtitles_only else None
+    return tuple(s for s in STEPS if s.scope == scope and (only is None or s.name in only))
+
+
+def skipped(settings: Settings) -> Context:
+    """None for each value that only the steps a run skips make: the steps it takes read "not made" (no dub track,
+    no video) instead of reading files that were never written."""
+    taken = [s for scope in ("source", "language", "summary") for s in steps(scope, settings)]
+    made = {name for s in taken for name in s.outputs}
+    return {name: None for s in STEPS if s not in taken for name in s.outputs if name not in made}
 
 
 def get_step(name: str) -> Step:
@@ -941,6 +1016,7 @@ def _restore_separated(c: Context) -> tuple[Path, Path] | None:
 
 
 _RESTORE: dict[str, Callable[[Context], Any]] = {
+    "output": lambda c: c["settings"].output,  # its own value: a cache key changes with it only where it is read
     "info": lambda c: media.probe(c["video"]),
     "analysis_wav": lambda c: c["layout"].analysis_wav,
     "mix_wav": lambda c: c["layout"].mix_wav,
@@ -959,9 +1035,16 @@ _RESTORE: dict[str, Callable[[Context], Any]] = {
     "voices": lambda c: {k: VoiceMatch.model_validate(v) for k, v in _json(c["layout"].voices(c["lang"])).items()},
     "track": lambda c: DubTrack.model_validate_json(c["layout"].track(c["lang"]).read_text()),
     "dub_audio": lambda c: c["layout"].audio(c["lang"]),
-    "subtitle_files": lambda c: (c["layout"].srt(c["lang"]), c["layout"].vtt(c["lang"])),
+    "subtitle_files": lambda c: (
+        (c["layout"].srt(c["lang"]), c["layout"].vtt(c["lang"]))
+        + (
+            (c["layout"].bilingual(c["lang"], ".srt"), c["layout"].bilingual(c["lang"], ".vtt"))
+            if c["settings"].output.subtitles == "bilingual"
+            else ()
+        )
+    ),
     "picture": lambda c: _if_exists(c["layout"].picture(c["lang"])),
-    "dub_video": lambda c: _if_exists(c["layout"].video(c["lang"])),
+    "dub_video": lambda c: _if_exists(c["layout"].video(c["lang"], c["settings"].output.format)),
     "hearing": lambda c: (
         qa.HEARING.validate_json(c["layout"].hearing(c["lang"]).read_bytes())
         if c["layout"].hearing(c["lang"]).exists()

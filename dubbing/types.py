@@ -175,12 +175,18 @@ class SourceSpeaker(BaseModel):
 
 class LanguageOutputs(BaseModel):
     video: str | None = None
-    audio: str
-    voice: str
+    audio: str | None = None  # None (and voice): subtitles only, nothing was voiced
+    voice: str | None = None
     srt: str
     vtt: str
     script: str
     report: str
+    # what the video holds (config `output`): its subtitles (soft: a track of `srt`; bilingual: a track of
+    # `bilingual_srt`; burn: drawn into the picture; none), its audio tracks in order (ISO 639-2, the dub first)
+    subtitles: str | None = None
+    audio_tracks: list[str] = Field(default_factory=list)
+    bilingual_srt: str | None = None  # the source line over the translation in each cue
+    bilingual_vtt: str | None = None
 
 
 class Manifest(BaseModel):
@@ -280,3 +286,4 @@ class QAReport(BaseModel):
     thresholds: dict = Field(default_factory=dict)
     line_qa: list[LineQA] = Field(default_factory=list)
     flags: list[QAFlag] = Field(default_factory=list)
+    dubbed: bool = True  # False: a subtitles-only run, nothing voiced and nothing to measure

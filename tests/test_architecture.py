@@ -22,7 +22,14 @@ SHARED = {
     "speaker_embedding", "vad",
 }  # fmt: skip
 COMPOSITION = {"steps", "flows", "cli", "batch", "studio", "__init__"}
-BASE_CONTEXT = {"video", "audio", "audio_track", "settings", "layout"}
+BASE_CONTEXT = {
+    "video",
+    "audio",
+    "audio_track",
+    "settings",
+    "layout",
+    "output",
+}  # output: read back from settings (steps.restore)
 LANGUAGE_CONTEXT = {"lang", "cfg"}
 
 
@@ -102,7 +109,13 @@ def test_the_flow_runs_one_task_per_step_under_the_step_name():
 def test_layout_names_every_file_of_the_output_contract(tmp_path):
     layout = RunLayout(out=tmp_path, name="talk")
     outputs = layout.outputs("es", layout.video("es"))
-    assert set(LanguageOutputs.model_fields) == {"video", "audio", "voice", "srt", "vtt", "script", "report"}
+    contract = {"video", "audio", "voice", "srt", "vtt", "script", "report"}  # DESIGN.md's keys; fields are added
+    assert set(LanguageOutputs.model_fields) == contract | {
+        "subtitles",
+        "audio_tracks",
+        "bilingual_srt",
+        "bilingual_vtt",
+    }
     assert outputs == LanguageOutputs(
         video="es/talk.es.mp4",
         audio="es/talk.es.wav",

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import dubbing
+from dubbing.config import Settings
 
 _digests: dict[tuple[str, int, int], str] = {}
 _digest_lock = threading.Lock()
@@ -57,6 +58,8 @@ def fingerprint(value: Any) -> Any:
     """A JSON-able stand-in for a task argument that changes exactly when its meaning does."""
     if isinstance(value, Path):
         return {"file": str(value), "sha256": file_digest(value)} if value.is_file() else str(value)
+    if isinstance(value, Settings):  # what the video holds is read as its own value (`output`) by the steps it changes
+        return value.model_dump(mode="json", exclude={"output"})
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -112,16 +112,15 @@ class SourceAnalysis:
 
 @flow(name="dub-language", flow_run_name="dub-{lang}")
 def dub_language(source: SourceAnalysis, lang: str, cfg: LanguageConfig) -> LanguageOutputs:
-    context = steps.run_graph(
-        steps.steps("language"), source.context | {"lang": lang, "cfg": cfg}, partial(run_step, language=lang)
-    )
+    context = source.context | {"lang": lang, "cfg": cfg}
+    context = steps.run_graph(steps.steps("language", context["settings"]), context, partial(run_step, language=lang))
     layout: RunLayout = context["layout"]
     create_markdown_artifact(
         key=f"qa-{_slug(layout.name)}-{lang}",
         markdown=review.report_markdown(context["report"], layout),
         description=f"{layout.name} in {lang}",
     )
-    return layout.outputs(lang, context["dub_video"])
+    return steps.language_outputs(context)
 
 
 @task(name="language", task_run_name="language-{lang}", cache_policy=NO_CACHE)
@@ -149,10 +148,16 @@ def dub_video(
     speakers: int | None = None,
     audio_track: int | None = None,
     script: Path | None = None,
+    subtitles: str | None = None,
+    keep_original_audio: bool | None = None,
+    output_format: str | None = None,
+    subtitles_only: bool | None = None,
 ) -> Manifest:
     """`source_language` and `speakers` (None: detect, estimate) override `asr.language` and `diarize.speakers`;
     `audio_track` (from 1; None: the first) is the audio stream the speech is on; `script` (an SRT, WebVTT or
-    script.json) is spoken instead of a translation (`steps.edited_script`)."""
+    script.json) is spoken instead of a translation (`steps.edited_script`); `subtitles`, `keep_original_audio`,
+    `output_format` and `subtitles_only` (None: as configured) the keys of `output` (a subtitles-only run takes
+    only the steps that make the subtitles: `steps.SUBTITLES_ONLY`)."""
     layout = layout_for(video, out)
     with output_lock(layout.lock):
         remove_temporaries(layout.out)  # a killed run's unfinished writes
@@ -160,6 +165,11 @@ def dub_video(
             settings = load_settings(preset, config)
             settings.asr.language = source_language or settings.asr.language
             settings.diarize.speakers = speakers or settings.diarize.speakers
+            chosen = dict(subtitles=subtitles, keep_original_audio=keep_original_audio, format=output_format,
+                          subtitles_only=subtitles_only)  # fmt: skip
+            settings.output = type(settings.output).model_validate(
+                settings.output.model_dump() | {key: value for key, value in chosen.items() if value is not None}
+            )
             return _dub_video(video, languages, layout, settings, audio, audio_track, script)
         finally:
             backends.release("asr", "diarize")  # a long-lived worker does not hold Whisper between videos
@@ -175,7 +185,7 @@ def _dub_video(
     script: Path | None = None,
 ) -> Manifest:
     lang_cfgs = {lang: settings.for_language(lang) for lang in languages}  # fail fast on unknown codes
-    source_steps = steps.steps("source")
+    source_steps = steps.steps("source", settings)
     total = len(source_steps) + len(languages)
     bar = cast(
         UUID, create_progress_artifact(0.0, key=f"progress-{_slug(layout.name)}", description=f"dubbing {video.name}")
@@ -192,6 +202,7 @@ def _dub_video(
     context["audio_track"] = audio_track
     if script is not None:
         context["script_file"] = script
+    context |= steps.skipped(settings)  # what the steps this run skips would make: None
     context = steps.run_graph(source_steps, context, run_and_count)
     transcript: Transcript = context["transcript"]
     create_table_artifact(
@@ -227,7 +238,7 @@ def _dub_video(
         raise next(iter(errors.values()))
     failed = {lang: " ".join(str(exc).split()) or type(exc).__name__ for lang, exc in errors.items()}
     steps.write_manifest(video, context["info"], transcript, outputs, layout, failed)
-    context = steps.run_graph(steps.steps("summary"), context, run_step)
+    context = steps.run_graph(steps.steps("summary", settings), context, run_step)
     if failed:
         raise LanguagesFailed(failed, str(layout.manifest), list(outputs))
     return Manifest.model_validate_json(layout.manifest.read_text())
