@@ -181,8 +181,10 @@ def mux(
     original_language: str | None = None,
     crf: int = 17,
     preset: str = "superfast",
+    encode: bool = False,
 ) -> Path:
-    """Put new audio (and a soft subtitle track) under the original video stream, without re-encoding it.
+    """Put new audio (and a soft subtitle track) under the original video stream, without re-encoding it
+    unless `encode` (a picture browsers do not play: `plays_everywhere`) or `burn` asks for it.
     `language` is the ISO 639-2 code the container's metadata wants ('spa'; the language record's `iso639_2`).
     The container follows `out`'s suffix (.mp4, .mov: subtitles as mov_text; .mkv: as SRT). `burn`: an SRT file
     drawn into the picture by libass in `burn_style` (its `force_style`, e.g. 'FontSize=12'; the picture is then
@@ -202,10 +204,11 @@ def mux(
         cmd += ["-map", f"{len(inputs) - 1}:s:0", "-c:s", TEXT_SUBTITLES[container]]
         if language:
             cmd += ["-metadata:s:s:0", f"language={language}"]
-    if burn is not None:
+    if burn is not None or encode:
         style = f":force_style={_filter_value(burn_style)}" if burn_style else ""
-        cmd += ["-vf", f"subtitles=filename={_filter_value(burn.name)}{style}", "-c:v", "libx264", "-crf", str(crf)]
-        cmd += ["-preset", preset]
+        drawn = [f"subtitles=filename={_filter_value(burn.name)}{style}"] if burn is not None else []
+        cmd += ["-vf", ",".join([*drawn, EVEN_SIZE]), "-c:v", "libx264", "-crf", str(crf), "-preset", preset]
+        cmd += ["-pix_fmt", "yuv420p", "-profile:v", "high"]
     else:
         cmd += ["-c:v", "copy"]
     cmd += ["-c:a", "aac", "-b:a", "192k"]
@@ -224,6 +227,16 @@ def mux(
         # the subtitles filter reads `burn` by its name from its folder: no path to escape but the name
         run(cmd + ["-f", container, str(Path(tmp).absolute())], f"writing {out}", cwd=burn.parent if burn else None)
     return Path(out)
+
+
+EVEN_SIZE = "pad=ceil(iw/2)*2:ceil(ih/2)*2"  # 4:2:0 needs even sizes: an odd one gets one row/column more
+
+
+def plays_everywhere(info: MediaInfo) -> bool:
+    """Whether the video stream can be copied into a dub as it is: 8-bit 4:2:0 at an even size, what browsers and
+    players decode (a 10-bit or 4:4:4 source, or an odd size, is encoded again when no lipsync picture replaces it)."""
+    even = (info.width or 0) % 2 == 0 and (info.height or 0) % 2 == 0
+    return info.pix_fmt in ("yuv420p", "yuvj420p") and even
 
 
 def _filter_value(text: str) -> str:

@@ -479,6 +479,7 @@ def render_video(
             original_language=iso639_2(settings, transcript.language),
             crf=settings.lipsync.crf,
             preset=settings.lipsync.preset,
+            encode=picture is None and not media.plays_everywhere(info),
         )
 
 

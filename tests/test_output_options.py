@@ -360,3 +360,26 @@ def test_dub_run_subtitles_only_voices_nothing_and_says_so(tmp_path):
         assert not made & {".wav", ".mp4", ".mkv", ".mov"}, made
     assert "no dub" in (out / manifest["review"]).read_text()
     assert "no dub" in proc.stdout and "Prefect UI" not in proc.stdout  # no link to a server that is gone
+
+
+def test_a_source_picture_browsers_do_not_play_is_encoded_again_when_no_lipsync_replaces_it(tmp_path):
+    """A dub whose picture is the source's own (no face, lipsync off) is 8-bit 4:2:0 H.264 at an even size like a
+    lipsynced one: a 10-bit 4:4:4 odd-sized source is encoded again (one row and column more); an 8-bit 4:2:0 one is
+    copied as it is."""
+    odd = tmp_path / "odd.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=321x241:rate=25:d=2",
+         "-c:v", "libx264", "-pix_fmt", "yuv444p10le", str(odd)],
+        check=True,
+    )  # fmt: skip
+    tone = make_tone(tmp_path / "tone.wav", 440, seconds=2.0)
+    info = media.probe(odd)
+    assert not media.plays_everywhere(info)
+    out = media.mux(odd, tone, tmp_path / "dub.mp4", encode=not media.plays_everywhere(info))
+    video = next(s for s in ffprobe(out)["streams"] if s["codec_type"] == "video")
+    assert (video["pix_fmt"], video["profile"], video["width"], video["height"]) == ("yuv420p", "High", 322, 242)
+    plain = make_clip(tmp_path / "plain.mp4", seconds=2.0)
+    assert media.plays_everywhere(media.probe(plain))
+    copied = media.mux(plain, tone, tmp_path / "copied.mp4", encode=False)
+    before, after = (next(s for s in ffprobe(p)["streams"] if s["codec_type"] == "video") for p in (plain, copied))
+    assert after["bit_rate"] == before["bit_rate"] and after["nb_frames"] == before["nb_frames"]
