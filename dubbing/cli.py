@@ -1265,7 +1265,7 @@ def _verbose_first(args: list[str]) -> list[str]:
 
 def main() -> None:
     sys.argv[1:] = _verbose_first(sys.argv[1:])
-    command = _command_of(sys.argv[1:])
+    command = _running[0] = _command_of(sys.argv[1:])
     if command in LONG_COMMANDS:
         _status.show("starting")
     signal.signal(signal.SIGINT, _interrupted)  # before any child starts: none outlives an interrupted dub
@@ -1303,16 +1303,17 @@ def _interrupted(signum: int, _frame: object) -> None:
     _end_children()
     _status.clear()
     err_console.show_cursor(True)
+    resume = "; run the same command again to resume from the finished steps" if _running[0] in RESUMABLE else ""
     err_console.print(
-        f"interrupted ({signal.Signals(signum).name}); run the same command again to resume from the finished steps",
-        highlight=False,
-        soft_wrap=True,
+        f"interrupted ({signal.Signals(signum).name}){resume}", highlight=False, soft_wrap=True, markup=False
     )
     sys.stderr.flush()
     os._exit(128 + signum)
 
 
 _interrupting = threading.Event()
+RESUMABLE = {"run", "batch", "serve"}  # commands whose finished steps a rerun reuses
+_running: list[str | None] = [None]  # the command this process runs, for the line an interruption prints
 
 
 def _end_children() -> None:

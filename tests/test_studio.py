@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -469,9 +470,11 @@ def test_dub_studio_prints_its_address_and_warns_off_loopback(tmp_path):
         assert url, "no address printed"
         assert httpx.get(f"http://127.0.0.1:{url.group(2)}/api/state", timeout=120).json()["name"] == "clip"
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the studio stops; it has nothing to resume
         proc.wait(timeout=30)
-    assert "warning: listening on 0.0.0.0" in proc.stderr.read()
+    said = proc.stderr.read()
+    assert "warning: listening on 0.0.0.0" in said
+    assert said.strip().splitlines()[-1] == "interrupted (SIGINT)" and proc.returncode == 130, said
     empty = subprocess.run(
         [sys.executable, "-m", "dubbing.cli", "studio", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
     )
