@@ -382,6 +382,10 @@ def run(
         str | None, typer.Option(help="The language spoken in VIDEO, e.g. en (default: detect).")
     ] = None,
     speakers: Annotated[int | None, typer.Option(min=1, help="How many people speak (default: estimate).")] = None,
+    voice: Annotated[
+        list[str] | None,
+        typer.Option("--voice", help="A speaker's voice, e.g. S1=am_michael (repeatable; `dub voices` lists them)."),
+    ] = None,
 ) -> None:
     """Dub VIDEO into each language: video, audio, subtitles, script and report per language.
 
@@ -392,6 +396,7 @@ def run(
 
     langs = _split_languages(languages)
     _check_settings(preset, config, langs)
+    voices = _named_voices(voice or [], preset, config, langs, speakers)
     if source_language is not None:
         from dubbing import asr
 
@@ -415,6 +420,7 @@ def run(
                 audio=audio,
                 source_language=source_language,
                 speakers=speakers,
+                voices=voices,
             )
     except LanguagesFailed:
         from dubbing.layout import manifest_of
@@ -586,6 +592,27 @@ def _check_settings(preset: str, config: Path | None, languages: list[str]) -> N
     problems = steps.settings_problems(load_settings(preset, config), languages)
     if problems:
         raise DubbingError("; ".join(problems))
+
+
+def _named_voices(
+    pairs: list[str], preset: str, config: Path | None, languages: list[str], speakers: int | None
+) -> dict[str, str]:
+    """`--voice S1=NAME` options as speaker -> voice, each checked against every target language's TTS bank."""
+    if not pairs:
+        return {}
+    from dubbing import steps
+    from dubbing.config import load_settings
+
+    voices: dict[str, str] = {}
+    for pair in pairs:
+        speaker, sep, name = pair.partition("=")
+        if not sep or not speaker.strip() or not name.strip():
+            raise DubbingError(f"--voice {pair!r}: expected SPEAKER=VOICE, e.g. S1=am_michael")
+        voices[speaker.strip().upper()] = name.strip()
+    problems = steps.named_voices(load_settings(preset, config), languages, voices, speakers)
+    if problems:
+        raise DubbingError("; ".join(problems))
+    return voices
 
 
 def _dask_runner(address: str):
@@ -870,6 +897,29 @@ def models_command(
     console.print(table)
     if problems:
         raise typer.Exit(1)
+
+
+@app.command("voices")
+def voices_command(
+    language: Annotated[
+        str | None, typer.Option("--language", "-l", help="Only the voices cast in this language, e.g. es.")
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+) -> None:
+    """List the TTS voices casting picks from: name, the language and gender it was recorded in, its probe clip."""
+    from dubbing import steps
+    from dubbing.config import available_languages, load_settings
+
+    settings = load_settings(preset, config)
+    languages = [language.strip().lower()] if language else available_languages()
+    rows = steps.voice_bank(settings, languages)
+    table = Table()
+    for column in rows[0] if rows else ("voice",):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
 
 
 @app.command()

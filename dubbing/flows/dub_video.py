@@ -147,8 +147,10 @@ def dub_video(
     audio: Path | None = None,
     source_language: str | None = None,
     speakers: int | None = None,
+    voices: dict[str, str] | None = None,
 ) -> Manifest:
-    """`source_language` and `speakers` (None: detect, estimate) override `asr.language` and `diarize.speakers`."""
+    """`source_language` and `speakers` (None: detect, estimate) override `asr.language` and `diarize.speakers`;
+    `voices` (speaker -> voice, `--voice`) is added to every language's `tts.voices`."""
     layout = layout_for(video, out)
     with output_lock(layout.lock):
         remove_temporaries(layout.out)  # a killed run's unfinished writes
@@ -156,6 +158,8 @@ def dub_video(
             settings = load_settings(preset, config)
             settings.asr.language = source_language or settings.asr.language
             settings.diarize.speakers = speakers or settings.diarize.speakers
+            for lang_cfg in settings.languages.values():
+                lang_cfg.tts.voices.update(voices or {})
             return _dub_video(video, languages, layout, settings, audio)
         finally:
             backends.release("asr", "diarize")  # a long-lived worker does not hold Whisper between videos
