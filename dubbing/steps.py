@@ -317,7 +317,8 @@ def voice_bank(settings: Settings, languages: list[str]) -> list[dict[str, str]]
             clip = voice.probe_clip_path(cache, synth.name, name, key)
             if clip.exists() and not row["probe clip"]:
                 row["probe clip"] = str(clip)
-    return list(rows.values())
+    own = languages[0].split("-")[0] if len(languages) == 1 else None  # one language: its own voices first
+    return sorted(rows.values(), key=lambda r: own is not None and r["language"].split("-")[0] != own)
 
 
 def synthesize_track(

@@ -566,3 +566,18 @@ def test_dub_run_checks_named_voices_before_any_work(tmp_path):
     )
     assert_one_line_error(dub("run", video, "-l", "es", "-o", str(out), "--voice", "am_adam"), "SPEAKER=VOICE")
     assert not (out / "manifest.json").exists()
+
+
+def test_the_report_shows_the_cast_and_flags_a_voice_of_the_other_gender():
+    from dubbing import qa
+
+    line = ScriptLine(index=0, speaker="S1", start=0.0, end=2.0, source_text="Hi", text="Hola", speed=1.0)
+    script = Script(source_language="en", language="es", translator="test", lines=[line])
+    cast = {"voice": "kokoro:em_alex", "gender": "female", "voice_gender": "male", "reason": "speaker female (…)"}
+    casting = {"speaker_count": 1, "speech_s": {"S1": 2.0}, "cast": {"S1": cast}}
+    report = qa.build_report(script, qa.Measurements(casting=casting), qa.Thresholds(), metric="wer")
+    assert report.voice["speaker_count"] == 1 and report.voice["cast"]["S1"]["voice"] == "kokoro:em_alex"
+    assert [f.message for f in report.flags if f.check == "voice"] == ["S1 (female) is dubbed with a male voice"]
+    same = {"S1": {**cast, "voice_gender": "female"}}
+    kept = qa.build_report(script, qa.Measurements(casting={**casting, "cast": same}), qa.Thresholds(), metric="wer")
+    assert not [f for f in kept.flags if f.check == "voice"]

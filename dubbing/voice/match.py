@@ -513,8 +513,9 @@ class EmbeddingMatcher:
         option: tuple[VoiceMatch, np.ndarray], chosen: dict[str, tuple[VoiceMatch, np.ndarray]], bank: VoiceBank
     ) -> tuple:
         """Rank an option: best a free base voice that also stays distinct from every chosen voice (by a margin),
-        then a voice native to the language, then any distinct one, then the least overlap; among equals the
-        closest to its own speaker."""
+        then any free one (two people never share a voice, even if only one of them can have the language's
+        own), then a voice native to the language, then any distinct one, then the least overlap; among equals
+        the closest to its own speaker."""
         match, emb = option
         own = match.similarity_after or 0.0
         worst = max(
@@ -525,7 +526,7 @@ class EmbeddingMatcher:
             default=-1.0,
         )
         free = all(base_voice(match.voice) != base_voice(m.voice) for m, _ in chosen.values())
-        return (worst < 0 and free, bank.native(match.voice), worst < 0, -max(worst, 0.0), free, own)
+        return (worst < 0 and free, free, bank.native(match.voice), worst < 0, -max(worst, 0.0), own)
 
     def _variants(
         self, speaker: str, target: SpeakerStats, voice: str, bank: VoiceBank
