@@ -13,6 +13,7 @@ for a stable embedding, short enough to synthesise often) with that voice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -43,11 +44,12 @@ REGISTER_SPLIT_HZ = (150.0, 185.0)  # median pitch below: a low (usually male) v
 # against 160 Hz (between typical adult men, ~120 Hz, and women, ~210 Hz; per 0.2 octave), the vocal tract's
 # formants (sqrt(F2*F3) of voiced frames against 2100 Hz, between Peterson & Barney's male and female vowel means,
 # ~1940 and ~2290 Hz; per 0.05 octave), and the CAM++ embedding (the mean cosine to the three closest female bank
-# voices less the three closest male ones; per 0.05). F0 alone misjudges: a woman at 148 Hz and a man at 167 Hz
+# voices less the three closest male ones; per 0.1: studio voices saying Spanish are far from a phone or a room,
+# and the margin leaned female for two of seven men). F0 alone misjudges: a woman at 148 Hz and a man at 167 Hz
 # among the shared media (benchmarks/bench_casting.py).
 GENDER_F0_HZ, GENDER_F0_OCTAVE = 160.0, 0.2
 GENDER_FORMANT_HZ, GENDER_FORMANT_OCTAVE = 2100.0, 0.05
-GENDER_EMBEDDING_SCALE, GENDER_NEIGHBOURS = 0.05, 3
+GENDER_EMBEDDING_SCALE, GENDER_NEIGHBOURS = 0.1, 3
 BAND_LIMITED_DB = -50.0  # power at 4-5 kHz below this (of the whole): telephone audio, its formants unreliable
 PITCH_PENALTY = 0.01  # per semitone between a voice's own pitch and the speaker's: less shifting, fewer artefacts
 DISTINCT_MARGIN = 0.02  # two speakers' voices must be this much further apart than each is from its speaker
@@ -117,8 +119,8 @@ class VoiceBank:
     def gender_references(self) -> list[tuple[np.ndarray, str]]:
         """(probe embedding, gender) of the bank voices whose gender is known and whose probe is in the packaged
         table (nothing is synthesised for them): what the embedding cue of `gender_cues` compares a speaker to."""
-        table = self._screen()
-        return [(table[v][0], g) for v in self.voices if v in table and (g := self.voice_traits(v)[1])]
+        table = load_probe_tables(self.backend)  # every language's: a speaker's gender is the same in each
+        return [(emb, g) for v in self.voices for emb in table.get(v, []) if (g := self.voice_traits(v)[1])]
 
     def _clip_path(self, voice: str) -> Path | None:
         return None if self.cache_dir is None else probe_clip_path(self.cache_dir, self.backend, voice, self.cache_key)
@@ -212,6 +214,19 @@ def load_probe_table(backend: str, key: str | None) -> dict[str, tuple[np.ndarra
         str(n): (e.astype(np.float32), float(m) if np.isfinite(m) else None, float(sp))
         for n, e, (m, sp) in zip(names, emb, stats, strict=True)
     }
+
+
+@functools.lru_cache(maxsize=4)
+def load_probe_tables(backend: str) -> dict[str, list[np.ndarray]]:
+    """Every probe embedding of the packaged table, whatever language it was made for: voice -> embeddings."""
+    path = _table_path(backend)
+    out: dict[str, list[np.ndarray]] = {}
+    if path.exists():
+        with np.load(path) as table:
+            for key in sorted({f.split("/")[0] for f in table.files}):
+                for name, emb in zip(table[f"{key}/names"], table[f"{key}/embeddings"], strict=True):
+                    out.setdefault(str(name), []).append(emb.astype(np.float32))
+    return out
 
 
 def build_probe_table(backend: str, banks: dict[str, tuple[str, Speak, list[str]]]) -> Path:
