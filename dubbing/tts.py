@@ -483,14 +483,15 @@ class KokoroSynthesizer:
         return sorted(self.engine.voices.files if hasattr(self.engine.voices, "files") else self.engine.voices)
 
     def voices(self, language: str) -> list[str]:
-        """The voices casting picks from: the language's own where it is cast natively only (NATIVE_ONLY), plus the
-        other voices of a gender it has none of (French has one voice, female: a man is cast with a male voice
-        that speaks French with an accent rather than with a woman's); else the whole bank. Any bank voice can
-        still be named."""
+        """The voices casting picks from: the language's own where it is cast natively only (NATIVE_ONLY), first,
+        then the other voices of a gender it has fewer than two of (French has one voice, a woman's: a man is cast
+        with a male voice that speaks French with an accent rather than with hers, and of two women one gets
+        another woman's voice, not the same one); else the whole bank. Any bank voice can still be named."""
         bank = self.bank()
         own = native_voices(bank, language) if language in NATIVE_ONLY else []
-        missing = set(GENDERS.values()) - {kokoro_traits(v)[1] for v in own}
-        return own + [v for v in bank if v not in own and kokoro_traits(v)[1] in missing] if own else bank
+        counts = [kokoro_traits(v)[1] for v in own]
+        few = {g for g in GENDERS.values() if counts.count(g) < 2}
+        return own + [v for v in bank if v not in own and kokoro_traits(v)[1] in few] if own else bank
 
     def traits(self, voice: str) -> tuple[str | None, str | None]:
         """(language, gender) the voice's name marks (`kokoro_traits`): what casting keeps and prefers."""

@@ -509,7 +509,7 @@ def test_a_language_with_voices_of_one_gender_offers_the_other_gender_too(kokoro
     native, others, _ = voice.casting_pool("male", 110.0, bank)
     assert native == [] and others and all(kokoro_synth.traits(v)[1] == "male" for v in others)
     native, others, _ = voice.casting_pool("female", 210.0, bank)
-    assert native == ["ff_siwis"] and all(kokoro_synth.traits(v)[1] == "female" for v in others)
+    assert native == ["ff_siwis"] and others and all(kokoro_synth.traits(v)[1] == "female" for v in others)
 
 
 def test_gender_is_estimated_right_where_pitch_alone_misleads(kokoro_synth, tmp_path):
