@@ -602,7 +602,8 @@ def casting_pool(gender: str | None, pitch_hz: float | None, bank: VoiceBank) ->
 
 def casting_reason(match: VoiceMatch, bank: VoiceBank, *, named: bool, natives: int = 0, note: str = "") -> str:
     """Why this voice, in a sentence a dubbing director can check (voices.json, the report)."""
-    cues = ", ".join(f"{k} {v:+.1f}" for k, v in match.gender_cues.items())
+    pitch = [f"F0 median {match.f0_hz[1]:.0f} Hz"] if len(match.f0_hz) == 3 else []
+    cues = ", ".join(pitch + [f"{k} {v:+.1f}" for k, v in match.gender_cues.items()])
     heard = f"{match.gender or 'gender unknown'} ({cues})" if cues else (match.gender or "gender not measured")
     if named:
         cross = match.voice_gender and match.gender and match.voice_gender != match.gender
