@@ -84,7 +84,7 @@ def test_none_backend_finds_no_turns_and_everyone_is_s1(call):
 
 
 def test_backend_options_are_the_backends_own():
-    with pytest.raises(DubbingError, match="unknown key 'token_secret' for backend campplus; allowed: merge_cos"):
+    with pytest.raises(DubbingError, match="unknown key 'token_secret' for backend campplus; allowed: duplicate_cos, merge_cos"):
         backends.build(diarize.BACKENDS, "campplus", "diarization", {"token_secret": "hf"})
     with pytest.raises(DubbingError, match="merge_cos"):
         backends.build(diarize.BACKENDS, "campplus", "diarization", {"merge_cos": 1.5})
