@@ -439,6 +439,10 @@ def run(
     subtitles_only: Annotated[
         bool, typer.Option("--subtitles-only", help="Only translate and write subtitles (no voice).", metavar=FLAG)
     ] = False,
+    voice: Annotated[
+        list[str] | None,
+        typer.Option("--voice", help="A speaker's voice, e.g. S1=am_michael (repeatable; `dub voices` lists them)."),
+    ] = None,
 ) -> None:
     """Dub VIDEO into each language: video, audio, subtitles, script and report per language.
 
@@ -452,6 +456,7 @@ def run(
     _check_settings(preset, config, langs)
     if script is not None:
         _check_script(script, langs)
+    voices = _named_voices(voice or [], preset, config, langs, speakers)
     if source_language is not None:
         from dubbing import asr
 
@@ -482,6 +487,7 @@ def run(
                 keep_original_audio=keep_original_audio or None,  # not given: as configured
                 output_format=output_format,
                 subtitles_only=subtitles_only or None,
+                voices=voices,
             )
     except LanguagesFailed:
         from dubbing.layout import manifest_of
@@ -739,6 +745,27 @@ def _check_settings(preset: str, config: Path | None, languages: list[str]) -> N
     problems = steps.settings_problems(load_settings(preset, config), languages)
     if problems:
         raise DubbingError("; ".join(problems))
+
+
+def _named_voices(
+    pairs: list[str], preset: str, config: Path | None, languages: list[str], speakers: int | None
+) -> dict[str, str]:
+    """`--voice S1=NAME` options as speaker -> voice, each checked against every target language's TTS bank."""
+    if not pairs:
+        return {}
+    from dubbing import steps
+    from dubbing.config import load_settings
+
+    voices: dict[str, str] = {}
+    for pair in pairs:
+        speaker, sep, name = pair.partition("=")
+        if not sep or not speaker.strip() or not name.strip():
+            raise DubbingError(f"--voice {pair!r}: expected SPEAKER=VOICE, e.g. S1=am_michael")
+        voices[speaker.strip().upper()] = name.strip()
+    problems = steps.named_voices(load_settings(preset, config), languages, voices, speakers)
+    if problems:
+        raise DubbingError("; ".join(problems))
+    return voices
 
 
 def _dask_runner(address: str):
@@ -1082,6 +1109,29 @@ def _warnings_kept(logger_name: str) -> Iterator[list[str]]:
         yield notes
     finally:
         logger.removeFilter(keep)
+
+
+@app.command("voices")
+def voices_command(
+    language: Annotated[
+        str | None, typer.Option("--language", "-l", help="Only the voices cast in this language, e.g. es.")
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Config preset: draft or final.")] = "draft",
+    config: Annotated[Path | None, typer.Option(help="A YAML file overriding the defaults.")] = None,
+) -> None:
+    """List the TTS voices casting picks from: name, the language and gender it was recorded in, its probe clip."""
+    from dubbing import steps
+    from dubbing.config import available_languages, load_settings
+
+    settings = load_settings(preset, config)
+    languages = [language.strip().lower()] if language else available_languages()
+    rows = steps.voice_bank(settings, languages)
+    table = Table()
+    for column in rows[0] if rows else ("voice",):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
 
 
 @app.command()

@@ -46,6 +46,7 @@ from dubbing.types import (
     Script,
     ScriptLine,
     Transcript,
+    VoiceMatch,
 )
 
 HEARD_TOLERANCE_S = 0.3  # a heard word this close to a line's dub still belongs to it
@@ -534,6 +535,7 @@ class Measurements:
     meaning_basis: str = "heard"  # what was translated back: "heard" (the dub heard back) or "script"
     foreign: dict[int, list[ForeignWord]] | None = None  # line -> its words of another language
     listener: dict | None = None  # what heard the dub back (backend, model, beam size...)
+    casting: dict | None = None  # casting_summary(): the speakers, their speech and the voice each was cast with
     notes: dict[str, str] = field(default_factory=dict)  # check -> why it was not measured
 
 
@@ -598,6 +600,16 @@ def build_report(script: Script, measured: Measurements, limits: Thresholds, *, 
     voice_section: dict = {"note": notes.get("voice", "not measured")}
     if measured.voice is not None:
         voice_section = {"speakers": measured.voice}
+    if measured.casting is not None:
+        voice_section.update(measured.casting)
+        for speaker, cast in measured.casting["cast"].items():
+            if cast.get("gender") and cast.get("voice_gender") and cast["gender"] != cast["voice_gender"]:
+                first = next((r for r in rows.values() if r.speaker == speaker and r.text.strip()), None)
+                named = " (named so)" if cast.get("reason", "").startswith("named") else ""
+                flag(
+                    "voice", f"{speaker} ({cast['gender']}) is dubbed with a {cast['voice_gender']} voice{named}", first
+                )
+    if measured.voice is not None:
         for speaker, figures in measured.voice.items():
             value = figures.get("similarity")
             if value is not None and value < limits.min_similarity:
@@ -796,7 +808,25 @@ def quality_report(
             picture=layout.picture(lang), drawn=drawn,
         )  # fmt: skip
     measured.loudness = loudness(layout.out / dub_file(outputs.audio))
+    measured.casting = casting_summary(layout, lang, transcript)
     return build_report(script, measured, limits, metric=metric)
+
+
+CAST_FIELDS = ("voice", "gender", "f0_hz", "voice_language", "voice_gender", "reason", "candidates")
+
+
+def casting_summary(layout: RunLayout, lang: str, transcript: Transcript) -> dict | None:
+    """How many people the source has, each one's total speech, and the voice each was cast with and why (from
+    LANG/voices.json; None when the run has none)."""
+    path = layout.voices(lang)
+    if not path.exists():
+        return None
+    voices = {k: VoiceMatch.model_validate(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    speech = {
+        s: round(sum(u.duration for u in transcript.utterances if u.speaker == s), 1) for s in transcript.speakers
+    }
+    cast = {s: {"voice": m.label, **{k: getattr(m, k) for k in CAST_FIELDS if k != "voice"}} for s, m in voices.items()}
+    return {"speaker_count": len(transcript.speakers), "speech_s": speech, "cast": cast}
 
 
 HEARING = TypeAdapter(Measurements)

@@ -104,6 +104,13 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
         rows.append(("voice similarity to the source (CAM++ cosine)", text or "no speakers"))
     else:
         rows.append(("voice similarity", voice.get("note", "not measured")))
+    if "cast" in voice:
+        speech = voice.get("speech_s") or {}
+        text = "; ".join(
+            f"{speaker} ({_num(speech.get(speaker), 1)} s of speech): {c.get('voice')} - {c.get('reason')}"
+            for speaker, c in voice["cast"].items()
+        )
+        rows.append((f"casting ({voice.get('speaker_count')} speaker(s) in the source)", text or "no speakers"))
     lips = report.get("lipsync") or {}
     if "correlation" in lips:
         source = (

@@ -338,8 +338,55 @@ def match_voices(
     write_json(layout.voices(lang), {k: v.model_dump() for k, v in matches.items()})
     for match in matches.values():
         similarity = f", similarity {match.similarity_after:.2f}" if match.similarity_after is not None else ""
-        log.info("%s: %s speaks as %s%s", lang, match.speaker, match.label, similarity)
+        log.info("%s: %s speaks as %s%s (%s)", lang, match.speaker, match.label, similarity, match.reason or "-")
+    for speaker in sorted(cfg.tts.voices.keys() - set(transcript.speakers)):
+        log.warning("%s: a voice is named for %s, but this video's speakers are %s", lang, speaker,
+                    ", ".join(transcript.speakers))  # fmt: skip
     return matches
+
+
+def named_voices(settings: Settings, languages: list[str], voices: dict[str, str], speakers: int | None) -> list[str]:
+    """Problems with voices named on the command line (`--voice S1=NAME`), found before any work starts: a speaker
+    that is not S1, S2, ... (or beyond `--speakers`), a voice the language's TTS backend does not have."""
+    import re
+
+    problems = []
+    for speaker, name in voices.items():
+        number = re.fullmatch(r"S([1-9]\d*)", speaker)
+        if not number or (speakers is not None and int(number.group(1)) > speakers):
+            known = f"S1..S{speakers}" if speakers else "S1, S2, ... (as script.json and voices.json name them)"
+            problems.append(f"--voice {speaker}={name}: no speaker {speaker!r}; speakers are {known}")
+            continue
+        for lang in languages:
+            synth = tts.synthesizer_for(settings.for_language(lang))
+            if (why := tts.unknown_voice(synth, lang, name)) is not None:
+                problems.append(f"--voice {speaker}={name} ({lang}): {why}")
+    return problems
+
+
+def voice_bank(settings: Settings, languages: list[str]) -> list[dict[str, str]]:
+    """The voices casting picks from in each language (`dub voices`): backend, name, the language and gender its
+    name or voice file says, and its probe clip when a match has heard it saying the language's probe sentence.
+    A voice offered in several languages is listed once, with each of them."""
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    cache = models.cache_root() / "voice-bank"
+    for lang in languages:
+        cfg = settings.for_language(lang)
+        synth = tts.synthesizer_for(cfg)
+        key = voice.bank_cache_key(lang, cfg.probe_text or "", synth.revision)
+        for name in synth.voices(lang):
+            own_language, gender = tts.voice_traits(synth, name)
+            row = rows.setdefault(
+                (synth.name, name),
+                {"backend": synth.name, "voice": name, "language": own_language or "?", "gender": gender or "?",
+                 "offered in": "", "probe clip": ""},
+            )  # fmt: skip
+            row["offered in"] = ", ".join(filter(None, [row["offered in"], lang]))
+            clip = voice.probe_clip_path(cache, synth.name, name, key)
+            if clip.exists() and not row["probe clip"]:
+                row["probe clip"] = str(clip)
+    own = languages[0].split("-")[0] if len(languages) == 1 else None  # one language: its own voices first
+    return sorted(rows.values(), key=lambda r: own is not None and r["language"].split("-")[0] != own)
 
 
 def synthesize_track(

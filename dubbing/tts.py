@@ -158,12 +158,19 @@ class EspeakSynthesizer:
         """The voices matching may pick for the language, its default first: its installed MBROLA voices where it
         has any (shifted to a speaker's pitch and formants they stay far easier to follow than the formant voices:
         whisper base WER 0.15 for mb-es2 moved to 200 Hz against 0.36 for es+f5), else its tuned formant voice,
-        its own and espeak's classic male and female variants (m1.., f1..). Any espeak voice can still be named."""
+        its own and espeak's classic male and female variants (m1.., f1..); MBROLA voices of one gender only (es:
+        both male) come with the formant variants of the other, so casting can keep every speaker's gender. Any
+        espeak voice can still be named."""
         mbrola = self.installed_mbrola(language)
-        if mbrola:
-            return mbrola  # the first is tuned_voice(language)
         variants = [f"{language}+{v}" for v in self._voice_names("variant") if re.fullmatch(r"[mf]\d", v)]
+        if mbrola:  # the first is tuned_voice(language)
+            missing = {"male", "female"} - {self.traits(v)[1] for v in mbrola}
+            return mbrola + [v for v in variants if self.traits(v)[1] in missing]
         return list(dict.fromkeys([self.formant_voice(language), language, *variants]))
+
+    def traits(self, voice: str) -> tuple[str | None, str | None]:
+        """(language, gender) from espeak-ng's voice files (`espeak_traits`)."""
+        return espeak_traits(self.binary, voice)
 
     def synthesize(
         self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
@@ -326,6 +333,50 @@ NATIVE_ONLY = frozenset({"fr", "hi", "ja", "zh"})
 DEFAULT_VOICES = {"fr": "ff_siwis", "hi": "hm_omega", "zh": "zm_yunxi"}
 
 
+# What a Kokoro voice's name says about it: its first letter the language (accent) it was recorded in, its second
+# the speaker's gender ('af_heart': American English, female). Casting keeps the gender and prefers the language.
+KOKORO_LANGUAGES = {
+    "a": "en-us",
+    "b": "en-gb",
+    "e": "es",
+    "f": "fr",
+    "h": "hi",
+    "i": "it",
+    "j": "ja",
+    "p": "pt",
+    "z": "zh",
+}
+GENDERS = {"f": "female", "m": "male"}
+
+
+def kokoro_traits(voice: str) -> tuple[str | None, str | None]:
+    """(language, gender) a Kokoro voice's name marks ('pf_dora' -> ('pt', 'female')); a blend is its heaviest
+    voice's; (None, None) for a name that follows no such pattern."""
+    name = max(parse_blend(voice), key=lambda part: part[1])[0] if "*" in voice else voice
+    if len(name) > 2 and name[2] == "_":
+        return KOKORO_LANGUAGES.get(name[0]), GENDERS.get(name[1])
+    return None, None
+
+
+def espeak_traits(espeak_binary: str, voice: str) -> tuple[str | None, str | None]:
+    """(language, gender) of an espeak-ng voice from its voice files: 'mb-br4' from voices/mb/mb-br4 (its
+    `language` and `gender` lines), 'es+f2' the language before '+' and the variant's gender (voices/!v/f2); a
+    voice file that names no gender is espeak-ng's default, male."""
+    base, _, variant = voice.partition("+")
+    voices_dir = _espeak_data_dir(espeak_binary) / "voices"
+    language: str | None = None if base.startswith("mb-") else base
+    gender = "male"
+    for path in ([voices_dir / "mb" / base] if base.startswith("mb-") else []) + (
+        [voices_dir / "!v" / variant] if variant else []
+    ):
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        if path.parent.name == "mb" and (found := re.search(r"^language\s+(\S+)", text, re.MULTILINE)):
+            language = found.group(1).split("-")[0]  # pt-br -> pt, es-es -> es
+        if found := re.search(r"^gender\s+(\w+)", text, re.MULTILINE):
+            gender = found.group(1).lower()
+    return language, gender if gender in ("male", "female") else None
+
+
 def native_voices(voices: Iterable[str], language: str) -> list[str]:
     """The bank voices whose name marks them as the language's own (none for a language without any)."""
     prefixes = VOICE_PREFIXES.get(language.split("-")[0], "")
@@ -432,11 +483,19 @@ class KokoroSynthesizer:
         return sorted(self.engine.voices.files if hasattr(self.engine.voices, "files") else self.engine.voices)
 
     def voices(self, language: str) -> list[str]:
-        """The voices casting picks from: the language's own where it is cast natively only (NATIVE_ONLY), else the
-        whole bank. Any bank voice can still be named."""
+        """The voices casting picks from: the language's own where it is cast natively only (NATIVE_ONLY), first,
+        then the other voices of a gender it has fewer than two of (French has one voice, a woman's: a man is cast
+        with a male voice that speaks French with an accent rather than with hers, and of two women one gets
+        another woman's voice, not the same one); else the whole bank. Any bank voice can still be named."""
         bank = self.bank()
         own = native_voices(bank, language) if language in NATIVE_ONLY else []
-        return own or bank
+        counts = [kokoro_traits(v)[1] for v in own]
+        few = {g for g in GENDERS.values() if counts.count(g) < 2}
+        return own + [v for v in bank if v not in own and kokoro_traits(v)[1] in few] if own else bank
+
+    def traits(self, voice: str) -> tuple[str | None, str | None]:
+        """(language, gender) the voice's name marks (`kokoro_traits`): what casting keeps and prefers."""
+        return kokoro_traits(voice)
 
     def default_voice(self, language: str) -> str:
         voices = self.voices(language)
@@ -529,6 +588,10 @@ class PiperSynthesizer:
             self._loaded[name] = PiperVoice.load(self._models[name])
         return self._loaded[name]
 
+    def traits(self, voice: str) -> tuple[str | None, str | None]:
+        """(language, None): a Piper voice's config names its language, not its speaker's gender."""
+        return (self._language_of(self._models[voice]) if voice in self._models else None), None
+
     def synthesize(
         self, text: str, *, language: str, voice: str | None = None, speed: float = 1.0
     ) -> tuple[np.ndarray, int]:
@@ -570,6 +633,9 @@ class XTTSSynthesizer:
 
     def voices(self, language: str) -> list[str]:
         return []  # any reference clip is a voice
+
+    def traits(self, voice: str) -> tuple[str | None, str | None]:
+        return None, None  # a clone is the speaker themselves
 
     def default_voice(self, language: str) -> str:
         return ""  # none: every voice is a reference clip of a speaker
@@ -628,6 +694,35 @@ def cloner() -> str | None:
 def _cloning(cls: type[Synthesizer]) -> type[CloningSynthesizer]:
     """A backend class declaring 'clone', as the kind it promises to be (one with `available()`)."""
     return cast("type[CloningSynthesizer]", cls)
+
+
+def voice_traits(synth: Synthesizer, voice: str) -> tuple[str | None, str | None]:
+    """(language, gender) of one of the backend's voices, as its names or voice files say; (None, None) if not."""
+    traits = getattr(synth, "traits", None)
+    return traits(voice) if traits else (None, None)
+
+
+def unknown_voice(synth: Synthesizer, language: str, voice: str) -> str | None:
+    """Why `voice` (a name, a blend, or a label 'kokoro:NAME pitch=..') cannot be spoken by the language's backend,
+    else None: checked before a run starts, so a typo is one line, not a failure minutes later."""
+    name = voice.strip().split()[0].removeprefix(f"{synth.name}:") if voice.strip() else ""
+    if isinstance(synth, KokoroSynthesizer):
+        known = synth.bank()
+        missing = [part for part, _ in parse_blend(name)] if name else [""]
+        missing = [part for part in missing if part not in known]
+        return f"kokoro has no voice {missing[0]!r} (`dub voices` lists them)" if missing else None
+    if isinstance(synth, EspeakSynthesizer):
+        base, _, variant = name.partition("+")
+        if base.startswith("mb-"):
+            return None if mbrola_installed(synth.binary, base) else f"MBROLA voice {base!r} is not installed"
+        voices_dir = _espeak_data_dir(synth.binary) / "voices" / "!v"
+        if base not in synth.languages() or (variant and not (voices_dir / variant).is_file()):
+            return f"espeak-ng has no voice {name!r} (`dub voices --language {language}` lists some)"
+        return None
+    if "clone" in synth.capabilities:
+        return None  # any reference clip
+    voices = synth.voices(language)
+    return None if name in voices else f"{synth.name} has no {language} voice {name!r}; it has {', '.join(voices)}"
 
 
 def backend_for(cfg: LanguageConfig, name: str | None = None) -> Synthesizer:

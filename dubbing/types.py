@@ -156,6 +156,14 @@ class VoiceMatch(BaseModel):
     similarity_default: float | None = None  # cosine(source, backend's default voice)
     similarity_bank: float | None = None  # cosine(source, chosen voice before pitch/formant shifts)
     similarity_after: float | None = None  # cosine(source, voice after matching)
+    # Casting (voice matching's record of why, shown in the report): the speaker as measured, the voice as cast.
+    gender: str | None = None  # the speaker's: 'female' | 'male', estimated (gender_cues) or from the named voice
+    gender_cues: dict[str, float] = Field(default_factory=dict)  # f0/formants/embedding votes (+ female, - male)
+    f0_hz: list[float] = Field(default_factory=list)  # the speaker's F0 10th, 50th and 90th percentile
+    voice_language: str | None = None  # the language (accent) the voice was recorded in, from its name
+    voice_gender: str | None = None
+    candidates: list[str] = Field(default_factory=list)  # the voices considered, best first, with their similarity
+    reason: str = ""  # why this voice (native or not, gender kept, closest timbre, named by the user)
 
     @property
     def label(self) -> str:

@@ -84,7 +84,8 @@ def test_none_backend_finds_no_turns_and_everyone_is_s1(call):
 
 
 def test_backend_options_are_the_backends_own():
-    with pytest.raises(DubbingError, match="unknown key 'token_secret' for backend campplus; allowed: merge_cos"):
+    allowed = "allowed: duplicate_cos, merge_cos"
+    with pytest.raises(DubbingError, match=f"unknown key 'token_secret' for backend campplus; {allowed}"):
         backends.build(diarize.BACKENDS, "campplus", "diarization", {"token_secret": "hf"})
     with pytest.raises(DubbingError, match="merge_cos"):
         backends.build(diarize.BACKENDS, "campplus", "diarization", {"merge_cos": 1.5})
@@ -242,3 +243,29 @@ def test_reference_clips_are_cut_from_the_full_quality_audio_when_given(attribut
         data, rate = sf.read(p.reference_clip)
         assert rate == 48000 and data.ndim == 1
         assert abs(len(data) / rate - (p.reference_end - p.reference_start)) < 0.01
+
+
+def test_a_looped_minute_of_one_man_is_one_speaker(diarizer, tmp_path):
+    """vrt_face1's 6 s looped to a minute: the same phrases heard ten times once fell apart into three speakers
+    (each window's strongest links were its own repeats); repeated windows are now set aside."""
+    import subprocess
+
+    looped = tmp_path / "loop.wav"
+    src = media_file("vrt_face1.mp4")
+    cmd = ["ffmpeg", "-v", "error", "-y", "-stream_loop", "9", "-i", str(src), "-vn", "-ac", "1", "-ar", "16000"]
+    subprocess.run([*cmd, str(looped)], check=True)
+    assert sf.info(str(looped)).duration > 55
+    turns = diarizer.diarize(looped)
+    assert turns and {t.speaker for t in turns} == {"S1"}
+
+
+def test_repeated_windows_take_the_label_of_the_one_they_repeat():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(3, 192)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    emb = np.concatenate([base, base + 0.01 * rng.normal(size=base.shape).astype(np.float32)])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    keep, same_as = diarize.distinct_windows(emb, 0.92)
+    assert keep.tolist() == [0, 1, 2] and same_as.tolist() == [0, 1, 2, 0, 1, 2]
+    labels = diarize.cluster(emb)  # too few distinct windows to estimate a count: one speaker
+    assert labels.tolist() == [0] * 6

@@ -444,3 +444,140 @@ def test_match_voices_uses_the_configured_matcher_or_clones(tmp_path):
     unknown = cfg.model_copy(update={"match": "nonsense"})
     with pytest.raises(DubbingError, match="unknown voice matching backend 'nonsense'"):
         voice.match_voices(speakers, "es", synth, unknown, probe_text="x", cache_dir=tmp_path / "c")
+
+
+# ---------------------------------------------------------------- casting (issue #18)
+
+
+@pytest.fixture(scope="module")
+def kokoro_synth():
+    for name in ("kokoro-82m", "kokoro-voices-v1"):
+        if models.check(name).state != "available":
+            pytest.skip(f"{name} not prepared (dub models --prepare)")
+    return synthesizer("kokoro", "pt")
+
+
+def _casting_bank(synth: voice.Synthesizer, language: str, cache: Path | None = None) -> voice.VoiceBank:
+    """A bank as the match-voices step builds it (track.match_voices), for `language`."""
+    cfg = load_settings().for_language(language)
+    return voice.VoiceBank(
+        backend=synth.name,
+        speak=lambda v: synth.synthesize(cfg.probe_text, language=language, voice=v),
+        voices=synth.voices(language),
+        default_voice=synth.default_voice(language),
+        can_blend=True,
+        cache_dir=cache,
+        cache_key=voice.bank_cache_key(language, cfg.probe_text or "", synth.revision),
+        probe_text=cfg.probe_text or "",
+        table_key=voice.probe_table_key(*synth.probe_key(language, cfg.probe_text)),
+        language=language,
+        traits=synth.traits,
+    )
+
+
+def _clip(name: str, folder: Path, speaker: str) -> SourceSpeaker:
+    from dubbing.vad import read_analysis_audio
+
+    path = folder / f"{speaker}.wav"
+    sf.write(str(path), read_analysis_audio(media_file(name)), 16_000)
+    return SourceSpeaker(speaker=speaker, reference_clip=str(path))
+
+
+def test_kokoro_voice_names_say_language_and_gender():
+    assert tts.kokoro_traits("pf_dora") == ("pt", "female")
+    assert tts.kokoro_traits("am_michael") == ("en-us", "male")
+    assert tts.kokoro_traits("em_alex*0.60+af_heart*0.40") == ("es", "male")  # a blend is its heaviest voice
+    assert tts.kokoro_traits("custom") == (None, None)
+
+
+def test_espeak_voice_files_say_language_and_gender():
+    synth = synthesizer("espeak")
+    assert synth.traits("es+f2") == ("es", "female") and synth.traits("es+m3") == ("es", "male")
+    assert synth.traits("es")[1] == "male"  # espeak-ng's own voice names no gender: its default, male
+    if tts.mbrola_installed(synth.binary, "mb-br4"):
+        assert synth.traits("mb-br4") == ("pt", "female")
+    mbrola = synth.installed_mbrola("es")
+    if mbrola and all(synth.traits(v)[1] == "male" for v in mbrola):  # es: both MBROLA voices are male
+        assert any(synth.traits(v)[1] == "female" for v in synth.voices("es"))  # so women get a formant voice
+
+
+def test_a_language_with_voices_of_one_gender_offers_the_other_gender_too(kokoro_synth):
+    """French has one Kokoro voice, a woman's: a man must still get a man's voice (with an accent), never hers."""
+    voices = kokoro_synth.voices("fr")
+    assert voices[0] == "ff_siwis" and {kokoro_synth.traits(v)[1] for v in voices} == {"female", "male"}
+    bank = _casting_bank(kokoro_synth, "fr")
+    native, others, _ = voice.casting_pool("male", 110.0, bank)
+    assert native == [] and others and all(kokoro_synth.traits(v)[1] == "male" for v in others)
+    native, others, _ = voice.casting_pool("female", 210.0, bank)
+    assert native == ["ff_siwis"] and others and all(kokoro_synth.traits(v)[1] == "female" for v in others)
+
+
+def test_gender_is_estimated_right_where_pitch_alone_misleads(kokoro_synth, tmp_path):
+    """Katie Hill (a woman, median F0 about 148 Hz) and vrt_face2's man (about 167 Hz) sit on the wrong sides of
+    any pitch split; formants and the embedding put them right."""
+    bank = _casting_bank(kokoro_synth, "pt")
+    references = bank.gender_references()
+    assert {g for _, g in references} == {"female", "male"}
+    for name, expected in (("sadtalker_WDA_KatieHill.mp4", "female"), ("vrt_face2.mp4", "male")):
+        stats = voice.speaker_stats(_clip(name, tmp_path, "S1"))
+        cues = voice.gender_cues(stats.median_pitch, stats.formants, stats.embedding, references)
+        assert set(cues) == {"f0", "formants", "embedding"}
+        assert voice.estimate_gender(cues) == expected, (name, cues)
+    assert voice.estimate_gender({}) is None
+
+
+def test_casting_keeps_gender_prefers_native_voices_and_says_why(kokoro_synth, tmp_path):
+    """A woman and a man into Portuguese: each gets a voice of their own gender recorded in Portuguese (pf_dora is
+    its only woman's voice), different from the other's, and voices.json says why."""
+    speakers = [_clip("vrt_face4.mp4", tmp_path, "S1"), _clip("vrt_face1.mp4", tmp_path, "S2")]
+    bank = _casting_bank(kokoro_synth, "pt", tmp_path / "bank")
+    matches = matcher("embedding").match(speakers, bank, fixed={})
+    woman, man = matches["S1"], matches["S2"]
+    assert (woman.gender, woman.voice_gender, woman.voice_language) == ("female", "female", "pt")
+    assert (man.gender, man.voice_gender, man.voice_language) == ("male", "male", "pt")
+    assert voice.match.base_voice(woman.voice) != voice.match.base_voice(man.voice)
+    for m in (woman, man):
+        assert "native" in m.reason and m.gender in m.reason and m.candidates
+        assert len(m.f0_hz) == 3 and m.f0_hz[0] <= m.f0_hz[1] <= m.f0_hz[2]
+    assert woman.f0_hz[1] > man.f0_hz[1] + 50
+    # a voice the user names is kept, even across genders, and says so
+    named = matcher("embedding").match(speakers, bank, fixed={"S2": "pf_dora"})["S2"]
+    assert named.voice == "pf_dora" and "named" in named.reason and "cross-gender" in named.reason
+
+
+def test_dub_voices_lists_the_bank_with_language_and_gender():
+    from tests.test_cli import dub
+
+    proc = dub("voices", "--language", "pt")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "pf_dora" in line]
+    assert rows and "pt" in rows[0] and "female" in rows[0]
+
+
+def test_dub_run_checks_named_voices_before_any_work(tmp_path):
+    from tests.test_cli import assert_one_line_error, dub
+
+    video = str(media_file("vrt_face1.mp4"))
+    out = tmp_path / "o"
+    assert_one_line_error(dub("run", video, "-l", "es", "-o", str(out), "--voice", "S1=nope"), "S1=nope", "nope")
+    assert_one_line_error(dub("run", video, "-l", "es", "-o", str(out), "--voice", "Bob=am_adam"), "no speaker")
+    assert_one_line_error(
+        dub("run", video, "-l", "es", "-o", str(out), "--speakers", "1", "--voice", "S2=am_adam"), "S1..S1"
+    )
+    assert_one_line_error(dub("run", video, "-l", "es", "-o", str(out), "--voice", "am_adam"), "SPEAKER=VOICE")
+    assert not (out / "manifest.json").exists()
+
+
+def test_the_report_shows_the_cast_and_flags_a_voice_of_the_other_gender():
+    from dubbing import qa
+
+    line = ScriptLine(index=0, speaker="S1", start=0.0, end=2.0, source_text="Hi", text="Hola", speed=1.0)
+    script = Script(source_language="en", language="es", translator="test", lines=[line])
+    cast = {"voice": "kokoro:em_alex", "gender": "female", "voice_gender": "male", "reason": "speaker female (…)"}
+    casting = {"speaker_count": 1, "speech_s": {"S1": 2.0}, "cast": {"S1": cast}}
+    report = qa.build_report(script, qa.Measurements(casting=casting), qa.Thresholds(), metric="wer")
+    assert report.voice["speaker_count"] == 1 and report.voice["cast"]["S1"]["voice"] == "kokoro:em_alex"
+    assert [f.message for f in report.flags if f.check == "voice"] == ["S1 (female) is dubbed with a male voice"]
+    same = {"S1": {**cast, "voice_gender": "female"}}
+    kept = qa.build_report(script, qa.Measurements(casting={**casting, "cast": same}), qa.Thresholds(), metric="wer")
+    assert not [f for f in kept.flags if f.check == "voice"]

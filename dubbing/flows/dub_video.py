@@ -152,12 +152,14 @@ def dub_video(
     keep_original_audio: bool | None = None,
     output_format: str | None = None,
     subtitles_only: bool | None = None,
+    voices: dict[str, str] | None = None,
 ) -> Manifest:
     """`source_language` and `speakers` (None: detect, estimate) override `asr.language` and `diarize.speakers`;
     `audio_track` (from 1; None: the first) is the audio stream the speech is on; `script` (an SRT, WebVTT or
     script.json) is spoken instead of a translation (`steps.edited_script`); `subtitles`, `keep_original_audio`,
     `output_format` and `subtitles_only` (None: as configured) the keys of `output` (a subtitles-only run takes
-    only the steps that make the subtitles: `steps.SUBTITLES_ONLY`)."""
+    only the steps that make the subtitles: `steps.SUBTITLES_ONLY`); `voices` (speaker -> voice, `--voice`) is
+    added to every language's `tts.voices`."""
     layout = layout_for(video, out)
     with output_lock(layout.lock):
         remove_temporaries(layout.out)  # a killed run's unfinished writes
@@ -170,6 +172,8 @@ def dub_video(
             settings.output = type(settings.output).model_validate(
                 settings.output.model_dump() | {key: value for key, value in chosen.items() if value is not None}
             )
+            for lang_cfg in settings.languages.values():
+                lang_cfg.tts.voices.update(voices or {})
             return _dub_video(video, languages, layout, settings, audio, audio_track, script)
         finally:
             backends.release("asr", "diarize")  # a long-lived worker does not hold Whisper between videos

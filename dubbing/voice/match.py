@@ -13,6 +13,7 @@ for a stable embedding, short enough to synthesise often) with that voice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -39,6 +40,18 @@ EQ_EDGES_HZ = tuple(float(f) for f in np.geomspace(80.0, 12_000.0, 25))  # 24 lo
 EQ_LIMIT_DB = (-12.0, 9.0)  # cut more freely than boost: boosting empty bands only raises noise
 BLEND_WEIGHTS = (0.6,)  # weight of the best voice in blends tried with the second best
 REGISTER_SPLIT_HZ = (150.0, 185.0)  # median pitch below: a low (usually male) voice; above: a high one
+# Gender from three cues, each a vote in units of a clear difference (+ female, - male), summed: the median F0
+# against 160 Hz (between typical adult men, ~120 Hz, and women, ~210 Hz; per 0.2 octave), the vocal tract's
+# formants (sqrt(F2*F3) of voiced frames against 2100 Hz, between Peterson & Barney's male and female vowel means,
+# ~1940 and ~2290 Hz; per 0.05 octave), and the CAM++ embedding (the mean cosine to the three closest female bank
+# voices less the three closest male ones; per 0.1: studio voices saying Spanish are far from a phone or a room,
+# and the margin leaned female for two of seven men). F0 alone misjudges: a woman at 148 Hz and a man at 167 Hz
+# among the shared media (benchmarks/bench_casting.py).
+GENDER_F0_HZ, GENDER_F0_OCTAVE = 160.0, 0.2
+GENDER_FORMANT_HZ, GENDER_FORMANT_OCTAVE = 2100.0, 0.05
+GENDER_EMBEDDING_SCALE, GENDER_NEIGHBOURS = 0.1, 3
+BAND_LIMITED_DB = -50.0  # power at 4-5 kHz below this (of the whole): telephone audio, its formants unreliable
+PITCH_PENALTY = 0.01  # per semitone between a voice's own pitch and the speaker's: less shifting, fewer artefacts
 DISTINCT_MARGIN = 0.02  # two speakers' voices must be this much further apart than each is from its speaker
 PRAAT_SEED = 16  # Praat's random pulses in a voice shift are seeded (see shift_voice)
 _PRAAT_RANDOM = threading.Lock()
@@ -55,6 +68,17 @@ def write_clip(path: Path, audio: np.ndarray, rate: int) -> Path:
     return media.write_audio(path, audio, rate, subtype="FLOAT")
 
 
+def bank_cache_key(language: str, probe_text: str, revision: str) -> str:
+    """What besides the voice decides how a bank's probe clip sounds (VoiceBank.cache_key)."""
+    return f"{language}|{probe_text}|{revision}"
+
+
+def probe_clip_path(cache_dir: Path, backend: str, voice: str, cache_key: str) -> Path:
+    """Where a voice's probe clip is kept across runs (it exists once a match has heard the voice)."""
+    digest = hashlib.sha256(f"{backend}|{voice}|{cache_key}".encode()).hexdigest()[:24]
+    return Path(cache_dir) / f"{backend}-{digest}.wav"
+
+
 @dataclass
 class VoiceBank:
     """The voices a backend offers for one language, and how to hear them."""
@@ -69,19 +93,37 @@ class VoiceBank:
     cache_key: str = ""  # what else decides the probe's sound: the language and probe text
     probe_text: str = ""  # the sentence `speak` says (gives each voice's speaking rate)
     table_key: str = ""  # what a packaged probe table must have been made with to be used (see probe_table_key)
+    language: str = ""  # the language the bank speaks (casting prefers voices native to it)
+    traits: Callable[[str], tuple[str | None, str | None]] | None = None  # voice -> (its language, its gender)
     _cache: dict[str, tuple[np.ndarray, int, np.ndarray, float | None, float]] = field(default_factory=dict)
     _table: dict[str, tuple[np.ndarray, float | None, float]] | None = None
 
     def _screen(self) -> dict[str, tuple[np.ndarray, float | None, float]]:
         if self._table is None:
             self._table = load_probe_table(self.backend, self.table_key) if self.table_key else {}
+            if self.table_key and not self._table:  # a language without a table of its own (fr): screen from
+                # the same voices saying another language's probe, rather than synthesise every voice first (a
+                # voice's timbre changes little with the language; the voice tried is judged by its own clip)
+                self._table = load_probe_table(self.backend, None)
         return self._table
 
+    def voice_traits(self, voice: str) -> tuple[str | None, str | None]:
+        """(language, gender) of a bank voice as the backend names them; (None, None) when it does not say."""
+        return self.traits(voice) if self.traits else (None, None)
+
+    def native(self, voice: str) -> bool:
+        """Whether the voice was recorded in the bank's language (it speaks it without a foreign accent)."""
+        own = self.voice_traits(voice)[0]
+        return own is not None and bool(self.language) and own.split("-")[0] == self.language.split("-")[0]
+
+    def gender_references(self) -> list[tuple[np.ndarray, str]]:
+        """(probe embedding, gender) of the bank voices whose gender is known and whose probe is in the packaged
+        table (nothing is synthesised for them): what the embedding cue of `gender_cues` compares a speaker to."""
+        table = load_probe_tables(self.backend)  # every language's: a speaker's gender is the same in each
+        return [(emb, g) for v in self.voices for emb in table.get(v, []) if (g := self.voice_traits(v)[1])]
+
     def _clip_path(self, voice: str) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        digest = hashlib.sha256(f"{self.backend}|{voice}|{self.cache_key}".encode()).hexdigest()[:24]
-        return Path(self.cache_dir) / f"{self.backend}-{digest}.wav"
+        return None if self.cache_dir is None else probe_clip_path(self.cache_dir, self.backend, voice, self.cache_key)
 
     def _spoken(self, voice: str) -> tuple[np.ndarray, int]:
         """The probe clip, from the disk cache when an earlier run made it."""
@@ -156,12 +198,15 @@ def _table_path(backend: str) -> Path:
     return PROBE_TABLE_DIR / f"{backend}_probes.npz"
 
 
-def load_probe_table(backend: str, key: str) -> dict[str, tuple[np.ndarray, float | None, float]]:
-    """The packaged probe table's entries for `key` ({} when there is no table or it was made otherwise)."""
+def load_probe_table(backend: str, key: str | None) -> dict[str, tuple[np.ndarray, float | None, float]]:
+    """The packaged probe table's entries for `key` ({} when there is no table or it was made otherwise); None:
+    the first key's in sorted order, whatever it was made with."""
     path = _table_path(backend)
     if not path.exists():
         return {}
     with np.load(path) as table:
+        if key is None:
+            key = min((f.split("/")[0] for f in table.files), default="")
         if f"{key}/names" not in table.files:
             return {}
         names, emb, stats = (table[f"{key}/{part}"] for part in ("names", "embeddings", "pitch"))
@@ -169,6 +214,19 @@ def load_probe_table(backend: str, key: str) -> dict[str, tuple[np.ndarray, floa
         str(n): (e.astype(np.float32), float(m) if np.isfinite(m) else None, float(sp))
         for n, e, (m, sp) in zip(names, emb, stats, strict=True)
     }
+
+
+@functools.lru_cache(maxsize=4)
+def load_probe_tables(backend: str) -> dict[str, list[np.ndarray]]:
+    """Every probe embedding of the packaged table, whatever language it was made for: voice -> embeddings."""
+    path = _table_path(backend)
+    out: dict[str, list[np.ndarray]] = {}
+    if path.exists():
+        with np.load(path) as table:
+            for key in sorted({f.split("/")[0] for f in table.files}):
+                for name, emb in zip(table[f"{key}/names"], table[f"{key}/embeddings"], strict=True):
+                    out.setdefault(str(name), []).append(emb.astype(np.float32))
+    return out
 
 
 def build_probe_table(backend: str, banks: dict[str, tuple[str, Speak, list[str]]]) -> Path:
@@ -209,17 +267,77 @@ class VoiceMatcher(Protocol):
         ...
 
 
-def pitch_stats(audio: np.ndarray, rate: int) -> tuple[float | None, float]:
-    """Median pitch (Hz) of the voiced frames and their spread (standard deviation in semitones)."""
+def voiced_f0(audio: np.ndarray, rate: int) -> np.ndarray:
+    """F0 (Hz) of the voiced 10 ms frames, by Praat's autocorrelation tracker."""
     import parselmouth
 
     sound = parselmouth.Sound(np.asarray(audio, dtype=np.float64), sampling_frequency=rate)
     f0 = sound.to_pitch(pitch_floor=PITCH_FLOOR, pitch_ceiling=PITCH_CEILING).selected_array["frequency"]
-    f0 = f0[f0 > 0]
+    return f0[f0 > 0]
+
+
+def pitch_stats(audio: np.ndarray, rate: int) -> tuple[float | None, float]:
+    """Median pitch (Hz) of the voiced frames and their spread (standard deviation in semitones)."""
+    f0 = voiced_f0(audio, rate)
     if f0.size < 10:
         return None, 0.0
     median = float(np.median(f0))
     return median, float(np.std(12 * np.log2(f0 / median)))
+
+
+def formant_level(audio: np.ndarray, rate: int) -> float | None:
+    """Median sqrt(F2*F3) (Hz) of the voiced frames: it scales with the vocal tract's length (shorter in women),
+    whatever the vowel, more than F1 or F2 alone. None with under 20 voiced frames, or for telephone-band audio
+    (nothing above 4 kHz: the phone call of the shared media is 72 dB down there), where F3 is cut and the
+    tracker finds lower formants."""
+    import parselmouth
+    from scipy.signal import welch
+
+    freqs, power = welch(np.asarray(audio, dtype=np.float64), fs=rate, nperseg=1024)
+    above = power[(freqs > 4000) & (freqs < 5000)].sum() / (power[freqs > 100].sum() + 1e-20)
+    if rate < 10_000 or above < 10 ** (BAND_LIMITED_DB / 10):
+        return None
+    sound = parselmouth.Sound(np.asarray(audio, dtype=np.float64), sampling_frequency=rate)
+    pitch = sound.to_pitch(pitch_floor=PITCH_FLOOR, pitch_ceiling=PITCH_CEILING)
+    formants = sound.to_formant_burg(time_step=0.01, max_number_of_formants=5, maximum_formant=5500.0)
+    levels = []
+    for t in pitch.xs():
+        if pitch.get_value_at_time(t) > 0:  # NaN (unvoiced) compares False
+            f2, f3 = formants.get_value_at_time(2, t), formants.get_value_at_time(3, t)
+            if np.isfinite(f2) and np.isfinite(f3):
+                levels.append(np.sqrt(f2 * f3))
+    return float(np.median(levels)) if len(levels) >= 20 else None
+
+
+def gender_cues(
+    median_f0: float | None,
+    formants: float | None,
+    embedding: np.ndarray,
+    references: list[tuple[np.ndarray, str]],
+) -> dict[str, float]:
+    """The votes for a speaker's gender (+ female, - male; 1 = one clear difference, see GENDER_F0_HZ): from the
+    median F0, the formant level and the embedding's nearest female and male bank voices; a cue that cannot be
+    measured is left out."""
+    cues: dict[str, float] = {}
+    if median_f0:
+        cues["f0"] = np.log2(median_f0 / GENDER_F0_HZ) / GENDER_F0_OCTAVE
+    if formants:
+        cues["formants"] = np.log2(formants / GENDER_FORMANT_HZ) / GENDER_FORMANT_OCTAVE
+    by_gender = {
+        g: np.sort([speaker_embedding.cosine(embedding, e) for e, gg in references if gg == g])[::-1]
+        for g in ("female", "male")
+    }
+    if all(len(v) for v in by_gender.values()):
+        near = {g: float(v[:GENDER_NEIGHBOURS].mean()) for g, v in by_gender.items()}
+        cues["embedding"] = (near["female"] - near["male"]) / GENDER_EMBEDDING_SCALE
+    return {k: round(float(v), 2) for k, v in cues.items()}
+
+
+def estimate_gender(cues: dict[str, float]) -> str | None:
+    """'female' or 'male' by the sum of the cues; None when none could be measured."""
+    if not cues:
+        return None
+    return "female" if sum(cues.values()) > 0 else "male"
 
 
 def band_levels(audio: np.ndarray, rate: int) -> np.ndarray:
@@ -310,18 +428,28 @@ class SpeakerStats:
     median_pitch: float | None
     pitch_spread: float
     levels: np.ndarray  # band_levels of the reference clip
+    f0_percentiles: tuple[float, ...] = ()  # 10th, 50th, 90th of the clip's voiced frames (Hz)
+    formants: float | None = None  # formant_level of the clip
 
 
 def speaker_stats(speaker: SourceSpeaker) -> SpeakerStats:
-    """Embedding, median pitch, pitch spread and spectral balance of an original speaker's reference clip."""
+    """Embedding, pitch (median, spread, distribution), formant level and spectral balance of an original speaker's
+    reference clip (the median from all their speech when diarization measured it)."""
     path = Path(speaker.reference_clip)
     if not path.exists():
         raise DubbingError(f"reference clip of speaker {speaker.speaker} not found: {path}")
     audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     median, spread = pitch_stats(audio, rate)
+    f0 = voiced_f0(audio, rate)
+    percentiles = tuple(round(float(p), 1) for p in np.percentile(f0, (10, 50, 90))) if f0.size >= 10 else ()
     return SpeakerStats(
-        speaker_embedding.embed(audio, rate), speaker.median_pitch_hz or median, spread, band_levels(audio, rate)
+        speaker_embedding.embed(audio, rate),
+        speaker.median_pitch_hz or median,
+        spread,
+        band_levels(audio, rate),
+        percentiles,
+        formant_level(audio, rate),
     )
 
 
@@ -343,9 +471,17 @@ class EmbeddingMatcher:
             return CloneMatcher().match(speakers, bank, fixed)
         stats = {s.speaker: speaker_stats(s) for s in speakers}
         default_emb = bank.probe(bank.default_voice)[0]
+        references = bank.gender_references()
+        cues = {
+            s: gender_cues(st.median_pitch, st.formants, st.embedding, references) for s, st in sorted(stats.items())
+        }
+        genders = {s: estimate_gender(c) for s, c in cues.items()}
 
         def closeness(speaker: str, voice: str) -> float:
-            return speaker_embedding.cosine(stats[speaker].embedding, bank.probe(voice)[0])
+            """Timbre (embedding cosine), less a little for each semitone the voice's own pitch is off."""
+            own, pitch = speaker_embedding.cosine(stats[speaker].embedding, bank.probe(voice)[0]), bank.probe(voice)[1]
+            target = stats[speaker].median_pitch
+            return own - (PITCH_PENALTY * abs(12 * np.log2(pitch / target)) if pitch and target else 0.0)
 
         chosen: dict[str, tuple[VoiceMatch, np.ndarray]] = {}
         for speaker in sorted(fixed.keys() & stats.keys()):
@@ -353,29 +489,48 @@ class EmbeddingMatcher:
             emb = speaker_embedding.embed(shift_voice(*bank.audio(named.voice), named), bank.audio(named.voice)[1])
             similarity = speaker_embedding.cosine(stats[speaker].embedding, emb)
             chosen[speaker] = (named.model_copy(update={"similarity_after": similarity}), emb)
-        options = {}
+        options, considered, notes, natives = {}, {}, {}, {}
         for speaker in sorted(stats.keys() - fixed.keys()):  # sorted: the same order (and ties) in every process
-            register = same_register(stats[speaker].median_pitch, bank)
-            ranked = sorted(register, key=partial(closeness, speaker), reverse=True)  # stable: ties keep bank order
-            candidates = ranked[: 3 if len(stats) > 1 else 1]
-            if bank.can_blend and len(ranked) > 1:
-                candidates += [f"{ranked[0]}*{w:.2f}+{ranked[1]}*{1 - w:.2f}" for w in BLEND_WEIGHTS]
+            native, others, notes[speaker] = casting_pool(genders[speaker], stats[speaker].median_pitch, bank)
+            natives[speaker] = len(native)
+            rank = partial(closeness, speaker)
+            native, others = sorted(native, key=rank, reverse=True), sorted(others, key=rank, reverse=True)
+            primary = native or others
+            if len(stats) > 1:  # several people: enough voices to keep them apart, natives first
+                same = sum(genders[s] == genders[speaker] for s in stats)
+                candidates = native[:3] + (others[:2] if len(native[:3]) < same else [])
+            else:
+                candidates = primary[:1]
+            if bank.can_blend and len(primary) > 1:
+                candidates += [f"{primary[0]}*{w:.2f}+{primary[1]}*{1 - w:.2f}" for w in BLEND_WEIGHTS]
+            considered[speaker] = [f"{v} {rank(v):.3f}" for v in (native[:3] + others[:3])]
             options[speaker] = [o for v in candidates for o in self._variants(speaker, stats[speaker], v, bank)]
         # The speaker with the closest option chooses first; each later speaker takes its closest option that is
         # further from every voice already chosen than those voices are from their own speakers.
         for speaker in sorted(options, key=lambda s: -max(m.similarity_after or 0.0 for m, _ in options[s])):
-            chosen[speaker] = max(options[speaker], key=lambda o: self._preference(o, chosen))
+            chosen[speaker] = max(options[speaker], key=lambda o: self._preference(o, chosen, bank))
         result = {}
         for speaker, (m, _) in chosen.items():
             m.similarity_default = speaker_embedding.cosine(stats[speaker].embedding, default_emb)
             m.seconds_per_char = bank.seconds_per_char(m.voice)
+            m.voice_language, m.voice_gender = bank.voice_traits(m.voice)
+            m.gender, m.gender_cues = genders[speaker], cues[speaker]
+            m.f0_hz = list(stats[speaker].f0_percentiles)
+            m.candidates = considered.get(speaker, [])
+            m.reason = casting_reason(
+                m, bank, named=speaker in fixed, natives=natives.get(speaker, 0), note=notes.get(speaker, "")
+            )
             result[speaker] = m
         return result
 
     @staticmethod
-    def _preference(option: tuple[VoiceMatch, np.ndarray], chosen: dict[str, tuple[VoiceMatch, np.ndarray]]) -> tuple:
+    def _preference(
+        option: tuple[VoiceMatch, np.ndarray], chosen: dict[str, tuple[VoiceMatch, np.ndarray]], bank: VoiceBank
+    ) -> tuple:
         """Rank an option: best a free base voice that also stays distinct from every chosen voice (by a margin),
-        then any distinct one, then the least overlap; among equals the closest to its own speaker."""
+        then any free one (two people never share a voice, even if only one of them can have the language's
+        own), then a voice native to the language, then any distinct one, then the least overlap; among equals
+        the closest to its own speaker."""
         match, emb = option
         own = match.similarity_after or 0.0
         worst = max(
@@ -385,9 +540,8 @@ class EmbeddingMatcher:
             ),
             default=-1.0,
         )
-        base = lambda voice: max(parse_weights(voice), key=lambda p: p[1])[0]  # noqa: E731
-        free = all(base(match.voice) != base(m.voice) for m, _ in chosen.values())
-        return (worst < 0 and free, worst < 0, -max(worst, 0.0), free, own)
+        free = all(base_voice(match.voice) != base_voice(m.voice) for m, _ in chosen.values())
+        return (worst < 0 and free, free, bank.native(match.voice), worst < 0, -max(worst, 0.0), own)
 
     def _variants(
         self, speaker: str, target: SpeakerStats, voice: str, bank: VoiceBank
@@ -424,6 +578,46 @@ class EmbeddingMatcher:
                 sim = speaker_embedding.cosine(target.embedding, emb)
                 scored.append((variant.model_copy(update={"similarity_after": sim}), emb))
         return scored
+
+
+def base_voice(voice: str) -> str:
+    """The heaviest voice of a blend (the voice itself otherwise): two speakers never share one."""
+    return max(parse_weights(voice), key=lambda p: p[1])[0]
+
+
+def casting_pool(gender: str | None, pitch_hz: float | None, bank: VoiceBank) -> tuple[list[str], list[str], str]:
+    """(native voices, other voices, a note) that a speaker of `gender` may be cast with: only voices of their
+    gender (no listener accepts a woman dubbed by a man however close the timbre); those recorded in the bank's
+    language first. A bank whose voices say no gender (piper) falls back to the pitch register of their probes;
+    one with no voice of the gender at all gives every voice, and the note says so."""
+    if not any(bank.voice_traits(v)[1] for v in bank.voices):
+        pool, note = same_register(pitch_hz, bank), "the bank's voices name no gender: kept to the pitch register"
+    else:
+        pool = [v for v in bank.voices if gender and bank.voice_traits(v)[1] == gender]
+        note = "" if pool else f"the bank has no {gender} voice: any voice"
+        pool = pool or list(bank.voices)
+    native = [v for v in pool if bank.native(v)]
+    return native, [v for v in pool if v not in native], note
+
+
+def casting_reason(match: VoiceMatch, bank: VoiceBank, *, named: bool, natives: int = 0, note: str = "") -> str:
+    """Why this voice, in a sentence a dubbing director can check (voices.json, the report)."""
+    pitch = [f"F0 median {match.f0_hz[1]:.0f} Hz"] if len(match.f0_hz) == 3 else []
+    cues = ", ".join(pitch + [f"{k} {v:+.1f}" for k, v in match.gender_cues.items()])
+    heard = f"{match.gender or 'gender unknown'} ({cues})" if cues else (match.gender or "gender not measured")
+    if named:
+        cross = match.voice_gender and match.gender and match.voice_gender != match.gender
+        return f"named by the user; speaker estimated {heard}" + ("; cross-gender, as named" if cross else "")
+    accent = f"{match.voice_language or '?'} accent"
+    if bank.native(match.voice):
+        where = "native"
+    elif natives:
+        where = f"its native voices taken by other speakers: {accent}"
+    else:
+        where = f"no native {match.gender or ''} voice for {bank.language or '?'}: {accent}"
+    similarity = f", similarity {match.similarity_after:.2f}" if match.similarity_after is not None else ""
+    parts = [f"speaker {heard}", f"{where} {match.voice_gender or ''} voice".replace("  ", " "), note]
+    return "; ".join(p for p in parts if p) + f"; closest timbre among those{similarity}"
 
 
 def register(pitch_hz: float | None) -> str | None:

@@ -33,7 +33,16 @@ from dubbing.types import (
     Transcript,
     VoiceMatch,
 )
-from dubbing.voice.match import MATCHERS, VoiceBank, VoiceMatcher, parse_voice, probe_table_key, shift_voice, write_clip
+from dubbing.voice.match import (
+    MATCHERS,
+    VoiceBank,
+    VoiceMatcher,
+    bank_cache_key,
+    parse_voice,
+    probe_table_key,
+    shift_voice,
+    write_clip,
+)
 from dubbing.voice.timing import Fit, RateEstimator, Window, conform, place_clips, plan_speed, window_for
 
 DEFAULT_RATE = 24_000  # the voice track's rate when no line was spoken (an all-silent track)
@@ -141,9 +150,11 @@ def match_voices(
         can_blend=capable(synth, "blend"),
         clones=capable(synth, "clone"),
         cache_dir=cache_dir,
-        cache_key=f"{language}|{probe_text}|{synth.revision}",
+        cache_key=bank_cache_key(language, probe_text, synth.revision),
         table_key=table_key,
         probe_text=probe_text,
+        language=language,
+        traits=getattr(synth, "traits", None),  # (language, gender) of a voice: what casting keeps and prefers
     )
     return matcher.match(speakers, bank, dict(cfg.voices)) if speakers else {}
 
