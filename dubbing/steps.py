@@ -41,6 +41,7 @@ from dubbing.errors import DubbingError
 from dubbing.files import write_json, write_text
 from dubbing.layout import RunLayout, layout_for, manifest_of
 from dubbing.types import (
+    FIT_ACTIONS,
     DubTrack,
     FaceTracks,
     LanguageOutputs,
@@ -302,18 +303,27 @@ def _log_fit(script: Script) -> None:
     lang = script.language
     for line in script.lines:
         if line.over_limit:
-            speed = line.speed or 1.0
-            log.warning("%s line %d does not fit its slot even at x%.2f: its end is cut", lang, line.index, speed)
-        elif line.length_action in ("shortened", "shortened_over"):
-            log.info("%s line %d shortened to fit: %r (was %r)", lang, line.index, line.text, line.first_text)
+            speed, cut = line.speed or 1.0, line.cut_s or 0.0
+            log.warning(
+                "%s line %d does not fit its slot even shortened, with the silence around it and at x%.2f: "
+                "its last %.2fs are cut",
+                lang,
+                line.index,
+                speed,
+                cut,
+            )
+        elif "shortened" in line.fit:
+            log.info("%s line %d shortened to fit: %r", lang, line.index, line.text)
     sped = [line.speed for line in script.lines if line.speed and line.speed > 1.0]
+    count = {action: sum(action in line.fit for line in script.lines) for action in FIT_ACTIONS}
     log.info(
-        "%s: %d lines spoken, %d sped up (at most x%.2f), %d shortened, %d cut",
+        "%s: %d lines spoken, %d sped up (at most x%.2f), %d shortened, %d borrowed silence, %d cut",
         lang,
         len(script.lines),
         len(sped),
         max(sped, default=1.0),
-        sum(line.length_action in ("shortened", "shortened_over") for line in script.lines),
+        count["shortened"],
+        sum(any(a.startswith("borrowed") for a in line.fit) for line in script.lines),
         sum(line.over_limit for line in script.lines),
     )
 
@@ -329,10 +339,10 @@ def mix_audio(track: DubTrack, separated: tuple[Path, Path] | None, settings: Se
     )
 
 
-def write_subtitles(script: Script, info: MediaInfo, layout: RunLayout) -> tuple[Path, Path]:
+def write_subtitles(script: Script, track: DubTrack, info: MediaInfo, layout: RunLayout) -> tuple[Path, Path]:
     lang = script.language
     return subtitles.write_subtitles(
-        ((line.start, line.end, line.text) for line in script.lines),
+        voice.dub_timings(script, track),  # where each line is heard in the dub (track.json), not the source slot
         layout.srt(lang),
         layout.vtt(lang),
         info.duration_s,

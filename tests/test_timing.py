@@ -79,3 +79,54 @@ def test_clip_running_into_the_next_is_cut_not_overlapped():
     rate = 1000
     track = timing.place_clips([(0.0, np.ones(800, np.float32)), (0.5, np.ones(100, np.float32))], rate, 1.0)
     assert track.max() <= 1.0 and track[499] < 0.2  # faded out before the next start
+
+
+def test_a_line_that_still_does_not_fit_starts_early_in_the_silence_before_it():
+    window = timing.window_for(2.0, 3.0, "A", (3.5, "B"), 10.0, guard_s=0.05, previous_end=1.0, max_lead_s=0.25)
+    assert window.earliest == pytest.approx(1.75) and window.hard_end == pytest.approx(3.45)
+    crowded = timing.window_for(2.0, 3.0, "A", (3.5, "B"), 10.0, guard_s=0.05, previous_end=1.9, max_lead_s=0.25)
+    assert crowded.earliest == pytest.approx(1.95)  # never closer than the guard to the dub before it
+    fits_late = timing.plan_speed(1.7, window, 1.25)  # 1.17x in the window after it: no need to start early
+    assert fits_late.lead_s == 0.0 and fits_late.actions == ["borrowed_after", "sped_up"]
+    early = timing.plan_speed(2.0, window, 1.25)  # 1.38x after it: start as little early as the limit needs
+    assert early.lead_s == pytest.approx(2.0 / 1.25 - 1.45, abs=1e-3) and not early.over_limit
+    assert early.speed == pytest.approx(1.25, abs=1e-3) and early.cut_s == 0.0
+    assert early.actions == ["borrowed_after", "borrowed_before", "sped_up"]
+    cut = timing.plan_speed(2.5, window, 1.25)  # even 0.25 s early and at x1.25 it runs 0.3 s over
+    assert cut.over_limit and cut.lead_s == pytest.approx(0.25) and cut.cut_s == pytest.approx(0.3)
+    assert cut.actions[-1] == "cut"
+    without = timing.window_for(2.0, 3.0, "A", (3.5, "B"), 10.0, guard_s=0.05, previous_end=1.0)
+    assert timing.plan_speed(2.0, without, 1.25).over_limit  # max_lead_s 0: the old rule
+
+
+def test_the_track_and_the_subtitles_follow_where_each_line_was_placed(tmp_path):
+    from dubbing import subtitles, tts, voice
+    from dubbing.config import load_settings
+    from dubbing.types import Script, ScriptLine
+
+    cfg = load_settings().for_language("es")
+    text = "Esta frase tiene bastantes palabras para su hueco."
+    synth = tts.backend_for(cfg, "espeak")
+    audio, rate = synth.synthesize(text, language="es")
+    # the room before the next line is 0.1 s short of what the speed limit needs: only starting early fits it
+    room = len(audio) / rate / cfg.timing.max_speedup - 0.1
+    after = 3.0 + room + cfg.timing.guard_s
+    lines = [
+        ScriptLine(index=0, speaker="A", start=0.3, end=1.0, source_text="Hi", text="Hola."),
+        ScriptLine(index=1, speaker="B", start=3.0, end=3.0 + room / 2, source_text="Long", text=text),
+        ScriptLine(index=2, speaker="A", start=after, end=after + 0.6, source_text="Ok", text="Vale."),
+    ]
+    script = Script(source_language="en", language="es", translator="test", lines=lines)
+    fitted, track = voice.speak_track(
+        script, synth, cfg.tts, cfg.timing, duration_s=after + 1.5, voices={}, voice_wav=tmp_path / "v.wav", clip_cache=None
+    )
+    line, clip = fitted.lines[1], track.clips[1]
+    assert "borrowed_before" in line.fit and not line.over_limit and line.cut_s is None
+    assert clip.start == line.dub_start < 3.0 and clip.start >= 3.0 - cfg.timing.max_lead_s - 1e-6
+    audio, rate = sf.read(track.voice_path, dtype="float32")
+    onset = (int(clip.start * rate) + np.flatnonzero(np.abs(audio[int(clip.start * rate) :]) > 1e-3)[0]) / rate
+    assert onset < 3.0 - 0.05  # heard before its slot, as the track says
+    timed = voice.dub_timings(fitted, track)
+    assert [t[:2] for t in timed] == [(c.start, c.end) for c in track.clips]
+    cues = subtitles.make_cues(timed, after + 1.5, "es")
+    assert cues[1].start == pytest.approx(clip.start)  # the dub's subtitle appears when the dub speaks

@@ -34,7 +34,16 @@ from dubbing.types import (
     VoiceMatch,
 )
 from dubbing.voice.match import MATCHERS, VoiceBank, VoiceMatcher, parse_voice, probe_table_key, shift_voice, write_clip
-from dubbing.voice.timing import Fit, RateEstimator, Window, conform, place_clips, plan_speed, window_for
+from dubbing.voice.timing import (
+    SHORTENED,
+    Fit,
+    RateEstimator,
+    Window,
+    conform,
+    place_clips,
+    plan_speed,
+    window_for,
+)
 
 DEFAULT_RATE = 24_000  # the voice track's rate when no line was spoken (an all-silent track)
 
@@ -180,6 +189,8 @@ def speak_track(
             duration_s,
             far_gap_s=timing.far_gap_s,
             guard_s=timing.guard_s,
+            previous_end=placed[-1].end if placed else None,
+            max_lead_s=timing.max_lead_s,
         )
         match = voices.get(line.speaker) or parse_voice(
             tts.voices.get(line.speaker, tts.voice) or synth.default_voice(script.language), synth.name, line.speaker
@@ -188,23 +199,28 @@ def speak_track(
         text, notes = line.text, list(line.notes)
         if not text.strip():
             lines.append(
-                line.model_copy(update={"synth_s": 0.0, "speed": 1.0, "voice": match.label, "over_limit": False})
+                line.model_copy(
+                    update={"synth_s": 0.0, "speed": 1.0, "voice": match.label, "over_limit": False, "fit": []}
+                )
             )
             continue
         fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache)
         audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
+        shortened = line.length_action in ("shortened", "shortened_over")  # by the translate stage's estimate
         if fit.over_limit and shorten is not None and timing.shorten:
             shorter = shorten(line, fit.available_s * timing.max_speedup, natural_s)
             if shorter and shorter.strip() and shorter != text:
                 notes.append(f"shortened by the translation stage (was: {text})")
-                text = shorter
+                text, shortened = shorter, True
                 audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
         clip_s = len(audio) / rate
+        actions = [SHORTENED] * shortened + fit.actions
         if fit.over_limit:
             notes.append(
                 f"does not fit: {natural_s:.2f}s of speech for {fit.available_s:.2f}s even at "
-                f"x{timing.max_speedup}; cut by {clip_s - fit.available_s:.2f}s"
+                f"x{timing.max_speedup}; cut by {fit.cut_s:.2f}s"
             )
+        start = round(line.start - fit.lead_s, 3)
         lines.append(
             line.model_copy(
                 update={
@@ -214,16 +230,25 @@ def speak_track(
                     "fit_end": round(window.hard_end, 3),
                     "speed": fit.speed,
                     "over_limit": fit.over_limit,
+                    "dub_start": start,
+                    "fit": actions,
+                    "cut_s": round(fit.cut_s, 3) if fit.over_limit else None,
                     "voice": match.label,
                     "notes": notes,
                 }
             )
         )
-        clips.append((line.start, audio))
-        end = min(line.start + clip_s, window.hard_end)
+        clips.append((start, audio))
+        end = min(start + clip_s, window.hard_end)
         placed.append(
             PlacedClip(
-                index=line.index, start=line.start, end=round(end, 3), speed=fit.speed, over_limit=fit.over_limit
+                index=line.index,
+                start=start,
+                end=round(end, 3),
+                speed=fit.speed,
+                over_limit=fit.over_limit,
+                fit=actions,
+                cut_s=round(fit.cut_s, 3),
             )
         )
     rate = rate or DEFAULT_RATE
@@ -237,6 +262,18 @@ def speak_track(
         voices=voices,
     )
     return script.model_copy(update={"lines": lines}), track
+
+
+def dub_timings(script: Script, track: DubTrack) -> list[tuple[float, float, str]]:
+    """(start, end, text) of every line where its dub is heard (track.json), not the source's slot: what the dub's
+    subtitles show. A line the track did not place (nothing to say) keeps its slot."""
+    placed = {clip.index: clip for clip in track.clips}
+    return [
+        (placed[line.index].start, placed[line.index].end, line.text)
+        if line.index in placed
+        else (line.start, line.end, line.text)
+        for line in script.lines
+    ]
 
 
 def _speak_line(
