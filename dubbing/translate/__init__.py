@@ -435,6 +435,8 @@ def shorter_after_synthesis(
     request = ShortenRequest(index, text, max(8, int(len(text) * budget_s / natural_s)))
     required = translator.required_terms(sources[index])
     candidates = translator.shorten(sources, [request])[0]
+    # a rendering far shorter than asked for has dropped meaning, not words (a small LLM's rewrites do)
+    min_ratio = max(0.4, 0.75 * budget_s / natural_s)
 
     def choose() -> isochrony.Choice | None:
         return isochrony.choose_shorter(
@@ -443,7 +445,7 @@ def shorter_after_synthesis(
             budget_s,
             candidates,
             lambda c: estimate(c) * scale,
-            lambda c: isochrony.faithful(text, c, required, estimate=estimate),
+            lambda c: isochrony.faithful(text, c, required, estimate=estimate, min_ratio=min_ratio),
         )
 
     choice = choose()
