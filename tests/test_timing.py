@@ -118,7 +118,14 @@ def test_the_track_and_the_subtitles_follow_where_each_line_was_placed(tmp_path)
     ]
     script = Script(source_language="en", language="es", translator="test", lines=lines)
     fitted, track = voice.speak_track(
-        script, synth, cfg.tts, cfg.timing, duration_s=after + 1.5, voices={}, voice_wav=tmp_path / "v.wav", clip_cache=None
+        script,
+        synth,
+        cfg.tts,
+        cfg.timing,
+        duration_s=after + 1.5,
+        voices={},
+        voice_wav=tmp_path / "v.wav",
+        clip_cache=None,
     )
     line, clip = fitted.lines[1], track.clips[1]
     assert "borrowed_before" in line.fit and not line.over_limit and line.cut_s is None
@@ -130,3 +137,68 @@ def test_the_track_and_the_subtitles_follow_where_each_line_was_placed(tmp_path)
     assert [t[:2] for t in timed] == [(c.start, c.end) for c in track.clips]
     cues = subtitles.make_cues(timed, after + 1.5, "es")
     assert cues[1].start == pytest.approx(clip.start)  # the dub's subtitle appears when the dub speaks
+
+
+def test_the_report_and_the_review_row_count_every_fitting_action():
+    from dubbing import qa, review
+    from dubbing.types import Script, ScriptLine
+
+    def line(index, start, fit, **extra):
+        return ScriptLine(
+            index=index, speaker="S1", start=start, end=start + 1.0, source_text="s", text="t", synth_s=1.0,
+            fit=fit, **extra,
+        )  # fmt: skip
+
+    lines = [
+        line(0, 0.0, []),
+        line(1, 2.0, ["shortened", "borrowed_after", "sped_up"], speed=1.2),
+        line(2, 4.0, ["borrowed_before", "sped_up"], speed=1.25, dub_start=3.8),
+        line(3, 6.0, ["borrowed_after", "sped_up", "cut"], speed=1.25, over_limit=True, cut_s=0.4),
+        line(4, 8.0, [], speed=1.25, over_limit=True),  # a script from before the actions were recorded
+    ]
+    script = Script(source_language="en", language="es", translator="t", lines=lines)
+    report = qa.disabled_report(script, qa.Thresholds(max_speedup=1.25))
+    assert report.timing["actions"] == {
+        "shortened": 1, "borrowed_after": 2, "borrowed_before": 1, "sped_up": 3, "cut": 2,
+    }  # fmt: skip
+    assert report.timing["borrowed"] == 3 and report.timing["cut_s"] == pytest.approx(0.4)
+    rows = {row.index: row for row in report.line_qa}
+    assert rows[2].start == pytest.approx(3.8)  # the row (and a click on it) starts where the dub does
+    assert rows[4].fit == ["cut"] and report.lines_over_limit == [3, 4]
+    page_row = review.fit_marks(rows[1].fit)
+    assert "shortened" in page_row and "borrowed after" in page_row and "sped" not in page_row
+    summary = dict(review.summary_rows(report.model_dump()))["timing"]
+    assert "1 shortened" in summary and "2 cut" in summary and "1 borrowed before" in summary
+
+
+def test_shorten_backend_none_keeps_to_the_translators_own_renderings():
+    from dubbing import translate
+    from dubbing.config import load_settings
+
+    cfg = load_settings().for_language("pt").translate.model_copy(update={"shorten_backend": None})
+    assert translate._rewriter(cfg, translate.translator_for(cfg, "en", "pt")) is None
+    french = load_settings().for_language("fr").translate
+    assert translate._rewriter(french, translate.translator_for(french, "en", "fr")) is None  # it is the LLM
+
+
+@pytest.mark.skipif(
+    bool(__import__("dubbing.translate", fromlist=["BACKENDS"]).BACKENDS["llama"].missing(None)),
+    reason="the llama translator's runtime or model is not on this machine",
+)
+def test_a_line_the_translator_cannot_condense_is_rewritten_shorter_by_the_llm():
+    """Bergamot (Portuguese) can only condense English fillers, and this line has none: the LLM is asked, and its
+    rendering keeps the line's numbers and is shorter."""
+    from dubbing import translate, tts
+    from dubbing.config import load_settings
+    from dubbing.types import Script, ScriptLine
+
+    cfg = load_settings().for_language("pt")
+    source = "I need to talk to you about the 2 contracts before we sign anything tomorrow morning."
+    translator = translate.translator_for(cfg.translate, "en", "pt")
+    (text,) = translator.translate([source])
+    assert translator.shorten([source], [translate.ShortenRequest(0, text, len(text) // 2)]) == [[]]
+    line = ScriptLine(index=0, speaker="S1", start=0.0, end=3.0, source_text=source, text=text)
+    script = Script(source_language="en", language="pt", translator=translator.name, lines=[line])
+    estimate = tts.estimator(cfg)
+    shorter = translate.shortener(script, cfg.translate, estimate=estimate)(line, 0.85 * estimate(text), estimate(text))
+    assert shorter and estimate(shorter) < estimate(text) and "2" in shorter
