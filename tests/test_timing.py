@@ -202,3 +202,32 @@ def test_a_line_the_translator_cannot_condense_is_rewritten_shorter_by_the_llm()
     estimate = tts.estimator(cfg)
     shorter = translate.shortener(script, cfg.translate, estimate=estimate)(line, 0.85 * estimate(text), estimate(text))
     assert shorter and estimate(shorter) < estimate(text) and "2" in shorter
+
+
+def test_a_shortened_line_still_too_long_is_asked_once_more_from_its_shorter_text(tmp_path):
+    from dubbing import tts, voice
+    from dubbing.config import load_settings
+    from dubbing.types import Script, ScriptLine
+
+    cfg = load_settings().for_language("es")
+    long_text = "Esta frase es muchísimo más larga de lo que cabe en un segundo, por rápido que se diga."
+    still_long = "Esta frase es mucho más larga de lo que cabe en un segundo."
+    lines = [
+        ScriptLine(index=0, speaker="A", start=0.0, end=1.0, source_text="No", text=long_text),
+        ScriptLine(index=1, speaker="B", start=1.4, end=3.0, source_text="Ok", text="Vale."),
+    ]
+    asked: list[str] = []
+
+    def shorten(line, budget_s, natural_s):
+        asked.append(line.text)
+        return {long_text: still_long, still_long: "Es larga."}.get(line.text)
+
+    script = Script(source_language="en", language="es", translator="test", lines=lines)
+    fitted, track = voice.speak_track(
+        script, tts.backend_for(cfg, "espeak"), cfg.tts, cfg.timing, duration_s=3.5, voices={},
+        voice_wav=tmp_path / "v.wav", clip_cache=None, shorten=shorten,
+    )  # fmt: skip
+    assert asked == [long_text, still_long]  # the second request is about the text now spoken
+    first = fitted.lines[0]
+    assert first.text == "Es larga." and not first.over_limit and first.fit[0] == "shortened"
+    assert track.clips[0].fit == first.fit and "cut" not in first.fit

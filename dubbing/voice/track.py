@@ -45,6 +45,7 @@ from dubbing.voice.timing import (
     window_for,
 )
 
+SHORTEN_ROUNDS = 2  # a shortened line still too long is asked once more, from its shorter text
 DEFAULT_RATE = 24_000  # the voice track's rate when no line was spoken (an all-silent track)
 
 
@@ -170,9 +171,10 @@ def speak_track(
     shorten: Shorten | None = None,
 ) -> tuple[Script, DubTrack]:
     """Speak each line in its speaker's voice at its original start, fitted to its slot (the rule is in
-    voice.timing); a line that cannot fit even at the maximum speed-up goes to `shorten` once, and is marked
-    `over_limit` when it still cannot. Writes `voice_wav` (the dub voice alone) and reuses or fills `clip_cache`.
-    Returns the script with each line's synthesised length, speed and voice, and the placed track."""
+    voice.timing); a line that cannot fit even at the maximum speed-up goes to `shorten` (again from the shorter
+    text while it still cannot, `SHORTEN_ROUNDS` in all), and is marked `over_limit` when it still cannot. Writes
+    `voice_wav` (the dub voice alone) and reuses or fills `clip_cache`. Returns the script with each
+    line's synthesised length, speed and voice, and the placed track."""
     lines_in = sorted(script.lines, key=lambda line: line.start)
     estimators: dict[str, RateEstimator] = {}
     clips: list[tuple[float, np.ndarray]] = []
@@ -207,12 +209,16 @@ def speak_track(
         fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache)
         audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
         shortened = line.length_action in ("shortened", "shortened_over")  # by the translate stage's estimate
-        if fit.over_limit and shorten is not None and timing.shorten:
-            shorter = shorten(line, fit.available_s * timing.max_speedup, natural_s)
-            if shorter and shorter.strip() and shorter != text:
-                notes.append(f"shortened by the translation stage (was: {text})")
-                text, shortened = shorter, True
-                audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
+        for _ in range(SHORTEN_ROUNDS if shorten is not None and timing.shorten else 0):
+            if not fit.over_limit:
+                break
+            asked = line.model_copy(update={"text": text})
+            shorter = shorten(asked, fit.available_s * timing.max_speedup, natural_s)
+            if not (shorter and shorter.strip() and shorter != text):
+                break
+            notes.append(f"shortened by the translation stage (was: {text})")
+            text, shortened = shorter, True
+            audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
         clip_s = len(audio) / rate
         actions = [SHORTENED] * shortened + fit.actions
         if fit.over_limit:
