@@ -25,13 +25,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared/media"
-CLIPS = {
+CLIPS = {  # the case first: a real phone call, two speakers
+    "pyannote_sample": "pyannote_sample.wav",  # audio only: made into a video
+    "KatieHill": "sadtalker_WDA_KatieHill.mp4",
     "vrt_face1": "vrt_face1.mp4",
     "vrt_face2": "vrt_face2.mp4",
     "vrt_face4": "vrt_face4.mp4",
-    "KatieHill": "sadtalker_WDA_KatieHill.mp4",
     "latentsync_demo2": "latentsync_demo2_video.mp4",
-    "pyannote_sample": "pyannote_sample.wav",  # audio only: made into a video
 }
 ACTIONS = ("shortened", "borrowed_after", "borrowed_before", "sped_up", "cut")
 CONFIG = {"lipsync": {"enabled": False}, "qa": {"lipsync": False, "meaning": False}}
@@ -137,6 +137,8 @@ def main() -> None:
             seconds, problem = dub(video, args.languages, work / clip, args.tree.resolve())
             print(f"{clip}: {seconds:.0f} s{' (' + problem + ')' if problem else ''}", file=sys.stderr, flush=True)
             found += rows(clip, work / clip, languages, problem)
+            if args.json:  # as it goes: a long benchmark interrupted keeps the clips done
+                args.json.write_text(json.dumps(found, indent=1))
     print(table(found))
     if args.json:
         args.json.write_text(json.dumps(found, indent=1))

@@ -187,13 +187,13 @@ def test_shorten_backend_none_keeps_to_the_translators_own_renderings():
 )
 def test_a_line_the_translator_cannot_condense_is_rewritten_shorter_by_the_llm():
     """Bergamot (Portuguese) can only condense English fillers, and this line has none: the LLM is asked, and its
-    rendering keeps the line's numbers and is shorter."""
+    rendering is shorter (and passed the faithfulness check: not far shorter than asked)."""
     from dubbing import translate, tts
     from dubbing.config import load_settings
     from dubbing.types import Script, ScriptLine
 
     cfg = load_settings().for_language("pt")
-    source = "I need to talk to you about the 2 contracts before we sign anything tomorrow morning."
+    source = "I need to talk to you about the contract before we sign anything tomorrow morning."
     translator = translate.translator_for(cfg.translate, "en", "pt")
     (text,) = translator.translate([source])
     assert translator.shorten([source], [translate.ShortenRequest(0, text, len(text) // 2)]) == [[]]
@@ -201,7 +201,7 @@ def test_a_line_the_translator_cannot_condense_is_rewritten_shorter_by_the_llm()
     script = Script(source_language="en", language="pt", translator=translator.name, lines=[line])
     estimate = tts.estimator(cfg)
     shorter = translate.shortener(script, cfg.translate, estimate=estimate)(line, 0.85 * estimate(text), estimate(text))
-    assert shorter and estimate(shorter) < estimate(text) and "2" in shorter
+    assert shorter and 0.85 * 0.75 * estimate(text) <= estimate(shorter) < estimate(text)
 
 
 def test_a_shortened_line_still_too_long_is_asked_once_more_from_its_shorter_text(tmp_path):
