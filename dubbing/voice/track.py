@@ -209,8 +209,8 @@ def speak_track(
         fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache)
         audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
         shortened = line.length_action in ("shortened", "shortened_over")  # by the translate stage's estimate
-        for _ in range(SHORTEN_ROUNDS if shorten is not None and timing.shorten else 0):
-            if not fit.over_limit:
+        for _ in range(SHORTEN_ROUNDS if timing.shorten else 0):
+            if not fit.over_limit or shorten is None:
                 break
             asked = line.model_copy(update={"text": text})
             shorter = shorten(asked, fit.available_s * timing.max_speedup, natural_s)
