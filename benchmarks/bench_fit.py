@@ -9,7 +9,8 @@ off: they change nothing in the fit), and each language's report.json gives the 
 (what fitting did to each line, `FIT_ACTIONS`) and the heard-back error of the dub. pyannote_sample.wav (a phone
 call, two speakers) becomes a video first: a grey picture under its audio. The goal is 0 lines cut. `--tree` runs
 the pipeline of another checkout of the project (its `dubbing` package) on the same clips, to compare; reports of
-a tree without the actions count only their lines over the limit. `--json` writes the rows.
+a tree without the actions count only their lines over the limit. The last column checks that each dub lasts
+exactly as long as its source (ffprobe's container duration against the manifest's). `--json` writes the rows.
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ def dub(video: Path, languages: str, out: Path, tree: Path) -> tuple[float, str]
     return time.perf_counter() - started, problem
 
 
+def duration(video: Path) -> float:
+    """The container's duration, as ffprobe reads it."""
+    proc = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(video)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(proc.stdout.strip())
+
+
 def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]:
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"outputs": {}}
@@ -81,6 +91,8 @@ def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]
         timing = report.get("timing") or {}
         actions = timing.get("actions") or {"cut": timing.get("over_limit", 0)}
         heard = report.get("intelligibility") or {}
+        outputs = manifest["outputs"][lang]
+        video = out / outputs["video"] if outputs.get("video") else None
         found.append(
             {
                 "clip": clip,
@@ -91,6 +103,8 @@ def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]
                 "max_speed": timing.get("max_speed"),
                 "error_rate": heard.get("error_rate"),
                 "metric": heard.get("metric", "wer"),
+                # the dub must last exactly as long as the source (no slow-down of the picture is made)
+                "duration_diff_s": round(duration(video) - manifest["duration_s"], 3) if video else None,
             }
         )
     return found
@@ -98,19 +112,21 @@ def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]
 
 def table(found: list[dict]) -> str:
     head = (
-        "| clip | language | lines | shortened | borrowed after | borrowed before | sped up | cut | heard-back error |"
+        "| clip | language | lines | shortened | borrowed after | borrowed before | sped up | cut | heard-back error "
+        "| dub - source duration |"
     )
-    out = [head, "|" + "---|" * 9]
+    out = [head, "|" + "---|" * 10]
     for r in found:
         if "failed" in r:
-            out.append(f"| {r['clip']} | {r['language']} | failed: {r['failed']} |||||||")
+            out.append(f"| {r['clip']} | {r['language']} | failed: {r['failed']} ||||||||")
             continue
         counts = " | ".join("-" if r[a] is None else str(r[a]) for a in ACTIONS)
         err = "-" if r["error_rate"] is None else f"{r['error_rate']:.3f} ({r['metric']})"
-        out.append(f"| {r['clip']} | {r['language']} | {r['lines']} | {counts} | {err} |")
+        diff = "-" if r.get("duration_diff_s") is None else f"{r['duration_diff_s']:+.3f} s"
+        out.append(f"| {r['clip']} | {r['language']} | {r['lines']} | {counts} | {err} | {diff} |")
     done = [r for r in found if "failed" not in r]
     total = {a: sum(r[a] or 0 for r in done) for a in ACTIONS}
-    out.append(f"| all | | {sum(r['lines'] for r in done)} | " + " | ".join(str(total[a]) for a in ACTIONS) + " | |")
+    out.append(f"| all | | {sum(r['lines'] for r in done)} | " + " | ".join(str(total[a]) for a in ACTIONS) + " | | |")
     return "\n".join(out)
 
 
@@ -121,6 +137,7 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose pipeline runs (default: this)")
     parser.add_argument("--work", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--no-run", action="store_true", help="tabulate the runs already in --work")
     args = parser.parse_args()
     if not MEDIA.is_dir():
         sys.exit(f"{MEDIA} not found: the real clips live in ../shared/media")
@@ -133,9 +150,11 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         found = []
         for clip in args.clips.split(","):
-            video = as_video(MEDIA / CLIPS[clip], work)
-            seconds, problem = dub(video, args.languages, work / clip, args.tree.resolve())
-            print(f"{clip}: {seconds:.0f} s{' (' + problem + ')' if problem else ''}", file=sys.stderr, flush=True)
+            problem = ""
+            if not args.no_run:
+                video = as_video(MEDIA / CLIPS[clip], work)
+                seconds, problem = dub(video, args.languages, work / clip, args.tree.resolve())
+                print(f"{clip}: {seconds:.0f} s{f' ({problem})' if problem else ''}", file=sys.stderr, flush=True)
             found += rows(clip, work / clip, languages, problem)
             if args.json:  # as it goes: a long benchmark interrupted keeps the clips done
                 args.json.write_text(json.dumps(found, indent=1))
