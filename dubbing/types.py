@@ -90,9 +90,10 @@ class SpeakerProfile(BaseModel):
     embedding_model: str = "campplus"
 
 
-# What fitting may do to a line that does not fit its slot, in the order tried (voice.timing; the report counts
-# each): a shorter rendering from the translator, the silence after it, the silence before it, a speed-up up to the
-# limit; "cut" when even that is not enough.
+# What fitting did to a line (voice.timing and voice.track; the report counts each): a shorter rendering from the
+# translator (by the translate stage's estimate, or asked by the voice stage when the line measured too long even
+# with the silence around it at the maximum speed-up), the silence after it, the silence before it (it starts
+# early), a speed-up up to the limit; "cut" when even all that was not enough.
 FIT_ACTIONS = ("shortened", "borrowed_after", "borrowed_before", "sped_up", "cut")
 
 
