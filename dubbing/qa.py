@@ -182,8 +182,9 @@ def over_limit(line: ScriptLine, max_speedup: float) -> bool:
     or as its fit shows (a script written before the mark, or a limit lowered since)."""
     if line.over_limit:
         return True
-    if line.natural_s and line.fit_end is not None and line.fit_end > line.start:
-        return line.natural_s / (line.fit_end - line.start) > max_speedup + 1e-3
+    start = dub_span(line)[0]  # a line that borrowed the silence before it had that much more room
+    if line.natural_s and line.fit_end is not None and line.fit_end > start:
+        return line.natural_s / (line.fit_end - start) > max_speedup + 1e-3
     return False
 
 
