@@ -71,6 +71,9 @@ class TranslateConfig(Section):
     length_aware: bool = True  # estimate each line's spoken length; ask for shorter renderings that fit
     post_edit: str | None = None  # a backend that corrects the route's output (one with "post-edit": llama)
     post_edit_options: BackendOptions = Field(default_factory=dict)
+    # The model asked for a shorter line when the translator's own shorter renderings do not fit once spoken (any
+    # language; used when this machine has it; none: only the translator's own)
+    shorten_backend: str | None = "llama"
 
 
 class TTSConfig(Section):
@@ -93,6 +96,7 @@ class TimingConfig(Section):
     far_gap_s: float = Field(0.6, ge=0.0, le=10.0)  # a silence this long before the next line may be borrowed
     guard_s: float = Field(0.05, ge=0.0, le=1.0)  # kept free before the next line
     shorten: bool = True  # a line that cannot fit goes back to translation once for a shorter version
+    max_lead_s: float = Field(0.25, ge=0.0, le=1.0)  # a line that still does not fit may start this early
 
 
 class MixConfig(Section):

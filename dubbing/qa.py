@@ -37,6 +37,7 @@ from dubbing.layout import RunLayout
 from dubbing.tools import ffmpeg_input, require_tool, run
 from dubbing.types import (
     ANALYSIS_RATE,
+    FIT_ACTIONS,
     NO_SPACE_LANGUAGES,
     FaceTracks,
     LanguageOutputs,
@@ -169,11 +170,12 @@ def get_metric(name: str) -> ErrorRate:
 def dub_span(line: ScriptLine) -> tuple[float, float]:
     """Where the line's dub sounds on the timeline: from its start for its synthesised length, never past the
     end the fit allowed."""
+    start = line.dub_start if line.dub_start is not None else line.start  # earlier when it borrowed silence
     length = line.synth_s if line.synth_s is not None else line.end - line.start
-    end = line.start + max(length, 0.0)
+    end = start + max(length, 0.0)
     if line.fit_end is not None:
-        end = min(end, max(line.fit_end, line.start))
-    return line.start, round(end, 3)
+        end = min(end, max(line.fit_end, start))
+    return start, round(end, 3)
 
 
 def over_limit(line: ScriptLine, max_speedup: float) -> bool:
@@ -181,9 +183,19 @@ def over_limit(line: ScriptLine, max_speedup: float) -> bool:
     or as its fit shows (a script written before the mark, or a limit lowered since)."""
     if line.over_limit:
         return True
-    if line.natural_s and line.fit_end is not None and line.fit_end > line.start:
-        return line.natural_s / (line.fit_end - line.start) > max_speedup + 1e-3
+    start = dub_span(line)[0]  # a line that borrowed the silence before it had that much more room
+    if line.natural_s and line.fit_end is not None and line.fit_end > start:
+        return line.natural_s / (line.fit_end - start) > max_speedup + 1e-3
     return False
+
+
+def fit_actions(line: ScriptLine, max_speedup: float) -> list[str]:
+    """What fitting did to the line (FIT_ACTIONS), "cut" included whenever it is over the limit (a script written
+    before the voice stage recorded its actions still says so)."""
+    done = list(line.fit)
+    if over_limit(line, max_speedup) and "cut" not in done:
+        done.append("cut")
+    return done
 
 
 def heard_per_line(lines: Sequence[ScriptLine], heard: Transcript) -> tuple[dict[int, str], list[str]]:
@@ -549,12 +561,13 @@ def build_report(script: Script, measured: Measurements, limits: Thresholds, *, 
         line.index: LineQA(
             index=line.index,
             speaker=line.speaker,
-            start=line.start,
+            start=dub_span(line)[0],
             end=dub_span(line)[1],
             source_text=line.source_text,
             text=line.text,
             speed=line.speed,
             over_limit=over_limit(line, limits.max_speedup),
+            fit=fit_actions(line, limits.max_speedup),
         )
         for line in lines
     }
@@ -595,6 +608,10 @@ def build_report(script: Script, measured: Measurements, limits: Thresholds, *, 
         "max_speed": max(speeds, default=1.0),
         "sped_up": sum(s > 1.0 + 1e-6 for s in speeds),
         "over_limit": len(over),
+        # lines per action fitting took (FIT_ACTIONS); "borrowed": either side
+        "actions": {a: sum(a in row.fit for row in rows.values()) for a in FIT_ACTIONS},
+        "borrowed": sum(any(a.startswith("borrowed") for a in row.fit) for row in rows.values()),
+        "cut_s": round(sum(line.cut_s or 0.0 for line in lines), 3),
     }
 
     voice_section: dict = {"note": notes.get("voice", "not measured")}

@@ -74,6 +74,18 @@ def verdict(report: dict) -> tuple[str, str]:
     return word, ", ".join(figures)
 
 
+def fit_counts(actions: dict | None) -> str:
+    """How many lines each fitting action took (report timing.actions), for the timing row."""
+    done = [f"{n} {name.replace('_', ' ')}" for name, n in (actions or {}).items() if n and name != "sped_up"]
+    return f"; {', '.join(done)}" if done else ""
+
+
+def fit_marks(actions: list | None) -> str:
+    """What fitting did to one line, for its speed cell (a speed-up shows as the speed itself)."""
+    done = [html.escape(str(a).replace("_", " ")) for a in actions or [] if a != "sped_up"]
+    return f" ({', '.join(done)})" if done else ""
+
+
 def summary_rows(report: dict) -> list[tuple[str, str]]:
     """The headline figure of each check, as (label, text): used by report.html and the Prefect artifact."""
     rows: list[tuple[str, str]] = []
@@ -92,7 +104,8 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
             (
                 "timing",
                 f"max x{_num(timing.get('max_speed'))} (limit x{_num(timing.get('max_speedup'))}), "
-                f"{timing.get('sped_up', 0)} sped up, {timing.get('over_limit', 0)} over the limit",
+                f"{timing.get('sped_up', 0)} sped up, {timing.get('over_limit', 0)} over the limit"
+                + fit_counts(timing.get("actions")),
             )
         )
     voice = report.get("voice") or {}
@@ -228,7 +241,7 @@ def _language_section(lang: str, report: dict, source: str | None, source_vtt: t
             _num(err),
             html.escape(line.get("back_translation") or ""),
             _num(line.get("meaning_chrf"), 0),
-            speed + (" (over)" if line.get("over_limit") else ""),
+            speed + fit_marks(line.get("fit") or (["cut"] if line.get("over_limit") else [])),
             _num(lip),
             marks,
         ]

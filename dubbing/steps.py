@@ -47,6 +47,7 @@ from dubbing.errors import DubbingError
 from dubbing.files import write_json, write_text
 from dubbing.layout import RunLayout, layout_for, manifest_of
 from dubbing.types import (
+    FIT_ACTIONS,
     DubTrack,
     FaceTracks,
     LanguageOutputs,
@@ -417,18 +418,27 @@ def _log_fit(script: Script) -> None:
     lang = script.language
     for line in script.lines:
         if line.over_limit:
-            speed = line.speed or 1.0
-            log.warning("%s line %d does not fit its slot even at x%.2f: its end is cut", lang, line.index, speed)
-        elif line.length_action in ("shortened", "shortened_over"):
-            log.info("%s line %d shortened to fit: %r (was %r)", lang, line.index, line.text, line.first_text)
+            speed, cut = line.speed or 1.0, line.cut_s or 0.0
+            log.warning(
+                "%s line %d does not fit its slot even shortened, with the silence around it and at x%.2f: "
+                "its last %.2fs are cut",
+                lang,
+                line.index,
+                speed,
+                cut,
+            )
+        elif "shortened" in line.fit:
+            log.info("%s line %d shortened to fit: %r", lang, line.index, line.text)
     sped = [line.speed for line in script.lines if line.speed and line.speed > 1.0]
+    count = {action: sum(action in line.fit for line in script.lines) for action in FIT_ACTIONS}
     log.info(
-        "%s: %d lines spoken, %d sped up (at most x%.2f), %d shortened, %d cut",
+        "%s: %d lines spoken, %d sped up (at most x%.2f), %d shortened, %d borrowed silence, %d cut",
         lang,
         len(script.lines),
         len(sped),
         max(sped, default=1.0),
-        sum(line.length_action in ("shortened", "shortened_over") for line in script.lines),
+        count["shortened"],
+        sum(any(a.startswith("borrowed") for a in line.fit) for line in script.lines),
         sum(line.over_limit for line in script.lines),
     )
 
@@ -444,12 +454,16 @@ def mix_audio(track: DubTrack, separated: tuple[Path, Path] | None, settings: Se
     )
 
 
-def write_subtitles(script: Script, info: MediaInfo, output: OutputConfig, layout: RunLayout) -> tuple[Path, ...]:
-    """NAME.LANG.srt and .vtt of the script's lines; with `output.subtitles: bilingual` also NAME.LANG.bilingual.srt
-    and .vtt (the source line over the translation in each cue), returned after them."""
+def write_subtitles(
+    script: Script, track: DubTrack | None, info: MediaInfo, output: OutputConfig, layout: RunLayout
+) -> tuple[Path, ...]:
+    """NAME.LANG.srt and .vtt of the script's lines where the dub speaks them (track.json; the source slots in a
+    subtitles-only run, which has no track); with `output.subtitles: bilingual` also NAME.LANG.bilingual.srt and
+    .vtt (the source line over the translation in each cue), returned after them."""
     lang = script.language
+    timings = voice.dub_timings(script, track)
     written = subtitles.write_subtitles(
-        ((line.start, line.end, line.text) for line in script.lines),
+        timings,
         layout.srt(lang),
         layout.vtt(lang),
         info.duration_s,
@@ -458,7 +472,7 @@ def write_subtitles(script: Script, info: MediaInfo, output: OutputConfig, layou
     if output.subtitles != "bilingual":
         return written
     cues = subtitles.make_bilingual_cues(
-        ((line.start, line.end, line.source_text, line.text) for line in script.lines),
+        ((start, end, line.source_text, text) for (start, end, text), line in zip(timings, script.lines, strict=True)),
         info.duration_s,
         script.source_language,
         lang,

@@ -92,6 +92,13 @@ class SpeakerProfile(BaseModel):
     embedding_model: str = "campplus"
 
 
+# What fitting did to a line (voice.timing and voice.track; the report counts each): a shorter rendering from the
+# translator (by the translate stage's estimate, or asked by the voice stage when the line measured too long even
+# with the silence around it at the maximum speed-up), the silence after it, the silence before it (it starts
+# early), a speed-up up to the limit; "cut" when even all that was not enough.
+FIT_ACTIONS = ("shortened", "borrowed_after", "borrowed_before", "sped_up", "cut")
+
+
 class ScriptLine(BaseModel):
     """One translated line and the slot it must fit."""
 
@@ -110,6 +117,9 @@ class ScriptLine(BaseModel):
     fit_end: float | None = None  # latest end the timing fit allowed (next line's start, less a guard)
     speed: float | None = None
     over_limit: bool = False  # the line could not fit its slot even at the maximum speed-up: its end is cut
+    dub_start: float | None = None  # where the dub of the line starts (before `start` when it borrowed silence)
+    fit: list[str] = Field(default_factory=list)  # what fitting did (FIT_ACTIONS)
+    cut_s: float | None = None  # seconds of speech lost at the end (over the limit)
     voice: str | None = None
     notes: list[str] = Field(default_factory=list)
 
@@ -131,6 +141,8 @@ class PlacedClip(BaseModel):
     end: float
     speed: float
     over_limit: bool = False
+    fit: list[str] = Field(default_factory=list)  # what fitting did to the line (FIT_ACTIONS)
+    cut_s: float = 0.0  # seconds lost at the end when over the limit
 
 
 class DubTrack(BaseModel):
@@ -265,6 +277,7 @@ class LineQA(BaseModel):
     error_rate: float | None = None  # word (or character) error of `heard` against `text`
     speed: float | None = None
     over_limit: bool = False
+    fit: list[str] = Field(default_factory=list)  # what fitting did (FIT_ACTIONS)
     lip_sync: float | None = None  # correlation of mouth opening with the dub audio over this line
     back_translation: str | None = None  # `heard` (or `text` without back-transcription) in the source language
     meaning_chrf: float | None = None  # chrF (0-100) of `back_translation` against `source_text`

@@ -118,7 +118,7 @@ def test_steps_write_an_edited_lines_markup_literally(tmp_path):
     layout = layout_for(tmp_path / "talk.mp4", tmp_path / "out")
     script = one_line_script("so", MARKUP)
     info = MediaInfo(path="talk.mp4", duration_s=3.0, has_video=True, has_audio=True)
-    srt, vtt = steps.write_subtitles(script, info, load_settings().output, layout)
+    srt, vtt = steps.write_subtitles(script, None, info, load_settings().output, layout)
     assert cue_texts(srt.read_text())[0].replace(subtitles.WORD_JOINER, "") == MARKUP
     assert html.unescape(vtt.read_text().split("\n\n")[1].splitlines()[1]) == MARKUP
 
@@ -155,7 +155,7 @@ def test_bilingual_mode_writes_its_files_beside_the_normal_ones(tmp_path):
     info = MediaInfo(path="talk.mp4", duration_s=3.0, has_video=True, has_audio=True)
     settings = load_settings()
     settings.output.subtitles = "bilingual"
-    files = steps.write_subtitles(script, info, settings.output, layout)
+    files = steps.write_subtitles(script, None, info, settings.output, layout)
     assert files[:2] == (layout.srt("es"), layout.vtt("es")) and len(files) == 4
     assert cue_texts(files[0].read_text()) == ["Hola"]
     assert cue_texts(files[2].read_text()) == ["Hello\nHola"]
@@ -229,7 +229,7 @@ def test_render_video_burns_into_a_mov_with_both_audio_tracks_and_records_it(tmp
     settings.output.subtitles, settings.output.format, settings.output.keep_original_audio = "burn", "mov", True
     settings.lipsync.preset = "ultrafast"
     info = media.probe(clip)
-    files = steps.write_subtitles(one_line_script("Hello", "HOLA HOLA"), info, settings.output, layout)
+    files = steps.write_subtitles(one_line_script("Hello", "HOLA HOLA"), None, info, settings.output, layout)
     context = {"video": clip, "info": info, "dub_audio": make_tone(tmp_path / "dub.wav", 300), "subtitle_files": files,
                "mix_wav": make_tone(tmp_path / "original.wav", 1000), "picture": None, "lang": "es",
                "transcript": Transcript(language="en", duration_s=3.0), "cfg": settings.for_language("es"),

@@ -20,6 +20,7 @@ def test_face_tracking_and_voice_matching_wait_for_nothing_they_do_not_read():
     language = steps.producers(steps.steps("language"))
     assert "translate" not in language["match-voices"].values()
     assert language["subtitles"]["script"] == "synthesize-and-fit"  # the fitted script, not the first translation
+    assert language["subtitles"]["track"] == "synthesize-and-fit"  # where each line was placed: the dub's timing
     assert language["lipsync"]["track"] == "synthesize-and-fit"
     assert "lipsync" not in language["mix"].values()
     assert set(language["hear-back"].values()) == {"synthesize-and-fit"}  # QA's hearing beside the render

@@ -342,6 +342,7 @@ def shortener(
     ordered = sorted(script.lines, key=lambda line: line.index)
     sources = [line.source_text for line in ordered]
     positions = {line.index: i for i, line in enumerate(ordered)}
+    rewriter = _rewriter(cfg, translated)
 
     def shorten(line: ScriptLine, budget_s: float, natural_s: float) -> str | None:
         return shorter_after_synthesis(
@@ -352,9 +353,36 @@ def shortener(
             budget_s=budget_s,
             natural_s=natural_s,
             estimate=estimate,
+            rewriter=rewriter,
         )
 
     return shorten
+
+
+def _rewriter(cfg: TranslateConfig, translated: ConfiguredTranslator) -> Callable[[], Translator | None] | None:
+    """The LLM (`cfg.shorten_backend`) that rewrites a line shorter when the translator's own shorter renderings
+    (rule-based condensation, n-best) do not fit: built on first use, since most runs never need it. None when the
+    translator already is that model, or this machine lacks it (said once)."""
+    name = cfg.shorten_backend
+    if not name or name in translated.name.split("+") or name not in BACKENDS:
+        return None
+    built: list[Translator | None] = []
+
+    def get() -> Translator | None:
+        if not built:
+            missing = getattr(BACKENDS[name], "missing", None)
+            problems = missing(None) if missing else []
+            if problems:
+                log.warning("no %s to shorten lines with: %s", name, "; ".join(problems))
+                built.append(None)
+            else:
+                model = build_translator(
+                    name, source=translated.source, target=translated.target, glossary=cfg.glossary
+                )
+                built.append(ConfiguredTranslator(model, cfg.glossary, placeholders=False))
+        return built[0]
+
+    return get
 
 
 def fit_to_slots(
@@ -395,22 +423,34 @@ def shorter_after_synthesis(
     budget_s: float,
     natural_s: float,
     estimate: Estimate,
+    rewriter: Callable[[], Translator | None] | None = None,
 ) -> str | None:
     """A second chance once the voice stage has measured a line: `text` took `natural_s` at speed 1.0 and must
-    fit `budget_s`. Candidates are timed by the estimate scaled to this voice's measured rate; None when no
-    faithful shorter rendering exists."""
+    fit `budget_s`. Candidates are timed by the estimate scaled to this voice's measured rate; when none of the
+    translator's fits, the `rewriter` (an LLM) is asked too. None when no faithful shorter rendering exists."""
     if not text.strip() or natural_s <= budget_s:
         return None
     estimated_s = estimate(text)
     scale = natural_s / estimated_s if estimated_s else 1.0
-    target_chars = max(8, int(len(text) * budget_s / natural_s))
+    request = ShortenRequest(index, text, max(8, int(len(text) * budget_s / natural_s)))
     required = translator.required_terms(sources[index])
-    choice = isochrony.choose_shorter(
-        text,
-        natural_s,
-        budget_s,
-        translator.shorten(sources, [ShortenRequest(index, text, target_chars)])[0],
-        lambda c: estimate(c) * scale,
-        lambda c: isochrony.faithful(text, c, required, estimate=estimate),
-    )
+    candidates = translator.shorten(sources, [request])[0]
+    # a rendering far shorter than asked for has dropped meaning, not words (a small LLM's rewrites do)
+    min_ratio = max(0.4, 0.75 * budget_s / natural_s)
+
+    def choose() -> isochrony.Choice | None:
+        return isochrony.choose_shorter(
+            text,
+            natural_s,
+            budget_s,
+            candidates,
+            lambda c: estimate(c) * scale,
+            lambda c: isochrony.faithful(text, c, required, estimate=estimate, min_ratio=min_ratio),
+        )
+
+    choice = choose()
+    model = rewriter() if rewriter is not None and (choice is None or not choice.fits) else None
+    if model is not None:
+        candidates = candidates + model.shorten(sources, [request])[0]
+        choice = choose()
     return choice.text if choice else None

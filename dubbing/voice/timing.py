@@ -1,13 +1,16 @@
 """Timing fit: how fast each line must be spoken, and where its audio lands on the dub timeline.
 
-Rules (issue 5): each line starts at its original start; speed up only as much as needed (never slow a short
-line down to fill a long slot) and never beyond the language's maximum; borrow the silence before the next line
-when that line is another speaker's or far away; never overlap the next line. Placement is by absolute sample
-index, so a long video cannot drift.
+Rules (issues 5 and 18): each line starts at its original start; speed up only as much as needed (never slow a
+short line down to fill a long slot) and never beyond the language's maximum; borrow the silence before the next
+line when that line is another speaker's or far away; a line that still does not fit at the maximum may also start
+a little early, in the silence after the previous dub (at most `max_lead_s`); never overlap the next line. What was
+done to each line is its list of `Fit.actions`. Placement is by absolute sample index, so a long video cannot
+drift.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +19,10 @@ import numpy as np
 import soundfile as sf
 
 from dubbing.tools import require_tool, run
+from dubbing.types import FIT_ACTIONS
 
 FADE_S = 0.02
+SHORTENED, BORROWED_AFTER, BORROWED_BEFORE, SPED_UP, CUT = FIT_ACTIONS  # what fitting did to a line (types)
 STRETCH_TOLERANCE = 0.015  # a clip within 1.5% of its target length is left alone (stretching costs quality)
 
 
@@ -29,6 +34,12 @@ class Window:
     end: float  # the line's own slot end (the original utterance's end)
     soft_end: float  # the line's own slot, plus the following silence when borrowing it is allowed
     hard_end: float  # the next line's start (less a guard) or the end of the timeline: never crossed
+    earliest: float | None = None  # the earliest start when the line does not fit otherwise (None: `start`)
+
+    @property
+    def lead_room_s(self) -> float:
+        """How much earlier than its slot the line may start (the free silence before it, within the limit)."""
+        return max(0.0, self.start - self.earliest) if self.earliest is not None else 0.0
 
     @property
     def soft_s(self) -> float:
@@ -46,6 +57,18 @@ class Fit:
     available_s: float  # the window the clip was fitted into
     over_limit: bool  # even at the maximum speed-up the clip runs past its window
     borrowed: bool  # the clip runs past its own slot into the following silence
+    lead_s: float = 0.0  # the clip starts this much before its slot (silence borrowed before it)
+
+    @property
+    def cut_s(self) -> float:
+        """How much of the clip is lost at the end (only when over the limit)."""
+        return max(0.0, self.target_s - self.available_s) if self.over_limit else 0.0
+
+    @property
+    def actions(self) -> list[str]:
+        """What fitting did to the line (timing's part: `track` adds "shortened")."""
+        done = [(BORROWED_AFTER, self.borrowed), (BORROWED_BEFORE, self.lead_s > 0), (SPED_UP, self.speed > 1.0)]
+        return [name for name, did in done if did] + ([CUT] if self.over_limit else [])
 
 
 def window_for(
@@ -57,30 +80,44 @@ def window_for(
     *,
     far_gap_s: float = 0.6,
     guard_s: float = 0.05,
+    previous_end: float | None = None,
+    max_lead_s: float = 0.0,
 ) -> Window:
-    """The window of one line. `next_line` is (start, speaker) of the line after it, or None for the last."""
+    """The window of one line. `next_line` is (start, speaker) of the line after it, or None for the last;
+    `previous_end` is where the dub before it ends (None: nothing before), and the line may start up to
+    `max_lead_s` early in the silence after it, keeping the guard."""
+    earliest = None
+    if max_lead_s > 0:
+        floor = 0.0 if previous_end is None else previous_end + guard_s
+        earliest = min(start, max(start - max_lead_s, floor))
     if next_line is None:
-        return Window(start, end, end_of_timeline, end_of_timeline)
+        return Window(start, end, end_of_timeline, end_of_timeline, earliest)
     next_start, next_speaker = next_line
     hard = max(start, next_start - min(guard_s, max(0.0, next_start - end)))  # keep a guard when there is room
     borrow = next_speaker != speaker or next_start - end >= far_gap_s
     soft = hard if borrow else min(max(end, start), hard)
-    return Window(start, end, soft, hard)
+    return Window(start, end, soft, hard, earliest)
 
 
 def plan_speed(natural_s: float, window: Window, max_speedup: float) -> Fit:
-    """Speed up only as much as needed: first within the soft window, then borrowing up to the hard one; never
-    slow down; when even the maximum speed-up is not enough, report it."""
+    """Speed up only as much as needed: first within the soft window, then borrowing up to the hard one, then
+    starting early (as little as gets the line within the maximum speed-up); never slow down; when even the
+    maximum speed-up is not enough, report it."""
+    lead = 0.0
     if natural_s <= window.soft_s:
         speed, available = 1.0, window.soft_s
     elif natural_s / window.soft_s <= max_speedup:
         speed, available = natural_s / window.soft_s, window.soft_s
-    else:
+    elif natural_s / window.hard_s <= max_speedup or window.lead_room_s <= 0:
         speed, available = max(1.0, natural_s / window.hard_s), window.hard_s
+    else:
+        lead = min(window.lead_room_s, math.ceil((natural_s / max_speedup - window.hard_s) * 1000) / 1000)
+        available = window.hard_s + lead
+        speed = max(1.0, natural_s / available)
     over = speed > max_speedup + 1e-6
     speed = round(min(speed, max_speedup), 4)
     target = natural_s / speed
-    return Fit(speed, target, available, over, window.start + target > window.end + 1e-6)
+    return Fit(speed, target, available, over, window.start + target - lead > window.end + 1e-6, lead)
 
 
 class RateEstimator:

@@ -43,8 +43,9 @@ from dubbing.voice.match import (
     shift_voice,
     write_clip,
 )
-from dubbing.voice.timing import Fit, RateEstimator, Window, conform, place_clips, plan_speed, window_for
+from dubbing.voice.timing import SHORTENED, Fit, RateEstimator, Window, conform, place_clips, plan_speed, window_for
 
+SHORTEN_ROUNDS = 2  # a shortened line still too long is asked once more, from its shorter text
 DEFAULT_RATE = 24_000  # the voice track's rate when no line was spoken (an all-silent track)
 
 
@@ -172,9 +173,10 @@ def speak_track(
     shorten: Shorten | None = None,
 ) -> tuple[Script, DubTrack]:
     """Speak each line in its speaker's voice at its original start, fitted to its slot (the rule is in
-    voice.timing); a line that cannot fit even at the maximum speed-up goes to `shorten` once, and is marked
-    `over_limit` when it still cannot. Writes `voice_wav` (the dub voice alone) and reuses or fills `clip_cache`.
-    Returns the script with each line's synthesised length, speed and voice, and the placed track."""
+    voice.timing); a line that cannot fit even at the maximum speed-up goes to `shorten` (again from the shorter
+    text while it still cannot, `SHORTEN_ROUNDS` in all), and is marked `over_limit` when it still cannot. Writes
+    `voice_wav` (the dub voice alone) and reuses or fills `clip_cache`. Returns the script with each
+    line's synthesised length, speed and voice, and the placed track."""
     lines_in = sorted(script.lines, key=lambda line: line.start)
     estimators: dict[str, RateEstimator] = {}
     clips: list[tuple[float, np.ndarray]] = []
@@ -191,6 +193,8 @@ def speak_track(
             duration_s,
             far_gap_s=timing.far_gap_s,
             guard_s=timing.guard_s,
+            previous_end=placed[-1].end if placed else None,
+            max_lead_s=timing.max_lead_s,
         )
         match = voices.get(line.speaker) or parse_voice(
             tts.voices.get(line.speaker, tts.voice) or synth.default_voice(script.language), synth.name, line.speaker
@@ -199,23 +203,32 @@ def speak_track(
         text, notes = line.text, list(line.notes)
         if not text.strip():
             lines.append(
-                line.model_copy(update={"synth_s": 0.0, "speed": 1.0, "voice": match.label, "over_limit": False})
+                line.model_copy(
+                    update={"synth_s": 0.0, "speed": 1.0, "voice": match.label, "over_limit": False, "fit": []}
+                )
             )
             continue
         fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache)
         audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
-        if fit.over_limit and shorten is not None and timing.shorten:
-            shorter = shorten(line, fit.available_s * timing.max_speedup, natural_s)
-            if shorter and shorter.strip() and shorter != text:
-                notes.append(f"shortened by the translation stage (was: {text})")
-                text = shorter
-                audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
+        shortened = line.length_action in ("shortened", "shortened_over")  # by the translate stage's estimate
+        for _ in range(SHORTEN_ROUNDS if timing.shorten else 0):
+            if not fit.over_limit or shorten is None:
+                break
+            asked = line.model_copy(update={"text": text})
+            shorter = shorten(asked, fit.available_s * timing.max_speedup, natural_s)
+            if not (shorter and shorter.strip() and shorter != text):
+                break
+            notes.append(f"shortened by the translation stage (was: {text})")
+            text, shortened = shorter, True
+            audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
         clip_s = len(audio) / rate
+        actions = [SHORTENED] * shortened + fit.actions
         if fit.over_limit:
             notes.append(
                 f"does not fit: {natural_s:.2f}s of speech for {fit.available_s:.2f}s even at "
-                f"x{timing.max_speedup}; cut by {clip_s - fit.available_s:.2f}s"
+                f"x{timing.max_speedup}; cut by {fit.cut_s:.2f}s"
             )
+        start = round(line.start - fit.lead_s, 3)
         lines.append(
             line.model_copy(
                 update={
@@ -225,16 +238,25 @@ def speak_track(
                     "fit_end": round(window.hard_end, 3),
                     "speed": fit.speed,
                     "over_limit": fit.over_limit,
+                    "dub_start": start,
+                    "fit": actions,
+                    "cut_s": round(fit.cut_s, 3) if fit.over_limit else None,
                     "voice": match.label,
                     "notes": notes,
                 }
             )
         )
-        clips.append((line.start, audio))
-        end = min(line.start + clip_s, window.hard_end)
+        clips.append((start, audio))
+        end = min(start + clip_s, window.hard_end)
         placed.append(
             PlacedClip(
-                index=line.index, start=line.start, end=round(end, 3), speed=fit.speed, over_limit=fit.over_limit
+                index=line.index,
+                start=start,
+                end=round(end, 3),
+                speed=fit.speed,
+                over_limit=fit.over_limit,
+                fit=actions,
+                cut_s=round(fit.cut_s, 3),
             )
         )
     rate = rate or DEFAULT_RATE
@@ -248,6 +270,19 @@ def speak_track(
         voices=voices,
     )
     return script.model_copy(update={"lines": lines}), track
+
+
+def dub_timings(script: Script, track: DubTrack | None) -> list[tuple[float, float, str]]:
+    """(start, end, text) of every line where its dub is heard (track.json), not the source's slot: what the dub's
+    subtitles show. A line the track did not place (nothing to say), or every line without a track (a
+    subtitles-only run), keeps its slot."""
+    placed = {clip.index: clip for clip in track.clips} if track is not None else {}
+    return [
+        (placed[line.index].start, placed[line.index].end, line.text)
+        if line.index in placed
+        else (line.start, line.end, line.text)
+        for line in script.lines
+    ]
 
 
 def _speak_line(

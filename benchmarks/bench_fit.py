@@ -1,0 +1,167 @@
+"""How the dub's lines fit their slots: per clip and language, lines shortened, borrowing silence, sped up and cut.
+
+    .venv/bin/python benchmarks/bench_fit.py                          # the clips of ../shared/media, es,pt,fr
+    .venv/bin/python benchmarks/bench_fit.py --languages pt --clips pyannote_sample
+    .venv/bin/python benchmarks/bench_fit.py --tree /tmp/before       # the same with another checkout (before/after)
+
+Each clip is dubbed once into every language (`dub run`, draft preset, lipsync and the lipsync and meaning checks
+off: they change nothing in the fit), and each language's report.json gives the counts of its `timing.actions`
+(what fitting did to each line, `FIT_ACTIONS`) and the heard-back error of the dub. pyannote_sample.wav (a phone
+call, two speakers) becomes a video first: a grey picture under its audio. The goal is 0 lines cut. `--tree` runs
+the pipeline of another checkout of the project (its `dubbing` package) on the same clips, to compare; reports of
+a tree without the actions count only their lines over the limit. The last column checks that each dub lasts
+exactly as long as its source (ffprobe's container duration against the manifest's). `--json` writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MEDIA = ROOT.parent / "shared/media"
+CLIPS = {  # the issue's case first: a real phone call, two speakers
+    "pyannote_sample": "pyannote_sample.wav",  # audio only: made into a video
+    "KatieHill": "sadtalker_WDA_KatieHill.mp4",
+    "vrt_face1": "vrt_face1.mp4",
+    "vrt_face2": "vrt_face2.mp4",
+    "vrt_face4": "vrt_face4.mp4",
+    "latentsync_demo2": "latentsync_demo2_video.mp4",
+}
+ACTIONS = ("shortened", "borrowed_after", "borrowed_before", "sped_up", "cut")
+CONFIG = {"lipsync": {"enabled": False}, "qa": {"lipsync": False, "meaning": False}}
+
+
+def as_video(path: Path, work: Path) -> Path:
+    """A video of `path`: itself, or for a sound file a grey 320x240 picture under it."""
+    if path.suffix != ".wav":
+        return path
+    video = work / f"{path.stem}.mp4"
+    if not video.exists():
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=25", "-i", str(path),
+             "-shortest", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+             str(video)],
+            check=True,
+        )  # fmt: skip
+    return video
+
+
+def dub(video: Path, languages: str, out: Path, tree: Path) -> tuple[float, str]:
+    """One `dub run` of `tree`'s pipeline; its wall time and the last error line (empty when it worked)."""
+    config = out.parent / f"{out.name}.yaml"
+    config.write_text(json.dumps(CONFIG))
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dubbing.cli", "run", str(video), "-l", languages, "-o", str(out), "--preset",
+         "draft", "--config", str(config)],
+        cwd=tree,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    problem = proc.stderr.strip().splitlines()[-1] if proc.returncode and proc.stderr.strip() else ""
+    return time.perf_counter() - started, problem
+
+
+def duration(video: Path) -> float:
+    """The container's duration, as ffprobe reads it."""
+    proc = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(video)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(proc.stdout.strip())
+
+
+def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]:
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"outputs": {}}
+    found = []
+    for lang in languages:
+        if lang not in manifest["outputs"]:
+            found.append({"clip": clip, "language": lang, "failed": problem or "not dubbed"})
+            continue
+        report = json.loads((out / manifest["outputs"][lang]["report"]).read_text())
+        timing = report.get("timing") or {}
+        actions = timing.get("actions") or {"cut": timing.get("over_limit", 0)}
+        heard = report.get("intelligibility") or {}
+        outputs = manifest["outputs"][lang]
+        video = out / outputs["video"] if outputs.get("video") else None
+        found.append(
+            {
+                "clip": clip,
+                "language": lang,
+                "lines": report.get("lines", 0),
+                **{a: actions.get(a) for a in ACTIONS},
+                "cut_s": timing.get("cut_s"),
+                "max_speed": timing.get("max_speed"),
+                "error_rate": heard.get("error_rate"),
+                "metric": heard.get("metric", "wer"),
+                # the dub must last exactly as long as the source (no slow-down of the picture is made)
+                "duration_diff_s": round(duration(video) - manifest["duration_s"], 3) if video else None,
+            }
+        )
+    return found
+
+
+def table(found: list[dict]) -> str:
+    head = (
+        "| clip | language | lines | shortened | borrowed after | borrowed before | sped up | cut | heard-back error "
+        "| dub - source duration |"
+    )
+    out = [head, "|" + "---|" * 10]
+    for r in found:
+        if "failed" in r:
+            out.append(f"| {r['clip']} | {r['language']} | failed: {r['failed']} ||||||||")
+            continue
+        counts = " | ".join("-" if r[a] is None else str(r[a]) for a in ACTIONS)
+        err = "-" if r["error_rate"] is None else f"{r['error_rate']:.3f} ({r['metric']})"
+        diff = "-" if r.get("duration_diff_s") is None else f"{r['duration_diff_s']:+.3f} s"
+        out.append(f"| {r['clip']} | {r['language']} | {r['lines']} | {counts} | {err} | {diff} |")
+    done = [r for r in found if "failed" not in r]
+    total = {a: sum(r[a] or 0 for r in done) for a in ACTIONS}
+    out.append(f"| all | | {sum(r['lines'] for r in done)} | " + " | ".join(str(total[a]) for a in ACTIONS) + " | | |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--languages", default="es,pt,fr")
+    parser.add_argument("--clips", default=",".join(CLIPS), help=f"of {', '.join(CLIPS)}")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose pipeline runs (default: this)")
+    parser.add_argument("--work", type=Path, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--no-run", action="store_true", help="tabulate the runs already in --work")
+    args = parser.parse_args()
+    if not MEDIA.is_dir():
+        sys.exit(f"{MEDIA} not found: the real clips live in ../shared/media")
+    languages = args.languages.split(",")
+    unknown = [c for c in args.clips.split(",") if c not in CLIPS]
+    if unknown:
+        sys.exit(f"unknown clip {', '.join(unknown)}; known: {', '.join(CLIPS)}")
+    with tempfile.TemporaryDirectory(prefix="bench-fit-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        found = []
+        for clip in args.clips.split(","):
+            problem = ""
+            if not args.no_run:
+                video = as_video(MEDIA / CLIPS[clip], work)
+                seconds, problem = dub(video, args.languages, work / clip, args.tree.resolve())
+                print(f"{clip}: {seconds:.0f} s{f' ({problem})' if problem else ''}", file=sys.stderr, flush=True)
+            found += rows(clip, work / clip, languages, problem)
+            if args.json:  # as it goes: a long benchmark interrupted keeps the clips done
+                args.json.write_text(json.dumps(found, indent=1))
+    print(table(found))
+    if args.json:
+        args.json.write_text(json.dumps(found, indent=1))
+
+
+if __name__ == "__main__":
+    main()
