@@ -183,6 +183,7 @@ def test_shorten_backend_none_keeps_to_the_translators_own_renderings():
     assert translate._rewriter(french, translate.translator_for(french, "en", "fr")) is None  # it is the LLM
 
 
+@pytest.mark.slow  # loads the 1.5B LLM
 @pytest.mark.skipif(
     bool(__import__("dubbing.translate", fromlist=["BACKENDS"]).BACKENDS["llama"].missing(None)),
     reason="the llama translator's runtime or model is not on this machine",
