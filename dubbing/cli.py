@@ -1349,16 +1349,25 @@ def _interrupted(signum: int, _frame: object) -> None:
     writes is written whole or not at all, so what finished is reused by the same command run again; the steps
     still running in their threads are cut off, as a power cut would (what the resume tests check)."""
     _interrupting.set()  # the steps still running in their threads print nothing more
-    _api.stop()
-    _end_children()
-    _status.clear()
-    err_console.show_cursor(True)
-    resume = "; run the same command again to resume from the finished steps" if _running[0] in RESUMABLE else ""
-    err_console.print(
-        f"interrupted ({signal.Signals(signum).name}){resume}", highlight=False, soft_wrap=True, markup=False
-    )
-    sys.stderr.flush()
-    os._exit(128 + signum)
+    # Out whatever happens below: a terminal that went away (EPIPE) or a lock a step's thread holds must not keep
+    # an interrupted dub alive.
+    watchdog = threading.Timer(10, os._exit, (128 + signum,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        _api.stop()
+        _end_children()
+        _status.clear()
+        err_console.show_cursor(True)
+        resume = "; run the same command again to resume from the finished steps" if _running[0] in RESUMABLE else ""
+        err_console.print(
+            f"interrupted ({signal.Signals(signum).name}){resume}", highlight=False, soft_wrap=True, markup=False
+        )
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001 - ending anyway; nothing left to tell it to
+        pass
+    finally:
+        os._exit(128 + signum)
 
 
 _interrupting = threading.Event()

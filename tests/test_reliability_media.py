@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -309,3 +310,47 @@ def test_lipsync_takes_the_audio_track_it_is_given(second_track_speech, phone_vi
     first = dub("lipsync", str(upright), str(second_track_speech), "--out", str(tmp_path / "first.mp4"))
     assert first.returncode == 0, first.stderr
     assert media.audible_tracks(tmp_path / "first.mp4") == []  # the silent first track, as before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds a run's processes through /proc")
+def test_dub_ends_on_sigterm_after_its_terminal_went_away(tmp_path):
+    """The terminal closed mid-run (its output pipe has no reader: every write fails with EPIPE), then SIGTERM, as
+    a service manager or a closed ssh session sends: dub still ends at once with 143 and leaves no process."""
+    video = media_file("vrt_face1.mp4")
+    tag = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"HF_HUB_OFFLINE": "1", "DUB_TEST_TAG": tag, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "out"
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dubbing.cli", "run", str(video), "-l", "es", "-o", str(out)],
+        env=env, stdout=write_end, stderr=write_end, start_new_session=True,
+    )  # fmt: skip
+    os.close(write_end)
+
+    def drain() -> None:  # the terminal, until it goes away (the read that is waiting then fails or returns)
+        try:
+            while os.read(read_end, 65536):
+                pass
+        except OSError:
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not children_named(tag, "ffmpeg"):
+            time.sleep(0.05)
+        assert proc.poll() is None
+        os.close(read_end)  # the terminal goes away
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 20
+        while tagged_processes(tag) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert tagged_processes(tag) == {}
+    finally:
+        proc.kill()
+        for pid in tagged_processes(tag):
+            os.kill(pid, signal.SIGKILL)
