@@ -636,3 +636,15 @@ def test_llama_post_edits_a_routes_draft():
     assert out and out != "Good morning, how did you sleep?"
     with pytest.raises(DubbingError, match="cannot post-edit"):
         translate.translator_for(TranslateConfig(backend="bergamot", post_edit="apertium"), "en", "pt")
+
+
+def test_a_shorter_rendering_that_slips_back_into_the_source_language_is_refused():
+    """A small LLM asked for a shorter French line once answered in English words; a shortening that only drops
+    words, or adds target-language ones, is kept."""
+    from dubbing.translate import copies_the_source
+
+    source = "congressional district, and I'm currently in D.C. for my second week of new member orientation."
+    french = "District du Congrès, je suis à Washington pour ma deuxième semaine d'orientation des nouveaux membres."
+    assert copies_the_source("District Congressional, Washington, D.C. orientation.", french, source)
+    assert not copies_the_source("District du Congrès, à Washington pour ma deuxième semaine.", french, source)
+    assert not copies_the_source("Au Congrès, ma deuxième semaine d'accueil.", french, source)

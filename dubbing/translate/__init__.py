@@ -13,6 +13,7 @@ script, estimating each line's spoken length (the caller's `estimate`) and short
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -414,6 +415,18 @@ def fit_to_slots(
     )
 
 
+def copies_the_source(candidate: str, text: str, source: str) -> bool:
+    """Whether a shorter rendering of `text` slipped back into the source language: most of the words it adds
+    (a shortening mostly drops words) are the source's ('District Congressional, Washington, D.C. orientation.'
+    for a French line, from a small LLM)."""
+    added = _words(candidate) - _words(text)
+    return bool(added) and 2 * len(added & _words(source)) > len(added)
+
+
+def _words(text: str) -> set[str]:
+    return {word.casefold() for word in re.findall(r"\w{3,}", text)}
+
+
 def shorter_after_synthesis(
     translator: ConfiguredTranslator,
     sources: list[str],
@@ -438,6 +451,9 @@ def shorter_after_synthesis(
     # a rendering far shorter than asked for has dropped meaning, not words (a small LLM's rewrites do)
     min_ratio = max(0.4, 0.75 * budget_s / natural_s)
 
+    def in_target_language(candidate: str) -> bool:
+        return not copies_the_source(candidate, text, sources[index])
+
     def choose() -> isochrony.Choice | None:
         return isochrony.choose_shorter(
             text,
@@ -445,7 +461,9 @@ def shorter_after_synthesis(
             budget_s,
             candidates,
             lambda c: estimate(c) * scale,
-            lambda c: isochrony.faithful(text, c, required, estimate=estimate, min_ratio=min_ratio),
+            lambda c: (
+                in_target_language(c) and isochrony.faithful(text, c, required, estimate=estimate, min_ratio=min_ratio)
+            ),
         )
 
     choice = choose()
