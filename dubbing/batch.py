@@ -166,7 +166,8 @@ def _mark_done(item: BatchItem) -> BatchItem:
     manifest = manifest_of(item.out)
     try:
         data = json.loads(manifest.read_text())
-        done = set(data["outputs"]) | {data.get("source_language")}
+        # a language counts once dubbed: a subtitles-only run's outputs have no dub audio
+        done = {lang for lang, made in data["outputs"].items() if made.get("audio")} | {data.get("source_language")}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none yet, or not a run's manifest
         return item
     if set(item.languages) <= done:

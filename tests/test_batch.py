@@ -40,8 +40,10 @@ def test_only_new_skips_finished_videos(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"x")
     done = tmp_path / "out" / "a"
     done.mkdir(parents=True)
-    (done / "manifest.json").write_text(json.dumps({"source_language": "en", "outputs": {"es": {}}}))
+    dubbed = {"es": {"audio": "es/a.es.wav", "video": "es/a.es.mp4"}, "pt": {"audio": None, "video": None}}
+    (done / "manifest.json").write_text(json.dumps({"source_language": "en", "outputs": dubbed}))
     assert plan(tmp_path, tmp_path / "out", ["es"], "draft")[0].skip_reason == "already dubbed"
+    assert plan(tmp_path, tmp_path / "out", ["pt"], "draft")[0].skip_reason == ""  # subtitles only: not dubbed yet
     assert plan(tmp_path, tmp_path / "out", ["es", "pt"], "draft")[0].skip_reason == ""
     assert plan(tmp_path, tmp_path / "out", ["es"], "draft", only_new=False)[0].skip_reason == ""
 
