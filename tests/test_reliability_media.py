@@ -68,6 +68,21 @@ def tagged_processes(tag: str) -> dict[int, str]:
     return found
 
 
+def assert_none_left(tag: str) -> None:
+    """Every process of the run has ended, given 20 s (a killed server's children need a moment)."""
+    deadline = time.monotonic() + 20
+    while tagged_processes(tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert tagged_processes(tag) == {}
+
+
+def kill_all(proc: subprocess.Popen, tag: str) -> None:
+    """What a failed check left: never for the next test."""
+    proc.kill()
+    for pid in tagged_processes(tag):
+        os.kill(pid, signal.SIGKILL)
+
+
 def children_named(tag: str, name: str) -> bool:
     return any(Path(line.split(" ", 1)[0]).name == name for line in tagged_processes(tag).values())
 
@@ -106,14 +121,9 @@ def test_no_process_outlives_dub_however_it_ends(how, tmp_path):
         else:
             os.kill(proc.pid, {"crash": signal.SIGSEGV}.get(how) or signal.Signals[how])
         code = proc.wait(timeout=120)
-        deadline = time.monotonic() + 20
-        while tagged_processes(tag) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert tagged_processes(tag) == {}
+        assert_none_left(tag)
     finally:
-        proc.kill()
-        for pid in tagged_processes(tag):  # what a failed check left: never for the next test
-            os.kill(pid, signal.SIGKILL)
+        kill_all(proc, tag)
     said = (tmp_path / "dub.log").read_text()
     if how in ("SIGKILL", "crash"):
         assert code == -{"SIGKILL": 9, "crash": 11}[how]
@@ -346,11 +356,6 @@ def test_dub_ends_on_sigterm_after_its_terminal_went_away(tmp_path):
         time.sleep(1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-        deadline = time.monotonic() + 20
-        while tagged_processes(tag) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert tagged_processes(tag) == {}
+        assert_none_left(tag)
     finally:
-        proc.kill()
-        for pid in tagged_processes(tag):
-            os.kill(pid, signal.SIGKILL)
+        kill_all(proc, tag)
