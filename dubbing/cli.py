@@ -76,6 +76,25 @@ _status = _StatusLine()
 FLAG = ""  # a boolean option's metavar: shown as a plain flag in --help, not `<bool>`
 
 
+def _help_shown_as_a_flag() -> None:
+    """Typer builds every command's `--help` itself, with no metavar, so --help listed it as `--help <bool>`: give
+    it the metavar every other boolean option has."""
+    from typer._click.core import Command
+
+    built = Command.get_help_option
+
+    def get_help_option(self: Command, ctx: Any) -> Any:
+        option = built(self, ctx)
+        if option is not None:
+            option.metavar = FLAG
+        return option
+
+    Command.get_help_option = get_help_option  # type: ignore[method-assign]
+
+
+_help_shown_as_a_flag()
+
+
 class _Console(Console):
     """A Rich console that first clears the status line, and prints strings literally: user text (a path named
     `talk [draft].mp4` or `res[/b]`) is never read as Rich markup. A message with styling passes `markup=True` and
@@ -441,7 +460,11 @@ def run(
     ] = False,
     voice: Annotated[
         list[str] | None,
-        typer.Option("--voice", help="A speaker's voice, e.g. S1=am_michael (repeatable; `dub voices` lists them)."),
+        typer.Option(
+            "--voice",
+            metavar="S1=NAME",
+            help="A speaker's voice, e.g. S1=am_michael (repeatable; `dub voices` lists them).",
+        ),
     ] = None,
 ) -> None:
     """Dub VIDEO into each language: video, audio, subtitles, script and report per language.
