@@ -23,14 +23,15 @@ _digest_lock = threading.Lock()
 
 
 # Modules that never change what a stage computes: editing them keeps the cache.
-PRESENTATION_MODULES = {"cli.py", "batch.py", "progress.py"}
+PRESENTATION_MODULES = {"cli.py", "batch.py", "progress.py", "studio/page.py", "studio/server.py"}
 
 
 def code_version() -> str:
     """A hash of the library's source: a change to any computing module invalidates cached stage results."""
     digest = hashlib.sha256(dubbing.__version__.encode())
-    for path in sorted(Path(dubbing.__file__).parent.rglob("*.py")):
-        if path.name not in PRESENTATION_MODULES:
+    package = Path(dubbing.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).as_posix() not in PRESENTATION_MODULES:
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
