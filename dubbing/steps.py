@@ -769,7 +769,7 @@ def read_manifest(path: Path) -> Manifest:
     for lang, outputs in manifest.outputs.items():
         if not LANGUAGE_CODE.fullmatch(lang):
             raise DubbingError(f"{path}: outputs: {quoted(lang)} is not a language code; was the manifest edited?")
-        named += [(f"outputs.{lang}.{key}", value) for key, value in outputs.model_dump().items() if value]
+        named += [(f"outputs.{lang}.{key}", value) for key, value in outputs.files().items()]
     for key in manifest.failed:
         if not LANGUAGE_CODE.fullmatch(key):
             raise DubbingError(f"{path}: failed: {quoted(key)} is not a language code; was the manifest edited?")

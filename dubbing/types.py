@@ -208,6 +208,15 @@ class LanguageOutputs(BaseModel):
     bilingual_srt: str | None = None  # the source line over the translation in each cue
     bilingual_vtt: str | None = None
 
+    def files(self) -> dict[str, str]:
+        """The files this language made, by key (paths relative to the run folder): every field but `subtitles`
+        and `audio_tracks`, which say what the video holds."""
+        return {
+            key: value
+            for key, value in self.model_dump(exclude={"subtitles", "audio_tracks"}).items()
+            if value is not None
+        }
+
 
 class Manifest(BaseModel):
     source: str

@@ -94,7 +94,8 @@ def finished_looking_run(out: Path) -> dict:
     """A manifest as `dub run` writes it (the files it names are not needed: the check comes first)."""
     outputs = LanguageOutputs(
         video="es/a.es.mp4", audio="es/a.es.wav", voice="es/a.es.voice.wav", srt="es/a.es.srt", vtt="es/a.es.vtt",
-        script="es/script.json", report="es/report.json",
+        script="es/script.json", report="es/report.json", subtitles="bilingual", audio_tracks=["spa", "eng"],
+        bilingual_srt="es/a.es.bilingual.srt", bilingual_vtt="es/a.es.bilingual.vtt",
     )  # fmt: skip
     manifest = Manifest(
         source=str(out / "a.mp4"), source_language="en", duration_s=1.0, speakers=["S1"],
@@ -110,9 +111,10 @@ def finished_looking_run(out: Path) -> dict:
         (("outputs", "es", "report"), "ABSOLUTE"),
         (("outputs", "es", "script"), "link/script.json"),
         (("transcript",), "../outside/t.json"),
+        (("outputs", "es", "bilingual_srt"), "../../outside/a.srt"),
         (("outputs", "../../outside"), None),
     ],
-    ids=["dotdot", "absolute", "symlink", "transcript", "language-key"],
+    ids=["dotdot", "absolute", "symlink", "transcript", "bilingual", "language-key"],
 )
 def test_eval_of_a_tampered_manifest_refuses_and_writes_nothing_outside(monkeypatch, capsys, tmp_path, where, value):
     out, outside = tmp_path / "run", tmp_path / "outside"
@@ -398,3 +400,15 @@ def test_the_review_page_escapes_what_a_report_holds(tmp_path):
     report = {"translator": hostile, "flags": [{"start": 0.5, "check": hostile, "message": hostile}], "line_qa": [line]}
     page = review.page(manifest, {"es": report}, {"source": hostile, "es": hostile}, layout_for(Path("a.mp4"), out))
     assert "<img" not in page and 'onerror=alert(1)"' not in page
+
+
+def test_an_untouched_manifest_is_read_with_what_its_video_holds(tmp_path):
+    """What the video holds (`subtitles`, `audio_tracks`) is not a path to check; every file the manifest names is."""
+    from dubbing.steps import read_manifest
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps(finished_looking_run(out)))
+    outputs = read_manifest(out / "manifest.json").outputs["es"]
+    assert outputs.audio_tracks == ["spa", "eng"] and "audio_tracks" not in outputs.files()
+    assert outputs.files()["bilingual_srt"] == "es/a.es.bilingual.srt"
