@@ -300,13 +300,18 @@ def _speak_line(
     and the fit. With `cache_dir`, a line already spoken with the same text, voice and window is reused, so
     editing one line of script.json re-speaks only that line."""
     sound = match.model_dump(include={"backend", "voice", "pitch_hz", "formant_ratio", "pitch_range", "eq_db"})
-    parts = [synth.name, text, language, sound, dataclasses.asdict(window), max_speedup]
+    # the window less how early the line may start (an edit of the line before changes that): a line that did
+    # not need to start early is reused when its neighbour is edited, as long as it gets the same length
+    slot = {k: v for k, v in dataclasses.asdict(window).items() if k != "earliest"}
+    parts = [synth.name, text, language, sound, slot, max_speedup]
     key = _line_key(parts)
     cached = _load_line(cache_dir, key) if cache_dir else None
     if cached is not None:
-        audio, rate, natural_s = cached
-        estimator.update(text, natural_s)
-        return audio, rate, natural_s, plan_speed(natural_s, window, max_speedup)
+        audio, rate, natural_s, made_s = cached
+        fit = plan_speed(natural_s, window, max_speedup)
+        if made_s is None or abs(fit.target_s - made_s) < 1e-3:
+            estimator.update(text, natural_s)
+            return audio, rate, natural_s, fit
 
     def say(speed: float) -> tuple[np.ndarray, int]:
         audio, rate = synth.synthesize(text, language=language, voice=match.voice, speed=speed)
@@ -325,7 +330,7 @@ def _speak_line(
     estimator.update(text, natural_s)
     audio = conform(audio, rate, fit.target_s)
     if cache_dir:
-        _save_line(cache_dir, key, audio, rate, natural_s, parts)
+        _save_line(cache_dir, key, audio, rate, natural_s, fit.target_s, parts)
     return audio, rate, natural_s, fit
 
 
@@ -345,14 +350,18 @@ def _rounded(value: object) -> object:
     return value
 
 
-def _load_line(cache_dir: Path, key: str) -> tuple[np.ndarray, int, float] | None:
+def _load_line(cache_dir: Path, key: str) -> tuple[np.ndarray, int, float, float | None] | None:
+    """A spoken line: its audio, its length at speed 1.0 and the length it was fitted to (None: not recorded)."""
     wav, meta = cache_dir / f"{key}.wav", cache_dir / f"{key}.json"
     if not (wav.exists() and meta.exists()):
         return None
     audio, rate = sf.read(str(wav), dtype="float32")
-    return audio, rate, float(json.loads(meta.read_text())["natural_s"])
+    saved = json.loads(meta.read_text())
+    return audio, rate, float(saved["natural_s"]), saved.get("target_s")
 
 
-def _save_line(cache_dir: Path, key: str, audio: np.ndarray, rate: int, natural_s: float, parts: list) -> None:
+def _save_line(
+    cache_dir: Path, key: str, audio: np.ndarray, rate: int, natural_s: float, target_s: float, parts: list
+) -> None:
     write_clip(cache_dir / f"{key}.wav", audio, rate)
-    write_json(cache_dir / f"{key}.json", {"natural_s": natural_s, "made_from": _rounded(parts)})
+    write_json(cache_dir / f"{key}.json", {"natural_s": natural_s, "target_s": target_s, "made_from": _rounded(parts)})
