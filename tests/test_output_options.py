@@ -21,18 +21,9 @@ from dubbing.layout import layout_for
 from dubbing.types import MediaInfo, Script, ScriptLine, Transcript
 from tests.conftest import media_file
 from tests.test_architecture import BASE_CONTEXT, LANGUAGE_CONTEXT
+from tests.test_run_e2e import ffprobe
 
 MARKUP = r"<i>so</i> {\an8}top & a\N b --> c"  # what a user may type into script.json, meant as text
-
-
-def ffprobe(path: Path) -> dict:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)
 
 
 def track_text(path: Path) -> str:

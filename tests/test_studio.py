@@ -34,6 +34,7 @@ from dubbing.layout import RunLayout, layout_for
 from dubbing.studio import Studio, StudioServer, read_cues, script_from_cues, to_srt
 from dubbing.types import Manifest, Script, ScriptLine, Transcript, Utterance, VoiceMatch
 from tests.conftest import ROOT, media_file
+from tests.test_flows import task_states_since
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 XSS = "Hola <script>window.__xss = 1</script><img src=x onerror='window.__xss=2'>"
@@ -386,19 +387,6 @@ def dub(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dubbing.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=900, env=env
     )
-
-
-def task_states_since(t0: datetime) -> dict[str, list[str]]:
-    from prefect import get_client
-    from prefect.client.schemas.sorting import TaskRunSort
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200)
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        if run.created and run.created >= t0:
-            states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-    return states
 
 
 @pytest.mark.slow
