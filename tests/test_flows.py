@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.sorting import TaskRunSort
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
 from dubbing import backends
@@ -34,9 +35,13 @@ def clip(tmp_path_factory) -> Path:
     return make_video(folder / "talk.mp4", seconds=4.5, audio=speech)
 
 
-def task_states_since(t0: datetime) -> dict[str, list[str]]:
-    """Task run name -> state names, for runs created since t0, as the Prefect API (and UI) shows them."""
-    with get_client(sync_client=True) as client:
+def task_states_since(t0: datetime, api_url: str | None = None) -> dict[str, list[str]]:
+    """Task run name -> state names, for runs created since t0, as the Prefect API (and UI) shows them.
+
+    Flows run in this process use the API chosen when Prefect was imported; a `dub` subprocess uses the one in
+    PREFECT_API_URL now (conftest sets it after the import), so a test of a subprocess's runs passes that URL."""
+    updates = {PREFECT_API_URL: api_url} if api_url else {}
+    with temporary_settings(updates=updates), get_client(sync_client=True) as client:
         runs = client.read_task_runs(sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200)
     states: dict[str, list[str]] = {}
     for run in runs:

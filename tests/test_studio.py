@@ -440,12 +440,12 @@ def test_edit_regenerate_and_render_a_real_dub_in_chromium(tmp_path):
     assert script["lines"][0]["text"] == "Me cuesta pedir ayuda <b>ya</b>."
     log = (layout.studio_dir("es") / "render.log").read_text()
     assert "es: synthesize-and-fit done" in log and "es: translate" not in log  # the edit, not a translation
-    if os.environ.get("PREFECT_API_URL"):  # the flow run's task states, as the Prefect UI shows them
+    if api := os.environ.get("PREFECT_API_URL"):  # the flow run's task states, as the Prefect UI shows them
         deadline = time.monotonic() + 180  # the server records task states from events, a little after they end
-        states = task_states_since(t0)
+        states = task_states_since(t0, api)
         while states.get("synthesize-and-fit") != ["Completed"] and time.monotonic() < deadline:
             time.sleep(2)
-            states = task_states_since(t0)
+            states = task_states_since(t0, api)
         assert "translate" not in states and states.get("synthesize-and-fit") == ["Completed"], states
         assert states["transcribe"] == ["Cached"]
 
