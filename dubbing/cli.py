@@ -33,6 +33,7 @@ from dubbing.errors import BatchFailed, DubbingError, LanguagesFailed
 from dubbing.secrets import protect_logs, redact
 
 if TYPE_CHECKING:
+    from dubbing.layout import RunLayout
     from dubbing.types import Manifest
 
 app = typer.Typer(
@@ -473,9 +474,25 @@ def run(
     """
     _status.show("checking the input")
     _check_out(out)
+    langs = _split_languages(languages)
+    from dubbing.config import load_settings
+    from dubbing.flows.caching import record_run, run_key
+    from dubbing.layout import RunLayout
+
+    # The command as given (before the checks below, which import most of the pipeline): the last complete run
+    # of the same command passed them, with the same code and input files.
+    command = {
+        "video": video, "languages": langs, "audio": audio, "audio_track": audio_track,
+        "source_language": source_language, "speakers": speakers, "script": script, "subtitles": subtitles,
+        "keep_original_audio": keep_original_audio, "output_format": output_format,
+        "subtitles_only": subtitles_only, "voices": voice or [],
+    }  # fmt: skip
+    layout = RunLayout(out=out, name=video.stem)
+    key = run_key(load_settings(preset, config), command)
+    if _unchanged(video, layout, key):
+        return
     from dubbing import steps
 
-    langs = _split_languages(languages)
     _check_settings(preset, config, langs)
     if script is not None:
         _check_script(script, langs)
@@ -519,6 +536,21 @@ def run(
         _print_outputs(video, out, Manifest.model_validate_json(manifest_of(out).read_text()))
         raise
     _print_outputs(video, out, manifest)
+    record_run(layout, key)  # reached only when every language was dubbed
+
+
+def _unchanged(video: Path, layout: RunLayout, key: str) -> bool:
+    """A rerun of the last complete command into an untouched folder: its outputs, at once, with no flow run."""
+    from dubbing.flows.caching import unchanged_run
+    from dubbing.types import Manifest
+
+    if not unchanged_run(layout, key):
+        return False
+    _api.stop()  # started as the command started; nothing will use it
+    _status.clear()
+    console.print("nothing changed since the last run of this command: its outputs are up to date")
+    _print_outputs(video, layout.out, Manifest.model_validate_json(layout.manifest.read_text()))
+    return True
 
 
 def _check_script(script: Path, langs: list[str]) -> None:

@@ -38,6 +38,11 @@ class RunLayout:
     def folder_marker(self) -> Path:
         return self.out / ".dub-id"
 
+    @property
+    def run_record(self) -> Path:
+        """The last complete `dub run`'s command key and every file it left (see flows.caching.unchanged_run)."""
+        return self.out / ".dub-run.json"
+
     # ---- once per video
     @property
     def source_dir(self) -> Path:

@@ -72,3 +72,31 @@ def test_dubbed_video_keeps_picture_and_has_spanish_audio_and_subtitles(run_es):
     assert "ayuda" in srt.lower()  # "asking for help" -> "pidiendo ayuda"
     voice, rate = sf.read(out / "es" / "vrt_face1.es.voice.wav")
     assert abs(voice).max() > 0.05 and rate > 8000
+
+
+def test_the_same_command_into_an_untouched_folder_prints_its_outputs_without_running(run_es):
+    """A rerun of the last complete command, with the same code, settings and input files, into a folder nothing
+    has changed: the outputs at once, no step run, no file written. A file added to the folder (or any edit,
+    a studio's included) makes the command run again, its stages reused."""
+    video, out = run_es
+    command = [sys.executable, "-m", "dubbing.cli", "run", str(video), "--languages", "es", "--out", str(out)]
+
+    def files() -> dict[str, int]:
+        kept = (p for p in out.rglob("*") if p.is_file() and p.name not in ("dub.log", ".dub.lock"))
+        return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in kept}
+
+    before = files()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing changed since the last run" in again.stdout and "manifest:" in again.stdout
+    assert " done" not in again.stderr  # no step ran (a run not on a terminal prints a line per finished step)
+    assert files() == before
+
+    (out / "notes.txt").write_text("mine")
+    changed = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert "nothing changed" not in changed.stdout and "reused from the cache" in changed.stderr
+    third = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert "nothing changed since the last run" in third.stdout, third.stderr[-3000:]
+    other = subprocess.run([*command, "--subtitles", "none"], capture_output=True, text=True, timeout=900)
+    assert other.returncode == 0 and "nothing changed" not in other.stdout, other.stderr[-3000:]

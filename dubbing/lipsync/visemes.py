@@ -13,7 +13,6 @@ import subprocess
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import stft
 
 from dubbing.tools import require_tool
 
@@ -59,6 +58,8 @@ def band_energy_db(
 
 
 def _band_power(audio: np.ndarray, rate: int, nper: int, hop: int, low: float, high: float) -> np.ndarray:
+    from scipy.signal import stft  # here: scipy.signal costs seconds to import, and most commands never call it
+
     freqs, _times, spec = stft(audio, fs=rate, nperseg=nper, noverlap=nper - hop, boundary=None, padded=True)
     band = (freqs >= low) & (freqs <= high)
     return (np.abs(spec[band]) ** 2).sum(axis=0)
