@@ -4,7 +4,8 @@
 
 A 1280x720 photo (a frame of vrt_face2.mp4 on a blurred fill of itself) speaks musetalk_eng.wav (real English
 speech, one speaker). Everything is measured on the rendered video, tracked again with the face mesh:
-1. Blinks: eye openness per frame (lid gap over eye width, both eyes); a blink is a dip under half the median.
+1. Blinks: eye openness per frame (lid gap over eye width, both eyes); a blink is a dip under 3/4 of the median (the
+   tracker smooths landmarks over time, so a full closure reads as a dip to about half).
    Intervals between blinks (goal: 2-10 s) and how many of the animation's own blinks the tracker saw.
 2. Head motion against the voice's loudness: the speed of the head (the mean of eye corners and nose bridge,
    pixels per frame) and the audio's RMS level in dB, both smoothed over 0.25 s; Pearson r (goal >= 0.3), and
@@ -53,8 +54,8 @@ def level_db(audio: np.ndarray, frames: int) -> np.ndarray:
 
 
 def blink_starts(openness: np.ndarray) -> np.ndarray:
-    """Frames where the eyes drop under half their median openness (the first frame of each dip)."""
-    closed = openness < 0.5 * np.nanmedian(openness)
+    """Frames where the eyes drop under 3/4 of their median openness (the first frame of each dip)."""
+    closed = openness < 0.75 * np.nanmedian(openness)
     return np.flatnonzero(closed[1:] & ~closed[:-1]) + 1
 
 

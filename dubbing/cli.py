@@ -1076,8 +1076,6 @@ def avatar(
     _native.write_to(_cache_logs() / "avatar.log")
     import tempfile
 
-    from dubbing.lipsync.avatar import load_portrait, make_avatar
-
     speaker, script, lang = None, "", (language or "").strip().lower()
     if text is not None:
         from dubbing import steps
@@ -1085,6 +1083,8 @@ def avatar(
 
         script = _script_text(text)
         speaker = steps.script_speaker(load_settings(), lang, voice)  # unknown language or voice: one line, now
+    from dubbing.lipsync.avatar import load_portrait, make_avatar
+
     portrait = load_portrait(photo)  # no face: one line before any speech is made
     spoken_by = ""
     with tempfile.TemporaryDirectory(prefix="dub-avatar-") as tmp:
