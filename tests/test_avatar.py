@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from dubbing.lipsync import DRIVE_RATE, analyse, load_audio, mouth_drive
-from dubbing.lipsync.avatar import blink_track, head_motion, loudness
+from dubbing.lipsync.avatar import BrowLift, blink_track, brow_track, head_motion, load_portrait, loudness
 from dubbing.lipsync.inspect import BACKGROUND, contact_sheet, sample_indices
+from dubbing.lipsync.render import BROW_L, EYE_L_UP
 from tests.conftest import make_speech, media_file
 
 FPS = 25.0
@@ -114,3 +115,28 @@ def test_contact_sheet_keeps_the_videos_shape_without_black_bars(tmp_path, crop,
     assert min(widths + heights) >= 300  # each tile large enough to read, whichever way the video stands
     assert 1.2 < sheet.shape[1] / sheet.shape[0] < 2.4  # a screen-shaped sheet, not a strip
     assert Path(sheet_path).stat().st_size > 1000
+
+
+def test_brows_rise_on_stressed_words_and_rest_in_silence(tmp_path, talk):
+    frames = frames_of(talk)
+    brows = brow_track(loudness(talk, FPS, frames), FPS)
+    quiet = ~mouth_drive(talk, FPS, frames).speech
+    assert brows.max() > 0.3 and np.median(brows[quiet]) < 0.05
+    photo = tmp_path / "face.png"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-ss", "0.5", "-i", str(media_file("vrt_face1.mp4")),
+                    "-frames:v", "1", "-vf", "scale=480:480", str(photo)], check=True)  # fmt: skip
+    portrait = load_portrait(photo)
+    lift = BrowLift(portrait.image, portrait.landmarks)
+    raised = lift(1.0).astype(np.float32)
+    still = portrait.image.astype(np.float32)
+    # a strip through the middle of the left brow: the raised one matches the still one moved up by the shift
+    x = int(portrait.landmarks[BROW_L, 0].mean())
+    y = int(portrait.landmarks[BROW_L, 1].mean())
+    strip = slice(x - 8, x + 8)
+    want = round(-lift.shift(1.0)[1])
+    errors = {
+        d: np.abs(raised[y - 12 - d : y + 12 - d, strip] - still[y - 12 : y + 12, strip]).mean() for d in range(8)
+    }
+    assert want >= 2 and abs(min(errors, key=errors.get) - want) <= 1, (want, errors)
+    lids = portrait.landmarks[EYE_L_UP[2:-2]].round().astype(int)
+    assert np.abs(raised[lids[:, 1], lids[:, 0]] - still[lids[:, 1], lids[:, 0]]).mean() < 12  # the eye stays put

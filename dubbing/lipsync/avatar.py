@@ -20,7 +20,7 @@ from dubbing import backends
 from dubbing.errors import DubbingError
 from dubbing.lipsync import DRIVE_RATE, LipsyncResult, load_audio, mouth_drive, render_faces
 from dubbing.lipsync.faces import N_POINTS, FaceData, detect_photo, face_box
-from dubbing.lipsync.render import BACKENDS
+from dubbing.lipsync.render import BACKENDS, BROW_L, BROW_R, EYE_L_UP, EYE_R_UP, clip_box, triangulate, warp_mesh
 from dubbing.lipsync.video import FrameWriter, VideoStream
 from dubbing.lipsync.visemes import MouthDrive
 
@@ -177,6 +177,52 @@ def head_motion(
     return maps
 
 
+BROW_LIFT = 0.35  # at full emphasis the brows rise this much of their height above the eye
+
+
+def brow_track(loud: np.ndarray, fps: float) -> np.ndarray:
+    """Brow raise per frame in [0, 1]: up on emphasis (a word louder than its phrase), held over the word and
+    eased back, as speakers raise their brows on the words they stress."""
+    stress = _smooth(loud, 0.12 * fps)
+    level = _smooth(loud, 0.6 * fps)
+    return np.clip(_smooth(np.clip(stress - level, 0.0, None), 0.15 * fps) * 4.0, 0.0, 1.0).astype(np.float32)
+
+
+class BrowLift:
+    """Raises the photo's brows by a per-frame amount: one piecewise-affine warp of the band around both eyes and
+    brows, the upper eyelids and a ring around the band fixed, so the eyes and the forehead beyond stay put (the
+    skin between the brows follows them part of the way)."""
+
+    def __init__(self, image: np.ndarray, landmarks: np.ndarray) -> None:
+        self.image = image
+        lids, arches = landmarks[EYE_L_UP + EYE_R_UP], landmarks[BROW_L + BROW_R]
+        self.rise = float(np.clip(lids[:, 1].mean() - arches[:, 1].mean(), 2.0, None))  # brow height above the eye
+        band = np.concatenate([arches, lids])
+        centre = band.mean(axis=0)
+        radius = np.ptp(band, axis=0) * 0.62 + 1.5 * self.rise
+        ang = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+        ring = centre + np.stack([np.cos(ang), np.sin(ang)], axis=1) * radius
+        self.src = np.concatenate([arches, lids, ring]).astype(np.float64)
+        self.tris = triangulate(self.src)
+        h, w = image.shape[:2]
+        self.box = clip_box(self.src, w, h)
+
+    def shift(self, amount: float) -> np.ndarray:
+        """How far the brows' points move at `amount` (up is -y)."""
+        return np.array([0.0, -BROW_LIFT * self.rise * amount])
+
+    def __call__(self, amount: float) -> np.ndarray:
+        if amount < 0.02 or self.box is None:
+            return self.image
+        dst = self.src.copy()
+        dst[: len(BROW_L + BROW_R)] += self.shift(amount)
+        patch, covered = warp_mesh(self.image, self.src, dst, self.tris, self.box)
+        out = self.image.copy()
+        x0, y0, x1, y1 = self.box
+        out[y0:y1, x0:x1][covered] = patch[covered]
+        return out
+
+
 @dataclass
 class Animation:
     """What moves in an avatar, per frame: the photo's affine maps, eye closure, the mouth's targets and the
@@ -186,6 +232,7 @@ class Animation:
     blink: np.ndarray | None  # eye closure in [0, 1]; None: eyes left alone
     drive: MouthDrive
     loud: np.ndarray
+    brows: np.ndarray  # brow raise in [0, 1]
 
     @property
     def frames(self) -> int:
@@ -202,7 +249,8 @@ def animate(portrait: Portrait, speech: np.ndarray, fps: float, *, seed: int = 0
     x0, _y0, x1, y1 = face_box(portrait.landmarks)
     maps = head_motion(frames, fps, (w, h), np.array([(x0 + x1) / 2, y1]), loud, rng, expression=expression)
     blink = blink_track(frames, fps, rng, drive.speech) if expression else None
-    return Animation(maps, blink, drive, loud)
+    brows = brow_track(loud, fps) if expression else np.zeros(frames, np.float32)
+    return Animation(maps, blink, drive, loud, brows)
 
 
 def make_avatar(
@@ -230,7 +278,10 @@ def make_avatar(
     motion = animate(portrait, speech, fps, seed=seed, expression=expression)
     frames, maps = motion.frames, motion.maps
     h, w = image.shape[:2]
-    points = np.einsum("tij,kj->tki", maps, np.concatenate([landmarks, np.ones((N_POINTS, 1))], axis=1))
+    lift = BrowLift(image, landmarks)
+    base = np.repeat(landmarks[None].astype(np.float64), frames, axis=0)
+    base[:, BROW_L + BROW_R] += motion.brows[:, None, None] * lift.shift(1.0)
+    points = np.einsum("tij,tkj->tki", maps, np.concatenate([base, np.ones((frames, N_POINTS, 1))], axis=2))
     faces = FaceData(
         points=points[:, None].astype(np.float32),
         ids=np.zeros((frames, 1), np.int32),
@@ -244,7 +295,8 @@ def make_avatar(
     )
 
     def picture(i: int) -> np.ndarray:
-        return cv2.warpAffine(image, maps[i], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return cv2.warpAffine(lift(float(motion.brows[i])), maps[i], (w, h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT)  # fmt: skip
 
     stream = VideoStream(width=w, height=h, fps=Fraction(fps).limit_denominator(1001), frames=frames)
     renderer = backends.build(BACKENDS, backend, "lipsync", backend_options)
