@@ -1055,7 +1055,8 @@ def avatar(
     expression: Annotated[
         bool,
         typer.Option(
-            "--expression/--no-expression", help="Blinks and head motion that follow the voice (or only the mouth)."
+            "--expression/--no-expression",
+            help="Blinks, brows and head motion that follow the voice (or only the mouth moves).",
         ),
     ] = True,
 ) -> None:

@@ -1,5 +1,6 @@
-"""A talking video from one photo: the mouth follows the audio, eyes blink at human intervals, the head
-drifts slightly and the shoulders rise and fall with breathing.
+"""A talking video from one photo: the mouth follows the audio, and the face follows the voice: the head dips
+on stressed words and sways while speaking, the brows rise on them, the eyes blink at human intervals (mostly in
+the pauses), the shoulders rise and fall with breathing.
 
 The photo is moved by a smooth per-frame affine transform (head motion and breathing) and its landmarks
 with it, so the same renderer that re-voices videos animates the mouth and the blinks.
