@@ -1051,17 +1051,18 @@ def avatar(
         str | None, typer.Option(help="Output size: 720p, 1080p or WxH (default: the photo's).")
     ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for blinks and head motion.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for blinks and head sway.")] = 0,
     expression: Annotated[
         bool,
         typer.Option(
             "--expression/--no-expression",
             help="Blinks, brows and head motion that follow the voice (or only the mouth moves).",
+            metavar=FLAG,
         ),
     ] = True,
 ) -> None:
-    """Make a talking video from one PHOTO: the mouth speaks the audio (or a script spoken by a TTS voice), the eyes
-    blink, the head moves with the voice, the shoulders breathe."""
+    """Make a talking video from one PHOTO: the mouth speaks the audio (or a script spoken by a TTS voice), the head
+    and brows move with the voice, the eyes blink, the shoulders breathe."""
     if speech and audio:
         raise DubbingError(f"the speech is given twice ({speech} and --audio {audio}): give one")
     audio = audio or speech
