@@ -194,6 +194,8 @@ class BrowLift:
     brows, the upper eyelids and a ring around the band fixed, so the eyes and the forehead beyond stay put (the
     skin between the brows follows them part of the way)."""
 
+    STEPS = 32
+
     def __init__(self, image: np.ndarray, landmarks: np.ndarray) -> None:
         self.image = image
         lids, arches = landmarks[EYE_L_UP + EYE_R_UP], landmarks[BROW_L + BROW_R]
@@ -207,20 +209,29 @@ class BrowLift:
         self.tris = triangulate(self.src)
         h, w = image.shape[:2]
         self.box = clip_box(self.src, w, h)
+        self._bands: dict[int, np.ndarray] = {}  # the raised band per step
 
     def shift(self, amount: float) -> np.ndarray:
         """How far the brows' points move at `amount` (up is -y)."""
         return np.array([0.0, -BROW_LIFT * self.rise * amount])
 
     def __call__(self, amount: float) -> np.ndarray:
-        if amount < 0.02 or self.box is None:
+        """The photo with the brows raised by `amount`, in steps of 1/STEPS (a fraction of a pixel), each
+        drawn once."""
+        step = int(round(float(np.clip(amount, 0.0, 1.0)) * self.STEPS))
+        if step == 0 or self.box is None:
             return self.image
-        dst = self.src.copy()
-        dst[: len(BROW_L + BROW_R)] += self.shift(amount)
-        patch, covered = warp_mesh(self.image, self.src, dst, self.tris, self.box)
+        if step not in self._bands:
+            dst = self.src.copy()
+            dst[: len(BROW_L + BROW_R)] += self.shift(step / self.STEPS)
+            patch, covered = warp_mesh(self.image, self.src, dst, self.tris, self.box)
+            x0, y0, x1, y1 = self.box
+            band = self.image[y0:y1, x0:x1].copy()
+            band[covered] = patch[covered]
+            self._bands[step] = band
         out = self.image.copy()
         x0, y0, x1, y1 = self.box
-        out[y0:y1, x0:x1][covered] = patch[covered]
+        out[y0:y1, x0:x1] = self._bands[step]
         return out
 
 
