@@ -281,7 +281,7 @@ def make_avatar(
     preset: str = "superfast",
 ) -> LipsyncResult:
     """Write a talking video of the face in PHOTO speaking AUDIO, as long as the audio. With `expression` (the
-    default) the eyes blink and the head moves with the voice; without, only the mouth moves."""
+    default) the eyes blink and the head and brows move with the voice; without, only the mouth moves."""
     portrait = photo if isinstance(photo, Portrait) else load_portrait(photo)
     image, landmarks = portrait.image, portrait.landmarks
     speech = load_audio(audio)
