@@ -1052,14 +1052,9 @@ def avatar(
     ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for blinks and head sway.")] = 0,
-    expression: Annotated[
-        bool,
-        typer.Option(
-            "--expression/--no-expression",
-            help="Blinks, brows and head motion that follow the voice (or only the mouth moves).",
-            metavar=FLAG,
-        ),
-    ] = True,
+    still: Annotated[
+        bool, typer.Option("--still", help="Only the mouth moves: no blinks, brows or head motion.", metavar=FLAG)
+    ] = False,
 ) -> None:
     """Make a talking video from one PHOTO: the mouth speaks the audio (or a script spoken by a TTS voice), the head
     and brows move with the voice, the eyes blink, the shoulders breathe."""
@@ -1102,7 +1097,7 @@ def avatar(
         assert audio is not None
         _status.show("animating the photo")
         result = make_avatar(portrait, audio, out, fps=fps, resolution=resolution, fmt=fmt, seed=seed,
-                             expression=expression)  # fmt: skip
+                             expression=not still)  # fmt: skip
     console.print(f"{result.out}: {result.frames} frames at {fps:g} fps{spoken_by}")
 
 
