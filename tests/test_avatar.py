@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from dubbing.errors import DubbingError
 from dubbing.lipsync import DRIVE_RATE, analyse, load_audio, mouth_drive
 from dubbing.lipsync.avatar import BrowLift, blink_track, brow_track, head_motion, load_portrait, loudness
 from dubbing.lipsync.inspect import BACKGROUND, contact_sheet, sample_indices
@@ -140,3 +141,22 @@ def test_brows_rise_on_stressed_words_and_rest_in_silence(tmp_path, talk):
     assert want >= 2 and abs(min(errors, key=errors.get) - want) <= 1, (want, errors)
     lids = portrait.landmarks[EYE_L_UP[2:-2]].round().astype(int)
     assert np.abs(raised[lids[:, 1], lids[:, 0]] - still[lids[:, 1], lids[:, 0]]).mean() < 12  # the eye stays put
+
+
+def test_a_script_is_spoken_sentence_by_sentence_by_a_voice_of_its_language():
+    from dubbing import steps, tts
+    from dubbing.config import load_settings
+
+    settings = load_settings()
+    synth, voice = steps.script_speaker(settings, "ko")  # no Kokoro for Korean: the language's own backend
+    assert synth.name == settings.for_language("ko").tts.backend and voice in synth.voices("ko")
+    assert (tts.voice_traits(synth, voice)[0] or "").startswith("ko")
+    audio, rate = steps.speak_script(synth, voice, "ko", "안녕하세요.\n감사합니다!")
+    quiet = np.abs(audio) < 1e-3
+    edge = int(steps.SCRIPT_EDGE_S * rate)
+    assert quiet[: edge - 1].all() and quiet[-edge + 1 :].all()  # the mouth starts and ends closed
+    voiced = np.flatnonzero(~quiet[edge:-edge])
+    longest_gap = np.diff(voiced).max() / rate  # the pause between the two sentences
+    assert steps.SCRIPT_PAUSE_S - 0.01 <= longest_gap < steps.SCRIPT_PAUSE_S + 0.3
+    with pytest.raises(DubbingError, match="nothing to say"):
+        steps.speak_script(synth, voice, "ko", " ... !")
