@@ -1063,22 +1063,85 @@ def lipsync_command(
 @app.command()
 def avatar(
     photo: Annotated[Path, typer.Argument(help="A photo with one clearly visible face.")],
-    audio: Annotated[Path, typer.Argument(help="The speech the face should say.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4, .mov, .mkv, .webm).")],
+    speech: Annotated[
+        Path | None, typer.Argument(help="The speech the face should say (the same as --audio).", show_default=False)
+    ] = None,
+    audio: Annotated[Path | None, typer.Option("--audio", help="The speech the face should say.")] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", help='A script to speak instead: a text file, or the text itself ("...").')
+    ] = None,
+    language: Annotated[
+        str | None, typer.Option("--language", "-l", help="The script's language, e.g. en or es (with --text).")
+    ] = None,
+    voice: Annotated[
+        str | None,
+        typer.Option(help="The voice that speaks the script (default: the first of the language's own voices)."),
+    ] = None,
     fps: Annotated[float, typer.Option(help="Frame rate.", min=1, max=120)] = 25.0,
     resolution: Annotated[
         str | None, typer.Option(help="Output size: 720p, 1080p or WxH (default: the photo's).")
     ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="mp4, mov, mkv or webm (default: from --out).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for blinks and head motion.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for blinks and head sway.")] = 0,
+    still: Annotated[
+        bool, typer.Option("--still", help="Only the mouth moves: no blinks, brows or head motion.", metavar=FLAG)
+    ] = False,
 ) -> None:
-    """Make a talking video from one PHOTO: mouth driven by AUDIO, natural blinks, slight head motion, breathing."""
+    """Make a talking video from one PHOTO: the mouth speaks the audio (or a script spoken by a TTS voice), the head
+    and brows move with the voice, the eyes blink, the shoulders breathe."""
+    if speech and audio:
+        raise DubbingError(f"the speech is given twice ({speech} and --audio {audio}): give one")
+    audio = audio or speech
+    if (audio is None) == (text is None):
+        raise DubbingError(
+            "--text and --audio are exclusive: give one" if audio else
+            'give the speech: AUDIO (or --audio FILE), or a script with --text FILE|"..." --language L'
+        )  # fmt: skip
+    if audio is not None and (language or voice):
+        raise DubbingError("--language and --voice choose who speaks a --text script; with audio, leave them out")
+    if text is not None and not language:
+        raise DubbingError("--text needs the script's language: add --language L, e.g. --language en")
     _native.write_to(_cache_logs() / "avatar.log")
-    _status.show("animating the photo")
-    from dubbing.lipsync.avatar import make_avatar
+    import tempfile
 
-    result = make_avatar(photo, audio, out, fps=fps, resolution=resolution, fmt=fmt, seed=seed)
-    console.print(f"{result.out}: {result.frames} frames at {fps:g} fps")
+    speaker, script, lang = None, "", (language or "").strip().lower()
+    if text is not None:
+        from dubbing import steps
+        from dubbing.config import load_settings
+
+        script = _script_text(text)
+        speaker = steps.script_speaker(load_settings(), lang, voice)  # unknown language or voice: one line, now
+    from dubbing.lipsync.avatar import load_portrait, make_avatar
+
+    portrait = load_portrait(photo)  # no face: one line before any speech is made
+    spoken_by = ""
+    with tempfile.TemporaryDirectory(prefix="dub-avatar-") as tmp:
+        if speaker is not None:
+            import soundfile as sf
+
+            synth, voice_name = speaker
+            _status.show(f"speaking the script ({synth.name} {voice_name})")
+            samples, rate = steps.speak_script(synth, voice_name, lang, script)
+            audio = Path(tmp) / "script.wav"
+            sf.write(audio, samples, rate, subtype="PCM_16")
+            spoken_by = f", {samples.size / rate:.1f} s spoken by {synth.name} {voice_name}"
+        assert audio is not None
+        _status.show("animating the photo")
+        result = make_avatar(portrait, audio, out, fps=fps, resolution=resolution, fmt=fmt, seed=seed,
+                             expression=not still)  # fmt: skip
+    console.print(f"{result.out}: {result.frames} frames at {fps:g} fps{spoken_by}")
+
+
+def _script_text(value: str) -> str:
+    """`--text`: a text file's contents when VALUE names a file (or looks like a file name), else the text."""
+    from dubbing.errors import read_user_text
+
+    path = Path(value)
+    looks_like_a_file = "\n" not in value and len(value) < 4096 and path.suffix.lower() in {".txt", ".md", ".text"}
+    if looks_like_a_file or (len(value) < 4096 and "\n" not in value and path.is_file()):
+        return read_user_text(path, "script file")
+    return value
 
 
 @app.command("inspect")

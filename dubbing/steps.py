@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import ValidationError
 
 from dubbing import (
@@ -388,6 +389,54 @@ def voice_bank(settings: Settings, languages: list[str]) -> list[dict[str, str]]
                 row["probe clip"] = str(clip)
     own = languages[0].split("-")[0] if len(languages) == 1 else None  # one language: its own voices first
     return sorted(rows.values(), key=lambda r: own is not None and r["language"].split("-")[0] != own)
+
+
+SCRIPT_SENTENCE = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f])\s+|\s*\n\s*")
+SCRIPT_PAUSE_S, SCRIPT_EDGE_S = 0.35, 0.3  # between sentences; before the first and after the last
+
+
+def script_speaker(settings: Settings, language: str, name: str | None = None) -> tuple[tts.Synthesizer, str]:
+    """The TTS backend and voice that speak a script alone (`dub avatar --text`): Kokoro where it speaks the
+    language (natural speech), else the language's own backend; `name` if one of them has it, else the first
+    voice recorded in the language as `dub voices` lists them. An unknown language or voice is a DubbingError
+    before anything is spoken."""
+    cfg = settings.for_language(language)
+    names = list(
+        dict.fromkeys(["kokoro", cfg.tts.backend] if language in tts.KokoroSynthesizer.LANGUAGES else [cfg.tts.backend])
+    )
+    synths, reasons = [], []
+    for backend in names:
+        try:
+            synths.append(tts.backend_for(cfg, backend))
+        except DubbingError as exc:  # Kokoro's weights absent: the language's own backend speaks
+            reasons.append(str(exc))
+    if not synths:
+        raise DubbingError("; ".join(reasons))
+    if name:
+        problems = [tts.unknown_voice(synth, language, name) for synth in synths]
+        for synth, problem in zip(synths, problems, strict=True):
+            if problem is None:
+                return synth, name.strip()
+        raise DubbingError(f"--voice {name!r}: {problems[0]}")
+    synth = synths[0]
+    voices = synth.voices(language)
+    own = [v for v in voices if (tts.voice_traits(synth, v)[0] or "").split("-")[0] == language]
+    return synth, (own or [synth.default_voice(language)])[0]
+
+
+def speak_script(synth: tts.Synthesizer, voice_name: str, language: str, text: str) -> tuple[np.ndarray, int]:
+    """A whole script in one voice, sentence by sentence with a short pause after each (where an avatar rests
+    and blinks) and a little silence at both ends (the mouth starts and ends closed). Mono float32 and its rate."""
+    sentences = [s.strip() for s in SCRIPT_SENTENCE.split(text) if tts.count_letters(s)]
+    if not sentences:
+        raise DubbingError("the script has nothing to say (no letters or digits)")
+    parts: list[np.ndarray] = []
+    rate = 0
+    for sentence in sentences:
+        audio, rate = synth.synthesize(sentence, language=language, voice=voice_name)
+        parts += [np.zeros(int(SCRIPT_PAUSE_S * rate), np.float32), np.asarray(audio, np.float32)]
+    edge = np.zeros(int(SCRIPT_EDGE_S * rate), np.float32)
+    return np.concatenate([edge, *parts[1:], edge]), rate
 
 
 def synthesize_track(

@@ -85,14 +85,49 @@ def sample_indices(frames: int, count: int = 12) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, frames - 1, min(count, frames))})
 
 
-def draw_faces(frame: np.ndarray, faces: FaceData, t: int) -> np.ndarray:
-    """The frame with each tracked face's outline, box and mouth region; the animated face in green."""
+SHEET_WIDTH = 1920  # px: a screen's width, whatever the video's orientation
+SHEET_ASPECT = 16 / 10  # the sheet's shape the layout aims for
+GUTTER = 6
+BACKGROUND = (60, 60, 60)  # grey gutters and empty tiles: the sheet's own pixels are never black bars
+FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.55
+
+
+def sheet_layout(count: int, aspect: float) -> tuple[int, int, int]:
+    """(columns, tile width, tile height) for `count` frames of width/height `aspect`: tiles keep the video's
+    shape (no letterboxing), and the number of columns makes the sheet closest to 16:10 (a portrait video gets
+    a wide row of tall tiles, a landscape one a few columns of wide ones)."""
+    best: tuple[float, int] | None = None
+    for columns in range(1, max(1, count) + 1):
+        rows = -(-max(1, count) // columns)
+        tile_w = (SHEET_WIDTH - GUTTER * (columns + 1)) / columns
+        height = rows * tile_w / aspect + GUTTER * (rows + 1)
+        score = abs(np.log(SHEET_WIDTH / height / SHEET_ASPECT)) + 0.5 * (columns * rows - count) / max(1, count)
+        if best is None or score < best[0]:
+            best = (score, columns)
+    assert best is not None
+    columns = best[1]
+    tile_w = (SHEET_WIDTH - GUTTER * (columns + 1)) // columns
+    return columns, tile_w, max(1, round(tile_w / aspect))
+
+
+def _label(img: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int]) -> None:
+    """Text on a dark box, legible over any picture (y: the text's baseline)."""
+    (tw, th), base = cv2.getTextSize(text, FONT, FONT_SCALE, 1)
+    h, w = img.shape[:2]
+    x, y = int(np.clip(x, 0, max(0, w - tw - 6))), int(np.clip(y, th + 4, h - base - 2))
+    cv2.rectangle(img, (x, y - th - 4), (x + tw + 6, y + base + 2), (0, 0, 0), cv2.FILLED)
+    cv2.putText(img, text, (x + 3, y), FONT, FONT_SCALE, colour, 1, cv2.LINE_AA)
+
+
+def draw_faces(frame: np.ndarray, faces: FaceData, t: int, scale: float = 1.0) -> np.ndarray:
+    """The frame (already resized by `scale`) with each tracked face's outline, box and mouth region drawn at
+    the tile's own size, so lines and labels stay legible however large the video; the animated face in green."""
     out = frame.copy()
-    thick = max(1, round(min(frame.shape[:2]) / 300))
+    thick = 2
     for s, track in enumerate(faces.ids[t]):
         if track < 0:
             continue
-        pts = faces.points[t, s]
+        pts = faces.points[t, s] * scale
         colour = (0, 220, 0) if track == faces.active[t] else (0, 200, 255)
         cv2.polylines(out, [np.round(pts[FACE_OVAL]).astype(np.int32)], True, colour, thick, cv2.LINE_AA)
         cv2.polylines(
@@ -106,28 +141,27 @@ def draw_faces(frame: np.ndarray, faces: FaceData, t: int) -> np.ndarray:
         x0, y0, x1, y1 = (int(v) for v in face_box(pts))
         mouth_top = int(pts[[1, 2]][:, 1].mean())
         cv2.rectangle(out, (x0, mouth_top), (x1, y1), (255, 120, 0), thick)
-        cv2.putText(out, f"face {track} yaw {faces.yaw[t, s]:+.0f}", (x0, max(12, y0 - 6)), 0, 0.4 * thick + 0.2,
-                    colour, thick)  # fmt: skip
-    cv2.putText(out, f"{t / faces.fps:.2f}s", (8, 8 + 14 * thick), 0, 0.5 * thick, (255, 255, 255), thick)
+        _label(out, f"face {track} yaw {faces.yaw[t, s]:+.0f}", x0, y0 - 6, colour)
+    _label(out, f"{t / faces.fps:.2f}s", 4, 22, (255, 255, 255))
     return out
 
 
-def contact_sheet(frames: dict[int, np.ndarray], faces: FaceData, out: Path, columns: int = 4, tile: int = 320) -> Path:
-    """A grid of sampled frames with the tracking drawn on them, written as PNG."""
-    tiles = []
-    for t in sorted(frames):
-        img = draw_faces(frames[t], faces, t)
-        h, w = img.shape[:2]
-        scale = tile / max(h, w)
-        img = cv2.resize(img, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
-        canvas = np.full((tile, tile, 3), 24, np.uint8)
-        y, x = (tile - img.shape[0]) // 2, (tile - img.shape[1]) // 2
-        canvas[y : y + img.shape[0], x : x + img.shape[1]] = img
-        tiles.append(canvas)
-    while len(tiles) % columns:
-        tiles.append(np.full((tile, tile, 3), 24, np.uint8))
-    rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
-    sheet = np.concatenate(rows, axis=0)
+def contact_sheet(frames: dict[int, np.ndarray], faces: FaceData, out: Path) -> Path:
+    """A grid of sampled frames with the tracking drawn on them, written as PNG: tiles of the video's own
+    shape, laid out for its orientation (`sheet_layout`)."""
+    shots = [frames[t] for t in sorted(frames)]
+    h, w = shots[0].shape[:2] if shots else (faces.height, faces.width)
+    columns, tile_w, tile_h = sheet_layout(len(shots), w / max(1, h))
+    rows = max(1, -(-len(shots) // columns))
+    sheet = np.empty((rows * tile_h + GUTTER * (rows + 1), columns * tile_w + GUTTER * (columns + 1), 3), np.uint8)
+    sheet[:] = BACKGROUND
+    for k, t in enumerate(sorted(frames)):
+        img = frames[t]
+        scale = tile_w / img.shape[1]
+        small = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        img = draw_faces(cv2.resize(img, (tile_w, tile_h), interpolation=small), faces, t, scale)
+        y, x = GUTTER + (k // columns) * (tile_h + GUTTER), GUTTER + (k % columns) * (tile_w + GUTTER)
+        sheet[y : y + tile_h, x : x + tile_w] = img
     ok, png = cv2.imencode(".png", sheet)
     assert ok
     with atomic_path(out) as tmp:
