@@ -6,10 +6,11 @@
 Goals: a ~5-second line edited and regenerated is heard in under 5 s on 2 cores; a render after one edit of a
 1-minute dub speaks only that line again, as the render flow's task states show.
 
-What it does: builds the 60-s talking head bench_speed.py uses (its helper; kept in the work folder), dubs it once
-(`dub run VIDEO -l es`, the draft preset, into WORK/run, reused when it is there), picks the line whose slot is
-closest to 5 s and, through the calls the page makes (GET /api/state and /api/bank as the page loads; per edit
-POST /api/line, POST /api/regenerate, then GET of the new line's audio):
+What it does: builds the 60-s talking head bench_speed.py uses (its helper; kept in the work folder), dubs it
+(`dub run VIDEO -l es`, the draft preset, into WORK/run: a cached rerun when this code made the run there; the line
+edited last time is put back), picks the line whose slot is closest to 5 s and, through the calls the page makes
+(GET /api/state and /api/bank as the page loads; per edit POST /api/line, POST /api/regenerate, then GET of the
+new line's audio):
 - a studio without the warm-up (how `dub studio` served before it warmed up; the same Studio and server in a plain
   Python process): two edits regenerated, first and second;
 - `dub studio` itself (it warms the TTS up in the background once it listens): the time until the page's state says
@@ -198,15 +199,15 @@ def main() -> None:
     video = build_inputs(work, {"60"})["60"]
     out = work / "run"
     with prefect_api(work) as api:
-        dub_s = None
-        if not (out / "manifest.json").exists():
-            print(f"dubbing {video.name} into {out} ...", file=sys.stderr, flush=True)
-            t0 = time.monotonic()
-            cmd = [sys.executable, "-m", "dubbing.cli", "run", str(video), "-l", lang, "-o", str(out)]
-            done = subprocess.run(cmd, env=env(api), capture_output=True, text=True)
-            if done.returncode:
-                raise SystemExit(f"dub run failed:\n{done.stderr[-3000:]}")
-            dub_s = time.monotonic() - t0
+        # dub run every time: into a folder of an earlier run of this code it is a cached rerun (the render below
+        # is compared with a run made by the same code: a changed module re-runs every stage)
+        print(f"dubbing {video.name} into {out} ...", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        cmd = [sys.executable, "-m", "dubbing.cli", "run", str(video), "-l", lang, "-o", str(out)]
+        done = subprocess.run(cmd, env=env(api), capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"dub run failed:\n{done.stderr[-3000:]}")
+        dub_s, reran = time.monotonic() - t0, "reused from the cache" in done.stderr
         rows: list[tuple[str, dict]] = []
         cold = StudioProcess([sys.executable, "-c", COLD, str(out)], api)
         try:
@@ -244,6 +245,7 @@ def main() -> None:
             render_s = time.monotonic() - t0
             if status["returncode"] != 0:
                 raise SystemExit(f"the render failed: {status['error'] or status['last']}")
+            warm.post("/api/line", {"lang": lang, "index": index, "text": line["text"]})  # back for the next time
         finally:
             warm.close()
         after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.wav")}
@@ -257,8 +259,8 @@ def main() -> None:
             states = task_states_since(started, api)
     total = len(after)
     print()
-    if dub_s is not None:
-        print(f"dub run of the 60-s input: {dub_s:.0f} s; the line: {index}, slot {line['slot_s']} s")
+    kind = "a rerun, its stages from the cache" if reran else "computed"
+    print(f"dub run of the 60-s input ({kind}): {dub_s:.0f} s; the line: {index}, slot {line['slot_s']} s")
     print(f"dub studio's warm-up, from the page's first request to `ready`: {ready_s:.1f} s\n")
     print("| regeneration | heard after Regenerate | server | studio CPU | load | line | lines synthesised |")
     print("|---|---|---|---|---|---|---|")
