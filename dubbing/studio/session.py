@@ -145,7 +145,7 @@ class Studio:
         costs what later ones do: the TTS backend loaded, one short phrase spoken with the run's voice (ONNX
         Runtime's first run of a session is slow) and shifted as its speaker's voice (which loads Praat and SciPy's
         filters), the source's length probed. Measured (docs/studio.md): it took the first regeneration of a 5-s
-        line from 12-13 s to 4-5 s. A failure is only logged: the regeneration then pays for it, or reports it."""
+        line from 12.9 s to 4.6 s at load 2-3. A failure is only logged: the regeneration then pays, or reports it."""
         if self._warming is None:
             self._warming = threading.Thread(target=self._warm, daemon=True, name="studio-warm-up")
             self._warming.start()
