@@ -19,11 +19,11 @@ new line's audio):
 - one more edit, not regenerated, and Render (POST /api/render, polled as the page polls): the render's seconds, the
   line-cache files it wrote (mtimes), what its log says it synthesised, and its task states as the Prefect API
   records them (the server of PREFECT_API_URL, or one this script starts).
-Each edit gives the line a new text (a word fewer, at one end or the other), so every regeneration is a real
-synthesis, never a line-cache hit (but the typed one's, when speaking ahead finished first). Per regeneration: the
-time from Regenerate until the page has the new line's audio (the three requests), the server's own seconds for
-the regeneration, the studio process's CPU seconds (for the typed one, from the first keystroke: speaking ahead
-included), the load average.
+Each edit gives the line a new text (two of its words left out, a pair no earlier edit or run left out), so every
+regeneration is a real synthesis, never a line-cache hit (but the typed one's, when speaking ahead finished first).
+Per regeneration: the time from Regenerate until the page has the new line's audio (the three requests), the
+server's own seconds for the regeneration, the studio process's CPU seconds (for the typed one, from the first
+keystroke: speaking ahead included), the load average.
 
 A benchmark, not a test: a dub and a render of a minute take minutes on this machine.
 """
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -176,14 +177,15 @@ class StudioProcess:
             self.proc.kill()
 
 
-def variants(text: str, count: int) -> list[str]:
-    """New texts for the line: a word fewer at the end or the start, then two fewer, and so on."""
+def variants(text: str, count: int, run: int) -> list[str]:
+    """`count` new texts for the line, two of its words left out in each, a different pair in every edit and in
+    every run of the benchmark (`run`): an earlier run's text would be found in the line cache."""
     words = text.split()
-    cuts = [(0, -1), (1, None), (0, -2), (2, None), (1, -1), (1, -2), (2, -1)][:count]
-    out = [" ".join(words[a:b]) for a, b in cuts]
-    if len(set(out)) < count or not all(out):
-        raise SystemExit(f"the chosen line is too short to edit {count} ways: {text!r}")
-    return out
+    pairs = list(itertools.combinations(range(len(words)), 2))
+    picked = pairs[run * count : (run + 1) * count]
+    if len(picked) < count:
+        raise SystemExit(f"the chosen line has no {count} new ways left to edit it; use a fresh --work")
+    return [" ".join(w for i, w in enumerate(words) if i not in pair) for pair in picked]
 
 
 def main() -> None:
@@ -214,7 +216,10 @@ def main() -> None:
             state = cold.open_page(lang)
             lines = [li for li in state["lines"] if len(li["text"].split()) >= 6]
             line = min(lines, key=lambda li: abs((li["slot_s"] or li["end"] - li["start"]) - args.slot))
-            index, texts = line["index"], variants(line["text"], 6)
+            counter = work / "bench_studio.runs"  # how many runs edited this line before
+            runs = int(counter.read_text()) if counter.exists() else 0
+            index, texts = line["index"], variants(line["text"], 6, runs)
+            counter.write_text(str(runs + 1))
             print(f"line {index}: slot {line['slot_s']} s, {line['text']!r}", file=sys.stderr, flush=True)
             rows.append(("no warm-up, first", cold.regenerate(lang, index, texts[0])))
             rows.append(("no warm-up, second", cold.regenerate(lang, index, texts[1])))
