@@ -769,7 +769,7 @@ def studio(
     """Review and edit a dub in the browser: edit a line, regenerate it, pick voices, render again (docs/studio.md)."""
     from dubbing.studio import Studio, StudioServer
 
-    session = Studio(out, preset, config)
+    session = Studio(out, preset, config, speak_ahead=export_srt is None)
     if export_srt is not None:
         sys.stdout.write(session.export_srt(export_srt))
         return
@@ -784,10 +784,11 @@ def studio(
     except OSError as exc:
         raise DubbingError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
     console.print(f"studio: {web.url}  (Ctrl-C to stop)", highlight=False, markup=False)
+    session.warm_up()  # the TTS backend loaded and run once meanwhile: the first regeneration is as quick as later ones
     try:
         web.serve_forever()
     finally:
-        web.studio.render.stop()
+        web.studio.close()  # a text waiting to be spoken ahead, a render
         web.server_close()
 
 

@@ -445,6 +445,8 @@ def synthesize_track(
     """Speak and fit every line in its speaker's voice; a line that cannot fit goes back to the translator once.
     Writes NAME.LANG.voice.wav, script.json (what was spoken, how fast) and track.json (where it was placed)."""
     lang = script.language
+    cache = layout.clip_cache(lang)
+    before = {p: p.stat().st_mtime_ns for p in cache.glob("*.wav")} if cache.exists() else {}
     fitted, track = voice.speak_track(
         script,
         tts.synthesizer_for(cfg),
@@ -459,6 +461,8 @@ def synthesize_track(
     save_script(fitted, layout)
     write_json(layout.track(lang), track.model_dump())
     _log_fit(fitted)
+    made = sum(before.get(p) != p.stat().st_mtime_ns for p in cache.glob("*.wav")) if cache.exists() else 0
+    log.info("%s: %d line(s) synthesised, the others from the line cache", lang, made)  # what an edit re-spoke
     return fitted, track
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
 import re
 import shutil
@@ -257,6 +258,44 @@ def test_a_voice_picked_for_a_speaker_is_what_the_render_runs_with(tmp_path):
     }
 
 
+def test_the_warm_up_readies_the_tts_and_a_failed_one_is_only_logged(tmp_path, caplog):
+    layout = fake_run(tmp_path)
+    studio = Studio(layout.out)
+    assert studio.state("es")["ready"] is False
+    studio.warm_up().join(timeout=300)
+    assert studio.state("es")["ready"] is True and studio.warmed["es"] > 0
+    assert studio.warm_up() is studio.warm_up()  # once per studio
+    # a voice the backend does not have: the warm-up says so in the log; the studio still serves the run
+    bad = fake_run(tmp_path / "bad")
+    write_json(bad.voices("es"), {"S1": VoiceMatch(speaker="S1", backend="kokoro", voice="xx_nobody").model_dump()})
+    other = Studio(bad.out)
+    with caplog.at_level(logging.WARNING, logger="dubbing.studio.session"):
+        other.warm_up().join(timeout=300)
+    assert "warming up es failed" in caplog.text and "xx_nobody" in caplog.text
+    assert other.state("es")["ready"] is False and other.state("es")["lines"][1]["text"] == "Adiós."
+
+
+def test_a_typed_text_is_spoken_ahead_and_regenerate_finds_it_in_the_line_cache(tmp_path):
+    layout = fake_run(tmp_path)
+    clips = layout.clip_cache("es")
+    with serving(layout.out, speak_ahead=True) as web:  # as `dub studio` serves
+        studio = web.studio
+        request(web, "POST", "/api/estimate", {"lang": "es", "index": 0, "text": XSS})  # the saved text: nothing
+        status, _ = request(web, "POST", "/api/estimate", {"lang": "es", "index": 0, "text": " Hola a  todos. "})
+        assert status == 200
+        deadline = time.monotonic() + 300  # a condition, not a delay: the timeout only stops a hung test
+        while studio.spoken_ahead.get(("es", 0)) != "Hola a todos." and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert studio.spoken_ahead == {("es", 0): "Hola a todos."}
+        assert len(list(clips.glob("*.wav"))) == 1  # that line alone, not the saved text
+        assert json.loads(layout.script("es").read_text())["lines"][0]["text"] == XSS  # not saved: only spoken
+        request(web, "POST", "/api/line", {"lang": "es", "index": 0, "text": "Hola a todos."})
+        status, state = request(web, "POST", "/api/regenerate", {"lang": "es", "index": 0})
+        assert status == 200 and state["lines"][0]["regenerated"]["lines_spoken"] == 0  # found in the cache
+        assert state["lines"][0]["regenerated"]["text"] == "Hola a todos."
+        assert len(list(clips.glob("*.wav"))) == 1
+
+
 def test_text_of_the_run_shows_as_text_never_as_html(tmp_path):
     layout = fake_run(tmp_path)
     with serving(layout.out) as web:
@@ -399,7 +438,8 @@ def test_edit_regenerate_and_render_a_real_dub_in_chromium(tmp_path):
     clips = layout.clip_cache("es")
     before = {p.name: p.stat().st_mtime_ns for p in clips.glob("*.wav")}
     old_video = layout.video("es").stat().st_mtime_ns
-    with serving(out) as web, browser(tmp_path) as b:
+    with serving(out, speak_ahead=True) as web, browser(tmp_path) as b:
+        web.studio.warm_up().join(timeout=300)  # as `dub studio` does once it listens
         b.open(web.url)
         b.wait("document.querySelectorAll('#lines tr').length >= 2")
         b.wait("+document.getElementById('dub').dataset.readyState >= 2")  # the dub decodes
@@ -419,7 +459,7 @@ def test_edit_regenerate_and_render_a_real_dub_in_chromium(tmp_path):
         assert b.eval("document.querySelector('#lines tr .spoken').textContent.startsWith('new:')")
         assert b.eval("document.querySelector('#lines tr').classList.contains('edited')")
         assert b.eval("document.querySelector('#lines tr textarea').value").endswith("<b>ya</b>.")
-        assert regenerated["lines_spoken"] == 1
+        assert regenerated["lines_spoken"] == 1 and regenerated["warm"] is True
         # render from the keyboard: focus the button, Enter
         t0 = datetime.now(UTC)
         b.eval("document.getElementById('render').focus()")
@@ -440,6 +480,7 @@ def test_edit_regenerate_and_render_a_real_dub_in_chromium(tmp_path):
     assert script["lines"][0]["text"] == "Me cuesta pedir ayuda <b>ya</b>."
     log = (layout.studio_dir("es") / "render.log").read_text()
     assert "es: synthesize-and-fit done" in log and "es: translate" not in log  # the edit, not a translation
+    assert "es: 0 line(s) synthesised" in log  # the regenerated line was in the line cache
     if api := os.environ.get("PREFECT_API_URL"):  # the flow run's task states, as the Prefect UI shows them
         deadline = time.monotonic() + 180  # the server records task states from events, a little after they end
         states = task_states_since(t0, api)

@@ -26,7 +26,10 @@ _digest_lock = threading.Lock()
 
 
 # Modules that never change what a stage computes: editing them keeps the cache.
-PRESENTATION_MODULES = {"cli.py", "batch.py", "progress.py", "studio/page.py", "studio/server.py"}
+PRESENTATION_MODULES = {"cli.py", "batch.py", "progress.py"} | {
+    f"studio/{name}.py"
+    for name in ("page", "server", "session")  # the studio: no stage imports it
+}
 
 
 def code_version() -> str:

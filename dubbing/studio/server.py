@@ -257,6 +257,6 @@ class StudioServer(ThreadingHTTPServer):
         return thread
 
     def close(self) -> None:
-        self.studio.render.stop()
+        self.studio.close()
         self.shutdown()
         self.server_close()

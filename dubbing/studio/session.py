@@ -34,11 +34,14 @@ from dubbing.config import LanguageConfig, _merge, _read_yaml, load_settings
 from dubbing.errors import DubbingError
 from dubbing.files import output_lock, write_json, write_text
 from dubbing.layout import RunLayout, layout_for, manifest_of
-from dubbing.types import Manifest, Script, VoiceMatch
+from dubbing.types import Manifest, PlacedClip, Script, ScriptLine, VoiceMatch
 
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 100  # undo steps kept per language
+# A line's new text is spoken ahead once typing pauses this long (no other estimate of it meanwhile), while the
+# person reads it over, so that Regenerate usually finds it in the line cache: at load 2.5 a 5-s line takes ~4 s.
+AHEAD_AFTER_S = 1.0
 
 
 class StudioError(DubbingError):
@@ -69,14 +72,24 @@ def open_run(out: Path) -> tuple[Manifest, RunLayout]:
 class Studio:
     """One run folder being edited. Thread-safe: the web server calls it from several threads."""
 
-    def __init__(self, out: Path, preset: str = "draft", config: Path | None = None) -> None:
+    def __init__(
+        self, out: Path, preset: str = "draft", config: Path | None = None, *, speak_ahead: bool = False
+    ) -> None:
+        """`speak_ahead`: speak a line's new text once typing pauses (`estimate`); `dub studio` does."""
         self.manifest, self.layout = open_run(out)
         self.out = self.layout.out
         self.preset, self.config = preset, config
         self.settings = load_settings(preset, config)  # fails here, in one line, on a bad preset or config
         self.languages = list(self.manifest.outputs)
         self._mutex = threading.RLock()
+        self._synth_lock = threading.Lock()  # loading a backend: not under _mutex, so edits go on meanwhile
         self._synths: dict[str, Any] = {}
+        self.warmed: dict[str, float] = {}  # language -> seconds its warm-up took (`warm_up`)
+        self._warming: threading.Thread | None = None
+        self._ahead_lock = threading.Lock()
+        self._ahead: dict[tuple[str, int], threading.Timer] = {}  # (language, line) -> its text waiting to be spoken
+        self.spoken_ahead: dict[tuple[str, int], str] = {}  # (language, line) -> the last text spoken ahead
+        self._ahead_on = speak_ahead  # off once the studio closes
         self._duration: float | None = None
         self._playables: dict[tuple[str, int], str | None] = {}
         self.render = Render(self)
@@ -115,7 +128,7 @@ class Studio:
         """The language's TTS backend, loaded once per studio."""
         from dubbing import tts
 
-        with self._mutex:
+        with self._synth_lock:
             if lang not in self._synths:
                 cfg = self.settings.for_language(lang)
                 backend = cfg.tts.backend
@@ -126,6 +139,40 @@ class Studio:
                 tts_cfg = cfg.tts.model_copy(update={"options": {**cfg.tts.options, backend: options}})
                 self._synths[lang] = tts.synthesizer_for(cfg.model_copy(update={"tts": tts_cfg}))
             return self._synths[lang]
+
+    def warm_up(self) -> threading.Thread:
+        """Get every language ready to regenerate a line, in a background thread, so the first regeneration
+        costs what later ones do: the TTS backend loaded, one short phrase spoken with the run's voice (ONNX
+        Runtime's first run of a session is slow) and shifted as its speaker's voice (which loads Praat and SciPy's
+        filters), the source's length probed. Measured (docs/studio.md): it took the first regeneration of a 5-s
+        line from 12.9 s to 4.6 s at load 2-3. A failure is only logged: the regeneration then pays, or reports it."""
+        if self._warming is None:
+            self._warming = threading.Thread(target=self._warm, daemon=True, name="studio-warm-up")
+            self._warming.start()
+        return self._warming
+
+    def _warm(self) -> None:
+        from dubbing import voice
+
+        for lang in self.languages:
+            started = time.monotonic()
+            try:
+                self.duration()
+                synth = self.synthesizer(lang)
+                script = self.script(lang)
+                text = next((li.text for li in script.lines if li.text.strip()), "")
+                phrase = " ".join(text.split()[:3]) or "ok"
+                speakers = self.run_voices(lang)
+                match = next(iter(speakers.values()), None)
+                name = match.voice if match else synth.default_voice(lang)
+                audio, rate = synth.synthesize(phrase, language=lang, voice=name)
+                if match is not None:
+                    voice.shift_voice(audio, rate, match)
+            except Exception as exc:  # noqa: BLE001  # warming is an optimisation: never the studio's failure
+                log.warning("studio: warming up %s failed (%s); the first regeneration will be slower", lang, exc)
+                continue
+            self.warmed[lang] = round(time.monotonic() - started, 2)
+            log.info("studio: %s ready to regenerate (warm-up %.1f s)", lang, self.warmed[lang])
 
     def bank(self, lang: str) -> list[str]:
         """The voices a speaker can be given: the backend's bank for this language (what `dub voices` lists)."""
@@ -138,7 +185,8 @@ class Studio:
 
     def estimate(self, lang: object, text: str, index: object) -> dict:
         """The spoken length of `text` at speed 1 by the language's speech rate (as the fitting estimates it),
-        against the line's slot and the speed-up allowed."""
+        against the line's slot and the speed-up allowed. The page asks while the person types: a new text is
+        also spoken ahead once typing pauses (`_speak_ahead_later`)."""
         from dubbing import tts
 
         lang = self.check_language(lang)
@@ -146,6 +194,9 @@ class Studio:
         script = self.script(lang)
         line = next(li for li in script.lines if li.index == self.line(script, index))
         estimated = tts.estimator(cfg)(text)
+        said = " ".join(text.split())  # as edit_line saves it
+        if said and said != line.text and len(said) <= 2000:
+            self._speak_ahead_later(lang, line.index, said)
         slot = line.slot_s if line.slot_s else max(line.end - line.start, 0.01)
         speed = estimated / slot if slot > 0 else 0.0
         return {
@@ -208,6 +259,7 @@ class Studio:
             "picked": edits["voices"],
             "undo": [h["what"] for h in edits["history"]][-10:],
             "render": self.render.status(),
+            "ready": lang in self.warmed,  # warmed up: a regeneration costs only its line
             "render_command": " ".join(self.render.command(lang)),
         }
 
@@ -351,42 +403,14 @@ class Studio:
 
     def regenerate(self, lang: object, index: object) -> dict:
         """Speak one line again with the run's voice for its speaker (or the one picked here), fitted to its slot
-        as a render would: the whole track goes through the voice stage with the run's line cache, so every other
-        line is read back from it and only this one is synthesised (into the cache, where the render finds it).
-        The line alone is cut from that track into LANG/studio/line-N.wav."""
-        from dubbing import voice
-
+        as a render would (`_speak`), and cut it alone from that track into LANG/studio/line-N.wav. A text spoken
+        ahead while the person paused typing (`estimate`) is already in the line cache: then nothing is spoken."""
         lang = self.check_language(lang)
         with self.writing():
             started = time.monotonic()
             script = self.script(lang)
             index = self.line(script, index)
-            cfg = self.cfg(lang)
-            synth = self.synthesizer(lang)
-            voices = self.run_voices(lang)
-            for speaker, name in self.edits(lang)["voices"].items():
-                voices[speaker] = voice.parse_voice(name, synth.name, speaker)
-            cache = self.layout.clip_cache(lang)
-            before = set(cache.glob("*.wav")) if cache.exists() else set()
-            scratch = self.layout.studio_dir(lang) / "voice.wav"
-            # the lines after the next one cannot change this line's fit: left out, so a voice picked for a
-            # speaker does not have every later line of theirs spoken first; the next line only bounds the slot
-            order = sorted(script.lines, key=lambda li: li.start)
-            at = next(i for i, li in enumerate(order) if li.index == index)
-            upto = order[: at + 1] + [li.model_copy(update={"text": ""}) for li in order[at + 1 : at + 2]]
-            fitted, track = voice.speak_track(
-                script.model_copy(update={"lines": upto}),
-                synth,
-                cfg.tts,
-                cfg.timing,
-                duration_s=self.duration(),
-                voices=voices,
-                voice_wav=scratch,
-                clip_cache=cache,
-            )
-            spoken = len(set(cache.glob("*.wav")) - before)
-            line = next(li for li in fitted.lines if li.index == index)
-            clip = next((c for c in track.clips if c.index == index), None)
+            line, clip, spoken, scratch = self._speak(lang, script, index)
             path = self.layout.studio_line(lang, index)
             if clip is None:
                 raise StudioError(f"line {index} has nothing to say: there is no audio to play", 409)
@@ -403,9 +427,94 @@ class Studio:
                 "voice": line.voice,
                 "seconds": round(time.monotonic() - started, 2),
                 "lines_spoken": spoken,
+                "warm": lang in self.warmed,  # the warm-up had finished (else this one paid for part of it)
             }
             self._save(lang, edits)
         return self.state(lang)
+
+    def _speak(self, lang: str, script: Script, index: int) -> tuple[ScriptLine, PlacedClip | None, int, Path]:
+        """The line spoken through the voice stage itself, with the run's line cache: the track up to this line
+        (every earlier line read back from the cache; the next one, silent, only bounds the slot) spoken and fitted
+        as a render speaks it, so the clip goes into the cache the render reads. Returns the fitted line, its
+        placed clip (None: nothing to say), how many lines were synthesised and the scratch voice track. Called
+        holding the run's lock (`writing`)."""
+        from dubbing import voice
+
+        cfg = self.cfg(lang)
+        synth = self.synthesizer(lang)
+        voices = self.run_voices(lang)
+        for speaker, name in self.edits(lang)["voices"].items():
+            voices[speaker] = voice.parse_voice(name, synth.name, speaker)
+        cache = self.layout.clip_cache(lang)
+        before = {p: p.stat().st_mtime_ns for p in cache.glob("*.wav")} if cache.exists() else {}
+        scratch = self.layout.studio_dir(lang) / "voice.wav"
+        # the lines after the next one cannot change this line's fit: left out, so a voice picked for a
+        # speaker does not have every later line of theirs spoken first; the next line only bounds the slot
+        order = sorted(script.lines, key=lambda li: li.start)
+        at = next(i for i, li in enumerate(order) if li.index == index)
+        upto = order[: at + 1] + [li.model_copy(update={"text": ""}) for li in order[at + 1 : at + 2]]
+        fitted, track = voice.speak_track(
+            script.model_copy(update={"lines": upto}),
+            synth,
+            cfg.tts,
+            cfg.timing,
+            duration_s=self.duration(),
+            voices=voices,
+            voice_wav=scratch,
+            clip_cache=cache,
+        )
+        spoken = sum(before.get(p) != p.stat().st_mtime_ns for p in cache.glob("*.wav"))
+        line = next(li for li in fitted.lines if li.index == index)
+        return line, next((c for c in track.clips if c.index == index), None), spoken, scratch
+
+    def _speak_ahead_later(self, lang: str, index: int, text: str) -> None:
+        """After a pause in typing (`AHEAD_AFTER_S` without another estimate of this line), speak the new text
+        ahead into the line cache, so that Regenerate finds it there. Only a text that differs from the saved one."""
+        key = (lang, index)
+        with self._ahead_lock:
+            if (pending := self._ahead.pop(key, None)) is not None:
+                pending.cancel()
+            if not self._ahead_on:
+                return
+            timer = threading.Timer(AHEAD_AFTER_S, self._speak_ahead, args=(lang, index, text))
+            timer.daemon = True
+            self._ahead[key] = timer
+            timer.start()
+
+    def _speak_ahead(self, lang: str, index: int, text: str) -> None:
+        with self._ahead_lock:
+            if self._ahead.get((lang, index)) is not threading.current_thread() or not self._ahead_on:
+                return  # typed on since, or the studio is closing
+        try:
+            with self.writing():
+                script = self.script(lang)
+                done = self.edits(lang)["regenerated"].get(str(index)) or {}
+                if done.get("text") == text:
+                    return  # regenerated meanwhile
+                lines = [li.model_copy(update={"text": text}) if li.index == index else li for li in script.lines]
+                started = time.monotonic()
+                spoken = self._speak(lang, script.model_copy(update={"lines": lines}), index)[2]
+                self.spoken_ahead[(lang, index)] = text
+                log.info("studio: %s line %d spoken ahead in %.1f s (%d synthesised)", lang, index,
+                         time.monotonic() - started, spoken)  # fmt: skip
+        except StudioError:
+            pass  # a render or another run is writing: Regenerate will speak it
+        except Exception as exc:  # noqa: BLE001  # speaking ahead is an optimisation: never the studio's failure
+            log.warning("studio: speaking %s line %d ahead failed (%s)", lang, index, exc)
+        finally:
+            with self._ahead_lock:
+                if self._ahead.get((lang, index)) is threading.current_thread():
+                    del self._ahead[(lang, index)]
+
+    def close(self) -> None:
+        """Stop what runs in the background: a text waiting to be spoken ahead, a render."""
+        with self._ahead_lock:
+            self._ahead_on = False
+            for timer in self._ahead.values():
+                timer.cancel()
+        with self._mutex:  # a line being spoken ahead finishes first
+            pass
+        self.render.stop()
 
     def export_srt(self, lang: object) -> str:
         from dubbing.studio.script_file import to_srt
