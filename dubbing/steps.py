@@ -489,6 +489,7 @@ def stretch_source(
     result = StretchedSource(
         video=str(picture),
         duration_s=track.duration_s,
+        stretches=spans,
         background=str(background) if background else None,
         original_audio=str(media.stretch_audio(mix_wav, layout.stretched_original(lang), spans)),
         faces=faces_after,
@@ -648,7 +649,7 @@ def language_outputs(context: Context) -> LanguageOutputs:
         subtitles=output.subtitles,
         audio_tracks=tracks,
         bilingual=output.subtitles == "bilingual",
-    ).model_copy(update={"stretched": list(context["track"].stretches) if context["track"] is not None else []})
+    ).model_copy(update={"stretched": list(stretched.stretches) if (stretched := context.get("stretched")) else []})
 
 
 def hear_back(

@@ -294,6 +294,7 @@ class StretchedSource(BaseModel):
 
     video: str
     duration_s: float
+    stretches: list[Stretch] = Field(default_factory=list)  # the spans slowed down (the track's)
     background: str | None = None
     original_audio: str | None = None
     faces: FaceTracks | None = None
