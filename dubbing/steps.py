@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -465,6 +466,7 @@ def stretch_source(
     lang = track.language
     layout.stretched(lang).unlink(missing_ok=True)
     if not track.stretches:
+        shutil.rmtree(layout.stretched_dir(lang), ignore_errors=True)  # an earlier run's, slowed otherwise
         return None
     spans, folder = track.stretches, layout.stretched_dir(lang)
     folder.mkdir(parents=True, exist_ok=True)
