@@ -9,8 +9,13 @@ off: they change nothing in the fit), and each language's report.json gives the 
 (what fitting did to each line, `FIT_ACTIONS`) and the heard-back error of the dub. pyannote_sample.wav (a phone
 call, two speakers) becomes a video first: a grey picture under its audio. The goal is 0 lines cut. `--tree` runs
 the pipeline of another checkout of the project (its `dubbing` package) on the same clips, to compare; reports of
-a tree without the actions count only their lines over the limit. The last column checks that each dub lasts
-exactly as long as its source (ffprobe's container duration against the manifest's). `--json` writes the rows.
+a tree without the actions count only their lines over the limit. The column "dub - source" checks that each dub
+lasts exactly as long as its source (ffprobe's container duration against the manifest's).
+
+Then each clip is dubbed again in the same folder with the picture slow-down on (`timing.slow_picture`, as the
+final preset has it; the steps before the fit come from the cache): the last columns are the lines still cut, the
+lines whose span was slowed, the seconds added, and the dub's duration less the source's and the added seconds
+(0 within a frame). `--no-slow` skips that second run. `--json` writes the rows.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ CLIPS = {  # the issue's case first: a real phone call, two speakers
 }
 ACTIONS = ("shortened", "borrowed_after", "borrowed_before", "sped_up", "cut")
 CONFIG = {"lipsync": {"enabled": False}, "qa": {"lipsync": False, "meaning": False}}
+SLOW = {"language_defaults": {"timing": {"slow_picture": True}}}  # the second run: the picture may slow down
 
 
 def as_video(path: Path, work: Path) -> Path:
@@ -53,10 +59,11 @@ def as_video(path: Path, work: Path) -> Path:
     return video
 
 
-def dub(video: Path, languages: str, out: Path, tree: Path) -> tuple[float, str]:
-    """One `dub run` of `tree`'s pipeline; its wall time and the last error line (empty when it worked)."""
-    config = out.parent / f"{out.name}.yaml"
-    config.write_text(json.dumps(CONFIG))
+def dub(video: Path, languages: str, out: Path, tree: Path, slow: bool = False) -> tuple[float, str]:
+    """One `dub run` of `tree`'s pipeline (`slow`: with the picture slow-down on); its wall time and the last error
+    line (empty when it worked)."""
+    config = out.parent / f"{out.name}{'.slow' * slow}.yaml"
+    config.write_text(json.dumps(CONFIG | SLOW if slow else CONFIG))
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "dubbing.cli", "run", str(video), "-l", languages, "-o", str(out), "--preset",
@@ -93,6 +100,7 @@ def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]
         heard = report.get("intelligibility") or {}
         outputs = manifest["outputs"][lang]
         video = out / outputs["video"] if outputs.get("video") else None
+        added = round(sum(s["added_s"] for s in outputs.get("stretched") or []), 3)
         found.append(
             {
                 "clip": clip,
@@ -105,28 +113,62 @@ def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]
                 "metric": heard.get("metric", "wer"),
                 # the dub must last exactly as long as the source (no slow-down of the picture is made)
                 "duration_diff_s": round(duration(video) - manifest["duration_s"], 3) if video else None,
+                "picture_slowed": actions.get("picture_slowed", 0),
+                "added_s": added,
             }
         )
     return found
 
 
+def with_slow(plain: list[dict], slowed: list[dict]) -> list[dict]:
+    """The rows of the first run with the second run's (picture slow-down on) figures beside them."""
+    by_key = {(r["clip"], r["language"]): r for r in slowed}
+    merged = []
+    for row in plain:
+        other = by_key.get((row["clip"], row["language"]))
+        if other is not None and "failed" not in other and "failed" not in row:
+            diff = other["duration_diff_s"]
+            row = row | {
+                "slow_cut": other["cut"],
+                "slow_picture_slowed": other["picture_slowed"],
+                "slow_added_s": other["added_s"],
+                "slow_duration_diff_s": None if diff is None else round(diff - other["added_s"], 3),
+            }
+        merged.append(row)
+    return merged
+
+
 def table(found: list[dict]) -> str:
     head = (
         "| clip | language | lines | shortened | borrowed after | borrowed before | sped up | cut | heard-back error "
-        "| dub - source duration |"
+        "| dub - source duration | slowed on: cut | picture slowed | added | dub - source - added |"
     )
-    out = [head, "|" + "---|" * 10]
+    out = [head, "|" + "---|" * 14]
     for r in found:
         if "failed" in r:
-            out.append(f"| {r['clip']} | {r['language']} | failed: {r['failed']} ||||||||")
+            out.append(f"| {r['clip']} | {r['language']} | failed: {r['failed']} ||||||||||||")
             continue
         counts = " | ".join("-" if r[a] is None else str(r[a]) for a in ACTIONS)
         err = "-" if r["error_rate"] is None else f"{r['error_rate']:.3f} ({r['metric']})"
         diff = "-" if r.get("duration_diff_s") is None else f"{r['duration_diff_s']:+.3f} s"
-        out.append(f"| {r['clip']} | {r['language']} | {r['lines']} | {counts} | {err} | {diff} |")
+        if "slow_cut" in r:
+            left = "-" if r["slow_duration_diff_s"] is None else f"{r['slow_duration_diff_s']:+.3f} s"
+            slow = f"{r['slow_cut']} | {r['slow_picture_slowed']} | {r['slow_added_s']:.3f} s | {left}"
+        else:
+            slow = "- | - | - | -"
+        out.append(f"| {r['clip']} | {r['language']} | {r['lines']} | {counts} | {err} | {diff} | {slow} |")
     done = [r for r in found if "failed" not in r]
     total = {a: sum(r[a] or 0 for r in done) for a in ACTIONS}
-    out.append(f"| all | | {sum(r['lines'] for r in done)} | " + " | ".join(str(total[a]) for a in ACTIONS) + " | | |")
+    slow_total = " | ".join(
+        str(sum(r.get(k) or 0 for r in done)) if any(k in r for r in done) else "-"
+        for k in ("slow_cut", "slow_picture_slowed")
+    )
+    added = sum(r.get("slow_added_s") or 0 for r in done)
+    out.append(
+        f"| all | | {sum(r['lines'] for r in done)} | "
+        + " | ".join(str(total[a]) for a in ACTIONS)
+        + f" | | | {slow_total} | {added:.3f} s | |"
+    )
     return "\n".join(out)
 
 
@@ -138,6 +180,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--no-run", action="store_true", help="tabulate the runs already in --work")
+    parser.add_argument("--no-slow", action="store_true", help="skip the second run, with the picture slow-down on")
     args = parser.parse_args()
     if not MEDIA.is_dir():
         sys.exit(f"{MEDIA} not found: the real clips live in ../shared/media")
@@ -155,7 +198,13 @@ def main() -> None:
                 video = as_video(MEDIA / CLIPS[clip], work)
                 seconds, problem = dub(video, args.languages, work / clip, args.tree.resolve())
                 print(f"{clip}: {seconds:.0f} s{f' ({problem})' if problem else ''}", file=sys.stderr, flush=True)
-            found += rows(clip, work / clip, languages, problem)
+            plain = rows(clip, work / clip, languages, problem)
+            if not args.no_slow and not args.no_run:
+                seconds, problem = dub(video, args.languages, work / clip, args.tree.resolve(), slow=True)
+                print(f"{clip}, slowed on: {seconds:.0f} s{f' ({problem})' if problem else ''}", file=sys.stderr,
+                      flush=True)  # fmt: skip
+                plain = with_slow(plain, rows(clip, work / clip, languages, problem))
+            found += plain
             if args.json:  # as it goes: a long benchmark interrupted keeps the clips done
                 args.json.write_text(json.dumps(found, indent=1))
     print(table(found))

@@ -97,6 +97,10 @@ class TimingConfig(Section):
     guard_s: float = Field(0.05, ge=0.0, le=1.0)  # kept free before the next line
     shorten: bool = True  # a line that cannot fit goes back to translation once for a shorter version
     max_lead_s: float = Field(0.25, ge=0.0, le=1.0)  # a line that still does not fit may start this early
+    # a line that still does not fit slows the picture and sound over its span (the dub gets longer) instead of
+    # being cut: by as little as it needs, at most `max_picture_slowdown` (0.1: the span plays 10% slower)
+    slow_picture: bool = False
+    max_picture_slowdown: float = Field(0.10, ge=0.0, le=0.10)
 
 
 class MixConfig(Section):

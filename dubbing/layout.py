@@ -157,6 +157,34 @@ class RunLayout:
         """The dub track (a `DubTrack`): where each spoken line was placed on the timeline."""
         return self.language_dir(lang) / "track.json"
 
+    # ---- the source on the dub's timeline, when spans were slowed down (config timing.slow_picture)
+    def stretched_dir(self, lang: str) -> Path:
+        return self.language_dir(lang) / "stretched"
+
+    def stretched(self, lang: str) -> Path:
+        """What the stretch step made (a `StretchedSource`); absent when nothing was slowed down."""
+        return self.stretched_dir(lang) / "stretched.json"
+
+    def stretched_picture(self, lang: str) -> Path:
+        return self.stretched_dir(lang) / "picture.mp4"
+
+    def stretched_background(self, lang: str) -> Path:
+        return self.stretched_dir(lang) / "background.wav"
+
+    def stretched_original(self, lang: str) -> Path:
+        """The original sound (48 kHz): the video's second track with `output.keep_original_audio`."""
+        return self.stretched_dir(lang) / "original.wav"
+
+    def stretched_speech(self, lang: str) -> Path:
+        """The analysis audio (16 kHz), which chooses each line's speaking face on the stretched picture."""
+        return self.stretched_dir(lang) / "speech16k.wav"
+
+    def stretched_tracked_faces(self, lang: str) -> Path:
+        return self.stretched_dir(lang) / "faces.tracked.npz"
+
+    def stretched_faces(self, lang: str) -> Path:
+        return self.stretched_dir(lang) / "faces.npz"
+
     def clip_cache(self, lang: str) -> Path:
         """Spoken lines, reused when a rerun speaks the same text with the same voice and window."""
         return self.language_dir(lang) / "clips"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import soundfile as sf
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
 from dubbing.tools import display_size, ffmpeg_audio_args, ffmpeg_input, ffprobe, require_tool, run
-from dubbing.types import ANALYSIS_RATE, MIX_RATE, MediaInfo
+from dubbing.types import ANALYSIS_RATE, MIX_RATE, MediaInfo, Stretch, stretched_time
 
 
 def probe(path: Path) -> MediaInfo:
@@ -246,3 +247,63 @@ def _filter_value(text: str) -> str:
     for special in ("\\", "'", "[", "]", ",", ";"):
         text = text.replace(special, "\\" + special)
     return text
+
+
+# ---------------------------------------------------------------- slowing spans down (config timing.slow_picture)
+
+
+def stretch_video(
+    video: Path, out: Path, stretches: list[Stretch], *, duration_s: float, crf: int = 17, preset: str = "superfast"
+) -> Path:
+    """The picture of `video` (no sound) with each of `stretches` slowed down, on the dub's timeline: a frame at
+    source time t is shown at `stretched_time(t)`, at the source's frame rate (frames repeated where it plays
+    slower), `duration_s` long (the source's plus the added time); encoded once with x264 at `crf`/`preset`."""
+    info = probe(video)
+    if not info.has_video:
+        raise DubbingError(f"{video} has no picture to slow down")
+    fps = Fraction(info.fps or 25.0).limit_denominator(1001)
+    shifted = "".join(f"+clip(T-{s.start:.6f},0,{s.end - s.start:.6f})*{s.factor - 1.0:.9f}" for s in stretches)
+    ffmpeg = require_tool("ffmpeg", "ffmpeg")
+    cmd = [ffmpeg, "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(video), "-map", "0:v:0", "-an", "-sn"]
+    # the last frame held on (tpad) so the picture never ends before `duration_s`
+    graph = f"setpts='(T{shifted})/TB',fps={fps},tpad=stop_mode=clone:stop_duration=1,{EVEN_SIZE}"
+    cmd += ["-vf", graph, "-t", f"{duration_s:.6f}"]
+    cmd += ["-c:v", "libx264", "-crf", str(crf), "-preset", preset, "-pix_fmt", "yuv420p", "-profile:v", "high"]
+    with atomic_path(out) as tmp:
+        run(cmd + ["-f", "mp4", str(Path(tmp).absolute())], f"slowing down the picture of {video}")
+    return Path(out)
+
+
+def stretch_audio(audio: Path, out: Path, stretches: list[Stretch]) -> Path:
+    """The sound of `audio` (a WAV) with each of `stretches` slowed down at its own pitch (ffmpeg's atempo),
+    sample-exact on the dub's timeline: source time t lands on sample round(stretched_time(t) * rate), so a
+    background or an original track stays with the picture `stretch_video` makes. Written as float WAV."""
+    samples, rate = sf.read(str(audio), dtype="float32", always_2d=True)
+    edges = sorted({0.0, *(t for s in stretches for t in (s.start, s.end))})
+    pieces = []
+    for a, b in zip(edges, [*edges[1:], None], strict=True):
+        lo = min(len(samples), int(round(a * rate)))
+        hi = len(samples) if b is None else min(len(samples), int(round(b * rate)))
+        piece = samples[lo:hi]
+        span = next((s for s in stretches if b is not None and abs(s.start - a) < 1e-9 and abs(s.end - b) < 1e-9), None)
+        if b is not None and hi == int(round(b * rate)):  # a whole segment: its exact place on the dub's timeline
+            want = int(round(stretched_time(b, stretches) * rate)) - int(round(stretched_time(a, stretches) * rate))
+        else:  # the sound ends inside it
+            want = int(round(len(piece) * (span.factor if span else 1.0)))
+        if span is not None and len(piece) and want > 0:
+            piece = _atempo(piece, rate, len(piece) / want)
+        pieces.append(np.pad(piece[:want], ((0, max(0, want - len(piece))), (0, 0))))
+    result = np.concatenate(pieces) if pieces else samples[:0]
+    return write_audio(out, result[:, 0] if samples.shape[1] == 1 else result, rate, subtype="FLOAT")
+
+
+def _atempo(samples: np.ndarray, rate: int, tempo: float) -> np.ndarray:
+    """`samples` (frames x channels) played at `tempo` (0.9: 10% slower), pitch kept: ffmpeg's atempo."""
+    ffmpeg = require_tool("ffmpeg", "ffmpeg")
+    with tempfile.TemporaryDirectory(prefix="dubbing-atempo-") as tmp:
+        src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
+        sf.write(str(src), samples, rate, subtype="FLOAT")
+        run([ffmpeg, "-nostdin", "-y", "-v", "error", "-i", str(src), "-af", f"atempo={tempo:.6f}", "-c:a",
+             "pcm_f32le", str(dst)], "slowing down the sound")  # fmt: skip
+        stretched, _ = sf.read(str(dst), dtype="float32", always_2d=True)
+    return stretched

@@ -20,7 +20,7 @@ from dubbing import media
 from dubbing.files import atomic_path, write_json, write_text
 from dubbing.layout import RunLayout
 from dubbing.tools import ffmpeg_input, require_tool, run
-from dubbing.types import Manifest
+from dubbing.types import Manifest, Stretch
 
 BROWSER_VIDEO = {"h264", "vp8", "vp9", "av1"}  # what Chromium, Firefox and Safari all decode (H.264 included)
 BROWSER_AUDIO = {"aac", "mp3", "opus", "vorbis", "flac", None}
@@ -219,7 +219,7 @@ def _cells(values: Iterable[str]) -> str:
 
 def _language_section(lang: str, report: dict, source: str | None, source_vtt: tuple[str, Path] | None,
                       dub: str | None, dub_vtt: tuple[str, Path], hidden: bool,
-                      source_language: str) -> str:  # fmt: skip
+                      source_language: str, stretched: list[Stretch] | None = None) -> str:  # fmt: skip
     figures = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(report))
     flags = "".join(
         f'<li class="seek" data-t="{_attr(f.get("start") or 0)}" data-lang="{html.escape(lang)}">'
@@ -257,8 +257,12 @@ def _language_section(lang: str, report: dict, source: str | None, source_vtt: t
     )  # fmt: skip
     heading = f"{lang}: {report.get('translator', '')}" + (f" via {report['pivot']}" if report.get("pivot") else "")
     source_vtt_src, source_vtt_path = source_vtt or (None, None)
+    # spans of the source slowed down in the dub (manifest `stretched`): the source video follows the dub's times
+    spans = json.dumps([[s.start, s.end, s.added_s] for s in stretched or []])
+    spans_attr = f' data-stretches="{_attr(spans)}"' if stretched else ""
     return (
-        f'<section class="lang" id="lang-{html.escape(lang)}"{" hidden" if hidden else ""}>'
+        f'<section class="lang" id="lang-{html.escape(lang)}"{" hidden" if hidden else ""}'
+        f"{spans_attr}>"
         f"<h2>{html.escape(heading)}</h2>"
         f'<div class="videos">'
         f"{_video('source', lang, source, source_vtt_src, source_vtt_path, 'source', source_language)}"
@@ -296,7 +300,14 @@ function pair(lang){ return [document.getElementById('dub-' + lang), document.ge
 function synced(lang){ const c = $('input.sync[data-lang="' + lang + '"]'); return c && c.checked; }
 function at(v, t){ if (v.readyState >= 1) v.currentTime = t;
   else v.addEventListener('loadedmetadata', () => { v.currentTime = t; }, {once: true}); }
-function seek(lang, t, play){ const [dub, src] = pair(lang); if (src) at(src, t);
+// the source's time at the dub's `t`: the same, but for the spans slowed down in the dub (data-stretches)
+function srcT(lang, t){ let shift = 0;
+  for (const [a, b, add] of JSON.parse(document.getElementById('lang-' + lang).dataset.stretches || '[]')) {
+    if (t < a + shift) break;
+    if (t < b + shift + add) return a + (t - a - shift) * (b - a) / (b - a + add);
+    shift += add; }
+  return t - shift; }
+function seek(lang, t, play){ const [dub, src] = pair(lang); if (src) at(src, srcT(lang, t));
   if (dub) { at(dub, t); if (play) dub.play().catch(() => {}); else dub.pause(); } }
 // a line's address is #LANG@SECONDS: clicking a line or flag sets it and plays; opening a link to it only seeks
 function fromHash(play){ const m = decodeURIComponent(location.hash).match(/^#([\w-]+)@([\d.]+)$/);
@@ -308,9 +319,9 @@ $$('button.both').forEach(b => b.onclick = () => seek(b.dataset.lang, 0, true));
 $$('video.dub').forEach(dub => { const lang = dub.id.slice(4), src = document.getElementById('source-' + lang);
   if (!src) return;
   dub.addEventListener('play', () => {
-    if (synced(lang)) { src.currentTime = dub.currentTime; src.play().catch(() => {}); } });
+    if (synced(lang)) { src.currentTime = srcT(lang, dub.currentTime); src.play().catch(() => {}); } });
   dub.addEventListener('pause', () => src.pause());
-  dub.addEventListener('seeked', () => { if (synced(lang)) src.currentTime = dub.currentTime; });
+  dub.addEventListener('seeked', () => { if (synced(lang)) src.currentTime = srcT(lang, dub.currentTime); });
   dub.addEventListener('timeupdate', () => { $$('#lang-' + lang + ' tr.seek').forEach(r =>
     r.classList.toggle('now', dub.currentTime >= +r.dataset.t && dub.currentTime < +r.dataset.end)); }); });
 $$('video').forEach(v => { const status = $('.status[data-for="' + v.id + '"]');
@@ -352,6 +363,7 @@ def page(manifest: Manifest, reports: dict[str, dict], videos: dict[str, str | N
             (manifest.outputs[lang].vtt, layout.out / manifest.outputs[lang].vtt),
             hidden=i > 0,
             source_language=manifest.source_language,
+            stretched=manifest.outputs[lang].stretched,
         )
         for i, lang in enumerate(langs)
     )

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -57,8 +58,10 @@ from dubbing.types import (
     QAReport,
     Script,
     SpeakerProfile,
+    StretchedSource,
     Transcript,
     VoiceMatch,
+    stretched_time,
 )
 
 log = logging.getLogger(__name__)
@@ -485,23 +488,90 @@ def _log_fit(script: Script) -> None:
     sped = [line.speed for line in script.lines if line.speed and line.speed > 1.0]
     count = {action: sum(action in line.fit for line in script.lines) for action in FIT_ACTIONS}
     log.info(
-        "%s: %d lines spoken, %d sped up (at most x%.2f), %d shortened, %d borrowed silence, %d cut",
+        "%s: %d lines spoken, %d sped up (at most x%.2f), %d shortened, %d borrowed silence, %d picture slowed, %d cut",
         lang,
         len(script.lines),
         len(sped),
         max(sped, default=1.0),
         count["shortened"],
         sum(any(a.startswith("borrowed") for a in line.fit) for line in script.lines),
+        count["picture_slowed"],
         sum(line.over_limit for line in script.lines),
     )
 
 
-def mix_audio(track: DubTrack, separated: tuple[Path, Path] | None, settings: Settings, layout: RunLayout) -> Path:
-    """The dub voice over the background (ducked under the dub), loudness-normalised (EBU R128)."""
+def stretch_source(
+    video: Path,
+    info: MediaInfo,
+    track: DubTrack,
+    separated: tuple[Path, Path] | None,
+    mix_wav: Path,
+    analysis_wav: Path,
+    faces: FaceTracks | None,
+    transcript: Transcript,
+    settings: Settings,
+    layout: RunLayout,
+) -> StretchedSource | None:
+    """With spans slowed down so lines fit (`timing.slow_picture`; the track's `stretches`), the source on the
+    dub's timeline: its picture, background and original sound slowed over the same spans, and its faces tracked
+    again on that picture (each line's speaking face chosen with its times moved). None when nothing was slowed:
+    the source serves as it is. Writes LANG/stretched/."""
+    lang = track.language
+    layout.stretched(lang).unlink(missing_ok=True)
+    if not track.stretches:
+        shutil.rmtree(layout.stretched_dir(lang), ignore_errors=True)  # an earlier run's, slowed otherwise
+        return None
+    spans, folder = track.stretches, layout.stretched_dir(lang)
+    folder.mkdir(parents=True, exist_ok=True)
+    picture = media.stretch_video(
+        video,
+        layout.stretched_picture(lang),
+        spans,
+        duration_s=track.duration_s,
+        crf=settings.lipsync.crf,
+        preset=settings.lipsync.preset,
+    )
+    background = media.stretch_audio(separated[1], layout.stretched_background(lang), spans) if separated else None
+    faces_after = None
+    if faces is not None and settings.lipsync.enabled:
+        tracked = lipsync.track(picture, layout.stretched_tracked_faces(lang), max_faces=settings.lipsync.max_faces)
+        faces_after = lipsync.speaking_faces(
+            tracked,
+            layout.stretched_faces(lang),
+            lines=[(stretched_time(u.start, spans), stretched_time(u.end, spans)) for u in transcript.utterances],
+            source_audio=media.stretch_audio(analysis_wav, layout.stretched_speech(lang), spans),
+        )
+    result = StretchedSource(
+        video=str(picture),
+        duration_s=track.duration_s,
+        stretches=spans,
+        background=str(background) if background else None,
+        original_audio=str(media.stretch_audio(mix_wav, layout.stretched_original(lang), spans)),
+        faces=faces_after,
+    )
+    added = sum(s.added_s for s in spans)
+    log.info("%s: picture slowed over %d span(s): the dub lasts %.3f s longer (%.3f s)", lang, len(spans), added,
+             track.duration_s)  # fmt: skip
+    write_json(layout.stretched(lang), result.model_dump())
+    return result
+
+
+def mix_audio(
+    track: DubTrack,
+    separated: tuple[Path, Path] | None,
+    settings: Settings,
+    layout: RunLayout,
+    stretched: StretchedSource | None = None,
+) -> Path:
+    """The dub voice over the background (ducked under the dub; slowed with the picture when spans were),
+    loudness-normalised (EBU R128)."""
+    background = separated[1] if separated else None
+    if stretched is not None:
+        background = Path(stretched.background) if stretched.background else None
     return mix.mix(
         layout.voice(track.language),
         layout.audio(track.language),
-        background=separated[1] if separated else None,
+        background=background,
         loudness_lufs=settings.mix.loudness_lufs,
         duck_db=settings.mix.duck_db,
     )
@@ -515,18 +585,19 @@ def write_subtitles(
     .vtt (the source line over the translation in each cue), returned after them."""
     lang = script.language
     timings = voice.dub_timings(script, track)
+    duration_s = track.duration_s if track is not None else info.duration_s  # longer when spans were slowed
     written = subtitles.write_subtitles(
         timings,
         layout.srt(lang),
         layout.vtt(lang),
-        info.duration_s,
+        duration_s,
         lang,
     )
     if output.subtitles != "bilingual":
         return written
     cues = subtitles.make_bilingual_cues(
         ((start, end, line.source_text, text) for (start, end, text), line in zip(timings, script.lines, strict=True)),
-        info.duration_s,
+        duration_s,
         script.source_language,
         lang,
     )
@@ -534,11 +605,19 @@ def write_subtitles(
 
 
 def render_lipsync(
-    video: Path, faces: FaceTracks | None, script: Script, track: DubTrack, settings: Settings, layout: RunLayout
+    video: Path,
+    faces: FaceTracks | None,
+    script: Script,
+    track: DubTrack,
+    settings: Settings,
+    layout: RunLayout,
+    stretched: StretchedSource | None = None,
 ) -> Path | None:
     """The picture with each line's speaker mouthing the dub voice (None: no face, the original picture is kept and
-    the report says so)."""
+    the report says so); the slowed-down picture and its faces when spans were slowed."""
     cfg = settings.lipsync
+    if stretched is not None:
+        video, faces = Path(stretched.video), stretched.faces
     if faces is None or not cfg.enabled:
         return None
     texts = {line.index: line.text for line in script.lines}
@@ -571,12 +650,21 @@ def render_video(
     output: OutputConfig,
     settings: Settings,
     layout: RunLayout,
+    stretched: StretchedSource | None = None,
 ) -> Path | None:
     """Mux the dub audio under the picture (the lipsynced one when there is one) as config `output` asks: the
     container, the subtitles as a track (the bilingual one), drawn into the picture or left out, and the original
-    audio as a second track."""
+    audio as a second track. With spans slowed down (`stretched`), the slowed picture and original sound, and the
+    video lasts as long as the dub's timeline."""
     if not info.has_video:
         return None
+    duration_s = info.duration_s
+    if stretched is not None:
+        video, mix_wav, duration_s = (
+            Path(stretched.video),
+            Path(stretched.original_audio or mix_wav),
+            stretched.duration_s,
+        )
     srt = subtitle_files[2] if output.subtitles == "bilingual" else subtitle_files[0]  # (srt, vtt[, srt, vtt])
     with tempfile.TemporaryDirectory(prefix="dub-burn-") as tmp:
         burn = subtitles.burnable(srt, Path(tmp) / "subtitles.srt") if output.subtitles == "burn" else None
@@ -586,14 +674,14 @@ def render_video(
             layout.video(lang, output.format),
             subtitles=srt if output.subtitles in ("soft", "bilingual") else None,
             language=cfg.iso639_2,
-            duration_s=info.duration_s,
+            duration_s=duration_s,
             burn=burn,
             burn_style=subtitles.burn_style(info.width, info.height),
             original_audio=mix_wav if output.keep_original_audio else None,
             original_language=iso639_2(settings, transcript.language),
             crf=settings.lipsync.crf,
             preset=settings.lipsync.preset,
-            encode=picture is None and not media.plays_everywhere(info),
+            encode=picture is None and stretched is None and not media.plays_everywhere(info),
         )
 
 
@@ -616,7 +704,7 @@ def language_outputs(context: Context) -> LanguageOutputs:
         subtitles=output.subtitles,
         audio_tracks=tracks,
         bilingual=output.subtitles == "bilingual",
-    )
+    ).model_copy(update={"stretched": list(stretched.stretches) if (stretched := context.get("stretched")) else []})
 
 
 def hear_back(
@@ -992,6 +1080,7 @@ STEPS: tuple[Step, ...] = (
     Step("translate", translate_script, ("script",), "language", retries=2, reuse=edited_script),
     Step("match-voices", match_voices, ("voices",), "language"),
     Step("synthesize-and-fit", synthesize_track, ("script", "track"), "language", retries=2),
+    Step("stretch-source", stretch_source, ("stretched",), "language"),
     Step("mix", mix_audio, ("dub_audio",), "language"),
     Step("subtitles", write_subtitles, ("subtitle_files",), "language"),
     Step("lipsync", render_lipsync, ("picture",), "language"),
@@ -1149,6 +1238,11 @@ _RESTORE: dict[str, Callable[[Context], Any]] = {
     "script": lambda c: Script.model_validate_json(c["layout"].script(c["lang"]).read_text()),
     "voices": lambda c: {k: VoiceMatch.model_validate(v) for k, v in _json(c["layout"].voices(c["lang"])).items()},
     "track": lambda c: DubTrack.model_validate_json(c["layout"].track(c["lang"]).read_text()),
+    "stretched": lambda c: (
+        StretchedSource.model_validate_json(c["layout"].stretched(c["lang"]).read_text())
+        if c["layout"].stretched(c["lang"]).exists()
+        else None
+    ),
     "dub_audio": lambda c: c["layout"].audio(c["lang"]),
     "subtitle_files": lambda c: (
         (c["layout"].srt(c["lang"]), c["layout"].vtt(c["lang"]))

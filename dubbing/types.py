@@ -95,8 +95,9 @@ class SpeakerProfile(BaseModel):
 # What fitting did to a line (voice.timing and voice.track; the report counts each): a shorter rendering from the
 # translator (by the translate stage's estimate, or asked by the voice stage when the line measured too long even
 # with the silence around it at the maximum speed-up), the silence after it, the silence before it (it starts
-# early), a speed-up up to the limit; "cut" when even all that was not enough.
-FIT_ACTIONS = ("shortened", "borrowed_after", "borrowed_before", "sped_up", "cut")
+# early), a speed-up up to the limit, a slight slow-down of the picture and sound over its span (config
+# `timing.slow_picture`: the output grows by the time added); "cut" when even all that was not enough.
+FIT_ACTIONS = ("shortened", "borrowed_after", "borrowed_before", "sped_up", "picture_slowed", "cut")
 
 
 class ScriptLine(BaseModel):
@@ -145,13 +146,34 @@ class PlacedClip(BaseModel):
     cut_s: float = 0.0  # seconds lost at the end when over the limit
 
 
+class Stretch(BaseModel):
+    """A span of the source slowed down (picture and sound together) so that a line fits: the source's
+    `start`..`end` lasts `added_s` longer in the dub (config `timing.slow_picture`)."""
+
+    start: float  # source seconds
+    end: float
+    added_s: float
+
+    @property
+    def factor(self) -> float:
+        """How much slower the span plays (1.1: 10% slower)."""
+        return (self.end - self.start + self.added_s) / max(self.end - self.start, 1e-9)
+
+
+def stretched_time(t: float, stretches: list[Stretch]) -> float:
+    """Where source time `t` falls on the dub's timeline once `stretches` are slowed down (each stretches
+    linearly over its span; everything after it moves by its added time)."""
+    return t + sum(min(max(t - s.start, 0.0), s.end - s.start) * (s.factor - 1.0) for s in stretches)
+
+
 class DubTrack(BaseModel):
     language: str
     voice_path: str
     sample_rate: int
-    duration_s: float
-    clips: list[PlacedClip] = Field(default_factory=list)
+    duration_s: float  # of the dub's timeline: the source's, plus the time the stretches add
+    clips: list[PlacedClip] = Field(default_factory=list)  # on the dub's timeline
     voices: dict[str, VoiceMatch] = Field(default_factory=dict)  # speaker -> the voice it was given
+    stretches: list[Stretch] = Field(default_factory=list)  # spans of the source slowed down, in order
 
 
 class VoiceMatch(BaseModel):
@@ -207,13 +229,16 @@ class LanguageOutputs(BaseModel):
     audio_tracks: list[str] = Field(default_factory=list)
     bilingual_srt: str | None = None  # the source line over the translation in each cue
     bilingual_vtt: str | None = None
+    # spans of the source slowed down so lines fit (config `timing.slow_picture`): the video is longer by their
+    # added_s; the subtitles, script and report times are on the dub's (stretched) timeline
+    stretched: list[Stretch] = Field(default_factory=list)
 
     def files(self) -> dict[str, str]:
-        """The files this language made, by key (paths relative to the run folder): every field but `subtitles`
-        and `audio_tracks`, which say what the video holds."""
+        """The files this language made, by key (paths relative to the run folder): every field but `subtitles`,
+        `audio_tracks` and `stretched`, which say what the video holds."""
         return {
             key: value
-            for key, value in self.model_dump(exclude={"subtitles", "audio_tracks"}).items()
+            for key, value in self.model_dump(exclude={"subtitles", "audio_tracks", "stretched"}).items()
             if value is not None
         }
 
@@ -260,6 +285,19 @@ class FaceTracks(BaseModel):
     scene_cuts: list[float] = Field(default_factory=list)  # seconds
     line_faces: list[int | None] = Field(default_factory=list)  # per transcript utterance: the face that speaks it
     checks: list[InputCheck] = Field(default_factory=list)
+
+
+class StretchedSource(BaseModel):
+    """The source on the dub's timeline when spans were slowed down (`DubTrack.stretches`): its picture, its
+    background and original sound, and its faces tracked again on that picture; what the mix, the lipsync render
+    and the mux use instead of the source's own."""
+
+    video: str
+    duration_s: float
+    stretches: list[Stretch] = Field(default_factory=list)  # the spans slowed down (the track's)
+    background: str | None = None
+    original_audio: str | None = None
+    faces: FaceTracks | None = None
 
 
 class QAFlag(BaseModel):

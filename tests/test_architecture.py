@@ -115,6 +115,7 @@ def test_layout_names_every_file_of_the_output_contract(tmp_path):
         "audio_tracks",
         "bilingual_srt",
         "bilingual_vtt",
+        "stretched",  # the spans slowed down (timing.slow_picture)
     }
     assert outputs == LanguageOutputs(
         video="es/talk.es.mp4",

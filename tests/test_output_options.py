@@ -222,7 +222,7 @@ def test_render_video_burns_into_a_mov_with_both_audio_tracks_and_records_it(tmp
     info = media.probe(clip)
     files = steps.write_subtitles(one_line_script("Hello", "HOLA HOLA"), None, info, settings.output, layout)
     context = {"video": clip, "info": info, "dub_audio": make_tone(tmp_path / "dub.wav", 300), "subtitle_files": files,
-               "mix_wav": make_tone(tmp_path / "original.wav", 1000), "picture": None, "lang": "es",
+               "mix_wav": make_tone(tmp_path / "original.wav", 1000), "picture": None, "stretched": None, "lang": "es",
                "transcript": Transcript(language="en", duration_s=3.0), "cfg": settings.for_language("es"),
                "settings": settings, "output": settings.output, "layout": layout}  # fmt: skip
     out = steps.render_video(**{name: context[name] for name in steps.get_step("render-video").inputs})

@@ -157,11 +157,13 @@ def test_the_report_and_the_review_row_count_every_fitting_action():
         line(4, 8.0, [], speed=1.25, over_limit=True),  # a script from before the actions were recorded
         # 1.45 s of speech for 1 s at x1.25 would not fit, but it starts 0.2 s early: it fits, it is not over
         line(5, 10.0, ["borrowed_before", "sped_up"], speed=1.25, dub_start=9.8, natural_s=1.45, fit_end=11.0),
+        # the picture slowed over its window (timing.slow_picture): 1.3 s of speech in 1.04 s at x1.25, not cut
+        line(6, 12.0, ["sped_up", "picture_slowed"], speed=1.25, natural_s=1.3, fit_end=13.04),
     ]
     script = Script(source_language="en", language="es", translator="t", lines=lines)
     report = qa.disabled_report(script, qa.Thresholds(max_speedup=1.25))
     assert report.timing["actions"] == {
-        "shortened": 1, "borrowed_after": 2, "borrowed_before": 2, "sped_up": 4, "cut": 2,
+        "shortened": 1, "borrowed_after": 2, "borrowed_before": 2, "sped_up": 5, "picture_slowed": 1, "cut": 2,
     }  # fmt: skip
     assert report.timing["borrowed"] == 4 and report.timing["cut_s"] == pytest.approx(0.4)
     rows = {row.index: row for row in report.line_qa}
@@ -171,6 +173,7 @@ def test_the_report_and_the_review_row_count_every_fitting_action():
     assert "shortened" in page_row and "borrowed after" in page_row and "sped" not in page_row
     summary = dict(review.summary_rows(report.model_dump()))["timing"]
     assert "1 shortened" in summary and "2 cut" in summary and "2 borrowed before" in summary
+    assert "1 picture slowed" in summary and "picture slowed" in review.fit_marks(rows[6].fit)
 
 
 def test_shorten_backend_none_keeps_to_the_translators_own_renderings():
@@ -234,3 +237,186 @@ def test_a_shortened_line_still_too_long_is_asked_once_more_from_its_shorter_tex
     first = fitted.lines[0]
     assert first.text == "Es larga." and not first.over_limit and first.fit[0] == "shortened"
     assert track.clips[0].fit == first.fit and "cut" not in first.fit
+
+
+# ---------------------------------------------------------------- slowing the picture down (timing.slow_picture)
+
+
+def test_a_line_that_still_does_not_fit_slows_the_picture_over_its_window_by_at_most_ten_percent():
+    window = timing.window_for(2.0, 3.0, "A", (4.05, "B"), 10.0, guard_s=0.05)  # 2.0 s of room, no lead
+    off = timing.plan_speed(2.6, window, 1.25)  # 2.08 s at x1.25: 0.08 s over
+    assert off.over_limit and off.slowed_s == 0.0
+    slowed = timing.plan_speed(2.6, window, 1.25, max_slowdown=0.10)
+    assert slowed.slowed_s == pytest.approx(0.08) and not slowed.over_limit and slowed.cut_s == 0.0
+    assert slowed.available_s == pytest.approx(2.08) and slowed.target_s <= slowed.available_s + 1e-6
+    assert slowed.actions == ["borrowed_after", "sped_up", "picture_slowed"]
+    capped = timing.plan_speed(3.0, window, 1.25, max_slowdown=0.10)  # 2.4 s at x1.25 would need 20%
+    assert capped.slowed_s == pytest.approx(0.2) and capped.over_limit  # 10% of the 2 s span, the rest cut
+    assert capped.cut_s == pytest.approx(2.4 - 2.2, abs=1e-3) and capped.actions[-2:] == ["picture_slowed", "cut"]
+    fits = timing.plan_speed(2.4, window, 1.25, max_slowdown=0.10)  # 1.2x: the speed-up is enough
+    assert fits.slowed_s == 0.0 and fits == timing.plan_speed(2.4, window, 1.25)
+
+
+def _slow_script(natural_s: float, room_s: float, guard_s: float):
+    """Three lines: a long one whose window leaves it 5% short at x1.25, another speaker's line right after it,
+    and a third far later."""
+    from dubbing.types import Script, ScriptLine
+
+    after = 1.0 + room_s + guard_s
+    lines = [
+        ScriptLine(index=0, speaker="A", start=1.0, end=1.0 + room_s / 2, source_text="Long", text=LONG_LINE),
+        ScriptLine(index=1, speaker="B", start=after, end=after + 0.8, source_text="Ok", text="Vale."),
+        ScriptLine(index=2, speaker="A", start=after + 2.0, end=after + 2.6, source_text="Yes", text="Sí."),
+    ]
+    return Script(source_language="en", language="es", translator="test", lines=lines), after + 3.5
+
+
+LONG_LINE = "Esta frase tiene bastantes palabras para su hueco tan corto."
+
+
+def _slow_setup():
+    from dubbing import tts
+    from dubbing.config import load_settings
+
+    settings = load_settings()
+    cfg = settings.for_language("es")
+    cfg.timing = cfg.timing.model_copy(update={"slow_picture": True, "max_lead_s": 0.0, "shorten": False})
+    cfg.tts = cfg.tts.model_copy(update={"backend": "espeak"})  # the steps speak with the one measured here
+    synth = tts.backend_for(cfg)
+    audio, rate = synth.synthesize(LONG_LINE, language="es")
+    room = len(audio) / rate / cfg.timing.max_speedup / 1.05  # the speed limit leaves it 5% short of its window
+    return settings, cfg, synth, room
+
+
+def test_the_track_is_laid_on_the_slowed_timeline_and_lists_each_span(tmp_path):
+    from dubbing import voice
+
+    _settings, cfg, synth, room = _slow_setup()
+    script, duration = _slow_script(0.0, room, cfg.timing.guard_s)
+    fitted, track = voice.speak_track(
+        script, synth, cfg.tts, cfg.timing, duration_s=duration, voices={}, voice_wav=tmp_path / "v.wav",
+        clip_cache=None,
+    )  # fmt: skip
+    line = fitted.lines[0]
+    assert "picture_slowed" in line.fit and not line.over_limit and line.cut_s is None
+    (span,) = track.stretches
+    assert span.start == 1.0 and span.end == pytest.approx(1.0 + room, abs=1e-3)
+    assert 0.0 < span.added_s <= 0.10 * (span.end - span.start) + 1e-6 and span.factor <= 1.10 + 1e-6
+    assert track.duration_s == pytest.approx(duration + span.added_s)
+    audio, rate = sf.read(track.voice_path, dtype="float32")
+    assert len(audio) == round(track.duration_s * rate)  # the voice lasts as long as the dub's timeline
+    later = [fitted.lines[i].dub_start - script.lines[i].start for i in (1, 2)]
+    assert later == [pytest.approx(span.added_s, abs=1e-3)] * 2  # what comes after the span moves by its time
+    assert [c.start for c in track.clips] == [pytest.approx(line.dub_start) for line in fitted.lines]
+    off = cfg.timing.model_copy(update={"slow_picture": False})
+    unslowed, plain = voice.speak_track(
+        script, synth, cfg.tts, off, duration_s=duration, voices={}, voice_wav=tmp_path / "w.wav", clip_cache=None
+    )
+    assert unslowed.lines[0].over_limit and plain.stretches == [] and plain.duration_s == duration  # off: cut
+
+
+def test_the_dub_of_a_slowed_line_is_longer_by_the_added_time_with_its_subtitles_and_manifest_following(tmp_path):
+    """The steps after the fit on a generated clip: the stretched picture and sound, the mix, the subtitles and
+    the muxed video all on the slowed timeline, and the manifest's entry listing the span."""
+    import json
+    import subprocess
+
+    from dubbing import media, steps
+    from dubbing.layout import layout_for
+    from dubbing.types import Transcript
+    from tests.conftest import make_video
+
+    settings, cfg, _synth, room = _slow_setup()
+    script, duration = _slow_script(0.0, room, cfg.timing.guard_s)
+    settings.lipsync.enabled, settings.lipsync.preset = False, "ultrafast"
+    settings.output.keep_original_audio = True
+    tone = tmp_path / "tone.wav"
+    subprocess.run(["ffmpeg", "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i",
+                    f"sine=frequency=300:duration={duration}", "-ar", "48000", str(tone)], check=True)  # fmt: skip
+    clip = make_video(tmp_path / "talk.mp4", duration, audio=tone, size="160x120")
+    layout = layout_for(clip, tmp_path / "out")
+    info = media.probe(clip)
+    context = {
+        "video": clip, "audio": None, "info": info, "settings": settings, "output": settings.output,
+        "layout": layout, "lang": "es", "cfg": cfg, "script": script, "voices": {}, "separated": None, "faces": None,
+        "mix_wav": media.extract_mix_audio(clip, layout.mix_wav), "picture": None,
+        "analysis_wav": media.extract_analysis_audio(clip, layout.analysis_wav),
+        "transcript": Transcript(language="en", duration_s=info.duration_s),
+    }  # fmt: skip
+    for name in ("synthesize-and-fit", "stretch-source", "mix", "subtitles", "render-video"):
+        context |= steps.run(steps.get_step(name), context)
+    track = context["track"]
+    (span,) = track.stretches
+    assert not any(line.over_limit for line in context["script"].lines)
+    streams = {
+        s["codec_type"] + str(s["index"]): float(s["duration"])
+        for s in _probe(context["dub_video"])
+        if s["codec_type"] in ("video", "audio")
+    }
+    assert len(streams) == 3
+    frame = 1 / (info.fps or 25)
+    for what, seconds in streams.items():  # picture, dub and original sound: longer by the added time
+        assert seconds - info.duration_s == pytest.approx(span.added_s, abs=frame), what
+    assert json.loads(steps.language_outputs(context).model_dump_json())["stretched"] == [span.model_dump()]
+    starts = [_srt_seconds(row.split(" --> ")[0]) for row in layout.srt("es").read_text().splitlines() if "-->" in row]
+    later = [line.start + span.added_s for line in script.lines[1:]]  # each line after the span, where it is heard
+    assert starts[1:] == [pytest.approx(t, abs=2e-3) for t in later]
+    assert media.probe(context["dub_audio"]).duration_s == pytest.approx(track.duration_s, abs=0.01)
+
+
+def _probe(path):
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)["streams"]
+
+
+def _srt_seconds(stamp: str) -> float:
+    hours, minutes, rest = stamp.strip().split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(rest.replace(",", "."))
+
+
+def test_the_stretch_of_picture_and_sound_puts_every_source_moment_where_the_dub_timeline_has_it(tmp_path):
+    """A picture whose brightness tells the source time, and a sound of clicks and a tone: after slowing
+    0.5-2.5 s by 0.2 s, each frame and each click is where `stretched_time` puts it, and the tone keeps its pitch."""
+    import subprocess
+
+    from dubbing import media
+    from dubbing.types import Stretch, stretched_time
+
+    spans = [Stretch(start=0.5, end=2.5, added_s=0.2)]
+    video = tmp_path / "clock.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i",
+         "color=c=black:s=64x48:r=25:d=4,format=gray,geq=lum='clip(T*50,0,255)'", "-c:v", "libx264", "-qp", "0",
+         "-pix_fmt", "yuv420p", str(video)],
+        check=True,
+    )  # fmt: skip
+    out = media.stretch_video(video, tmp_path / "slow.mp4", spans, duration_s=4.2, preset="ultrafast", crf=1)
+    frames = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    luma = np.frombuffer(frames, np.uint8).reshape(-1, 48 * 64).mean(axis=1)
+    assert len(luma) == round(4.2 * 25)  # 0.2 s longer, to the frame
+    for t_out in (0.2, 1.0, 2.0, 3.0, 3.6):
+        t_src = next(t for t in np.arange(0, 4, 0.001) if stretched_time(t, spans) >= t_out)  # where it came from
+        assert luma[int(round(t_out * 25))] == pytest.approx(50 * t_src, abs=2 * 50 / 25 + 1.5), t_out
+    rate = 16_000
+    sound = np.zeros(4 * rate, np.float32)
+    for t in (0.25, 3.0):
+        sound[int(t * rate)] = 1.0  # clicks outside the span
+    inside = np.arange(int(1.0 * rate), int(2.0 * rate))
+    sound[inside] = 0.3 * np.sin(2 * np.pi * 440 * inside / rate)
+    sf.write(tmp_path / "sound.wav", sound, rate)
+    slow, _ = sf.read(media.stretch_audio(tmp_path / "sound.wav", tmp_path / "slow.wav", spans), dtype="float32")
+    assert len(slow) == len(sound) + round(0.2 * rate)  # sample-exact
+    clicks = np.flatnonzero(np.abs(slow) > 0.9) / rate
+    assert list(clicks) == [pytest.approx(0.25, abs=1e-4), pytest.approx(stretched_time(3.0, spans), abs=1e-4)]
+    tone = slow[int(stretched_time(1.2, spans) * rate) : int(stretched_time(1.8, spans) * rate)]
+    peak = np.argmax(np.abs(np.fft.rfft(tone))) * rate / len(tone)
+    assert peak == pytest.approx(440, abs=5)  # slower, not lower

@@ -3,9 +3,10 @@
 Rules (issues 5 and 18): each line starts at its original start; speed up only as much as needed (never slow a
 short line down to fill a long slot) and never beyond the language's maximum; borrow the silence before the next
 line when that line is another speaker's or far away; a line that still does not fit at the maximum may also start
-a little early, in the silence after the previous dub (at most `max_lead_s`); never overlap the next line. What was
-done to each line is its list of `Fit.actions`. Placement is by absolute sample index, so a long video cannot
-drift.
+a little early, in the silence after the previous dub (at most `max_lead_s`); and when the user allows it
+(`timing.slow_picture`), the picture and sound of its span are slowed down a little (at most `max_slowdown`, 10%),
+which makes the dub longer by the time added; never overlap the next line. What was done to each line is its list
+of `Fit.actions`. Placement is by absolute sample index, so a long video cannot drift.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from dubbing.tools import require_tool, run
 from dubbing.types import FIT_ACTIONS
 
 FADE_S = 0.02
-SHORTENED, BORROWED_AFTER, BORROWED_BEFORE, SPED_UP, CUT = FIT_ACTIONS  # what fitting did to a line (types)
+SHORTENED, BORROWED_AFTER, BORROWED_BEFORE, SPED_UP, PICTURE_SLOWED, CUT = (
+    FIT_ACTIONS  # what fitting did to a line (types)
+)
 STRETCH_TOLERANCE = 0.015  # a clip within 1.5% of its target length is left alone (stretching costs quality)
 
 
@@ -58,6 +61,7 @@ class Fit:
     over_limit: bool  # even at the maximum speed-up the clip runs past its window
     borrowed: bool  # the clip runs past its own slot into the following silence
     lead_s: float = 0.0  # the clip starts this much before its slot (silence borrowed before it)
+    slowed_s: float = 0.0  # seconds the picture's slow-down over the window adds (included in `available_s`)
 
     @property
     def cut_s(self) -> float:
@@ -68,7 +72,8 @@ class Fit:
     def actions(self) -> list[str]:
         """What fitting did to the line (timing's part: `track` adds "shortened")."""
         done = [(BORROWED_AFTER, self.borrowed), (BORROWED_BEFORE, self.lead_s > 0), (SPED_UP, self.speed > 1.0)]
-        return [name for name, did in done if did] + ([CUT] if self.over_limit else [])
+        done += [(PICTURE_SLOWED, self.slowed_s > 0), (CUT, self.over_limit)]
+        return [name for name, did in done if did]
 
 
 def window_for(
@@ -99,10 +104,12 @@ def window_for(
     return Window(start, end, soft, hard, earliest)
 
 
-def plan_speed(natural_s: float, window: Window, max_speedup: float) -> Fit:
+def plan_speed(natural_s: float, window: Window, max_speedup: float, max_slowdown: float = 0.0) -> Fit:
     """Speed up only as much as needed: first within the soft window, then borrowing up to the hard one, then
-    starting early (as little as gets the line within the maximum speed-up); never slow down; when even the
-    maximum speed-up is not enough, report it."""
+    starting early (as little as gets the line within the maximum speed-up), then (with `max_slowdown` > 0)
+    slowing the picture over the window from the clip's start to the hard end by as little as it needs, at most
+    `max_slowdown` of that span (0.1: 10% slower); never slow the speech down; when even that is not enough,
+    report it."""
     lead = 0.0
     if natural_s <= window.soft_s:
         speed, available = 1.0, window.soft_s
@@ -115,9 +122,16 @@ def plan_speed(natural_s: float, window: Window, max_speedup: float) -> Fit:
         available = window.hard_s + lead
         speed = max(1.0, natural_s / available)
     over = speed > max_speedup + 1e-6
+    slowed = 0.0
+    if over and max_slowdown > 0:  # whole milliseconds: the stretch step cuts the source at these times
+        needed = math.ceil((natural_s / max_speedup - available) * 1000 - 1e-6) / 1000
+        slowed = max(0.0, min(needed, math.floor(available * max_slowdown * 1000) / 1000))
+        available += slowed
+        speed = max(1.0, natural_s / available)
+        over = speed > max_speedup + 1e-6
     speed = round(min(speed, max_speedup), 4)
     target = natural_s / speed
-    return Fit(speed, target, available, over, window.start + target - lead > window.end + 1e-6, lead)
+    return Fit(speed, target, available, over, window.start + target - lead > window.end + 1e-6, lead, slowed)
 
 
 class RateEstimator:

@@ -30,6 +30,7 @@ from dubbing.types import (
     ScriptLine,
     SourceSpeaker,
     SpeakerProfile,
+    Stretch,
     Transcript,
     VoiceMatch,
 )
@@ -174,15 +175,21 @@ def speak_track(
 ) -> tuple[Script, DubTrack]:
     """Speak each line in its speaker's voice at its original start, fitted to its slot (the rule is in
     voice.timing); a line that cannot fit even at the maximum speed-up goes to `shorten` (again from the shorter
-    text while it still cannot, `SHORTEN_ROUNDS` in all), and is marked `over_limit` when it still cannot. Writes
-    `voice_wav` (the dub voice alone) and reuses or fills `clip_cache`. Returns the script with each
-    line's synthesised length, speed and voice, and the placed track."""
+    text while it still cannot, `SHORTEN_ROUNDS` in all); then, with `timing.slow_picture`, the source over its
+    window is slowed down a little (a `Stretch` of the track: every later time moves by what it adds, so the
+    track, the script's dub times and the voice WAV are on the dub's longer timeline); a line that still cannot
+    fit is marked `over_limit`. Writes `voice_wav` (the dub voice alone) and reuses or fills `clip_cache`.
+    Returns the script with each line's synthesised length, speed and voice, and the placed track."""
     lines_in = sorted(script.lines, key=lambda line: line.start)
     estimators: dict[str, RateEstimator] = {}
     clips: list[tuple[float, np.ndarray]] = []
     placed: list[PlacedClip] = []
     lines: list[ScriptLine] = []
     rate = None
+    slowdown = timing.max_picture_slowdown if timing.slow_picture else 0.0
+    stretches: list[Stretch] = []
+    shift = 0.0  # what the stretches so far add: a source time after them is this much later on the dub's timeline
+    previous_end: float | None = None  # where the dub before ends, in source time (windows are in source time)
     for i, line in enumerate(lines_in):
         nxt = lines_in[i + 1] if i + 1 < len(lines_in) else None
         window = window_for(
@@ -193,7 +200,7 @@ def speak_track(
             duration_s,
             far_gap_s=timing.far_gap_s,
             guard_s=timing.guard_s,
-            previous_end=placed[-1].end if placed else None,
+            previous_end=previous_end,
             max_lead_s=timing.max_lead_s,
         )
         match = voices.get(line.speaker) or parse_voice(
@@ -208,14 +215,14 @@ def speak_track(
                 )
             )
             continue
-        fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache)
+        fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache, slowdown)
         audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
         shortened = line.length_action in ("shortened", "shortened_over")  # by the translate stage's estimate
         for _ in range(SHORTEN_ROUNDS if timing.shorten else 0):
-            if not fit.over_limit or shorten is None:
+            if not (fit.over_limit or fit.slowed_s > 0) or shorten is None:  # a shorter text before a slower picture
                 break
             asked = line.model_copy(update={"text": text})
-            shorter = shorten(asked, fit.available_s * timing.max_speedup, natural_s)
+            shorter = shorten(asked, (fit.available_s - fit.slowed_s) * timing.max_speedup, natural_s)
             if not (shorter and shorter.strip() and shorter != text):
                 break
             notes.append(f"shortened by the translation stage (was: {text})")
@@ -228,14 +235,21 @@ def speak_track(
                 f"does not fit: {natural_s:.2f}s of speech for {fit.available_s:.2f}s even at "
                 f"x{timing.max_speedup}; cut by {fit.cut_s:.2f}s"
             )
-        start = round(line.start - fit.lead_s, 3)
+        if fit.slowed_s > 0:
+            span = Stretch(start=round(line.start - fit.lead_s, 3), end=round(window.hard_end, 3), added_s=fit.slowed_s)
+            notes.append(
+                f"picture slowed x{span.factor:.3f} from {span.start:.2f}s to {span.end:.2f}s of the source "
+                f"(+{fit.slowed_s:.3f}s)"
+            )
+        start = round(line.start - fit.lead_s + shift, 3)  # on the dub's timeline
+        hard_end = window.hard_end + shift + fit.slowed_s
         lines.append(
             line.model_copy(
                 update={
                     "text": text,
                     "synth_s": round(clip_s, 3),
                     "natural_s": round(natural_s, 3),
-                    "fit_end": round(window.hard_end, 3),
+                    "fit_end": round(hard_end, 3),
                     "speed": fit.speed,
                     "over_limit": fit.over_limit,
                     "dub_start": start,
@@ -247,7 +261,11 @@ def speak_track(
             )
         )
         clips.append((start, audio))
-        end = min(start + clip_s, window.hard_end)
+        end = min(start + clip_s, hard_end)
+        if fit.slowed_s > 0:
+            stretches.append(span)
+            shift = round(shift + fit.slowed_s, 3)
+        previous_end = window.hard_end if fit.slowed_s > 0 else round(end, 3) - shift  # a slowed line fills its window
         placed.append(
             PlacedClip(
                 index=line.index,
@@ -260,14 +278,16 @@ def speak_track(
             )
         )
     rate = rate or DEFAULT_RATE
-    voice_path = media.write_audio(voice_wav, place_clips(clips, rate, duration_s), rate)
+    total_s = round(duration_s + shift, 6) if stretches else duration_s
+    voice_path = media.write_audio(voice_wav, place_clips(clips, rate, total_s), rate)
     track = DubTrack(
         language=script.language,
         voice_path=str(voice_path),
         sample_rate=rate,
-        duration_s=duration_s,
+        duration_s=total_s,
         clips=placed,
         voices=voices,
+        stretches=stretches,
     )
     return script.model_copy(update={"lines": lines}), track
 
@@ -294,6 +314,7 @@ def _speak_line(
     estimator: RateEstimator,
     max_speedup: float,
     cache_dir: Path | None = None,
+    max_slowdown: float = 0.0,
 ) -> tuple[np.ndarray, int, float, Fit]:
     """Synthesise one line at the speed it needs (guessed from the voice's rate so far, so usually once),
     apply the speaker's voice shift, and conform it to its fitted length. Returns audio, rate, natural length
@@ -303,12 +324,12 @@ def _speak_line(
     # the window less how early the line may start (an edit of the line before changes that): a line that did
     # not need to start early is reused when its neighbour is edited, as long as it gets the same length
     slot = {k: v for k, v in dataclasses.asdict(window).items() if k != "earliest"}
-    parts = [synth.name, text, language, sound, slot, max_speedup]
+    parts = [synth.name, text, language, sound, slot, max_speedup] + ([max_slowdown] if max_slowdown else [])
     key = _line_key(parts)
     cached = _load_line(cache_dir, key) if cache_dir else None
     if cached is not None:
         audio, rate, natural_s, made_s = cached
-        fit = plan_speed(natural_s, window, max_speedup)
+        fit = plan_speed(natural_s, window, max_speedup, max_slowdown)
         if made_s is None or abs(fit.target_s - made_s) < 1e-3:
             estimator.update(text, natural_s)
             return audio, rate, natural_s, fit
@@ -318,15 +339,15 @@ def _speak_line(
         return shift_voice(audio, rate, match), rate
 
     guess = estimator.estimate(text)
-    speed = plan_speed(guess, window, max_speedup).speed if guess else 1.0
+    speed = plan_speed(guess, window, max_speedup, max_slowdown).speed if guess else 1.0
     audio, rate = say(speed)
     natural_s = len(audio) / rate * speed  # engine rate controls are close to proportional
-    fit = plan_speed(natural_s, window, max_speedup)
+    fit = plan_speed(natural_s, window, max_speedup, max_slowdown)
     if abs(fit.speed / speed - 1.0) > 0.08:  # the guess was off: synthesise at the right rate
         speed = fit.speed
         audio, rate = say(speed)
         natural_s = len(audio) / rate * speed
-        fit = plan_speed(natural_s, window, max_speedup)
+        fit = plan_speed(natural_s, window, max_speedup, max_slowdown)
     estimator.update(text, natural_s)
     audio = conform(audio, rate, fit.target_s)
     if cache_dir:
