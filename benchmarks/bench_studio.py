@@ -277,7 +277,7 @@ def main() -> None:
     print()
     print(f"render after one more edit of line {index}: {render_s:.0f} s")
     print(f"- line-cache files the render wrote: {len(written)} of {total}")
-    print(f"- its log: {said.group(1) if said else '?'} line(s) synthesised, the others from the line cache")
+    print(f"- its log: {said.group(1) if said else '?'} line(s) synthesised (new clips in the line cache)")
     print("- its task states (Prefect API): " + ", ".join(f"{k} {'/'.join(v)}" for k, v in sorted(states.items())))
     print(f"\n{load_average()} at the end")
 

@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -465,7 +466,7 @@ def synthesize_track(
     write_json(layout.track(lang), track.model_dump())
     _log_fit(fitted)
     made = sum(before.get(p) != p.stat().st_mtime_ns for p in cache.glob("*.wav")) if cache.exists() else 0
-    log.info("%s: %d line(s) synthesised, the others from the line cache", lang, made)  # what an edit re-spoke
+    log.info("%s: %d line(s) synthesised (new clips in the line cache)", lang, made)  # what an edit re-spoke
     return fitted, track
 
 
@@ -861,7 +862,7 @@ def write_manifest(
 ) -> Manifest:
     manifest = Manifest(
         failed=dict(failed or {}),
-        source=str(Path(video).absolute()),  # `dub eval` and the review page find it from any folder
+        source=os.path.abspath(video),  # `dub eval` and the review page find it from any folder (no "..")
         source_language=transcript.language,
         duration_s=info.duration_s,
         speakers=transcript.speakers,
