@@ -162,8 +162,10 @@ def test_killed_at_every_stage_boundary_resumes_each_time(clip, tmp_path):
 
 def test_second_run_into_the_same_folder_is_refused(clip, tmp_path):
     out = tmp_path / "out"
+    quick = tmp_path / "quick.yaml"  # the lock is what is checked: lipsync and QA are left out of the first run
+    quick.write_text(json.dumps({"lipsync": {"enabled": False}, "qa": {"enabled": False}}))
     first = subprocess.Popen(
-        [sys.executable, "-m", "dubbing.cli", "run", str(clip), "-l", "es", "-o", str(out)],
+        [sys.executable, "-m", "dubbing.cli", "run", str(clip), "-l", "es", "-o", str(out), "--config", str(quick)],
         env=dub_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
