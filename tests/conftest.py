@@ -23,13 +23,14 @@ MEDIA = ROOT.parent / "shared" / "media"
 
 
 _server: subprocess.Popen | None = None
+_server_api: str | None = None  # the URL of _server's API once it answers
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """When slow (end-to-end) tests will run, one local Prefect server serves every `dub` they start: each run
     then skips starting Prefect's ephemeral API (about 15 s and as many CPU-seconds a run on 2 cores). A test
     that gives a run its own PREFECT_HOME still gets the ephemeral API (tests/test_reliability.py's `dub_env`)."""
-    global _server
+    global _server, _server_api
     if os.environ.get("PREFECT_API_URL") or not any(item.get_closest_marker("slow") for item in session.items):
         return
     port = free_port()
@@ -46,13 +47,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     while time.monotonic() < deadline and _server.poll() is None:
         try:
             if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                os.environ["PREFECT_API_URL"] = api
+                os.environ["PREFECT_API_URL"] = _server_api = api
                 return
         except httpx.HTTPError:
             pass
         time.sleep(1)
     stop(_server)  # no server: every run starts its own ephemeral API, slower but the same
     _server = None
+
+
+def session_api() -> str | None:
+    """The API of the session's Prefect server (None when none runs): a test that clears PREFECT_API_URL for a
+    `dub` run can still point it here, and save the ephemeral API's start-up, whatever an earlier test left in
+    the environment; this server lives until the session ends."""
+    return _server_api
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -116,3 +124,24 @@ def make_video(
     cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)]
     subprocess.run(cmd, check=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def vrt_face1_es(tmp_path_factory) -> tuple[Path, Path]:
+    """(source, output folder) of vrt_face1.mp4 dubbed into Spanish by `dub run` with the default config, once a
+    session: the output-contract tests (test_run_e2e) and the QA report and review page tests (test_review_page)
+    read the same run. Read only: a test that changes the folder (`dub eval` rewrites the report) copies it first."""
+    video = media_file("vrt_face1.mp4")
+    out = tmp_path_factory.mktemp("run") / "out dir"  # a space in the path on purpose
+    # the ephemeral Prefect API (no session server) takes longer than its 20 s default on a busy 2-core machine
+    env = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **os.environ}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dubbing.cli", "run", str(video), "--languages", "es", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return video, out

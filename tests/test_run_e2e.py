@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from fractions import Fraction
 
 import pytest
 import soundfile as sf
-
-from tests.conftest import media_file
 
 pytestmark = pytest.mark.slow
 
@@ -26,17 +23,9 @@ def ffprobe(path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def run_es(tmp_path_factory):
-    video = media_file("vrt_face1.mp4")
-    out = tmp_path_factory.mktemp("run") / "out dir"  # a space in the path on purpose
-    proc = subprocess.run(
-        [sys.executable, "-m", "dubbing.cli", "run", str(video), "--languages", "es", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return video, out
+def run_es(vrt_face1_es):
+    """vrt_face1 dubbed into Spanish with the default config (conftest's run, shared with test_review_page)."""
+    return vrt_face1_es
 
 
 def test_manifest_follows_the_contract(run_es):

@@ -326,10 +326,12 @@ def test_llm_retries_busy_servers_skips_empty_lines_and_reports_refusals(chat_se
 
 def test_llm_timeouts_are_retried_then_a_clear_error(chat_server, monkeypatch):
     monkeypatch.setattr(translate.llm, "BACKOFF_S", 0.01)
-    chat_server.replies = [2.0]  # one slow answer: retried, then answered
-    assert _llm(chat_server.url, timeout_s=0.5).translate(["hello"]) == ["<hello>"]
+    # One slow answer: retried, then answered. The answer in time must come within timeout_s however busy the
+    # machine is (a local echo takes milliseconds; 2 s is generous); the slow one waits far longer than that.
+    chat_server.replies = [8.0]
+    assert _llm(chat_server.url, timeout_s=2.0).translate(["hello"]) == ["<hello>"]
     assert len(chat_server.requests) == 2
-    chat_server.replies = [2.0, 2.0, 2.0]  # never in time: three tries (max_retries 2), then one line
+    chat_server.replies = [2.0, 2.0, 2.0]  # never in time, however busy: three tries (max_retries 2), then one line
     with pytest.raises(DubbingError, match=r"did not answer within 0.5s in 3 tries"):
         _llm(chat_server.url, timeout_s=0.5, max_retries=2).translate(["hello"])
     assert len(chat_server.requests) == 5
