@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from fractions import Fraction
 
 import pytest
@@ -63,11 +65,13 @@ def test_dubbed_video_keeps_picture_and_has_spanish_audio_and_subtitles(run_es):
     assert abs(voice).max() > 0.05 and rate > 8000
 
 
-def test_the_same_command_into_an_untouched_folder_prints_its_outputs_without_running(run_es):
+def test_the_same_command_into_an_untouched_folder_prints_its_outputs_without_running(run_es, tmp_path):
     """A rerun of the last complete command, with the same code, settings and input files, into a folder nothing
     has changed: the outputs at once, no step run, no file written. A file added to the folder (or any edit,
     a studio's included) makes the command run again, its stages reused."""
-    video, out = run_es
+    video, shared = run_es
+    out = tmp_path / "out"
+    shutil.copytree(shared, out)  # the shared run is read only; copy2 keeps each file's modification time
     command = [sys.executable, "-m", "dubbing.cli", "run", str(video), "--languages", "es", "--out", str(out)]
 
     def files() -> dict[str, int]:
