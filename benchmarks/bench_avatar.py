@@ -17,7 +17,6 @@ speech, one speaker). Everything is measured on the rendered video, tracked agai
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_lipsync import print_measures  # this folder is the script's own: sys.path[0]
 
 from dubbing.lipsync import DRIVE_RATE, load_audio, track_video
 from dubbing.lipsync.avatar import animate, load_portrait, make_avatar
@@ -122,10 +122,7 @@ def main() -> None:
          f"{result.frames} frames in {elapsed:.1f} s wall; {1000 * cpu / result.frames:.1f} CPU-ms per frame "
          f"(process and encoder): {result.frames / cpu:.0f}-{2 * result.frames / cpu:.0f} fps on 2 idle cores"),
     ]  # fmt: skip
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
-    print("| measure | value | note |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_measures(rows)
 
 
 if __name__ == "__main__":

@@ -176,8 +176,12 @@ def main() -> None:
         sys.exit(f"no test media at {MEDIA}")
     with tempfile.TemporaryDirectory() as tmp:
         rows = quality(Path(tmp)) + speed(Path(tmp))
-    load = os.getloadavg()[0]
-    print(f"{os.cpu_count()} CPUs, load average {load:.1f} at the end (other work on the machine slows the speed rows)")
+    print_measures(rows, " (other work on the machine slows the speed rows)")
+
+
+def print_measures(rows: list[tuple[str, str, str]], load_note: str = "") -> None:
+    """The machine's load, then the rows as a markdown table (measure, value, note); bench_avatar prints its too."""
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end{load_note}")
     print("| measure | value | note |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import soundfile as sf
 
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
-from dubbing.tools import display_size, ffmpeg_audio_args, ffmpeg_input, ffprobe, require_tool, run
+from dubbing.tools import display_size, ffmpeg_audio_args, ffmpeg_input, ffprobe, require_tool, run, run_on_samples
 from dubbing.types import ANALYSIS_RATE, MIX_RATE, MediaInfo, Stretch, stretched_time
 
 
@@ -300,10 +299,6 @@ def stretch_audio(audio: Path, out: Path, stretches: list[Stretch]) -> Path:
 def _atempo(samples: np.ndarray, rate: int, tempo: float) -> np.ndarray:
     """`samples` (frames x channels) played at `tempo` (0.9: 10% slower), pitch kept: ffmpeg's atempo."""
     ffmpeg = require_tool("ffmpeg", "ffmpeg")
-    with tempfile.TemporaryDirectory(prefix="dubbing-atempo-") as tmp:
-        src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
-        sf.write(str(src), samples, rate, subtype="FLOAT")
-        run([ffmpeg, "-nostdin", "-y", "-v", "error", "-i", str(src), "-af", f"atempo={tempo:.6f}", "-c:a",
-             "pcm_f32le", str(dst)], "slowing down the sound")  # fmt: skip
-        stretched, _ = sf.read(str(dst), dtype="float32", always_2d=True)
-    return stretched
+    command = [ffmpeg, "-nostdin", "-y", "-v", "error", "-i", "{in}", "-af", f"atempo={tempo:.6f}", "-c:a", "pcm_f32le",
+               "{out}"]  # fmt: skip
+    return run_on_samples(samples, rate, command, "slowing down the sound")

@@ -33,6 +33,22 @@ _STRERRORS = {os.strerror(code) for code in errno.errorcode}
 _NOT_A_REASON = ("Last message repeated", "Conversion failed!")
 
 
+def run_on_samples(samples: np.ndarray, rate: int, command: list[str], what: str) -> np.ndarray:
+    """`samples` (float, frames or frames x channels) through a program that reads and writes WAV files:
+    `command` with the placeholders "{in}" and "{out}" for the two paths; the result comes back float32, shaped
+    as the input (2-D for 2-D samples)."""
+    import tempfile
+
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory(prefix="dubbing-audio-") as tmp:
+        src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
+        sf.write(str(src), samples, rate, subtype="FLOAT")
+        run([{"{in}": str(src), "{out}": str(dst)}.get(arg, arg) for arg in command], what)
+        result, _ = sf.read(str(dst), dtype="float32", always_2d=samples.ndim == 2)
+    return result
+
+
 def failure_reason(stderr: str) -> str:
     """The line of a program's messages that says why it failed: the last one that is not ffmpeg's "Last message
     repeated" or "Conversion failed!", and of a system error only the error ("Error closing file /x/.a.tmp.mp4: No

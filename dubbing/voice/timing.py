@@ -12,14 +12,11 @@ of `Fit.actions`. Placement is by absolute sample index, so a long video cannot 
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from dubbing.tools import require_tool, run
+from dubbing.tools import require_tool, run_on_samples
 from dubbing.types import FIT_ACTIONS
 
 FADE_S = 0.02
@@ -157,12 +154,8 @@ def time_stretch(audio: np.ndarray, rate: int, tempo: float) -> np.ndarray:
     if abs(tempo - 1.0) < 1e-3 or len(audio) == 0:
         return audio
     binary = require_tool("rubberband", "rubberband-cli")
-    with tempfile.TemporaryDirectory(prefix="dubbing-stretch-") as tmp:
-        src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
-        sf.write(str(src), audio, rate, subtype="FLOAT")
-        run([binary, "-q", "-3", "-T", f"{tempo:.6f}", str(src), str(dst)], "time-stretching a clip (rubberband)")
-        out, _ = sf.read(str(dst), dtype="float32")
-    return out.astype(np.float32)
+    command = [binary, "-q", "-3", "-T", f"{tempo:.6f}", "{in}", "{out}"]
+    return run_on_samples(audio, rate, command, "time-stretching a clip (rubberband)")
 
 
 def conform(audio: np.ndarray, rate: int, target_s: float) -> np.ndarray:
