@@ -1014,6 +1014,14 @@ def transcribe_command(
     console.print(f"transcript: {layout.transcript}\nsubtitles: {srt}  {vtt}")
 
 
+MOUTH_BOX = typer.Option(
+    "--mouth-box",
+    metavar="X,Y,W,H",
+    help="A drawn face's mouth in source pixels, animated instead of a tracked face (cartoons the mesh misses).",
+)
+MARK_THE_MOUTH = "a drawn face's mouth can be marked: --mouth-box X,Y,W,H, or lipsync.mouth_box in the config"
+
+
 @app.command("lipsync")
 def lipsync_command(
     video: Annotated[Path, typer.Argument(help="The video whose speaking face gets the new audio.")],
@@ -1029,13 +1037,16 @@ def lipsync_command(
     audio_track: Annotated[
         int, typer.Option("--audio-track", min=1, help="The audio track of AUDIO to use, from 1.")
     ] = 1,
+    mouth_box: Annotated[str | None, MOUTH_BOX] = None,
 ) -> None:
     """Re-voice VIDEO with AUDIO: the speaking face mouths the new audio; the rest of the picture is kept."""
     _native.write_to(_cache_logs() / "lipsync.log")
-    _status.show("tracking the face and rendering the mouth")
     from dubbing import lipsync
     from dubbing.files import remove_temporaries_of
+    from dubbing.lipsync.marked import parse_mouth_box
 
+    box = parse_mouth_box(mouth_box) if mouth_box is not None else None
+    _status.show("rendering the marked mouth" if box else "tracking the face and rendering the mouth")
     remove_temporaries_of(out)  # what a killed `dub lipsync` into the same file left
     if audio_track != 1:
         from dubbing.media import check_audio_track
@@ -1053,9 +1064,13 @@ def lipsync_command(
         fmt=fmt,
         resolution=resolution,
         audio_track=audio_track,
+        mouth_box=box,
     )
     if result.animated_frames == 0:
-        err_console.print(f"warning: no face found in {video}; the picture is unchanged, only the audio is new")
+        err_console.print(
+            f"warning: no face found in {video}; the picture is unchanged, only the audio is new ({MARK_THE_MOUTH})",
+            highlight=False,
+        )
     console.print(
         f"{result.out}: {result.frames} frames, a face animated in {result.animated_frames} ({result.renderer})"
     )
@@ -1152,27 +1167,36 @@ def inspect_command(
         Path | None, typer.Option("--out", "-o", help="Contact sheet PNG (default: NAME.inspect.png).")
     ] = None,
     max_faces: Annotated[int, typer.Option(help="Faces tracked per frame.", min=1, max=8)] = 2,
+    mouth_box: Annotated[str | None, MOUTH_BOX] = None,
 ) -> None:
-    """Track the faces of VIDEO, write a contact sheet with the tracked face and mouth region drawn on sampled
-    frames, and warn about what would make a lipsync poor."""
+    """Track the faces of VIDEO, write a contact sheet with the tracked face and mouth region (and a marked
+    mouth box) drawn on sampled frames, and warn about what would make a lipsync poor."""
     _native.write_to(_cache_logs() / "inspect.log")
-    _status.show("tracking the faces")
     from dubbing import lipsync
     from dubbing.lipsync.inspect import contact_sheet, sample_indices
+    from dubbing.lipsync.marked import fit_mouth_box, parse_mouth_box
     from dubbing.lipsync.video import probe_video
 
+    box = parse_mouth_box(mouth_box) if mouth_box is not None else None
     stream = probe_video(video)
+    if box is not None:
+        fit_mouth_box(box, stream.width, stream.height)
+    _status.show("tracking the faces")
     kept: dict = {}
     faces, data = lipsync.analyse(
         video, None, max_faces=max_faces, keep=tuple(sample_indices(stream.frames)), kept=kept
     )
     sheet = sheet or Path(f"{video.stem}.inspect.png")
-    contact_sheet(kept, data, sheet)
+    contact_sheet(kept, data, sheet, mouth_box=box)
     console.print(
         f"{video}: {data.width}x{data.height}, {data.fps:.2f} fps, {data.frames} frames, {faces.faces} face track(s)"
     )
     for check in faces.checks:
         err_console.print(f"warning: {check.message}", highlight=False)
+    if box is not None:
+        console.print(f"mouth box {','.join(map(str, box))}: animated in every frame instead of a tracked face")
+    elif any(check.code in ("no-face", "face-missing") for check in faces.checks):
+        err_console.print(MARK_THE_MOUTH, highlight=False)
     if not faces.checks:
         console.print("no problems found")
     console.print(f"contact sheet: {sheet}")

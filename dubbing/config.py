@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dubbing.errors import DubbingError, quoted, read_user_text
 
@@ -115,6 +115,17 @@ class SeparateConfig(Section):
     options: BackendOptions = Field(default_factory=dict)
 
 
+MouthBox = tuple[int, int, int, int]  # x, y, width, height in source pixels
+MIN_MOUTH_SIDE = 4  # px: a smaller box cannot hold a mouth
+
+
+def mouth_box_problem(box: MouthBox) -> str | None:
+    """What is wrong with a marked mouth box (`lipsync.mouth_box`, `--mouth-box`), or None."""
+    if min(box[:2]) < 0 or min(box[2:]) < MIN_MOUTH_SIDE:
+        return f"a mouth box is x, y, width, height: x and y 0 or more, width and height at least {MIN_MOUTH_SIDE} px"
+    return None
+
+
 class LipsyncConfig(Section):
     """Re-animating the speaking face's mouth to the dub (dubbing/lipsync)."""
 
@@ -123,11 +134,21 @@ class LipsyncConfig(Section):
     options: BackendOptions = Field(default_factory=dict)  # classical: strength; wav2lip: model_path
     max_faces: int = Field(2, ge=1, le=8)  # faces tracked per frame
     phonemes: bool = True  # shape width, rounding and p/b/m closures from the script's phonemes (espeak-ng)
+    # [x, y, width, height] in source pixels: a drawn face's mouth, animated in every frame instead of the tracked
+    # face (for faces the mesh does not find: `dub inspect --mouth-box` shows it)
+    mouth_box: MouthBox | None = None
     crf: int = Field(17, ge=0, le=51)  # x264 quality of the re-rendered picture
     # x264 speed preset (veryfast: files about 3x smaller, encoding 1.7x slower)
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
     ] = "superfast"
+
+    @field_validator("mouth_box")
+    @classmethod
+    def _a_box(cls, box: MouthBox | None) -> MouthBox | None:
+        if box is not None and (problem := mouth_box_problem(box)):
+            raise ValueError(problem)
+        return box
 
 
 class QAConfig(Section):

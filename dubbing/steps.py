@@ -634,6 +634,7 @@ def render_lipsync(
         backend_options=cfg.options,
         crf=cfg.crf,
         preset=cfg.preset,
+        mouth_box=cfg.mouth_box,
     )
     return result.out if result else None
 

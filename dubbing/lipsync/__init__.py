@@ -1,8 +1,9 @@
 """Lipsync stage: track faces once per video, then re-animate the speaking face's mouth to new speech.
 
 Modules: `video` (ffmpeg frame pipes), `faces` (mesh tracking, cuts, speakers), `visemes` (mouth targets
-from audio and phonemes), `render` (the `Renderer` protocol and its backends), `avatar` (a talking video
-from one photo), `inspect` (input checks and a contact sheet). This module composes them.
+from audio and phonemes), `render` (the `Renderer` protocol and its backends), `marked` (a mouth the user
+marks, where the mesh finds no face), `avatar` (a talking video from one photo), `inspect` (input checks and a
+contact sheet). This module composes them.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from dubbing import backends
+from dubbing.config import MouthBox
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
 from dubbing.lipsync import visemes
 from dubbing.lipsync.faces import FaceData, choose_active, face_box, mouth_gap, track_faces
+from dubbing.lipsync.marked import MarkedMouth, fit_mouth_box
 from dubbing.lipsync.render import BACKENDS, Clip, Renderer
 from dubbing.lipsync.video import (
     FrameWriter,
@@ -51,6 +54,7 @@ __all__ = [
     "lipsync_video",
     "mouth_opening",
     "render_faces",
+    "render_marked",
     "track_video",
 ]
 
@@ -179,18 +183,45 @@ def render_faces(
             record(None)
             continue
         x0, y0, x1, y1 = work_box(face, stream_size=(frame.shape[1], frame.shape[0] * 2 // 3))
-        crop = yuv_crop_bgr(frame, (x0, y0, x1, y1))
-        new = renderer.render(crop, t, face - [x0, y0], track)
+        writer.write(
+            _patched(frame, (x0, y0, x1, y1), lambda crop: renderer.render(crop, t, face - [x0, y0], track))  # noqa: B023
+        )
         record(face)  # the gap does not depend on where the crop was cut
-        box = None if new is crop else changed_box(crop, new)
-        if box is None:
-            writer.write(frame)
-        else:
-            bx0, by0, bx1, by1 = box
-            writer.write(patch_yuv(frame, new[by0:by1, bx0:bx1], x0 + bx0, y0 + by0))
     if drawn is not None and mouths is not None:
         mouths.extend(drawn)
     return animated
+
+
+def _patched(
+    frame: np.ndarray, box: tuple[int, int, int, int], render: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """The I420 `frame` with its even-aligned `box` rendered by `render` (BGR in, BGR out: the same array when
+    nothing changed): only the pixels that changed are converted back, the rest stays bit-exact."""
+    x0, y0, _x1, _y1 = box
+    crop = yuv_crop_bgr(frame, box)
+    new = render(crop)
+    changed = None if new is crop else changed_box(crop, new)
+    if changed is None:
+        return frame
+    bx0, by0, bx1, by1 = changed
+    return patch_yuv(frame, new[by0:by1, bx0:bx1], x0 + bx0, y0 + by0)
+
+
+def render_marked(frames: Iterable[np.ndarray], writer: FrameWriter, mouth: MarkedMouth, mouths: list[float]) -> int:
+    """Stream every frame into `writer` with the marked mouth opened by the drive; `mouths` gets, per frame, the
+    opening drawn (a fraction of the box's width). Returns the frames written."""
+    x0, y0, x1, y1 = region = mouth.region
+    count = 0
+    for t, frame in enumerate(frames):
+        if writer.yuv:
+            writer.write(_patched(frame, region, lambda crop: mouth.render(crop, t)))  # noqa: B023
+        else:
+            out = frame.copy()
+            out[y0:y1, x0:x1] = mouth.render(np.ascontiguousarray(frame[y0:y1, x0:x1]), t)
+            writer.write(out)
+        mouths.append(mouth.drawn)
+        count += 1
+    return count
 
 
 def lipsync_video(
@@ -211,19 +242,23 @@ def lipsync_video(
     language: str | None = None,
     mux_audio: bool = True,
     audio_track: int = 1,
+    mouth_box: MouthBox | None = None,
 ) -> LipsyncResult:
     """Re-voice VIDEO with AUDIO (its audio stream `audio_track`, from 1): the most prominent face (or the active
-    speaker per line) mouths the new audio.
+    speaker per line) mouths the new audio; with `mouth_box` (x, y, w, h: a drawn face the mesh does not find),
+    the mouth marked there does in every frame, and no face is tracked.
     A video without a face is passed through re-encoded, so the caller still gets a picture. `backend_options`
     are the renderer's own (only those set: another renderer's options are an error)."""
     stream = probe_video(video)
-    renderer = backends.build(BACKENDS, backend, "lipsync", backend_options)
+    renderer = None if mouth_box else backends.build(BACKENDS, backend, "lipsync", backend_options)
+    if mouth_box:
+        mouth_box = fit_mouth_box(mouth_box, stream.width, stream.height)
     offset_s = offset_ms / 1000.0
     speech = load_audio(audio, offset_s=offset_s, track=audio_track)
-    if faces is None:
+    if faces is None and renderer is not None:
         faces, _ = track_video(video, max_faces=max_faces)
         choose_active(faces)
-    frames = faces.frames
+    frames = faces.frames if faces is not None else stream.frames
     drive = mouth_drive(speech, stream.fps_float, frames, lines=lines, language=language)
     fmt = fmt or (Path(out).suffix.lstrip(".") or "mp4")
     duration = frames / stream.fps_float
@@ -243,19 +278,26 @@ def lipsync_video(
     )
     mouths: list[float] = []
     with writer:
-        animated = render_faces(
-            read_frames(video, stream, yuv=yuv),
-            lambda wanted: read_frames_at(video, stream, wanted),
-            stream.fps_float,
-            faces,
-            drive,
-            speech,
-            writer,
-            renderer,
-            mouths=mouths,
-        )
+        if renderer is None or faces is None:
+            assert mouth_box is not None
+            mouth = MarkedMouth(mouth_box, (stream.width, stream.height), drive)
+            animated = render_marked(read_frames(video, stream, yuv=yuv), writer, mouth, mouths)
+            name, count = mouth.name, 0
+        else:
+            animated = render_faces(
+                read_frames(video, stream, yuv=yuv),
+                lambda wanted: read_frames_at(video, stream, wanted),
+                stream.fps_float,
+                faces,
+                drive,
+                speech,
+                writer,
+                renderer,
+                mouths=mouths,
+            )
+            name, count = renderer.name, len(faces.tracks())
     drawn = np.asarray(mouths, np.float32) if mouths else None
-    return LipsyncResult(Path(out), writer.frames, animated, len(faces.tracks()), renderer.name, drawn)
+    return LipsyncResult(Path(out), writer.frames, animated, count, name, drawn)
 
 
 def analyse(
@@ -349,14 +391,18 @@ def render_dub(
     backend_options: Mapping[str, Any] | None = None,
     crf: int = 17,
     preset: str = "superfast",
+    mouth_box: MouthBox | None = None,
 ) -> LipsyncResult | None:
-    """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face.
-    None when no face was tracked: the original picture is kept (the report says so)."""
-    if faces.faces == 0:
-        return None
-    if not faces.landmarks or not Path(faces.landmarks).is_file():
-        raise DubbingError(f"face landmarks missing for {video}: run the track-faces step first")
-    data = FaceData.load(Path(faces.landmarks))
+    """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face, or
+    the mouth marked at `mouth_box` (config `lipsync.mouth_box`) in every frame. None when no face was tracked
+    and none was marked: the original picture is kept (the report says so)."""
+    data = None
+    if mouth_box is None:
+        if faces.faces == 0:
+            return None
+        if not faces.landmarks or not Path(faces.landmarks).is_file():
+            raise DubbingError(f"face landmarks missing for {video}: run the track-faces step first")
+        data = FaceData.load(Path(faces.landmarks))
     Path(mouths_path(out)).unlink(missing_ok=True)  # never left describing another picture
     result = lipsync_video(
         video,
@@ -371,9 +417,10 @@ def render_dub(
         language=language,
         mux_audio=False,
         fmt="mp4",
+        mouth_box=mouth_box,
     )
     if result.mouths is not None:
-        save_drawn_mouths(result, data.fps)
+        save_drawn_mouths(result, faces.fps)
     return result
 
 

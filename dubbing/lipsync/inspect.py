@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dubbing.config import MouthBox
 from dubbing.files import atomic_path
 from dubbing.lipsync.faces import FACE_OVAL, LOWER_OUTER, UPPER_OUTER, FaceData, face_box
 from dubbing.types import InputCheck
@@ -90,6 +91,7 @@ SHEET_ASPECT = 16 / 10  # the sheet's shape the layout aims for
 GUTTER = 6
 BACKGROUND = (60, 60, 60)  # grey gutters and empty tiles: the sheet's own pixels are never black bars
 FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.55
+MOUTH_BOX_COLOUR = (255, 0, 255)  # BGR magenta: the marked mouth, unlike any tracking colour
 
 
 def sheet_layout(count: int, aspect: float) -> tuple[int, int, int]:
@@ -119,11 +121,18 @@ def _label(img: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, i
     cv2.putText(img, text, (x + 3, y), FONT, FONT_SCALE, colour, 1, cv2.LINE_AA)
 
 
-def draw_faces(frame: np.ndarray, faces: FaceData, t: int, scale: float = 1.0) -> np.ndarray:
+def draw_faces(
+    frame: np.ndarray, faces: FaceData, t: int, scale: float = 1.0, mouth_box: MouthBox | None = None
+) -> np.ndarray:
     """The frame (already resized by `scale`) with each tracked face's outline, box and mouth region drawn at
-    the tile's own size, so lines and labels stay legible however large the video; the animated face in green."""
+    the tile's own size, so lines and labels stay legible however large the video; the animated face in green;
+    a marked mouth box (source pixels) in magenta."""
     out = frame.copy()
     thick = 2
+    if mouth_box is not None:
+        x, y, w, h = (v * scale for v in mouth_box)
+        cv2.rectangle(out, (round(x), round(y)), (round(x + w), round(y + h)), MOUTH_BOX_COLOUR, thick)
+        _label(out, "mouth box", round(x), round(y + h) + 20, MOUTH_BOX_COLOUR)
     for s, track in enumerate(faces.ids[t]):
         if track < 0:
             continue
@@ -146,9 +155,11 @@ def draw_faces(frame: np.ndarray, faces: FaceData, t: int, scale: float = 1.0) -
     return out
 
 
-def contact_sheet(frames: dict[int, np.ndarray], faces: FaceData, out: Path) -> Path:
-    """A grid of sampled frames with the tracking drawn on them, written as PNG: tiles of the video's own
-    shape, laid out for its orientation (`sheet_layout`)."""
+def contact_sheet(
+    frames: dict[int, np.ndarray], faces: FaceData, out: Path, *, mouth_box: MouthBox | None = None
+) -> Path:
+    """A grid of sampled frames with the tracking (and a marked mouth box) drawn on them, written as PNG: tiles
+    of the video's own shape, laid out for its orientation (`sheet_layout`)."""
     shots = [frames[t] for t in sorted(frames)]
     h, w = shots[0].shape[:2] if shots else (faces.height, faces.width)
     columns, tile_w, tile_h = sheet_layout(len(shots), w / max(1, h))
@@ -159,7 +170,7 @@ def contact_sheet(frames: dict[int, np.ndarray], faces: FaceData, out: Path) -> 
         img = frames[t]
         scale = tile_w / img.shape[1]
         small = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        img = draw_faces(cv2.resize(img, (tile_w, tile_h), interpolation=small), faces, t, scale)
+        img = draw_faces(cv2.resize(img, (tile_w, tile_h), interpolation=small), faces, t, scale, mouth_box)
         y, x = GUTTER + (k // columns) * (tile_h + GUTTER), GUTTER + (k % columns) * (tile_w + GUTTER)
         sheet[y : y + tile_h, x : x + tile_w] = img
     ok, png = cv2.imencode(".png", sheet)
