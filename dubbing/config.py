@@ -130,7 +130,7 @@ class LipsyncConfig(Section):
     """Re-animating the speaking face's mouth to the dub (dubbing/lipsync)."""
 
     enabled: bool = True
-    backend: str = "classical"  # classical | wav2lip
+    backend: str = "classical"  # classical | wav2lip | drawn (cartoon faces the mesh tracks)
     options: BackendOptions = Field(default_factory=dict)  # classical: strength; wav2lip: model_path
     max_faces: int = Field(2, ge=1, le=8)  # faces tracked per frame
     phonemes: bool = True  # shape width, rounding and p/b/m closures from the script's phonemes (espeak-ng)

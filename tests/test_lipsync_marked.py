@@ -1,5 +1,6 @@
-"""Drawn faces: a mouth the user marks opens where the dub speaks, measured from the output's own pixels; the
-box is validated (config and command line: one clear line) and `dub inspect` draws it."""
+"""Drawn faces: a mouth the user marks, and the `drawn` renderer on a drawn face the mesh tracks, open where the
+dub speaks, measured from the output's own pixels; the box is validated (config and command line: one clear line)
+and `dub inspect` draws it."""
 
 from __future__ import annotations
 
@@ -59,6 +60,18 @@ def test_outside_the_box_the_picture_is_the_source(emoji_dub):
     outside[y - 4 : y + h + w, x - 4 : x + w + 4] = False  # the mouth, and the chin that drops with it
     for a, b in zip(before[::10], after[::10], strict=True):
         assert np.abs(a[outside].astype(int) - b[outside].astype(int)).mean() < 1.0  # re-encoding only
+
+
+def test_the_drawn_renderer_opens_a_tracked_cartoon_mouth_where_the_speech_is_loud(tmp_path):
+    drive, _spans = speech_at(tmp_path, 3.0, [(0.3, "hello there"), (1.8, "see you")])
+    source = tmp_path / "cartoon.mp4"
+    box = cartoon_clip("flat cartoon", drive, source, 3.0)
+    result = lipsync_video(source, drive, tmp_path / "out.mp4", backend="drawn")
+    assert result.renderer == "drawn" and result.animated_frames == result.frames  # the mesh finds this face
+    opened = box_opening(list(read_frames(result.out, probe_video(result.out))), box)
+    loud, _speech = envelope(load_audio(drive), RATE, probe_video(source).fps_float, len(opened))
+    assert np.corrcoef(opened, loud)[0, 1] > 0.6
+    assert result.mouths is not None and np.corrcoef(result.mouths, opened)[0, 1] > 0.8
 
 
 def test_mouth_box_validates(tmp_path):

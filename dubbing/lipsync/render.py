@@ -33,6 +33,7 @@ from dubbing.lipsync.faces import (
     face_box,
     mouth_gap,
 )
+from dubbing.lipsync.marked import DrawnRenderer
 from dubbing.lipsync.visemes import MouthDrive
 from dubbing.media import resample
 
@@ -612,4 +613,4 @@ def wav2lip_mel(audio: np.ndarray, rate: int) -> np.ndarray:
     return np.clip(8 * ((db + 100) / 100) - 4, -4, 4).astype(np.float32)
 
 
-BACKENDS: dict[str, type] = {"classical": ClassicalRenderer, "wav2lip": Wav2LipRenderer}
+BACKENDS: dict[str, type] = {"classical": ClassicalRenderer, "wav2lip": Wav2LipRenderer, "drawn": DrawnRenderer}
