@@ -11,7 +11,8 @@ and softly lit, an anime-like face, an emoji), each a still character with a clo
 2. The mouth against the dub, from the output's own pixels: the dark-pixel height in the mouth's box per frame
    (tests.cartoons.box_opening: lines and mouth interior) against the speech's RMS level in dB (50 ms, the
    avatar's `loudness`), Pearson r; how far it opens (95th minus 5th percentile of that height, in % of the
-   mouth's width); the grain around the mouth (`grain`: photographic noise on a flat drawing raises it). For the
+   mouth's width); the fine detail around the mouth (`fine_detail`: edges and grain; photographic noise on a
+   flat drawing raises it, and so, less, do the opening's own edges). For the
    classical and drawn renderers on the tracked face (where the mesh finds one) and for the marked box
    (`mouth_box`, no tracking).
 3. Cost: CPU ms per frame of the process (tracking excluded; decoding and encoding run in ffmpeg, not counted).
@@ -55,17 +56,17 @@ def speech(tmp: Path) -> Path:
 
 def measure(video: Path, box: tuple[int, int, int, int], voice: np.ndarray) -> tuple[float, float, float]:
     """Pearson r of the box's mouth opening (from the pixels) and the voice's loudness; the opening's 95th
-    percentile over the closed mouth's, in % of the box's width; and the grain of the lower face (`grain`)."""
+    percentile over the closed mouth's, in % of the box's width; and the lower face's `fine_detail`."""
     stream = probe_video(video)
     frames = list(read_frames(video, stream))
     opened = box_opening(frames, box)
     loud = loudness(voice, stream.fps_float, len(opened))
     r = float(np.corrcoef(opened, loud)[0, 1]) if opened.std() > 0 else float("nan")
     wide = 100 * (np.percentile(opened, 95) - np.percentile(opened, 5)) / box[2]
-    return r, float(wide), grain(frames, box)
+    return r, float(wide), fine_detail(frames, box)
 
 
-def grain(frames: list[np.ndarray], box: tuple[int, int, int, int]) -> float:
+def fine_detail(frames: list[np.ndarray], box: tuple[int, int, int, int]) -> float:
     """Median over frames of the mean |pixel - its 5x5 median| in grey levels around and below the mouth: a
     flat drawing scores its lines' edges only; photographic grain adds to it."""
     x, y, w, h = box
@@ -87,7 +88,9 @@ def style_rows(style: str, drive: Path, voice: np.ndarray, tmp: Path) -> list[tu
     on_mouth = np.mean([x <= px <= x + w and y <= py <= y + h for px, py in lips]) if lips else 0.0
     rows = [(f"{style}: face mesh finds the face", f"{100 * present.mean():.0f}% of frames",
              f"lip centre in the drawn mouth's box in {100 * on_mouth:.0f}% of those" if lips else "")]  # fmt: skip
-    rows.append((f"{style}: source", "", f"grain {grain(list(read_frames(clip, probe_video(clip))), box):.2f}"))
+    rows.append(
+        (f"{style}: source", "", f"fine detail {fine_detail(list(read_frames(clip, probe_video(clip))), box):.2f}")
+    )
     runs = [("classical renderer", {"faces": faces}), ("drawn renderer", {"faces": faces, "backend": "drawn"})]
     for label, how in [*(runs if present.any() else []), ("marked box", {"mouth_box": box})]:
         cpu, wall = time.process_time(), time.perf_counter()
@@ -95,7 +98,7 @@ def style_rows(style: str, drive: Path, voice: np.ndarray, tmp: Path) -> list[tu
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         r, wide, noise = measure(out.out, box, voice)
         rows.append((f"{style}: {label}, mouth vs dub loudness r", f"{r:.2f}",
-                     f"opens {wide:.0f}% of the mouth's width; grain {noise:.2f}; {out.animated_frames} of "
+                     f"opens {wide:.0f}% of the mouth's width; fine detail {noise:.2f}; {out.animated_frames} of "
                      f"{out.frames} frames animated, {1000 * cpu / out.frames:.1f} CPU-ms per frame, "
                      f"{wall:.1f} s wall"))  # fmt: skip
     return rows
