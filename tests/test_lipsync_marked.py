@@ -10,7 +10,7 @@ import pytest
 
 from dubbing.config import load_settings
 from dubbing.errors import DubbingError
-from dubbing.lipsync import lipsync_video, load_audio
+from dubbing.lipsync import drawn_mouths, lipsync_video, load_audio, render_dub, track
 from dubbing.lipsync.faces import FaceData
 from dubbing.lipsync.inspect import MOUTH_BOX_COLOUR, contact_sheet
 from dubbing.lipsync.marked import parse_mouth_box
@@ -60,6 +60,17 @@ def test_outside_the_box_the_picture_is_the_source(emoji_dub):
     outside[y - 4 : y + h + w, x - 4 : x + w + 4] = False  # the mouth, and the chin that drops with it
     for a, b in zip(before[::10], after[::10], strict=True):
         assert np.abs(a[outside].astype(int) - b[outside].astype(int)).mean() < 1.0  # re-encoding only
+
+
+def test_a_dub_with_no_face_found_animates_the_marked_box_and_saves_what_it_drew(tmp_path, emoji_dub):
+    source, drive, _spans, box, _out, _result = emoji_dub
+    tracked = track(source, tmp_path / "faces.npz")
+    assert tracked.faces == 0
+    assert render_dub(source, tracked, drive, tmp_path / "none.mp4") is None  # nothing marked: the picture is kept
+    result = render_dub(source, tracked, drive, tmp_path / "picture.mp4", mouth_box=box)
+    assert result is not None and result.renderer == "marked"
+    gap, fps, renderer = drawn_mouths(result.out)  # what QA reads
+    assert renderer == "marked" and fps == tracked.fps and len(gap) == result.frames and np.nanmax(gap) > 0.1
 
 
 def test_the_drawn_renderer_opens_a_tracked_cartoon_mouth_where_the_speech_is_loud(tmp_path):
