@@ -1038,6 +1038,12 @@ def lipsync_command(
         int, typer.Option("--audio-track", min=1, help="The audio track of AUDIO to use, from 1.")
     ] = 1,
     mouth_box: Annotated[str | None, MOUTH_BOX] = None,
+    expression: Annotated[
+        bool,
+        typer.Option(
+            "--expression", help="The brows rise on the audio's stressed words, blinks in its pauses.", metavar=FLAG
+        ),
+    ] = False,
 ) -> None:
     """Re-voice VIDEO with AUDIO: the speaking face mouths the new audio; the rest of the picture is kept."""
     _native.write_to(_cache_logs() / "lipsync.log")
@@ -1065,6 +1071,7 @@ def lipsync_command(
         resolution=resolution,
         audio_track=audio_track,
         mouth_box=box,
+        expression=expression,
     )
     if result.animated_frames == 0:
         err_console.print(

@@ -137,6 +137,8 @@ class LipsyncConfig(Section):
     # [x, y, width, height] in source pixels: a drawn face's mouth, animated in every frame instead of the tracked
     # face (for faces the mesh does not find: `dub inspect --mouth-box` shows it)
     mouth_box: MouthBox | None = None
+    # the dub's voice moves the face too, subtly: brows rise on its stressed words, blinks are added in its pauses
+    expression: bool = False
     crf: int = Field(17, ge=0, le=51)  # x264 quality of the re-rendered picture
     # x264 speed preset (veryfast: files about 3x smaller, encoding 1.7x slower)
     preset: Literal[

@@ -635,6 +635,7 @@ def render_lipsync(
         crf=cfg.crf,
         preset=cfg.preset,
         mouth_box=cfg.mouth_box,
+        expression=cfg.expression,
     )
     return result.out if result else None
 

@@ -152,12 +152,25 @@ def render_faces(
     renderer: Renderer,
     *,
     blink: np.ndarray | None = None,
+    brows: np.ndarray | None = None,
     mouths: list[float] | None = None,
 ) -> int:
     """Stream every frame through the renderer into `writer`; returns how many frames had a face animated. A
     `mouths` list given gets, per frame written, the inner-lip gap of the face as the renderer drew it (NaN: no
-    face); it is left empty when the renderer does not say what it drew (no `drawn`)."""
+    face); it is left empty when the renderer does not say what it drew (no `drawn`). `blink`: per-frame eye
+    closure the renderer adds; `brows`: per-frame brow raise in [0, 1] drawn before it (`expression`)."""
     tracks = {int(k): faces.track_frames(int(k)) for k in np.unique(faces.active) if k >= 0}
+    draw: Callable[[np.ndarray, int, np.ndarray | None, int], np.ndarray] = renderer.render
+    if brows is not None:
+        from dubbing.lipsync.expression import raise_brows  # here: it builds on avatar.py, which imports this module
+
+        def with_brows(image: np.ndarray, t: int, face: np.ndarray | None, track: int) -> np.ndarray:
+            if face is not None and t < len(brows) and brows[t] >= 1 / 64:
+                image, face = raise_brows(image, face, float(brows[t]))
+            return renderer.render(image, t, face, track)
+
+        draw = with_brows
+
     clip = Clip(
         fps=fps, drive=drive, audio=audio, audio_rate=DRIVE_RATE, tracks=tracks, frames_at=frames_at, blink=blink
     )
@@ -175,7 +188,7 @@ def render_faces(
         face = faces.face_of(t, track)
         animated += face is not None
         if not writer.yuv:
-            writer.write(renderer.render(frame, t, face, track))
+            writer.write(draw(frame, t, face, track))
             record(face)
             continue
         if face is None:
@@ -184,7 +197,7 @@ def render_faces(
             continue
         x0, y0, x1, y1 = work_box(face, stream_size=(frame.shape[1], frame.shape[0] * 2 // 3))
         writer.write(
-            _patched(frame, (x0, y0, x1, y1), lambda crop: renderer.render(crop, t, face - [x0, y0], track))  # noqa: B023
+            _patched(frame, (x0, y0, x1, y1), lambda crop: draw(crop, t, face - [x0, y0], track))  # noqa: B023
         )
         record(face)  # the gap does not depend on where the crop was cut
     if drawn is not None and mouths is not None:
@@ -243,10 +256,12 @@ def lipsync_video(
     mux_audio: bool = True,
     audio_track: int = 1,
     mouth_box: MouthBox | None = None,
+    expression: bool = False,
 ) -> LipsyncResult:
     """Re-voice VIDEO with AUDIO (its audio stream `audio_track`, from 1): the most prominent face (or the active
     speaker per line) mouths the new audio; with `mouth_box` (x, y, w, h: a drawn face the mesh does not find),
-    the mouth marked there does in every frame, and no face is tracked.
+    the mouth marked there does in every frame, and no face is tracked. With `expression`, the tracked face's
+    brows rise on the audio's stressed words and it blinks in its pauses too (`expression.dub_expression`).
     A video without a face is passed through re-encoded, so the caller still gets a picture. `backend_options`
     are the renderer's own (only those set: another renderer's options are an error)."""
     stream = probe_video(video)
@@ -284,6 +299,11 @@ def lipsync_video(
             animated = render_marked(read_frames(video, stream, yuv=yuv), writer, mouth, mouths)
             name, count = mouth.name, 0
         else:
+            moves = None
+            if expression:
+                from dubbing.lipsync.expression import dub_expression  # here: it builds on avatar.py (imports us)
+
+                moves = dub_expression(faces, speech, drive, stream.fps_float)
             animated = render_faces(
                 read_frames(video, stream, yuv=yuv),
                 lambda wanted: read_frames_at(video, stream, wanted),
@@ -293,6 +313,8 @@ def lipsync_video(
                 speech,
                 writer,
                 renderer,
+                blink=moves.blink if moves else None,
+                brows=moves.brows if moves else None,
                 mouths=mouths,
             )
             name, count = renderer.name, len(faces.tracks())
@@ -392,10 +414,12 @@ def render_dub(
     crf: int = 17,
     preset: str = "superfast",
     mouth_box: MouthBox | None = None,
+    expression: bool = False,
 ) -> LipsyncResult | None:
     """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face, or
-    the mouth marked at `mouth_box` (config `lipsync.mouth_box`) in every frame. None when no face was tracked
-    and none was marked: the original picture is kept (the report says so)."""
+    the mouth marked at `mouth_box` (config `lipsync.mouth_box`) in every frame; with `expression` (config
+    `lipsync.expression`) its brows and blinks follow the dub too. None when no face was tracked and none was
+    marked: the original picture is kept (the report says so)."""
     data = None
     if mouth_box is None:
         if faces.faces == 0:
@@ -418,6 +442,7 @@ def render_dub(
         mux_audio=False,
         fmt="mp4",
         mouth_box=mouth_box,
+        expression=expression,
     )
     if result.mouths is not None:
         save_drawn_mouths(result, faces.fps)

@@ -114,11 +114,17 @@ def pause_starts(speech: np.ndarray, fps: float, min_s: float = 0.25) -> np.ndar
 def blink_track(frames: int, fps: float, rng: np.random.Generator, speech: np.ndarray | None = None) -> np.ndarray:
     """Eye closure per frame: blinks at human intervals (`blink_times`), in the pauses of `speech` (per-frame
     bool) where one is near; 70 ms closing, a short hold, 110 ms opening."""
-    closure = np.zeros(frames, np.float32)
-    times = (np.arange(frames) + 0.5) / fps
     starts = blink_times(frames / fps, rng, None if speech is None else pause_starts(speech, fps))
     if frames and not starts and frames / fps > 1.0:  # short clips still blink once
         starts = [frames / fps / 2]
+    return blink_closure(frames, fps, starts, rng)
+
+
+def blink_closure(frames: int, fps: float, starts: list[float], rng: np.random.Generator) -> np.ndarray:
+    """Eye closure per frame for blinks starting at `starts` (seconds): 70 ms closing, a random hold, 110 ms
+    opening."""
+    closure = np.zeros(frames, np.float32)
+    times = (np.arange(frames) + 0.5) / fps
     for t in starts:
         hold = BLINK_HOLD_S * float(rng.uniform(0.5, 1.5))
         close_end, hold_end = t + BLINK_CLOSE_S, t + BLINK_CLOSE_S + hold

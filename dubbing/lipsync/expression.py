@@ -1,0 +1,95 @@
+"""Expression for dubs (`lipsync.expression`, off by default): the dub's voice, not the original take's, raises
+the brows and times added blinks, subtly.
+
+The pieces are the avatar's (avatar.py: `loudness`, `brow_track`, `BrowLift`, `blink_times`, `blink_closure`),
+one piece of code for photos and videos. A filmed face already moves, so the brows rise on the dub's stressed
+words (a word louder than its phrase) by half the avatar's height. The source's own blinks stay (taking one out
+would mean painting open eyes over closed ones); blinks are added only where the dub pauses and the source does
+not blink within BLINK_MIN_S (2 s) of it, so the rate stays human and the new ones fall at the dub's phrase ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dubbing.lipsync.avatar import (
+    BLINK_MIN_S,
+    BrowLift,
+    blink_closure,
+    blink_times,
+    brow_track,
+    loudness,
+    pause_starts,
+)
+from dubbing.lipsync.faces import FaceData
+from dubbing.lipsync.render import BROW_L, BROW_R
+from dubbing.lipsync.visemes import MouthDrive
+
+DUB_BROWS = 0.5  # of the avatar's brow raise: a filmed face already moves
+LIDS = [(159, 145, 33, 133), (386, 374, 263, 362)]  # per eye: upper lid, lower lid, corner, corner (mesh indices)
+SOURCE_BLINK = 0.75  # eye openness under this much of its median: a blink (the tracker's smoothing halves one)
+
+
+@dataclass
+class DubExpression:
+    """Per frame: eye closure of the added blinks in [0, 1], and the brow raise in [0, 1]."""
+
+    blink: np.ndarray
+    brows: np.ndarray
+
+
+def eye_openness(points: np.ndarray) -> float:
+    """Lid gap over eye width, both eyes averaged (landmarks (478, 2))."""
+    return float(
+        np.mean(
+            [abs(points[up, 1] - points[lo, 1]) / (abs(points[b, 0] - points[a, 0]) + 1e-6) for up, lo, a, b in LIDS]
+        )
+    )
+
+
+def source_blinks(faces: FaceData) -> np.ndarray:
+    """Seconds where the animated face's eyes start to close in the source (its eye openness dips under
+    SOURCE_BLINK of its median)."""
+    opened = np.full(faces.frames, np.nan)
+    for t in range(min(faces.frames, len(faces.active))):
+        face = faces.face_of(t, int(faces.active[t]))
+        if face is not None:
+            opened[t] = eye_openness(face)
+    if np.isnan(opened).all():
+        return np.zeros(0)
+    shut = opened < SOURCE_BLINK * np.nanmedian(opened)
+    onsets = np.flatnonzero(shut & ~np.concatenate([[False], shut[:-1]]))
+    return onsets / faces.fps
+
+
+def dub_expression(faces: FaceData, speech: np.ndarray, drive: MouthDrive, fps: float, seed: int = 0) -> DubExpression:
+    """The brows and added blinks of a dub: brows from the dub `speech`'s stress, blinks at the pauses of the
+    dub (`drive.speech`) away from the source's own; the same for the same seed."""
+    frames = drive.frames
+    rng = np.random.default_rng(seed)
+    brows = DUB_BROWS * brow_track(loudness(speech, fps, frames), fps)
+    starts = dub_blinks(drive.speech, fps, source_blinks(faces), rng)
+    return DubExpression(blink=blink_closure(frames, fps, starts, rng), brows=brows.astype(np.float32))
+
+
+def dub_blinks(speech: np.ndarray, fps: float, seen: np.ndarray, rng: np.random.Generator) -> list[float]:
+    """Start times (s) of the blinks a dub adds: the avatar's (`blink_times`, drawn to the pauses of `speech`,
+    per-frame bool), kept where they fall in a pause and BLINK_MIN_S away from the source's own (`seen`, s)."""
+    frames = len(speech)
+    quiet = ~np.asarray(speech, bool)
+    return [
+        t
+        for t in blink_times(frames / fps, rng, pause_starts(speech, fps))
+        if quiet[min(frames - 1, int(t * fps))] and (seen.size == 0 or np.abs(seen - t).min() >= BLINK_MIN_S)
+    ]
+
+
+def raise_brows(image: np.ndarray, face: np.ndarray, amount: float) -> tuple[np.ndarray, np.ndarray]:
+    """`image` with the face's brows raised by `amount` (the avatar's `BrowLift`), and the landmarks with them
+    (the blink's eye mesh holds the brows where they now are)."""
+    lift = BrowLift(image, face)
+    moved = face.copy()
+    moved[BROW_L + BROW_R] += float(np.clip(amount, 0.0, 1.0)) * lift.shift(1.0)
+    return lift(amount), moved
