@@ -87,17 +87,22 @@ def _smooth(x: np.ndarray, sigma_frames: float) -> np.ndarray:
     return np.convolve(padded, kernel / kernel.sum(), mode="valid")
 
 
-def blink_times(duration_s: float, rng: np.random.Generator, pauses: np.ndarray | None = None) -> list[float]:
+def blink_times(
+    duration_s: float,
+    rng: np.random.Generator,
+    pauses: np.ndarray | None = None,
+    to_pause_s: float = BLINK_TO_PAUSE_S,
+) -> list[float]:
     """Blink start times: the first within 0.8-2.5 s, then gamma-distributed intervals (mean BLINK_MEAN_S)
-    kept within 2-10 s; a blink due near the start of a pause in the speech (`pauses`, seconds) moves to it,
-    as people blink at the ends of phrases rather than mid-word."""
+    kept within 2-10 s; a blink due within `to_pause_s` of the start of a pause in the speech (`pauses`,
+    seconds) moves to it, as people blink at the ends of phrases rather than mid-word."""
     pauses = np.asarray(pauses if pauses is not None else [], np.float64)
     times: list[float] = []
     t = float(rng.uniform(0.8, 2.5))
     while t < duration_s - (BLINK_CLOSE_S + BLINK_HOLD_S):
         times.append(t)
         due = t + float(np.clip(rng.gamma(4.0, BLINK_MEAN_S / 4.0), BLINK_MIN_S, BLINK_MAX_S))
-        near = pauses[(np.abs(pauses - due) <= BLINK_TO_PAUSE_S) & (pauses - t >= BLINK_MIN_S)]
+        near = pauses[(np.abs(pauses - due) <= to_pause_s) & (pauses - t >= BLINK_MIN_S)]
         near = near[near - t <= BLINK_MAX_S]
         t = float(near[np.argmin(np.abs(near - due))]) if near.size else due
     return times

@@ -5,7 +5,8 @@ The pieces are the avatar's (avatar.py: `loudness`, `brow_track`, `BrowLift`, `b
 one piece of code for photos and videos. A filmed face already moves, so the brows rise on the dub's stressed
 words (a word louder than its phrase) by half the avatar's height. The source's own blinks stay (taking one out
 would mean painting open eyes over closed ones); blinks are added only where the dub pauses and the source does
-not blink within BLINK_MIN_S (2 s) of it, so the rate stays human and the new ones fall at the dub's phrase ends.
+not blink within BLINK_MIN_S (2 s) of it, so the rate stays human and the new ones fall at the dub's phrase ends
+(a blink due up to DUB_TO_PAUSE_S from a pause moves to it; one due mid-phrase further from any is not added).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dubbing.lipsync.visemes import MouthDrive
 
 DUB_BROWS = 0.5  # of the avatar's brow raise: a filmed face already moves
 LIDS = [(159, 145, 33, 133), (386, 374, 263, 362)]  # per eye: upper lid, lower lid, corner, corner (mesh indices)
+DUB_TO_PAUSE_S = 3.0  # a blink due this close to a pause of the dub moves to it (the rest are not added)
 SOURCE_BLINK = 0.75  # eye openness under this much of its median: a blink (the tracker's smoothing halves one)
 
 
@@ -76,12 +78,13 @@ def dub_expression(faces: FaceData, speech: np.ndarray, drive: MouthDrive, fps: 
 
 def dub_blinks(speech: np.ndarray, fps: float, seen: np.ndarray, rng: np.random.Generator) -> list[float]:
     """Start times (s) of the blinks a dub adds: the avatar's (`blink_times`, drawn to the pauses of `speech`,
-    per-frame bool), kept where they fall in a pause and BLINK_MIN_S away from the source's own (`seen`, s)."""
+    per-frame bool, from up to DUB_TO_PAUSE_S away), kept where they fall in a pause and BLINK_MIN_S away from the
+    source's own (`seen`, s)."""
     frames = len(speech)
     quiet = ~np.asarray(speech, bool)
     return [
         t
-        for t in blink_times(frames / fps, rng, pause_starts(speech, fps))
+        for t in blink_times(frames / fps, rng, pause_starts(speech, fps), DUB_TO_PAUSE_S)
         if quiet[min(frames - 1, int(t * fps))] and (seen.size == 0 or np.abs(seen - t).min() >= BLINK_MIN_S)
     ]
 
