@@ -314,7 +314,7 @@ def test_verbose_is_taken_anywhere_on_the_line():
     assert _verbose_first(["run", "x.mp4"]) == ["run", "x.mp4"]
 
 
-@pytest.mark.parametrize("command", [["run"], ["batch"], ["transcribe"], ["models"], ["avatar"], []])
+@pytest.mark.parametrize("command", [["run"], ["batch"], ["transcribe"], ["models"], ["avatar"], ["lipsync"], []])
 def test_help_shows_boolean_options_as_flags(command):
     proc = dub(*command, "--help")
     assert proc.returncode == 0, proc.stderr
