@@ -1,9 +1,10 @@
 """Lipsync stage: track faces once per video, then re-animate the speaking face's mouth to new speech.
 
 Modules: `video` (ffmpeg frame pipes), `faces` (mesh tracking, cuts, speakers), `visemes` (mouth targets
-from audio and phonemes), `render` (the `Renderer` protocol and its backends), `marked` (a mouth the user
-marks, where the mesh finds no face), `avatar` (a talking video from one photo), `inspect` (input checks and a
-contact sheet). This module composes them.
+from audio and phonemes), `render` (the `Renderer` protocol and its backends), `marked` (drawn mouths: a box
+the user marks where the mesh finds no face, and the `drawn` renderer), `avatar` (a talking video from one
+photo), `expression` (a dub's brows and blinks from its voice, with the avatar's pieces), `inspect` (input
+checks and a contact sheet). This module composes them.
 """
 
 from __future__ import annotations
