@@ -16,6 +16,8 @@ Sections:
   largest speed factor, and how far the last sound of the dub voice track is from the fitted timeline's end.
   The real-time factor of match + synthesise + fit on the 60 s file is (wall seconds) / 60, measured as a
   machine's first run: the probe clips cached on disk by earlier runs are moved aside meanwhile.
+- ahead: the voice stage speaking the next line on a second thread while it fits this one (a backend that declares
+  'concurrent') against one line at a time, on musetalk_eng's Spanish script: syntheses, wall and CPU seconds.
 - similarity: CAM++ cosine between each real speaker in ../shared/media and their matched kokoro Spanish voice
   (default voice, closest bank voice, after pitch/formant matching), and for the two speakers of
   pyannote_sample.wav the similarity of their two matched voices to each other.
@@ -338,21 +340,17 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def bench_timing(tmp: Path) -> list[str]:
+def _musetalk_script(tmp: Path):
+    """musetalk_eng.wav (60 s) transcribed by whisper base and translated by the configured es translator, with the
+    es language settings (kokoro) and the synthesizer the steps build: what the voice stage gets in a run."""
     from dubbing import translate
 
-    settings = load_settings()
-    rows = [
-        "| input | lines | within 50 ms | max speed | end error (ms) | wall s | RTF |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    notes: list[str] = []
     src = MEDIA / "musetalk_eng.wav"
     layout = layout_for(src, tmp / "muse")
     media.extract_analysis_audio(src, layout.analysis_wav)
     transcriber = backends.build(asr.BACKENDS, "faster-whisper", "ASR", model="whisper-base")
     transcript = transcriber.transcribe(layout.analysis_wav)
-    cfg = settings.for_language("es").model_copy(deep=True)
+    cfg = load_settings().for_language("es").model_copy(deep=True)
     cfg.tts.backend, cfg.tts.voice = "kokoro", None
     translator = translate.translator_for(cfg.translate, transcript.language, "es")
     texts = translator.translate([u.text for u in transcript.utterances])
@@ -361,7 +359,19 @@ def bench_timing(tmp: Path) -> list[str]:
         for i, (u, t) in enumerate(zip(transcript.utterances, texts, strict=True))
     ]
     script = Script(source_language=transcript.language, language="es", translator=translator.name, lines=lines)
-    synth = tts.synthesizer_for(cfg)  # as the match-voices and synthesize steps build it
+    return script, tts.synthesizer_for(cfg), cfg, transcript, layout
+
+
+def bench_timing(tmp: Path) -> list[str]:
+    from dubbing import translate
+
+    rows = [
+        "| input | lines | within 50 ms | max speed | end error (ms) | wall s | RTF |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    script, synth, cfg, transcript, layout = _musetalk_script(tmp)
+    settings = load_settings()
     # As on a machine's first run: the probe clips cached by earlier runs are moved aside (and put back after).
     probe_cache = models.cache_root() / "voice-bank"
     aside = tmp / "voice-bank-aside"
@@ -433,6 +443,59 @@ def bench_timing(tmp: Path) -> list[str]:
         f"| {wall:.1f} | {wall / 600:.2f} |"
     )
     return rows + [""] + notes
+
+
+class _Counted:
+    """A synthesizer seen through: counts its syntheses and can hide its 'concurrent' capability."""
+
+    def __init__(self, synth: tts.Synthesizer, concurrent: bool) -> None:
+        self.synth, self.calls = synth, 0
+        self.capabilities = synth.capabilities if concurrent else synth.capabilities - {"concurrent"}
+
+    def __getattr__(self, name: str):
+        return getattr(self.synth, name)
+
+    def synthesize(self, text: str, **kwargs):
+        self.calls += 1
+        return self.synth.synthesize(text, **kwargs)
+
+
+def bench_ahead(tmp: Path) -> list[str]:
+    """The voice stage speaking the next line on a second thread ('concurrent' backends) against one line at a
+    time: musetalk_eng's 60 s into es, voices matched once, no line cache; each side twice, alternating."""
+    from dubbing import translate
+
+    script, synth, cfg, transcript, layout = _musetalk_script(tmp)
+    speakers = voice.source_speakers(transcript, None, layout.analysis_wav, layout.speakers_dir)
+    matches = voice.match_voices(
+        speakers, "es", synth, cfg.tts, probe_text=cfg.probe_text, cache_dir=models.cache_root() / "voice-bank"
+    )
+    rows = [
+        "| side | run | lines | syntheses | over limit | wall s | CPU s | CPU % | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run, sides in enumerate([(False, True), (True, False)], start=1):
+        for concurrent in sides:
+            counted = _Counted(synth, concurrent)
+            t0, c0 = time.perf_counter(), _cpu()
+            fitted, _track = voice.speak_track(
+                script,
+                counted,
+                cfg.tts,
+                cfg.timing,
+                duration_s=transcript.duration_s,
+                voices=matches,
+                voice_wav=tmp / f"ahead-{concurrent}-{run}.wav",
+                clip_cache=None,
+                shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)),
+            )
+            wall, cpu = time.perf_counter() - t0, _cpu() - c0
+            over = sum(line.over_limit for line in fitted.lines)
+            rows.append(
+                f"| {'speak ahead' if concurrent else 'one at a time'} | {run} | {len(fitted.lines)} | "
+                f"{counted.calls} | {over} | {wall:.1f} | {cpu:.1f} | {cpu / wall:.0%} | {os.getloadavg()[0]:.1f} |"
+            )
+    return rows
 
 
 def _clip(path: Path, tmp: Path, name: str, turns: list[tuple[float, float]] | None = None) -> SourceSpeaker:
@@ -679,6 +742,7 @@ def main() -> None:
             sections = {
                 "wer": bench_wer,
                 "timing": bench_timing,
+                "ahead": bench_ahead,
                 "similarity": bench_similarity,
                 "similarity-scale": bench_similarity_scale,
                 "separation": bench_separation,

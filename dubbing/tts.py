@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 # "blend": a voice may be a weighted mix of its voices ("a*0.7+b*0.3");
 # "clone": a voice is a reference clip of the speaker to imitate; such a backend is used without being named,
 #     whenever its `available()` says it can run here and the language allows cloning;
-# "probe-table": packaged probe embeddings of its voices exist, looked up by `probe_key(language, text)`.
-CAPABILITIES = frozenset({"rate", "voices", "blend", "clone", "probe-table"})
+# "probe-table": packaged probe embeddings of its voices exist, looked up by `probe_key(language, text)`;
+# "concurrent": two threads may synthesise at once, each on a core of its own (the voice stage speaks the next
+#     line while it fits this one).
+CAPABILITIES = frozenset({"rate", "voices", "blend", "clone", "probe-table", "concurrent"})
 
 
 class Synthesizer(Protocol):
@@ -95,7 +97,7 @@ class EspeakSynthesizer:
     offered; any other language is spoken by espeak-ng's own voice for it at `base_wpm`."""
 
     name = "espeak"
-    capabilities = frozenset({"rate", "voices"})
+    capabilities = frozenset({"rate", "voices", "concurrent"})  # a process per line
     base_wpm = 165
     rate = 22_050  # espeak-ng's own; the voice track is assembled at one rate, so a line's voice must not change it
     revision = "mbrola-pho"  # how a voice sounds changed (mbrola run on espeak-ng's phonemes): cached probes differ
@@ -441,7 +443,7 @@ class KokoroSynthesizer:
     a weighted blend of bank voices ('jm_kumo*0.7+jf_alpha*0.3')."""
 
     name = "kokoro"
-    capabilities = frozenset({"rate", "voices", "blend", "probe-table"})
+    capabilities = frozenset({"rate", "voices", "blend", "probe-table", "concurrent"})
     revision = ""
     # The languages Kokoro was trained on (plus German, which works but sounds poor).
     LANGUAGES = ("de", "en", "es", "fr", "hi", "it", "ja", "pt", "zh")

@@ -3,6 +3,7 @@ voices fitted to the timeline."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -368,6 +369,41 @@ def test_the_line_cache_respeaks_only_the_edited_line(tmp_path):
     again, _ = _speak("es", edited, 5.0, tmp_path / "voice.wav", synth=synth, clip_cache=cache)
     assert set(synth.spoken) == {"Adiós."}  # the unchanged line came from the cache
     assert again.lines[0].synth_s == first.lines[0].synth_s
+
+
+class _Threads(_Relay):
+    """Records which thread spoke each text; `concurrent` False hides the backend's 'concurrent' capability."""
+
+    def __init__(self, synth: voice.Synthesizer, concurrent: bool) -> None:
+        super().__init__(synth)
+        self.capabilities = synth.capabilities if concurrent else synth.capabilities - {"concurrent"}
+        self.spoken: list[tuple[str, str]] = []
+
+    def synthesize(self, text: str, **kwargs):
+        self.spoken.append((threading.current_thread().name, text))
+        return self._synth.synthesize(text, **kwargs)
+
+
+def test_the_next_line_is_spoken_ahead_on_a_second_thread_and_the_result_depends_on_the_lines_only(tmp_path):
+    texts = ["Buenos días a todos.", "Hoy hablamos del tiempo.", "Mañana lloverá mucho en el norte.", "Adiós."]
+    lines = [
+        ScriptLine(index=i, speaker="A", start=0.3 + 2.0 * i, end=1.9 + 2.0 * i, source_text="x", text=t)
+        for i, t in enumerate(texts)
+    ]
+    runs = []
+    for n, concurrent in enumerate([True, True, False]):
+        synth = _Threads(synthesizer("espeak"), concurrent)
+        fitted, track = _speak("es", lines, 8.5, tmp_path / f"voice{n}.wav", synth=synth)
+        runs.append((synth, fitted, sf.read(track.voice_path, dtype="float32")[0]))
+    ahead = {text for thread, text in runs[0][0].spoken if thread.startswith("speak-ahead")}
+    assert ahead == set(texts[1:])  # every line after the first was spoken ahead, the first by the stage itself
+    assert all(not thread.startswith("speak-ahead") for thread, _ in runs[2][0].spoken)  # not a 'concurrent' backend
+    (_, one, audio_one), (_, two, audio_two), (_, serial, _) = runs
+    assert [(line.speed, line.synth_s) for line in one.lines] == [(line.speed, line.synth_s) for line in two.lines]
+    assert np.array_equal(audio_one, audio_two)  # whichever thread finished first
+    for ahead_line, serial_line in zip(one.lines, serial.lines, strict=True):  # a take spoken ahead fits as well
+        assert not ahead_line.over_limit and not serial_line.over_limit
+        assert ahead_line.synth_s == pytest.approx(serial_line.synth_s, abs=0.05)
 
 
 def test_a_line_without_a_matched_or_named_voice_gets_the_backends_default(tmp_path):

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -52,8 +53,8 @@ DEFAULT_RATE = 24_000  # the voice track's rate when no line was spoken (an all-
 
 class Synthesizer(Protocol):
     """What the voice stage needs of a TTS backend. `capabilities` may hold 'blend' (a voice may be a weighted mix
-    'a*0.6+b*0.4'), 'clone' (a voice is a reference clip's path: no bank to search) and 'probe-table' (see
-    `ProbeTableSynthesizer`); `revision` changes when the backend's voices sound different (cached probes go)."""
+    'a*0.6+b*0.4'), 'clone' (a voice is a reference clip's path: no bank to search), 'probe-table' (see
+    `ProbeTableSynthesizer`) and 'concurrent' (two threads may synthesise at once: the next line is spoken ahead); `revision` changes when the backend's voices sound different (cached probes go)."""
 
     @property
     def name(self) -> str: ...
@@ -190,8 +191,10 @@ def speak_track(
     stretches: list[Stretch] = []
     shift = 0.0  # what the stretches so far add: a source time after them is this much later on the dub's timeline
     previous_end: float | None = None  # where the dub before ends, in source time (windows are in source time)
-    for i, line in enumerate(lines_in):
-        nxt = lines_in[i + 1] if i + 1 < len(lines_in) else None
+
+    def setting(i: int, previous_end: float | None) -> tuple[Window, VoiceMatch, RateEstimator]:
+        """Line i's window (after a dub ending at `previous_end`), its voice and that voice's rate so far."""
+        line, nxt = lines_in[i], (lines_in[i + 1] if i + 1 < len(lines_in) else None)
         window = window_for(
             line.start,
             line.end,
@@ -206,7 +209,13 @@ def speak_track(
         match = voices.get(line.speaker) or parse_voice(
             tts.voices.get(line.speaker, tts.voice) or synth.default_voice(script.language), synth.name, line.speaker
         )
-        estimator = estimators.setdefault(match.voice, RateEstimator(match.seconds_per_char))
+        return window, match, estimators.setdefault(match.voice, RateEstimator(match.seconds_per_char))
+
+    ahead = _SpeakAhead(synth, script.language, timing.max_speedup, slowdown, clip_cache)
+    for i, line in enumerate(lines_in):
+        window, match, estimator = setting(i, previous_end)
+        if i + 1 < len(lines_in):  # the next line is spoken on another core while this one is fitted
+            ahead.submit(i + 1, lines_in[i + 1].text, *setting(i + 1, previous_end))
         text, notes = line.text, list(line.notes)
         if not text.strip():
             lines.append(
@@ -216,7 +225,7 @@ def speak_track(
             )
             continue
         fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache, slowdown)
-        audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
+        audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args, first=ahead.take(i))
         shortened = line.length_action in ("shortened", "shortened_over")  # by the translate stage's estimate
         for _ in range(SHORTEN_ROUNDS if timing.shorten else 0):
             if not (fit.over_limit or fit.slowed_s > 0) or shorten is None:  # a shorter text before a slower picture
@@ -277,6 +286,7 @@ def speak_track(
                 cut_s=round(fit.cut_s, 3),
             )
         )
+    ahead.close()
     rate = rate or DEFAULT_RATE
     total_s = round(duration_s + shift, 6) if stretches else duration_s
     voice_path = media.write_audio(voice_wav, place_clips(clips, rate, total_s), rate)
@@ -305,6 +315,74 @@ def dub_timings(script: Script, track: DubTrack | None) -> list[tuple[float, flo
     ]
 
 
+Said = tuple[np.ndarray, int, float]  # a line spoken and shifted into its speaker's voice: audio, rate, speed
+
+
+class _SpeakAhead:
+    """Speaks the next line beside this one, for a backend that can synthesise from two threads at once
+    ('concurrent'); otherwise it does nothing. The next line's speed is
+    guessed from its voice's rate as known one line earlier; `_speak_line` keeps that take when the fitted speed
+    is within the same 8% as its own guess would be, so the result does not depend on which thread got there
+    first, only on the lines."""
+
+    def __init__(
+        self,
+        synth: Synthesizer,
+        language: str,
+        max_speedup: float,
+        max_slowdown: float,
+        cache_dir: Path | None,
+    ) -> None:
+        self.synth, self.language, self.max_speedup, self.max_slowdown = synth, language, max_speedup, max_slowdown
+        self.cache_dir = cache_dir
+        # two workers: while the stage waits for this line's take, the next one is spoken beside it
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="speak-ahead") if capable(synth, "concurrent") else None
+        self.pending: dict[int, Future[Said]] = {}
+
+    def submit(self, index: int, text: str, window: Window, match: VoiceMatch, estimator: RateEstimator) -> None:
+        if self.pool is None or not text.strip():
+            return
+        parts = _line_parts(self.synth, text, self.language, match, window, self.max_speedup, self.max_slowdown)
+        if self.cache_dir and (self.cache_dir / f"{_line_key(parts)}.json").exists():
+            return  # spoken in an earlier run: the line cache has it
+        speed = _guess_speed(estimator, text, window, self.max_speedup, self.max_slowdown)
+        self.pending[index] = self.pool.submit(_say, self.synth, text, self.language, match, speed)
+
+    def take(self, index: int) -> Future[Said] | None:
+        return self.pending.pop(index, None)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def _say(synth: Synthesizer, text: str, language: str, match: VoiceMatch, speed: float) -> Said:
+    audio, rate = synth.synthesize(text, language=language, voice=match.voice, speed=speed)
+    return shift_voice(audio, rate, match), rate, speed
+
+
+def _guess_speed(estimator: RateEstimator, text: str, window: Window, max_speedup: float, max_slowdown: float) -> float:
+    guess = estimator.estimate(text)
+    return plan_speed(guess, window, max_speedup, max_slowdown).speed if guess else 1.0
+
+
+def _line_parts(
+    synth: Synthesizer,
+    text: str,
+    language: str,
+    match: VoiceMatch,
+    window: Window,
+    max_speedup: float,
+    max_slowdown: float,
+) -> list:
+    """What a spoken line depends on (its line-cache key is made from these)."""
+    sound = match.model_dump(include={"backend", "voice", "pitch_hz", "formant_ratio", "pitch_range", "eq_db"})
+    # the window less how early the line may start (an edit of the line before changes that): a line that did
+    # not need to start early is reused when its neighbour is edited, as long as it gets the same length
+    slot = {k: v for k, v in dataclasses.asdict(window).items() if k != "earliest"}
+    return [synth.name, text, language, sound, slot, max_speedup] + ([max_slowdown] if max_slowdown else [])
+
+
 def _speak_line(
     synth: Synthesizer,
     text: str,
@@ -315,16 +393,13 @@ def _speak_line(
     max_speedup: float,
     cache_dir: Path | None = None,
     max_slowdown: float = 0.0,
+    first: Future[Said] | None = None,
 ) -> tuple[np.ndarray, int, float, Fit]:
-    """Synthesise one line at the speed it needs (guessed from the voice's rate so far, so usually once),
-    apply the speaker's voice shift, and conform it to its fitted length. Returns audio, rate, natural length
-    and the fit. With `cache_dir`, a line already spoken with the same text, voice and window is reused, so
-    editing one line of script.json re-speaks only that line."""
-    sound = match.model_dump(include={"backend", "voice", "pitch_hz", "formant_ratio", "pitch_range", "eq_db"})
-    # the window less how early the line may start (an edit of the line before changes that): a line that did
-    # not need to start early is reused when its neighbour is edited, as long as it gets the same length
-    slot = {k: v for k, v in dataclasses.asdict(window).items() if k != "earliest"}
-    parts = [synth.name, text, language, sound, slot, max_speedup] + ([max_slowdown] if max_slowdown else [])
+    """Synthesise one line at the speed it needs (guessed from the voice's rate so far, so usually once; `first`:
+    the take spoken ahead at a guessed speed), apply the speaker's voice shift, and conform it to its fitted
+    length. Returns audio, rate, natural length and the fit. With `cache_dir`, a line already spoken with the
+    same text, voice and window is reused, so editing one line of script.json re-speaks only that line."""
+    parts = _line_parts(synth, text, language, match, window, max_speedup, max_slowdown)
     key = _line_key(parts)
     cached = _load_line(cache_dir, key) if cache_dir else None
     if cached is not None:
@@ -335,12 +410,14 @@ def _speak_line(
             return audio, rate, natural_s, fit
 
     def say(speed: float) -> tuple[np.ndarray, int]:
-        audio, rate = synth.synthesize(text, language=language, voice=match.voice, speed=speed)
-        return shift_voice(audio, rate, match), rate
+        audio, rate, _ = _say(synth, text, language, match, speed)
+        return audio, rate
 
-    guess = estimator.estimate(text)
-    speed = plan_speed(guess, window, max_speedup, max_slowdown).speed if guess else 1.0
-    audio, rate = say(speed)
+    if first is not None:
+        audio, rate, speed = first.result()
+    else:
+        speed = _guess_speed(estimator, text, window, max_speedup, max_slowdown)
+        audio, rate = say(speed)
     natural_s = len(audio) / rate * speed  # engine rate controls are close to proportional
     fit = plan_speed(natural_s, window, max_speedup, max_slowdown)
     if abs(fit.speed / speed - 1.0) > 0.08:  # the guess was off: synthesise at the right rate
