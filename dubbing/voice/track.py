@@ -54,7 +54,8 @@ DEFAULT_RATE = 24_000  # the voice track's rate when no line was spoken (an all-
 class Synthesizer(Protocol):
     """What the voice stage needs of a TTS backend. `capabilities` may hold 'blend' (a voice may be a weighted mix
     'a*0.6+b*0.4'), 'clone' (a voice is a reference clip's path: no bank to search), 'probe-table' (see
-    `ProbeTableSynthesizer`) and 'concurrent' (two threads may synthesise at once: the next line is spoken ahead); `revision` changes when the backend's voices sound different (cached probes go)."""
+    `ProbeTableSynthesizer`) and 'concurrent' (two threads may synthesise at once: the next line is spoken
+    ahead); `revision` changes when the backend's voices sound different (cached probes go)."""
 
     @property
     def name(self) -> str: ...
