@@ -231,7 +231,10 @@ def track_faces(video: Path, info: MediaInfo, settings: Settings, layout: RunLay
     """Every face tracked once per video; it needs no transcript, so it runs beside the transcription."""
     if not info.has_video or not settings.lipsync.enabled:
         return None
-    return lipsync.track(video, layout.tracked_faces_npz, max_faces=settings.lipsync.max_faces)
+    tracked = lipsync.track(video, layout.tracked_faces_npz, max_faces=settings.lipsync.max_faces)
+    if settings.lipsync.mouth_box is None:
+        return tracked
+    return tracked.model_copy(update={"checks": lipsync.checks_with_marked_mouth(tracked.checks)})
 
 
 def choose_speaking_faces(

@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from dubbing import media, steps
 from dubbing.config import load_settings
 from dubbing.errors import DubbingError
+from dubbing.layout import layout_for
 from dubbing.lipsync import drawn_mouths, lipsync_video, load_audio, render_dub, track
 from dubbing.lipsync.faces import FaceData
 from dubbing.lipsync.inspect import MOUTH_BOX_COLOUR, contact_sheet
@@ -73,6 +75,19 @@ def test_a_dub_with_no_face_found_animates_the_marked_box_and_saves_what_it_drew
     assert result is not None and result.renderer == "marked"
     gap, fps, renderer = drawn_mouths(result.out)  # what QA reads
     assert renderer == "marked" and fps == tracked.fps and len(gap) == result.frames and np.nanmax(gap) > 0.1
+
+
+def test_the_track_faces_step_says_the_marked_box_is_animated_where_no_face_is_found(tmp_path, emoji_dub):
+    source, _drive, _spans, box, _out, _result = emoji_dub
+    settings = load_settings()
+    marked = settings.model_copy(update={"lipsync": settings.lipsync.model_copy(update={"mouth_box": box})})
+    layout = layout_for(source, tmp_path / "out")
+    layout.source_dir.mkdir(parents=True)
+    plain = steps.track_faces(source, media.probe(source), settings, layout)
+    tracked = steps.track_faces(source, media.probe(source), marked, layout)
+    assert plain is not None and tracked is not None
+    assert plain.checks[0].code == tracked.checks[0].code == "no-face"
+    assert "nothing to lipsync" in plain.checks[0].message and "marked mouth box" in tracked.checks[0].message
 
 
 def test_the_drawn_renderer_opens_a_tracked_cartoon_mouth_where_the_speech_is_loud(tmp_path):

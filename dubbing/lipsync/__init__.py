@@ -23,7 +23,7 @@ from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
 from dubbing.lipsync import visemes
 from dubbing.lipsync.faces import FaceData, choose_active, face_box, mouth_gap, track_faces
-from dubbing.lipsync.marked import MarkedMouth, fit_mouth_box
+from dubbing.lipsync.marked import MarkedMouth, checks_with_marked_mouth, fit_mouth_box
 from dubbing.lipsync.render import BACKENDS, Clip, Renderer
 from dubbing.lipsync.video import (
     FrameWriter,
@@ -44,6 +44,7 @@ __all__ = [
     "FaceData",
     "LipsyncResult",
     "analyse",
+    "checks_with_marked_mouth",
     "drawn_mouths",
     "mouths_path",
     "read_tracks",

@@ -25,6 +25,7 @@ from dubbing.config import MouthBox, mouth_box_problem
 from dubbing.errors import DubbingError
 from dubbing.lipsync.faces import LOWER_INNER, LOWER_OUTER, UPPER_OUTER
 from dubbing.lipsync.visemes import MouthDrive
+from dubbing.types import InputCheck
 
 if TYPE_CHECKING:  # render.py lists the drawn renderer among its backends
     from dubbing.lipsync.render import Clip
@@ -219,3 +220,10 @@ class DrawnRenderer:
         out = frame.copy()
         out[r0:r1, c0:c1] = opened
         return out
+
+
+def checks_with_marked_mouth(checks: list[InputCheck]) -> list[InputCheck]:
+    """The checks of a video whose mouth the user marked (lipsync.mouth_box): no face found is then expected,
+    and the marked box is what gets animated."""
+    marked = "no face found in any frame: the marked mouth box (lipsync.mouth_box) is animated"
+    return [c.model_copy(update={"message": marked}) if c.code == "no-face" else c for c in checks]
