@@ -4,8 +4,8 @@ own.
 A video lends its own open mouths: `InteriorBank` keeps a few of the clip's open-mouth frames spread over opening,
 width and pose, chooses per rendered frame the one whose mouth best matches the wanted shape and holds that choice
 (a new one must be clearly better, and only after a few frames), so the teeth do not flicker between sources. The
-renderer warps the chosen interior into the new lip outline once and `relight` matches it to the frame by the lips
-and skin around the mouth (brightness per side of the mouth, colour in Lab). A photo with a closed mouth has nothing
+renderer warps the chosen interior into the new lip outline once and `relight` matches it to the frame by the skin
+around the mouth (brightness per side of the mouth, colour in Lab). A photo with a closed mouth has nothing
 to lend: `painted_interior` builds one from the photo's own tones, with depth (the throat darkens away from the
 lips), upper teeth with separations and shading, a shaded tongue and the photo's grain.
 
@@ -47,15 +47,25 @@ def polygon_mask(shape: tuple[int, ...], pts: np.ndarray, idx: list[int]) -> np.
 # ---------------------------------------------------------------- tone (relighting)
 
 
-def tone(image: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
-    """Mean Lab (L in 0-100) of the lips and a band of skin around them, per side of the mouth: (2, 3), left then
-    right. None where too little of it lies in the image."""
+def skin_band(shape: tuple[int, ...], pts: np.ndarray, width: float = 0.12) -> np.ndarray:
+    """The skin around the lips: their outline grown by `width` eye distances, less the lips."""
     _right, _down, scale = face_axes(pts)
-    outer = polygon_mask(image.shape, pts, OUTER).astype(np.uint8)
-    grow = max(3, int(scale * 0.12)) | 1
+    outer = polygon_mask(shape, pts, OUTER).astype(np.uint8)
+    grow = max(3, int(scale * width)) | 1
     ring = cv2.dilate(outer, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow))).astype(bool)
-    ring &= ~polygon_mask(image.shape, pts, INNER)
-    ys, xs = np.nonzero(ring)
+    return ring & ~outer.astype(bool)
+
+
+def lips_mask(shape: tuple[int, ...], pts: np.ndarray) -> np.ndarray:
+    return polygon_mask(shape, pts, OUTER) & ~polygon_mask(shape, pts, INNER)
+
+
+def tone(image: np.ndarray, pts: np.ndarray, region: np.ndarray | None = None) -> np.ndarray | None:
+    """Mean Lab (L in 0-100) of `region` (default: the skin band around the lips), per side of the mouth: (2, 3),
+    left then right. The lips are left out by default: in a frame being re-rendered they are warped and stretched,
+    and matching on them measured worse (colour distance to the person's own open mouths 8.7 and 4.9 against 7.5
+    and 3.7 on skin alone, benchmarks/bench_interior.py). None where too little of the region lies in the image."""
+    ys, xs = np.nonzero(skin_band(image.shape, pts) if region is None else region)
     if len(xs) < 40:
         return None
     lab = cv2.cvtColor(image[ys, xs][None].astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)[0]
@@ -242,11 +252,7 @@ class InteriorBank:
 
 def grain_level(patch: np.ndarray, pts: np.ndarray) -> float:
     """High-frequency standard deviation of the skin and lips around the mouth (sensor noise, compression grain)."""
-    _right, _down, scale = face_axes(pts)
-    outer = polygon_mask(patch.shape, pts, OUTER).astype(np.uint8)
-    grow = max(3, int(scale * 0.15)) | 1
-    ring = cv2.dilate(outer, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow))).astype(bool)
-    ring &= ~polygon_mask(patch.shape, pts, INNER)
+    ring = skin_band(patch.shape, pts, 0.15) | lips_mask(patch.shape, pts)
     grey = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY).astype(np.float32)
     high = grey - cv2.GaussianBlur(grey, (3, 3), 0)
     return float(np.std(high[ring])) * 1.6 if ring.sum() > 20 else 1.5  # the 3x3 high-pass keeps ~60% of white noise
@@ -287,9 +293,9 @@ def painted_interior(patch: np.ndarray, pts: np.ndarray, seed: int = 0) -> np.nd
     tooth's curve, with dark separations; a tongue from the lips, lit on its crown; then the photo's own grain."""
     _right, _down, scale = face_axes(pts)
     rng = np.random.default_rng(seed)
-    src_tone = tone(patch, pts)
-    lips_lab = src_tone.mean(axis=0) if src_tone is not None else np.array([45.0, 18.0, 12.0])
-    skin_l = float(src_tone[:, 0].max()) if src_tone is not None else 60.0
+    lips, skin = tone(patch, pts, lips_mask(patch.shape, pts)), tone(patch, pts)
+    lips_lab = lips.mean(axis=0) if lips is not None else np.array([45.0, 18.0, 12.0])
+    skin_l = float(skin[:, 0].max()) if skin is not None else 65.0
     u, v_up, v_lo, v = _mouth_coords(patch.shape, pts)
     gap = np.maximum(v_lo - v_up, 1e-4)
     s = np.clip((v - v_up) / gap, 0, 1)  # 0 at the upper lip, 1 at the lower

@@ -444,31 +444,34 @@ class ClassicalRenderer:
         index: int,
     ) -> None:
         """Paint the opened mouth: the bank frame whose mouth best matches this one, warped into the new lip
-        outline in one (bicubic) remap with its teeth kept their size, and re-lit to this frame by the lips and
-        skin around the mouth; a painted interior where the face lends none."""
-        x0, y0, x1, y1 = box
-        target = drawn - [x0, y0]
-        mask = np.zeros(patch.shape[:2], np.float32)
-        poly = np.round(target[INNER] * 16).astype(np.int32)
+        outline in one (bicubic) remap with its teeth kept their size, and re-lit to this frame by the skin
+        around the mouth; a painted interior where the face lends none."""
+        target = drawn - box[:2]
+        h, w = patch.shape[:2]
+        sub = clip_box(target[INNER], w, h, pad=max(2, int(scale * 0.02)))  # the opening: all the work is in it
+        if sub is None:
+            return
+        sx0, sy0, sx1, sy1 = sub
+        mask = np.zeros((sy1 - sy0, sx1 - sx0), np.float32)
+        poly = np.round((target[INNER] - [sx0, sy0]) * 16).astype(np.int32)
         cv2.fillPoly(mask, [poly], 1.0, lineType=cv2.LINE_AA, shift=4)
         k = max(1, int(scale * 0.008)) * 2 + 1
-        mask = cv2.GaussianBlur(mask, (k, k), 0) * alpha
+        mask = (cv2.GaussianBlur(mask, (k, k), 0) * alpha)[..., None]
         if st.bank is not None and st.bank.frames:
             ref = st.bank.choose(mouth_gap(target), inner_width(target), pose_signature(face))
-            upper, lower = ref.upper, ref.lower
             _, _, ref_scale = face_axes(ref.pts)
-            ratio = scale / ref_scale
-            rows = interior_rows(target, upper * ratio, lower * ratio)
-            interior, _ = warp_mesh(ref.crop, interior_rows(ref.pts, upper, lower), rows, ROW_TRIS,
-                                    (0, 0, x1 - x0, y1 - y0), cv2.INTER_CUBIC)  # fmt: skip
+            rows = interior_rows(target, ref.upper * scale / ref_scale, ref.lower * scale / ref_scale)
+            interior, _ = warp_mesh(ref.crop, interior_rows(ref.pts, ref.upper, ref.lower), rows, ROW_TRIS, sub,
+                                    cv2.INTER_CUBIC)  # fmt: skip
             if ref.tone is None:
                 ref.tone = tone(ref.crop, ref.pts)
             here = tone(patch, target)
             if ref.tone is not None and here is not None:
-                interior = relight(interior.astype(np.float32), target, ref.tone, here)
+                interior = relight(interior.astype(np.float32), target - [sx0, sy0], ref.tone, here)
         else:
-            interior = painted_interior(patch, target, seed=index)
-        patch[:] = np.clip(patch * (1 - mask[..., None]) + interior * mask[..., None] + 0.5, 0, 255).astype(np.uint8)
+            interior = painted_interior(patch, target, seed=index)[sy0:sy1, sx0:sx1]
+        region = patch[sy0:sy1, sx0:sx1]
+        region[:] = np.clip(region * (1 - mask) + interior * mask + 0.5, 0, 255).astype(np.uint8)
 
     def _closed_lips(
         self,
