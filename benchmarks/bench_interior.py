@@ -121,17 +121,21 @@ def compare(name: str, own: list, rendered: list, lip_r: float | None) -> list[t
     ]  # fmt: skip
 
 
-def crop_frames(src_gaps: np.ndarray, drive_open: np.ndarray, n: int = 3) -> list[int]:
-    """Frames where the driving speech opens the mouth most while the source's is nearly closed, 10+ frames apart."""
-    m = min(len(src_gaps), len(drive_open))
-    score = drive_open[:m] - np.nan_to_num(src_gaps[:m], nan=1.0) * 4
+def spaced(order: np.ndarray, n: int = 3, apart: int = 10) -> list[int]:
+    """The first `n` frames of `order` that lie `apart` frames or more from each other, sorted."""
     picks: list[int] = []
-    for t in np.argsort(-score):
-        if all(abs(int(t) - p) >= 10 for p in picks):
+    for t in order:
+        if all(abs(int(t) - p) >= apart for p in picks):
             picks.append(int(t))
         if len(picks) == n:
             break
     return sorted(picks)
+
+
+def crop_frames(src_gaps: np.ndarray, drive_open: np.ndarray) -> list[int]:
+    """Frames where the driving speech opens the mouth most while the source's is nearly closed."""
+    m = min(len(src_gaps), len(drive_open))
+    return spaced(np.argsort(-(drive_open[:m] - np.nan_to_num(src_gaps[:m], nan=1.0) * 4)))
 
 
 def mouth_crops(video: Path, faces: FaceData, frames: list[int], size: int = 120) -> list[np.ndarray]:
@@ -184,15 +188,8 @@ def run_photo(video: Path, speech: Path, tmp: Path, crops: dict[str, np.ndarray]
     envelope = frame_envelope(load_audio(speech, rate=ANALYSIS_RATE), ANALYSIS_RATE, 25.0, len(out_gaps))
     summary, _ = lip_sync(out_gaps, envelope, 25.0, {})
     own = own_measures(video, faces, src_gaps)
-    opened = [int(t) for t in np.argsort(-np.nan_to_num(out_gaps, nan=0.0))]
-    picks: list[int] = []
-    for t in opened:
-        if all(abs(t - p) >= 10 for p in picks):
-            picks.append(t)
-        if len(picks) == 3:
-            break
     photo_faces, _ = track_video(out)
-    crops["photo/rendered"] = np.stack(mouth_crops(out, photo_faces, sorted(picks)))
+    crops["photo/rendered"] = np.stack(mouth_crops(out, photo_faces, spaced(np.argsort(-np.nan_to_num(out_gaps)))))
     return compare(f"photo ({video.stem} frame {still})", own, rendered, summary["correlation"])
 
 
