@@ -156,4 +156,4 @@ def test_on_a_real_clip_the_bank_spreads_and_its_choice_holds():
     shown = [c for c in chosen if c is not None]
     changes = sum(a is not None and b is not None and a != b for a, b in zip(chosen, chosen[1:], strict=False))
     assert len(shown) > 20
-    assert changes <= len(shown) / bank.hold  # one frame in 6 at most; switching every frame would be ~1 in 2
+    assert changes <= len(shown) / bank.hold  # at most one change per `hold` frames shown

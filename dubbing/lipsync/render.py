@@ -2,7 +2,7 @@
 
 `classical` (offline default) warps lips and jaw from tracked landmarks with a piecewise-affine mesh over
 the lower face only (cost grows with the face, not the frame), takes the mouth interior from the clip's own
-most open frame (or paints one for a photo), and leaves everything outside the mesh untouched.
+open mouths (or paints one for a photo; see `interior.py`), and leaves everything outside the mesh untouched.
 `wav2lip` runs a Wav2Lip network exported to TorchScript or ONNX (GPU when available) through the same
 interface; no such weights ship in any registry package, so it needs `lipsync.options.model_path`.
 Renderers are built by name with `dubbing.backends.build(BACKENDS, ...)`.
