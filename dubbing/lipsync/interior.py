@@ -208,7 +208,6 @@ class InteriorBank:
     better: float = 0.6  # and gives way only to a frame whose cost is below this share of its own
     current: int | None = None
     held: int = 0
-    switches: int = field(default=0)
 
     stretch: float = 0.85  # a source may be stretched to an opening at most 1/0.85 of its own
 
@@ -237,7 +236,6 @@ class InteriorBank:
             not fits[self.current] or (self.held >= self.hold and costs[best] < self.better * costs[self.current])
         ):
             self.current, self.held = best, 0
-            self.switches += 1
         self.held += 1
         return self.frames[self.current]
 
