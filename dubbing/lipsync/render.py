@@ -2,7 +2,7 @@
 
 `classical` (offline default) warps lips and jaw from tracked landmarks with a piecewise-affine mesh over
 the lower face only (cost grows with the face, not the frame), takes the mouth interior from the clip's own
-most open frame (or paints one for a photo), and leaves everything outside the mesh untouched.
+open mouths (or paints one for a photo; see `interior.py`), and leaves everything outside the mesh untouched.
 `wav2lip` runs a Wav2Lip network exported to TorchScript or ONNX (GPU when available) through the same
 interface; no such weights ship in any registry package, so it needs `lipsync.options.model_path`.
 Renderers are built by name with `dubbing.backends.build(BACKENDS, ...)`.
@@ -32,6 +32,21 @@ from dubbing.lipsync.faces import (
     face_axes,
     face_box,
     mouth_gap,
+)
+from dubbing.lipsync.interior import (
+    INNER,
+    ROW_TRIS,
+    BankFrame,
+    InteriorBank,
+    inner_width,
+    interior_rows,
+    painted_interior,
+    relight,
+    shape_features,
+    sharpness,
+    spread_picks,
+    teeth_extent,
+    tone,
 )
 from dubbing.lipsync.marked import DrawnRenderer
 from dubbing.lipsync.visemes import MouthDrive
@@ -95,6 +110,7 @@ def warp_mesh(
     dst: np.ndarray,
     tris: np.ndarray,
     box: tuple[int, int, int, int],
+    interpolation: int = cv2.INTER_LINEAR,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Piecewise-affine warp with one remap: the `box` region of the output where `dst` triangles are drawn
     from where their `src` triangles lie in `image`. Returns the patch and its coverage mask (bool)."""
@@ -110,7 +126,7 @@ def warp_mesh(
     ys = np.arange(y0, y1, dtype=np.float32)[:, None]
     mapx = maps[..., 0, 0] * xs + maps[..., 0, 1] * ys + maps[..., 0, 2]
     mapy = maps[..., 1, 0] * xs + maps[..., 1, 1] * ys + maps[..., 1, 2]
-    patch = cv2.remap(image, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    patch = cv2.remap(image, mapx, mapy, interpolation, borderMode=cv2.BORDER_REPLICATE)
     return patch, labels > 0
 
 
@@ -214,20 +230,6 @@ def inner_polygon(mesh: np.ndarray) -> np.ndarray:
     return np.concatenate([mesh[[_POS[i] for i in UPPER_INNER]], mesh[[_POS[i] for i in LOWER_INNER[-2:0:-1]]]])
 
 
-def _strip(upper: list[int], lower: list[int]) -> np.ndarray:
-    tris = []
-    for k in range(len(upper) - 1):
-        tris += [(k, k + 1, len(upper) + k + 1), (k, len(upper) + k + 1, len(upper) + k)]
-    return np.asarray(tris, np.int32)
-
-
-INNER_STRIP = _strip(UPPER_INNER, LOWER_INNER)
-
-
-def _inner_points(mesh: np.ndarray) -> np.ndarray:
-    return np.concatenate([mesh[[_POS[i] for i in UPPER_INNER]], mesh[[_POS[i] for i in LOWER_INNER]]])
-
-
 # ---------------------------------------------------------------- eyes (blinks)
 
 EYE_L_UP, EYE_L_LO = [33, 246, 161, 160, 159, 158, 157, 173, 133], [33, 7, 163, 144, 145, 153, 154, 155, 133]
@@ -261,19 +263,9 @@ def eye_meshes(pts: np.ndarray, closure: float) -> list[tuple[np.ndarray, np.nda
 class _TrackState:
     max_gap: float
     tris: np.ndarray
-    reference: tuple[np.ndarray, np.ndarray] | None  # (image crop, landmarks in crop coordinates)
+    bank: InteriorBank | None  # the face's own open mouths (None: it never opens; the interior is painted)
     eye_tris: list[np.ndarray] = field(default_factory=list)
     closed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # (crop, landmarks, pose)
-    reference_lips: np.ndarray | None = None  # mean BGR of the reference frame's lips
-
-
-def _lip_colour(image: np.ndarray, mesh: np.ndarray) -> np.ndarray:
-    """Mean BGR of the lips (outer outline less the mouth opening) of a mesh drawn in `image`'s coordinates."""
-    mask = np.zeros(image.shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(mesh[[_POS[i] for i in UPPER_OUTER + LOWER_OUTER[-2:0:-1]]]).astype(np.int32)], 1)
-    cv2.fillPoly(mask, [np.round(inner_polygon(mesh)).astype(np.int32)], 0)
-    values = image[mask.astype(bool)]
-    return values.mean(axis=0) if len(values) else np.full(3, 128.0)
 
 
 def match_grain(patch: np.ndarray, source: np.ndarray, seed: int) -> None:
@@ -312,7 +304,7 @@ def _crop(frame: np.ndarray, pts: np.ndarray, margin: float = 0.25) -> tuple[np.
 
 
 class ClassicalRenderer:
-    """Landmark-driven warp of lips and jaw; interior from the clip's own open mouth; no weights needed."""
+    """Landmark-driven warp of lips and jaw; interior from the clip's own open mouths; no weights needed."""
 
     name = "classical"
     capabilities: frozenset[str] = frozenset()
@@ -321,10 +313,16 @@ class ClassicalRenderer:
         strength: float = Field(1.0, ge=0.0, le=1.5)  # scale of the mouth opening
 
     def __init__(
-        self, strength: float = 1.0, min_open_gap: float = 0.08, closed_bank: int = 6, closed_gap: float = 0.015
+        self,
+        strength: float = 1.0,
+        min_open_gap: float = 0.08,
+        closed_bank: int = 6,
+        closed_gap: float = 0.015,
+        open_bank: int = 8,
     ) -> None:
         self.strength = strength
         self.min_open_gap = min_open_gap  # a reference mouth must open at least this much to lend its interior
+        self.open_bank = open_bank  # open-mouth frames kept per face, to lend their teeth and tongue
         self.closed_bank = closed_bank  # closed-mouth frames kept per face, to lend their lips when closing
         self.closed_gap = closed_gap  # a mouth this little open counts as closed
         self.clip: Clip | None = None
@@ -337,24 +335,54 @@ class ClassicalRenderer:
         plans = {}
         for track, (indices, sample) in clip.tracks.items():
             gaps = np.array([mouth_gap(p) for p in sample])
-            best = int(np.argmax(gaps))
-            opened = [best] if gaps[best] >= self.min_open_gap else []
-            plans[track] = (indices, sample, gaps, opened, self._closed_picks(gaps))
+            plans[track] = (indices, sample, gaps, self._open_picks(sample, gaps), self._closed_picks(gaps))
         wanted = {int(p[0][k]) for p in plans.values() for k in p[3] + p[4]}
         frames = clip.frames_at(sorted(wanted)) if wanted else {}  # one decoding pass for every reference
         for track, (indices, sample, gaps, opened, closed_picks) in plans.items():
             max_gap = float(np.clip(np.percentile(gaps, 95) * 1.1, 0.15, 0.4))
             mid = sample[int(np.argsort(gaps)[len(gaps) // 2])]
-            reference = None
-            if opened and (frame := frames.get(int(indices[opened[0]]))) is not None:
-                reference = _crop(frame, sample[opened[0]], margin=0.0)
+            bank = self._open_bank(
+                [
+                    (int(indices[k]), frames[int(indices[k])], sample[k], float(gaps[k]))
+                    for k in opened
+                    if int(indices[k]) in frames
+                ]
+            )
             closed = [
                 (*_crop(frames[int(indices[k])], sample[k]), pose_signature(sample[k]))
                 for k in closed_picks
                 if int(indices[k]) in frames
             ]
             eye_tris = [triangulate(src) for src, _dst in eye_meshes(mid, 1.0)] if clip.blink is not None else []
-            self.state[track] = _TrackState(max_gap, open_topology(mid), reference, eye_tris, closed)
+            self.state[track] = _TrackState(max_gap, open_topology(mid), bank, eye_tris, closed)
+
+    def _open_picks(self, sample: np.ndarray, gaps: np.ndarray) -> list[int]:
+        """Candidates for the open-mouth bank: the most open frame, then frames spread over opening, width and pose,
+        twice as many as kept (the blurred ones are dropped once read)."""
+        candidates = np.flatnonzero(gaps >= self.min_open_gap)
+        if candidates.size == 0 or self.open_bank == 0:
+            return []
+        feats = shape_features(
+            gaps[candidates],
+            np.array([inner_width(sample[k]) for k in candidates]),
+            np.stack([pose_signature(sample[k]) for k in candidates]),
+        )
+        picks = spread_picks(feats, int(np.argmax(gaps[candidates])), 2 * self.open_bank)
+        return [int(candidates[p]) for p in picks]
+
+    def _open_bank(self, picked: list[tuple[int, np.ndarray, np.ndarray, float]]) -> InteriorBank | None:
+        """Crop the picked frames; drop those much blurrier than the others (motion blur in fast speech), keep the
+        first `open_bank` of the rest (the spread order)."""
+        frames = []
+        for index, frame, pts, gap in picked:
+            crop, local = _crop(frame, pts, margin=0.0)
+            upper, lower = teeth_extent(crop, local)
+            frames.append(BankFrame(index, crop, local, gap, inner_width(pts), pose_signature(pts), None, upper, lower))
+        if not frames:
+            return None
+        sharp = np.array([sharpness(f.crop, f.pts) for f in frames])
+        kept = [f for f, s in zip(frames, sharp, strict=True) if s >= 0.5 * np.median(sharp)]
+        return InteriorBank(kept[: self.open_bank])
 
     def _closed_picks(self, gaps: np.ndarray) -> list[int]:
         """A few of the face's own closed-mouth frames, spread over the clip (different poses and light):
@@ -387,9 +415,14 @@ class ClassicalRenderer:
         patch, _covered = warp_mesh(out, src, dst, st.tris, box)
         own = mouth_gap(face)
         _, _, _, scale = _face_coords(face)
+        drawn = face.copy()
+        drawn[MESH] = dst[: len(MESH)]  # the warp moved the mesh's landmarks there, and the pixels with them
         if gap > own + 0.02:
-            self._fill_interior(patch, box, dst, st, min(1.0, (gap - own - 0.02) / 0.08), scale)
-        elif gap < 0.04 and own > gap + 0.03:
+            alpha = min(1.0, (gap - own - 0.02) / 0.04)
+            self._fill_interior(patch, box, face, drawn, st, alpha, scale, index)
+        elif st.bank is not None:
+            st.bank.rest()
+        if gap < 0.04 and own > gap + 0.03:
             alpha = min(1.0, (own - gap) / 0.1)
             if st.closed:
                 self._closed_lips(patch, box, face, dst, st, alpha, scale)
@@ -397,8 +430,6 @@ class ClassicalRenderer:
                 self._crease(patch, box, dst, alpha, scale)
         match_grain(patch, out[box[1] : box[3], box[0] : box[2]], index)
         out[box[1] : box[3], box[0] : box[2]] = patch
-        drawn = face.copy()
-        drawn[MESH] = dst[: len(MESH)]  # the warp moved the mesh's landmarks there, and the pixels with them
         self.drawn = drawn
         return out
 
@@ -406,31 +437,42 @@ class ClassicalRenderer:
         self,
         patch: np.ndarray,
         box: tuple[int, int, int, int],
-        dst: np.ndarray,
+        face: np.ndarray,
+        drawn: np.ndarray,
         st: _TrackState,
         alpha: float,
         scale: float,
+        index: int,
     ) -> None:
-        """Paint the opened mouth: the reference frame's interior warped into the new lip outline."""
-        x0, y0, x1, y1 = box
-        poly = inner_polygon(dst)
-        mask = np.zeros(patch.shape[:2], np.float32)
-        cv2.fillPoly(mask, [np.round((poly - [x0, y0]) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
-        k = max(1, int(scale * 0.012)) * 2 + 1
-        mask = cv2.GaussianBlur(mask, (k, k), 0) * alpha
-        if st.reference is not None:
-            image, ref_pts = st.reference
-            ref_src, _ = mesh_points(ref_pts)
-            interior, _ = warp_mesh(image, _inner_points(ref_src), _inner_points(dst) - [x0, y0], INNER_STRIP,
-                                    (0, 0, x1 - x0, y1 - y0))  # fmt: skip
-            # colour: the reference's light may differ from this frame's; its lips and these lips should agree
-            if st.reference_lips is None:
-                st.reference_lips = _lip_colour(image, ref_src)
-            gain = np.clip(_lip_colour(patch, dst - [x0, y0]) / np.maximum(st.reference_lips, 1.0), 0.7, 1.4)
-            interior = np.clip(interior * gain, 0, 255)
+        """Paint the opened mouth: the bank frame whose mouth best matches this one, warped into the new lip
+        outline in one (bicubic) remap with its teeth kept their size, and re-lit to this frame by the skin
+        around the mouth; a painted interior where the face lends none."""
+        target = drawn - box[:2]
+        h, w = patch.shape[:2]
+        sub = clip_box(target[INNER], w, h, pad=max(2, int(scale * 0.02)))  # the opening: all the work is in it
+        if sub is None:
+            return
+        sx0, sy0, sx1, sy1 = sub
+        mask = np.zeros((sy1 - sy0, sx1 - sx0), np.float32)
+        poly = np.round((target[INNER] - [sx0, sy0]) * 16).astype(np.int32)
+        cv2.fillPoly(mask, [poly], 1.0, lineType=cv2.LINE_AA, shift=4)
+        k = max(1, int(scale * 0.008)) * 2 + 1
+        mask = (cv2.GaussianBlur(mask, (k, k), 0) * alpha)[..., None]
+        if st.bank is not None and st.bank.frames:
+            ref = st.bank.choose(mouth_gap(target), inner_width(target), pose_signature(face))
+            _, _, ref_scale = face_axes(ref.pts)
+            rows = interior_rows(target, ref.upper * scale / ref_scale, ref.lower * scale / ref_scale)
+            interior, _ = warp_mesh(ref.crop, interior_rows(ref.pts, ref.upper, ref.lower), rows, ROW_TRIS, sub,
+                                    cv2.INTER_CUBIC)  # fmt: skip
+            if ref.tone is None:
+                ref.tone = tone(ref.crop, ref.pts)
+            here = tone(patch, target)
+            if ref.tone is not None and here is not None:
+                interior = relight(interior.astype(np.float32), target - [sx0, sy0], ref.tone, here)
         else:
-            interior = _painted_interior(patch, dst - [x0, y0])
-        patch[:] = (patch * (1 - mask[..., None]) + interior * mask[..., None]).astype(np.uint8)
+            interior = painted_interior(patch, target, seed=index)[sy0:sy1, sx0:sx1]
+        region = patch[sy0:sy1, sx0:sx1]
+        region[:] = np.clip(region * (1 - mask) + interior * mask + 0.5, 0, 255).astype(np.uint8)
 
     def _closed_lips(
         self,
@@ -475,28 +517,6 @@ class ClassicalRenderer:
         k = max(1, int(scale * 0.01)) * 2 + 1
         mask = cv2.GaussianBlur(mask, (k, k), 0) * 0.45 * alpha
         patch[:] = (patch * (1 - mask[..., None])).astype(np.uint8)
-
-
-def _painted_interior(patch: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """A mouth interior for faces that never open theirs (photos): a dark red throat, the tongue's back rising
-    from the lower lip, upper teeth no brighter than the face, soft edges and a little grain."""
-    poly_up = dst[[_POS[i] for i in UPPER_INNER]]
-    poly_lo = dst[[_POS[i] for i in LOWER_INNER]]
-    body = (poly_up[2:-2] + dst[[_POS[i] for i in UPPER_OUTER[2:-2]]]) / 2  # the middle of the upper lip
-    lip = patch[np.clip(np.round(body[:, 1]).astype(int), 0, patch.shape[0] - 1),
-                np.clip(np.round(body[:, 0]).astype(int), 0, patch.shape[1] - 1)].mean(axis=0)  # fmt: skip
-    gap = np.maximum(poly_lo[:, 1] - poly_up[:, 1], 0)[:, None] * np.array([[0.0, 1.0]])
-    interior = np.empty_like(patch, dtype=np.float32)
-    interior[:] = lip * 0.5
-    tongue = np.concatenate([poly_lo, (poly_lo - 0.4 * gap)[::-1]])
-    cv2.fillPoly(interior, [np.round(tongue * 16).astype(np.int32)], tuple(float(c) for c in lip * 0.8), cv2.LINE_AA, 4)
-    teeth = np.concatenate([poly_up, (poly_up + 0.22 * gap)[::-1]])
-    shade = float(np.clip(patch.reshape(-1, 3).mean() * 1.05, 110, 200))
-    cv2.fillPoly(interior, [np.round(teeth * 16).astype(np.int32)], (shade * 0.9, shade * 0.96, shade), cv2.LINE_AA, 4)
-    k = max(3, int(gap.max() * 0.25) | 1)
-    soft = cv2.GaussianBlur(interior, (k, k), 0)
-    soft += np.random.default_rng(0).normal(0, 2.0, soft.shape[:2])[..., None]
-    return np.clip(soft, 0, 255)
 
 
 # ---------------------------------------------------------------- neural backend
