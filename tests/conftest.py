@@ -64,6 +64,44 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     _server = None
 
 
+# The modules whose tests read the session's shared dub (`vrt_face1_es`): one worker runs them all, so it is made once.
+SHARED_DUB_MODULES = {"tests/test_run_e2e.py", "tests/test_review_page.py"}
+
+
+def xdist_group(nodeid: str) -> str:
+    """What one pytest-xdist worker runs whole (scripts/test: `-n 2 --dist loadfile`): a module, whose module
+    fixtures (a model, a face track) are then made once; the modules that read the shared dub are one group."""
+    module = nodeid.split("::", 1)[0]
+    return "vrt_face1_es" if module in SHARED_DUB_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile` by `xdist_group`, in the workers' collection order (below: the end-to-end groups first)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    config.option.loadscopereorder = False  # not by the number of tests: by the order the workers collected
+    return GroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a pytest-xdist worker: the groups with the most end-to-end tests first, so the long ones start at once on
+    both workers and the short ones fill in at the end (a group's tests keep their order)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow: dict[str, int] = {}
+    for item in items:
+        group = xdist_group(item.nodeid)
+        slow[group] = slow.get(group, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[xdist_group(item.nodeid)])
+
+
 def session_api() -> str | None:
     """The API of the session's Prefect server (None when none runs): a test that clears PREFECT_API_URL for a
     `dub` run can still point it here, and save the ephemeral API's start-up, whatever an earlier test left in
