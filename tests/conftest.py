@@ -22,6 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
 
 
+# The session server's loop services that no test's run needs (schedules, late or paused runs, cancellations,
+# automations, workers): each wakes every few seconds, and together they cost about 1.5 CPU-seconds a minute of an
+# idle server. What runs report (task states from events, logs) is recorded by the services that stay on.
+IDLE_SERVICES_OFF = {
+    f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+    for name in ("SCHEDULER", "LATE_RUNS", "FOREMAN", "CANCELLATION_CLEANUP", "PAUSE_EXPIRATIONS", "TRIGGERS")
+}
+
 _server: subprocess.Popen | None = None
 _server_api: str | None = None  # the URL of _server's API once it answers
 
@@ -38,7 +46,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     prefect = Path(sys.executable).with_name("prefect")
     _server = subprocess.Popen(
         [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "PREFECT_HOME": str(home)},
+        env={**os.environ, "PREFECT_HOME": str(home), **IDLE_SERVICES_OFF},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -54,6 +62,44 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         time.sleep(1)
     stop(_server)  # no server: every run starts its own ephemeral API, slower but the same
     _server = None
+
+
+# The modules whose tests read the session's shared dub (`vrt_face1_es`): one worker runs them all, so it is made once.
+SHARED_DUB_MODULES = {"tests/test_run_e2e.py", "tests/test_review_page.py"}
+
+
+def xdist_group(nodeid: str) -> str:
+    """What one pytest-xdist worker runs whole (scripts/test: `-n 2 --dist loadfile`): a module, whose module
+    fixtures (a model, a face track) are then made once; the modules that read the shared dub are one group."""
+    module = nodeid.split("::", 1)[0]
+    return "vrt_face1_es" if module in SHARED_DUB_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile` by `xdist_group`, in the workers' collection order (below: the end-to-end groups first)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    config.option.loadscopereorder = False  # not by the number of tests: by the order the workers collected
+    return GroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a pytest-xdist worker: the groups with the most end-to-end tests first, so the long ones start at once on
+    both workers and the short ones fill in at the end (a group's tests keep their order)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow: dict[str, int] = {}
+    for item in items:
+        group = xdist_group(item.nodeid)
+        slow[group] = slow.get(group, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[xdist_group(item.nodeid)])
 
 
 def session_api() -> str | None:
