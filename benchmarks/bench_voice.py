@@ -362,8 +362,24 @@ def _musetalk_script(tmp: Path):
     return script, tts.synthesizer_for(cfg), cfg, transcript, layout
 
 
-def bench_timing(tmp: Path) -> list[str]:
+def _speak_script(script, synth, cfg, transcript, matches, voice_wav: Path, clip_cache: Path | None):
+    """The script spoken and fitted as the synthesize-and-fit step does, with the translator's shortener."""
     from dubbing import translate
+
+    return voice.speak_track(
+        script,
+        synth,
+        cfg.tts,
+        cfg.timing,
+        duration_s=transcript.duration_s,
+        voices=matches,
+        voice_wav=voice_wav,
+        clip_cache=clip_cache,
+        shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)),
+    )
+
+
+def bench_timing(tmp: Path) -> list[str]:
 
     rows = [
         "| input | lines | within 50 ms | max speed | end error (ms) | wall s | RTF |",
@@ -386,17 +402,7 @@ def bench_timing(tmp: Path) -> list[str]:
         if aside.exists():
             shutil.rmtree(probe_cache, ignore_errors=True)
             shutil.move(aside, probe_cache)
-    fitted, track = voice.speak_track(
-        script,
-        synth,
-        cfg.tts,
-        cfg.timing,
-        duration_s=transcript.duration_s,
-        voices=matches,
-        voice_wav=layout.voice("es"),
-        clip_cache=layout.clip_cache("es"),
-        shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)),
-    )
+    fitted, track = _speak_script(script, synth, cfg, transcript, matches, layout.voice("es"), layout.clip_cache("es"))
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     share, top, end_err = _onsets_ok(track.voice_path, fitted.lines)
     rows.append(
@@ -463,7 +469,6 @@ class _Counted:
 def bench_ahead(tmp: Path) -> list[str]:
     """The voice stage speaking the next line on a second thread ('concurrent' backends) against one line at a
     time: musetalk_eng's 60 s into es, voices matched once, no line cache; each side twice, alternating."""
-    from dubbing import translate
 
     script, synth, cfg, transcript, layout = _musetalk_script(tmp)
     speakers = voice.source_speakers(transcript, None, layout.analysis_wav, layout.speakers_dir)
@@ -478,17 +483,7 @@ def bench_ahead(tmp: Path) -> list[str]:
         for concurrent in sides:
             counted = _Counted(synth, concurrent)
             t0, c0 = time.perf_counter(), _cpu()
-            fitted, _track = voice.speak_track(
-                script,
-                counted,
-                cfg.tts,
-                cfg.timing,
-                duration_s=transcript.duration_s,
-                voices=matches,
-                voice_wav=tmp / f"ahead-{concurrent}-{run}.wav",
-                clip_cache=None,
-                shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)),
-            )
+            fitted, _track = _speak_script(script, counted, cfg, transcript, matches, tmp / f"ahead-{run}.wav", None)
             wall, cpu = time.perf_counter() - t0, _cpu() - c0
             over = sum(line.over_limit for line in fitted.lines)
             rows.append(
