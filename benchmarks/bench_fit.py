@@ -22,68 +22,65 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench_speed import Side, become_subreaper, dub_command, duration_s, measure, tree_env  # this folder: sys.path[0]
+from run_all import load_average
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared/media"
-CLIPS = {  # the issue's case first: a real phone call, two speakers
-    "pyannote_sample": "pyannote_sample.wav",  # audio only: made into a video
+CLIPS = {  # every speech clip of ../shared/media (MANIFEST.md); the issue's case first: a phone call, two speakers
+    "pyannote_sample": "pyannote_sample.wav",  # audio only: made into a video (so are the other .wav)
     "KatieHill": "sadtalker_WDA_KatieHill.mp4",
     "vrt_face1": "vrt_face1.mp4",
     "vrt_face2": "vrt_face2.mp4",
     "vrt_face4": "vrt_face4.mp4",
     "latentsync_demo2": "latentsync_demo2_video.mp4",
+    "latentsync_audio": "latentsync_demo2_audio.wav",
+    "radio31": "sadtalker_RD_Radio31_000.wav",
+    "librivox": "librivox/*.wav",  # the five readings of one man, joined in order (24.7 s)
+    "fayu": "sadtalker_fayu.wav",  # French speech
+    "deyu": "sadtalker_deyu.wav",  # German speech
+    "musetalk_eng": "musetalk_eng.wav",  # a minute
 }
 ACTIONS = ("shortened", "borrowed_after", "borrowed_before", "sped_up", "cut")
 CONFIG = {"lipsync": {"enabled": False}, "qa": {"lipsync": False, "meaning": False}}
 SLOW = {"language_defaults": {"timing": {"slow_picture": True}}}  # the second run: the picture may slow down
 
 
-def as_video(path: Path, work: Path) -> Path:
-    """A video of `path`: itself, or for a sound file a grey 320x240 picture under it."""
-    if path.suffix != ".wav":
-        return path
-    video = work / f"{path.stem}.mp4"
+def as_video(clip: str, work: Path) -> Path:
+    """A video of the clip: itself, or for sound files (joined in order) a grey 320x240 picture under them."""
+    sources = sorted(MEDIA.glob(CLIPS[clip]))
+    if len(sources) == 1 and sources[0].suffix != ".wav":
+        return sources[0]
+    video = work / f"{clip}.mp4"
     if not video.exists():
+        inputs = [arg for path in sources for arg in ("-i", str(path))]
+        joined = "".join(f"[{i}:a]" for i in range(len(sources))) + f"concat=n={len(sources)}:v=0:a=1[a]"
         subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=25", "-i", str(path),
-             "-shortest", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
-             str(video)],
+            ["ffmpeg", "-v", "error", "-y", *inputs, "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=25",
+             "-filter_complex", joined, "-map", f"{len(sources)}:v", "-map", "[a]", "-shortest", "-c:v", "libx264",
+             "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(video)],
             check=True,
         )  # fmt: skip
     return video
 
 
-def dub(video: Path, languages: str, out: Path, tree: Path, slow: bool = False) -> tuple[float, str]:
-    """One `dub run` of `tree`'s pipeline (`slow`: with the picture slow-down on); its wall time and the last error
-    line (empty when it worked)."""
+def dub(video: Path, languages: str, out: Path, tree: Path, slow: bool = False) -> tuple[dict, str]:
+    """One `dub run` of `tree`'s pipeline (`slow`: with the picture slow-down on), measured as bench_speed
+    measures its cases (wall, CPU seconds of the whole process tree); the measures and the last error line (empty
+    when it worked). Its output is kept in OUT.log (OUT.slow.log)."""
     config = out.parent / f"{out.name}{'.slow' * slow}.yaml"
     config.write_text(json.dumps(CONFIG | SLOW if slow else CONFIG))
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "dubbing.cli", "run", str(video), "-l", languages, "-o", str(out), "--preset",
-         "draft", "--config", str(config)],
-        cwd=tree,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tree)},
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
-    problem = proc.stderr.strip().splitlines()[-1] if proc.returncode and proc.stderr.strip() else ""
-    return time.perf_counter() - started, problem
-
-
-def duration(video: Path) -> float:
-    """The container's duration, as ffprobe reads it."""
-    proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(video)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return float(proc.stdout.strip())
+    side = Side("fit", "tree", "", tree, tree_env(tree))
+    cmd = dub_command(side, "python", video, languages, out, "draft") + ["--config", str(config)]
+    log = out.parent / f"{out.name}{'.slow' * slow}.log"
+    result = measure(cmd, tree, side.env, log)
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return result, (lines[-1] if result["rc"] and lines else "")
 
 
 def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]:
@@ -112,8 +109,9 @@ def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]
                 "error_rate": heard.get("error_rate"),
                 "metric": heard.get("metric", "wer"),
                 # the dub must last exactly as long as the source (no slow-down of the picture is made)
-                "duration_diff_s": round(duration(video) - manifest["duration_s"], 3) if video else None,
+                "duration_diff_s": round(duration_s(video) - manifest["duration_s"], 3) if video else None,
                 "picture_slowed": actions.get("picture_slowed", 0),
+                "picture_held": actions.get("picture_held", 0),
                 "added_s": added,
             }
         )
@@ -131,6 +129,7 @@ def with_slow(plain: list[dict], slowed: list[dict]) -> list[dict]:
             row = row | {
                 "slow_cut": other["cut"],
                 "slow_picture_slowed": other["picture_slowed"],
+                "slow_picture_held": other["picture_held"],
                 "slow_added_s": other["added_s"],
                 "slow_duration_diff_s": None if diff is None else round(diff - other["added_s"], 3),
             }
@@ -141,27 +140,30 @@ def with_slow(plain: list[dict], slowed: list[dict]) -> list[dict]:
 def table(found: list[dict]) -> str:
     head = (
         "| clip | language | lines | shortened | borrowed after | borrowed before | sped up | cut | heard-back error "
-        "| dub - source duration | slowed on: cut | picture slowed | added | dub - source - added |"
+        "| dub - source duration | slowed on: cut | picture slowed | picture held | added | dub - source - added |"
     )
-    out = [head, "|" + "---|" * 14]
+    out = [head, "|" + "---|" * 15]
     for r in found:
         if "failed" in r:
-            out.append(f"| {r['clip']} | {r['language']} | failed: {r['failed']} ||||||||||||")
+            out.append(f"| {r['clip']} | {r['language']} | failed: {r['failed']} |||||||||||||")
             continue
         counts = " | ".join("-" if r[a] is None else str(r[a]) for a in ACTIONS)
         err = "-" if r["error_rate"] is None else f"{r['error_rate']:.3f} ({r['metric']})"
         diff = "-" if r.get("duration_diff_s") is None else f"{r['duration_diff_s']:+.3f} s"
         if "slow_cut" in r:
             left = "-" if r["slow_duration_diff_s"] is None else f"{r['slow_duration_diff_s']:+.3f} s"
-            slow = f"{r['slow_cut']} | {r['slow_picture_slowed']} | {r['slow_added_s']:.3f} s | {left}"
+            slow = (
+                f"{r['slow_cut']} | {r['slow_picture_slowed']} | {r['slow_picture_held']} | {r['slow_added_s']:.3f} s"
+            )
+            slow += f" | {left}"
         else:
-            slow = "- | - | - | -"
+            slow = "- | - | - | - | -"
         out.append(f"| {r['clip']} | {r['language']} | {r['lines']} | {counts} | {err} | {diff} | {slow} |")
     done = [r for r in found if "failed" not in r]
     total = {a: sum(r[a] or 0 for r in done) for a in ACTIONS}
     slow_total = " | ".join(
         str(sum(r.get(k) or 0 for r in done)) if any(k in r for r in done) else "-"
-        for k in ("slow_cut", "slow_picture_slowed")
+        for k in ("slow_cut", "slow_picture_slowed", "slow_picture_held")
     )
     added = sum(r.get("slow_added_s") or 0 for r in done)
     out.append(
@@ -170,6 +172,20 @@ def table(found: list[dict]) -> str:
         + f" | | | {slow_total} | {added:.3f} s | |"
     )
     return "\n".join(out)
+
+
+def costs(measures: dict | None, prefix: str) -> dict:
+    """The run's wall and CPU seconds (all its languages together) for the rows."""
+    return {f"{prefix}{k}": round(measures[k], 1) for k in ("wall_s", "cpu_s")} if measures else {}
+
+
+def say(clip: str, which: str, measures: dict, problem: str) -> None:
+    print(
+        f"{clip}{which}: {measures['wall_s']:.0f} s wall, {measures['cpu_s']:.0f} CPU-s, {load_average(2)}"
+        + (f" ({problem})" if problem else ""),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -188,22 +204,24 @@ def main() -> None:
     unknown = [c for c in args.clips.split(",") if c not in CLIPS]
     if unknown:
         sys.exit(f"unknown clip {', '.join(unknown)}; known: {', '.join(CLIPS)}")
+    become_subreaper()  # so the CPU seconds of processes a run leaves behind are counted
     with tempfile.TemporaryDirectory(prefix="bench-fit-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         found = []
         for clip in args.clips.split(","):
-            problem = ""
+            problem, measures = "", None
             if not args.no_run:
-                video = as_video(MEDIA / CLIPS[clip], work)
-                seconds, problem = dub(video, args.languages, work / clip, args.tree.resolve())
-                print(f"{clip}: {seconds:.0f} s{f' ({problem})' if problem else ''}", file=sys.stderr, flush=True)
-            plain = rows(clip, work / clip, languages, problem)
+                video = as_video(clip, work)
+                measures, problem = dub(video, args.languages, work / clip, args.tree.resolve())
+                say(clip, "", measures, problem)
+            plain = [r | costs(measures, "") for r in rows(clip, work / clip, languages, problem)]
             if not args.no_slow and not args.no_run:
-                seconds, problem = dub(video, args.languages, work / clip, args.tree.resolve(), slow=True)
-                print(f"{clip}, slowed on: {seconds:.0f} s{f' ({problem})' if problem else ''}", file=sys.stderr,
-                      flush=True)  # fmt: skip
-                plain = with_slow(plain, rows(clip, work / clip, languages, problem))
+                measures, problem = dub(video, args.languages, work / clip, args.tree.resolve(), slow=True)
+                say(clip, ", slowed on", measures, problem)
+                plain = [
+                    r | costs(measures, "slow_") for r in with_slow(plain, rows(clip, work / clip, languages, problem))
+                ]
             found += plain
             if args.json:  # as it goes: a long benchmark interrupted keeps the clips done
                 args.json.write_text(json.dumps(found, indent=1))

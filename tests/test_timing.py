@@ -159,11 +159,14 @@ def test_the_report_and_the_review_row_count_every_fitting_action():
         line(5, 10.0, ["borrowed_before", "sped_up"], speed=1.25, dub_start=9.8, natural_s=1.45, fit_end=11.0),
         # the picture slowed over its window (timing.slow_picture): 1.3 s of speech in 1.04 s at x1.25, not cut
         line(6, 12.0, ["sped_up", "picture_slowed"], speed=1.25, natural_s=1.3, fit_end=13.04),
+        # slowed by the 10% limit, then held for the rest (1.6 s of speech for 1.28 s at x1.25), not cut
+        line(7, 14.0, ["sped_up", "picture_slowed", "picture_held"], speed=1.25, natural_s=1.6, fit_end=15.28),
     ]
     script = Script(source_language="en", language="es", translator="t", lines=lines)
     report = qa.disabled_report(script, qa.Thresholds(max_speedup=1.25))
     assert report.timing["actions"] == {
-        "shortened": 1, "borrowed_after": 2, "borrowed_before": 2, "sped_up": 5, "picture_slowed": 1, "cut": 2,
+        "shortened": 1, "borrowed_after": 2, "borrowed_before": 2, "sped_up": 6, "picture_slowed": 2,
+        "picture_held": 1, "cut": 2,
     }  # fmt: skip
     assert report.timing["borrowed"] == 4 and report.timing["cut_s"] == pytest.approx(0.4)
     rows = {row.index: row for row in report.line_qa}
@@ -173,7 +176,8 @@ def test_the_report_and_the_review_row_count_every_fitting_action():
     assert "shortened" in page_row and "borrowed after" in page_row and "sped" not in page_row
     summary = dict(review.summary_rows(report.model_dump()))["timing"]
     assert "1 shortened" in summary and "2 cut" in summary and "2 borrowed before" in summary
-    assert "1 picture slowed" in summary and "picture slowed" in review.fit_marks(rows[6].fit)
+    assert "2 picture slowed" in summary and "picture slowed" in review.fit_marks(rows[6].fit)
+    assert "1 picture held" in summary and "picture held" in review.fit_marks(rows[7].fit)
 
 
 def test_shorten_backend_none_keeps_to_the_translators_own_renderings():
@@ -251,8 +255,11 @@ def test_a_line_that_still_does_not_fit_slows_the_picture_over_its_window_by_at_
     assert slowed.available_s == pytest.approx(2.08) and slowed.target_s <= slowed.available_s + 1e-6
     assert slowed.actions == ["borrowed_after", "sped_up", "picture_slowed"]
     capped = timing.plan_speed(3.0, window, 1.25, max_slowdown=0.10)  # 2.4 s at x1.25 would need 20%
-    assert capped.slowed_s == pytest.approx(0.2) and capped.over_limit  # 10% of the 2 s span, the rest cut
-    assert capped.cut_s == pytest.approx(2.4 - 2.2, abs=1e-3) and capped.actions[-2:] == ["picture_slowed", "cut"]
+    assert capped.slowed_s == pytest.approx(0.2)  # 10% of the 2 s span, and the rest a hold: nothing cut
+    assert capped.held_s == pytest.approx(2.4 - 2.2, abs=1e-3) and not capped.over_limit and capped.cut_s == 0.0
+    assert capped.speed == 1.25 and capped.target_s <= capped.available_s + 1e-6
+    assert capped.actions[-2:] == ["picture_slowed", "picture_held"]
+    assert timing.plan_speed(3.0, window, 1.25).over_limit  # without the switch: cut, as before
     fits = timing.plan_speed(2.4, window, 1.25, max_slowdown=0.10)  # 1.2x: the speed-up is enough
     assert fits.slowed_s == 0.0 and fits == timing.plan_speed(2.4, window, 1.25)
 
