@@ -281,7 +281,7 @@ def _slow_script(natural_s: float, room_s: float, guard_s: float):
 LONG_LINE = "Esta frase tiene bastantes palabras para su hueco tan corto."
 
 
-def _slow_setup():
+def _slow_setup(short: float = 1.05):
     from dubbing import tts
     from dubbing.config import load_settings
 
@@ -291,7 +291,7 @@ def _slow_setup():
     cfg.tts = cfg.tts.model_copy(update={"backend": "espeak"})  # the steps speak with the one measured here
     synth = tts.backend_for(cfg)
     audio, rate = synth.synthesize(LONG_LINE, language="es")
-    room = len(audio) / rate / cfg.timing.max_speedup / 1.05  # the speed limit leaves it 5% short of its window
+    room = len(audio) / rate / cfg.timing.max_speedup / short  # the speed limit leaves it 5% short of its window
     return settings, cfg, synth, room
 
 
@@ -320,6 +320,28 @@ def test_the_track_is_laid_on_the_slowed_timeline_and_lists_each_span(tmp_path):
         script, synth, cfg.tts, off, duration_s=duration, voices={}, voice_wav=tmp_path / "w.wav", clip_cache=None
     )
     assert unslowed.lines[0].over_limit and plain.stretches == [] and plain.duration_s == duration  # off: cut
+
+
+def test_a_line_needing_more_than_the_slow_down_limit_is_held_not_cut(tmp_path):
+    """30% short of its window at x1.25: 10% from slowing its span, the rest from a hold at the span's end."""
+    from dubbing import voice
+
+    _settings, cfg, synth, room = _slow_setup(short=1.3)
+    script, duration = _slow_script(0.0, room, cfg.timing.guard_s)
+    fitted, track = voice.speak_track(
+        script, synth, cfg.tts, cfg.timing, duration_s=duration, voices={}, voice_wav=tmp_path / "v.wav",
+        clip_cache=None,
+    )  # fmt: skip
+    line = fitted.lines[0]
+    assert line.fit[-2:] == ["picture_slowed", "picture_held"] and not line.over_limit and line.cut_s is None
+    slowed, held = track.stretches
+    assert slowed.factor == pytest.approx(1.0 + cfg.timing.max_picture_slowdown, abs=2e-3)  # at the limit
+    assert held.held and held.start == held.end == slowed.end and held.added_s > 0
+    added = slowed.added_s + held.added_s
+    assert line.synth_s <= line.fit_end - line.dub_start + 1e-3  # the whole line has room on the dub's timeline
+    assert track.duration_s == pytest.approx(duration + added)
+    later = [fitted.lines[i].dub_start - script.lines[i].start for i in (1, 2)]
+    assert later == [pytest.approx(added, abs=1e-3)] * 2
 
 
 def test_the_dub_of_a_slowed_line_is_longer_by_the_added_time_with_its_subtitles_and_manifest_following(tmp_path):
@@ -387,15 +409,19 @@ def _srt_seconds(stamp: str) -> float:
     return int(hours) * 3600 + int(minutes) * 60 + float(rest.replace(",", "."))
 
 
-def test_the_stretch_of_picture_and_sound_puts_every_source_moment_where_the_dub_timeline_has_it(tmp_path):
+@pytest.mark.parametrize("hold_s", [0.0, 0.32])  # whole frames in all (25 fps)
+def test_the_stretch_of_picture_and_sound_puts_every_source_moment_where_the_dub_timeline_has_it(tmp_path, hold_s):
     """A picture whose brightness tells the source time, and a sound of clicks and a tone: after slowing
-    0.5-2.5 s by 0.2 s, each frame and each click is where `stretched_time` puts it, and the tone keeps its pitch."""
+    0.5-2.5 s by 0.2 s (and holding at 2.5 s for `hold_s`: the slow-down's limit reached), each frame and each
+    click is where `stretched_time` puts it, the tone keeps its pitch, and during the hold the picture stands
+    still and the sound pauses."""
     import subprocess
 
     from dubbing import media
     from dubbing.types import Stretch, stretched_time
 
-    spans = [Stretch(start=0.5, end=2.5, added_s=0.2)]
+    spans = [Stretch(start=0.5, end=2.5, added_s=0.2)] + ([Stretch(start=2.5, end=2.5, added_s=hold_s)] * bool(hold_s))
+    added = sum(s.added_s for s in spans)
     video = tmp_path / "clock.mp4"
     subprocess.run(
         ["ffmpeg", "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i",
@@ -403,25 +429,32 @@ def test_the_stretch_of_picture_and_sound_puts_every_source_moment_where_the_dub
          "-pix_fmt", "yuv420p", str(video)],
         check=True,
     )  # fmt: skip
-    out = media.stretch_video(video, tmp_path / "slow.mp4", spans, duration_s=4.2, preset="ultrafast", crf=1)
+    out = media.stretch_video(video, tmp_path / "slow.mp4", spans, duration_s=4 + added, preset="ultrafast", crf=1)
     frames = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     luma = np.frombuffer(frames, np.uint8).reshape(-1, 48 * 64).mean(axis=1)
-    assert len(luma) == round(4.2 * 25)  # 0.2 s longer, to the frame
-    for t_out in (0.2, 1.0, 2.0, 3.0, 3.6):
+    assert len(luma) == round((4 + added) * 25)  # longer by the time added, to the frame
+    if hold_s:  # the frame before 2.5 s stands for the hold
+        held = luma[int(round(2.7 * 25)) : int(round((2.7 + hold_s) * 25))]
+        assert np.ptp(held) <= 1.0 and held[0] == pytest.approx(50 * 2.46, abs=2.5)
+    for t_out in (0.2, 1.0, 2.0, 3.0 + hold_s, 3.6 + hold_s):
         t_src = next(t for t in np.arange(0, 4, 0.001) if stretched_time(t, spans) >= t_out)  # where it came from
         assert luma[int(round(t_out * 25))] == pytest.approx(50 * t_src, abs=2 * 50 / 25 + 1.5), t_out
     rate = 16_000
     sound = np.zeros(4 * rate, np.float32)
     for t in (0.25, 3.0):
         sound[int(t * rate)] = 1.0  # clicks outside the span
-    inside = np.arange(int(1.0 * rate), int(2.0 * rate))
+    inside = np.arange(int(1.0 * rate), int(2.5 * rate))
     sound[inside] = 0.3 * np.sin(2 * np.pi * 440 * inside / rate)
     sf.write(tmp_path / "sound.wav", sound, rate)
     slow, _ = sf.read(media.stretch_audio(tmp_path / "sound.wav", tmp_path / "slow.wav", spans), dtype="float32")
-    assert len(slow) == len(sound) + round(0.2 * rate)  # sample-exact
+    assert len(slow) == len(sound) + round(added * rate)  # sample-exact
+    before = slow[int(2.6 * rate) : int(2.7 * rate)]  # the tone's last 0.1 s, slowed
+    assert np.abs(before).max() > 0.2
+    if hold_s:
+        assert np.abs(slow[int(2.7 * rate) + 1 : int((2.7 + hold_s) * rate) - 1]).max() == 0.0  # the sound pauses
     clicks = np.flatnonzero(np.abs(slow) > 0.9) / rate
     assert list(clicks) == [pytest.approx(0.25, abs=1e-4), pytest.approx(stretched_time(3.0, spans), abs=1e-4)]
     tone = slow[int(stretched_time(1.2, spans) * rate) : int(stretched_time(1.8, spans) * rate)]
