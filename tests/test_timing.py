@@ -295,15 +295,23 @@ def _slow_setup(short: float = 1.05):
     return settings, cfg, synth, room
 
 
-def test_the_track_is_laid_on_the_slowed_timeline_and_lists_each_span(tmp_path):
+def _slowed_track(tmp_path, short: float = 1.05):
+    """The three lines of `_slow_script` fitted with the slow-down on (the first `short` of its window at x1.25)."""
     from dubbing import voice
 
-    _settings, cfg, synth, room = _slow_setup()
+    _settings, cfg, synth, room = _slow_setup(short)
     script, duration = _slow_script(0.0, room, cfg.timing.guard_s)
     fitted, track = voice.speak_track(
         script, synth, cfg.tts, cfg.timing, duration_s=duration, voices={}, voice_wav=tmp_path / "v.wav",
         clip_cache=None,
     )  # fmt: skip
+    return cfg, synth, room, script, duration, fitted, track
+
+
+def test_the_track_is_laid_on_the_slowed_timeline_and_lists_each_span(tmp_path):
+    from dubbing import voice
+
+    cfg, synth, room, script, duration, fitted, track = _slowed_track(tmp_path)
     line = fitted.lines[0]
     assert "picture_slowed" in line.fit and not line.over_limit and line.cut_s is None
     (span,) = track.stretches
@@ -324,14 +332,7 @@ def test_the_track_is_laid_on_the_slowed_timeline_and_lists_each_span(tmp_path):
 
 def test_a_line_needing_more_than_the_slow_down_limit_is_held_not_cut(tmp_path):
     """30% short of its window at x1.25: 10% from slowing its span, the rest from a hold at the span's end."""
-    from dubbing import voice
-
-    _settings, cfg, synth, room = _slow_setup(short=1.3)
-    script, duration = _slow_script(0.0, room, cfg.timing.guard_s)
-    fitted, track = voice.speak_track(
-        script, synth, cfg.tts, cfg.timing, duration_s=duration, voices={}, voice_wav=tmp_path / "v.wav",
-        clip_cache=None,
-    )  # fmt: skip
+    cfg, _synth, _room, script, duration, fitted, track = _slowed_track(tmp_path, short=1.3)
     line = fitted.lines[0]
     assert line.fit[-2:] == ["picture_slowed", "picture_held"] and not line.over_limit and line.cut_s is None
     slowed, held = track.stretches

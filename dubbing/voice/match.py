@@ -573,8 +573,8 @@ class EmbeddingMatcher:
         audio, rate = bank.audio(voice)
         plain = VoiceMatch(speaker=speaker, backend=bank.backend, voice=voice, similarity_bank=raw)
         options = [plain]
-        shifts = self.shift and target.median_pitch and v_median
-        if shifts:
+        shifts = bool(self.shift and target.median_pitch and v_median)
+        if self.shift and target.median_pitch and v_median:
             pitch_range = float(np.clip(target.pitch_spread / v_spread, 0.6, 1.6)) if v_spread > 0 else 1.0
             options += [
                 plain.model_copy(
