@@ -98,6 +98,10 @@ def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]
         outputs = manifest["outputs"][lang]
         video = out / outputs["video"] if outputs.get("video") else None
         added = round(sum(s["added_s"] for s in outputs.get("stretched") or []), 3)
+        script_path = out / lang / "script.json"
+        lines = json.loads(script_path.read_text())["lines"] if script_path.exists() else []
+        # the report counts every action: its counts against each line's own record in script.json
+        counted = all(actions.get(a, 0) == sum(a in (line.get("fit") or []) for line in lines) for a in actions)
         found.append(
             {
                 "clip": clip,
@@ -113,6 +117,7 @@ def rows(clip: str, out: Path, languages: list[str], problem: str) -> list[dict]
                 "picture_slowed": actions.get("picture_slowed", 0),
                 "picture_held": actions.get("picture_held", 0),
                 "added_s": added,
+                "counts_match": counted if "actions" in timing else None,
             }
         )
     return found
@@ -132,6 +137,7 @@ def with_slow(plain: list[dict], slowed: list[dict]) -> list[dict]:
                 "slow_picture_held": other["picture_held"],
                 "slow_added_s": other["added_s"],
                 "slow_duration_diff_s": None if diff is None else round(diff - other["added_s"], 3),
+                "slow_counts_match": other["counts_match"],
             }
         merged.append(row)
     return merged
@@ -226,6 +232,9 @@ def main() -> None:
             if args.json:  # as it goes: a long benchmark interrupted keeps the clips done
                 args.json.write_text(json.dumps(found, indent=1))
     print(table(found))
+    checked = [r[k] for r in found for k in ("counts_match", "slow_counts_match") if r.get(k) is not None]
+    print(f"\nThe report's timing.actions equal the lines' own records (script.json) in {sum(checked)} of "
+          f"{len(checked)} dubs.")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(found, indent=1))
 
