@@ -1,21 +1,24 @@
 """How the dub's lines fit their slots: per clip and language, lines shortened, borrowing silence, sped up and cut.
 
-    .venv/bin/python benchmarks/bench_fit.py                          # the clips of ../shared/media, es,pt,fr
+    .venv/bin/python benchmarks/bench_fit.py                          # every speech clip of ../shared/media, es,pt,fr
     .venv/bin/python benchmarks/bench_fit.py --languages pt --clips pyannote_sample
     .venv/bin/python benchmarks/bench_fit.py --tree /tmp/before       # the same with another checkout (before/after)
 
 Each clip is dubbed once into every language (`dub run`, draft preset, lipsync and the lipsync and meaning checks
 off: they change nothing in the fit), and each language's report.json gives the counts of its `timing.actions`
-(what fitting did to each line, `FIT_ACTIONS`) and the heard-back error of the dub. pyannote_sample.wav (a phone
-call, two speakers) becomes a video first: a grey picture under its audio. The goal is 0 lines cut. `--tree` runs
-the pipeline of another checkout of the project (its `dubbing` package) on the same clips, to compare; reports of
-a tree without the actions count only their lines over the limit. The column "dub - source" checks that each dub
-lasts exactly as long as its source (ffprobe's container duration against the manifest's).
+(what fitting did to each line, `FIT_ACTIONS`) and the heard-back error of the dub. The clips are every speech clip
+of MANIFEST.md; the sound files (the phone call pyannote_sample.wav first, the five librivox readings joined) become
+videos first: a grey picture under their audio. The goal is 0 lines cut. `--tree` runs the pipeline of another
+checkout of the project (its `dubbing` package) on the same clips, to compare; reports of a tree without the actions
+count only their lines over the limit. The column "dub - source" checks that each dub lasts exactly as long as its
+source (ffprobe's container duration against the manifest's); each row also says whether the report's counts equal
+the lines' own records in script.json (`counts_match`). A run is measured as bench_speed measures its cases (wall and
+CPU seconds of the whole process tree; its output in WORK/CLIP.log).
 
 Then each clip is dubbed again in the same folder with the picture slow-down on (`timing.slow_picture`, as the
 final preset has it; the steps before the fit come from the cache): the last columns are the lines still cut, the
-lines whose span was slowed, the seconds added, and the dub's duration less the source's and the added seconds
-(0 within a frame). `--no-slow` skips that second run. `--json` writes the rows.
+lines whose span was slowed, those held past the 10% limit, the seconds added, and the dub's duration less the
+source's and the added seconds (0 within a frame). `--no-slow` skips that second run. `--json` writes the rows.
 """
 
 from __future__ import annotations
