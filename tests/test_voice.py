@@ -632,3 +632,7 @@ def test_a_child_register_speaker_gets_an_adult_voice_shifted_up_and_the_reason_
     report = qa.build_report(script, qa.Measurements(casting=casting), qa.Thresholds(), metric="wer")
     assert report.voice["cast"]["S1"]["age_register"] == "child"
     assert any("child's register" in f.message for f in report.flags if f.check == "voice")
+    from dubbing import review
+
+    row = dict(review.summary_rows(report.model_dump()))["casting (1 speaker(s) in the source)"]
+    assert "child register: F0 median" in row and "no child's voice" in row
