@@ -357,6 +357,15 @@ def lock_key(tree: Path) -> str:
     return hashlib.sha256(b"".join((tree / name).read_bytes() for name in LOCK_FILES)).hexdigest()
 
 
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment that runs `tree`'s pipeline with the shared virtual environment (bench_fit's too)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.pop("DUBBING_KILL_AFTER", None)
+    return env
+
+
 def prepare_side(name: str, rev: str | None, work: Path, entry: str) -> Side:
     """A worktree at `rev` (None: this working tree as it is), set up to run with the shared environment."""
     if rev is None:
@@ -369,11 +378,7 @@ def prepare_side(name: str, rev: str | None, work: Path, entry: str) -> Side:
             (work / "trees").mkdir(parents=True, exist_ok=True)
             git("worktree", "add", "--detach", str(tree), commit)
         side = Side(name, rev, commit[:9], tree)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(side.tree), *filter(None, [os.environ.get("PYTHONPATH")])])
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.pop("DUBBING_KILL_AFTER", None)
-    side.env = env
+    side.env = env = tree_env(side.tree)
     if entry == "wrapper":
         stamp = VENV / ".setup-stamp"
         if not stamp.exists() or stamp.read_text().strip() != lock_key(side.tree):

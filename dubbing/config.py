@@ -98,7 +98,8 @@ class TimingConfig(Section):
     shorten: bool = True  # a line that cannot fit goes back to translation once for a shorter version
     max_lead_s: float = Field(0.25, ge=0.0, le=1.0)  # a line that still does not fit may start this early
     # a line that still does not fit slows the picture and sound over its span (the dub gets longer) instead of
-    # being cut: by as little as it needs, at most `max_picture_slowdown` (0.1: the span plays 10% slower)
+    # being cut: by as little as it needs, at most `max_picture_slowdown` (0.1: the span plays 10% slower), and
+    # what it still needs at that limit the picture holds at the span's end (the sound pauses): nothing is cut
     slow_picture: bool = False
     max_picture_slowdown: float = Field(0.10, ge=0.0, le=0.10)
 

@@ -261,11 +261,17 @@ def stretch_video(
     if not info.has_video:
         raise DubbingError(f"{video} has no picture to slow down")
     fps = Fraction(info.fps or 25.0).limit_denominator(1001)
-    shifted = "".join(f"+clip(T-{s.start:.6f},0,{s.end - s.start:.6f})*{s.factor - 1.0:.9f}" for s in stretches)
+    shifted = "".join(
+        f"+gte(T,{s.start:.6f})*{s.added_s:.6f}"  # a hold: every frame from it on later; fps repeats the one before
+        if s.held
+        else f"+clip(T-{s.start:.6f},0,{s.end - s.start:.6f})*{s.factor - 1.0:.9f}"
+        for s in stretches
+    )
     ffmpeg = require_tool("ffmpeg", "ffmpeg")
     cmd = [ffmpeg, "-nostdin", "-y", "-v", "error", "-i", ffmpeg_input(video), "-map", "0:v:0", "-an", "-sn"]
-    # the last frame held on (tpad) so the picture never ends before `duration_s`
-    graph = f"setpts='(T{shifted})/TB',fps={fps},tpad=stop_mode=clone:stop_duration=1,{EVEN_SIZE}"
+    # the last frame held on (tpad) so the picture never ends before `duration_s` (a hold at the end included)
+    tail = 1.0 + sum(s.added_s for s in stretches if s.held)
+    graph = f"setpts='(T{shifted})/TB',fps={fps},tpad=stop_mode=clone:stop_duration={tail:.3f},{EVEN_SIZE}"
     cmd += ["-vf", graph, "-t", f"{duration_s:.6f}"]
     cmd += ["-c:v", "libx264", "-crf", str(crf), "-preset", preset, "-pix_fmt", "yuv420p", "-profile:v", "high"]
     with atomic_path(out) as tmp:
@@ -279,19 +285,23 @@ def stretch_audio(audio: Path, out: Path, stretches: list[Stretch]) -> Path:
     background or an original track stays with the picture `stretch_video` makes. Written as float WAV."""
     samples, rate = sf.read(str(audio), dtype="float32", always_2d=True)
     edges = sorted({0.0, *(t for s in stretches for t in (s.start, s.end))})
-    pieces = []
+    pieces, at = [], 0  # `at`: samples written so far
     for a, b in zip(edges, [*edges[1:], None], strict=True):
         lo = min(len(samples), int(round(a * rate)))
         hi = len(samples) if b is None else min(len(samples), int(round(b * rate)))
         piece = samples[lo:hi]
+        begin = int(round(stretched_time(a, stretches) * rate))  # after any hold at `a`: there the sound pauses
+        pieces.append(np.zeros((max(0, begin - at), samples.shape[1]), dtype=samples.dtype))
         span = next((s for s in stretches if b is not None and abs(s.start - a) < 1e-9 and abs(s.end - b) < 1e-9), None)
         if b is not None and hi == int(round(b * rate)):  # a whole segment: its exact place on the dub's timeline
-            want = int(round(stretched_time(b, stretches) * rate)) - int(round(stretched_time(a, stretches) * rate))
+            held = sum(s.added_s for s in stretches if s.held and abs(s.start - b) < 1e-9)  # a hold at `b` follows it
+            want = int(round((stretched_time(b, stretches) - held) * rate)) - begin
         else:  # the sound ends inside it
             want = int(round(len(piece) * (span.factor if span else 1.0)))
         if span is not None and len(piece) and want > 0:
             piece = _atempo(piece, rate, len(piece) / want)
         pieces.append(np.pad(piece[:want], ((0, max(0, want - len(piece))), (0, 0))))
+        at = max(at, begin) + max(0, want)
     result = np.concatenate(pieces) if pieces else samples[:0]
     return write_audio(out, result[:, 0] if samples.shape[1] == 1 else result, rate, subtype="FLOAT")
 

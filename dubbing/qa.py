@@ -626,6 +626,9 @@ def build_report(script: Script, measured: Measurements, limits: Thresholds, *, 
                 flag(
                     "voice", f"{speaker} ({cast['gender']}) is dubbed with a {cast['voice_gender']} voice{named}", first
                 )
+            if cast.get("age_register") == "child" and cast.get("voice_register"):
+                first = next((r for r in rows.values() if r.speaker == speaker and r.text.strip()), None)
+                flag("voice", f"{speaker} speaks in a child's register: dubbed with an adult's voice, shifted", first)
     if measured.voice is not None:
         for speaker, figures in measured.voice.items():
             value = figures.get("similarity")
@@ -829,7 +832,10 @@ def quality_report(
     return build_report(script, measured, limits, metric=metric)
 
 
-CAST_FIELDS = ("voice", "gender", "f0_hz", "voice_language", "voice_gender", "reason", "candidates")
+CAST_FIELDS = (
+    "voice", "gender", "f0_hz", "age_register", "register_reason", "voice_register", "voice_language", "voice_gender",
+    "reason", "candidates",
+)  # fmt: skip
 
 
 def casting_summary(layout: RunLayout, lang: str, transcript: Transcript) -> dict | None:

@@ -74,6 +74,13 @@ def verdict(report: dict) -> tuple[str, str]:
     return word, ", ".join(figures)
 
 
+def register_of(cast: dict) -> str:
+    """The speaker's age register and why, for the casting row."""
+    if not cast.get("age_register"):
+        return ""
+    return f", {cast['age_register']} register: {cast.get('register_reason') or 'from F0'}"
+
+
 def fit_counts(actions: dict | None) -> str:
     """How many lines each fitting action took (report timing.actions), for the timing row."""
     done = [f"{n} {name.replace('_', ' ')}" for name, n in (actions or {}).items() if n and name != "sped_up"]
@@ -120,7 +127,8 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
     if "cast" in voice:
         speech = voice.get("speech_s") or {}
         text = "; ".join(
-            f"{speaker} ({_num(speech.get(speaker), 1)} s of speech): {c.get('voice')} - {c.get('reason')}"
+            f"{speaker} ({_num(speech.get(speaker), 1)} s of speech{register_of(c)}): {c.get('voice')} - "
+            f"{c.get('reason')}"
             for speaker, c in voice["cast"].items()
         )
         rows.append((f"casting ({voice.get('speaker_count')} speaker(s) in the source)", text or "no speakers"))

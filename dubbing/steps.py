@@ -492,7 +492,8 @@ def _log_fit(script: Script) -> None:
     sped = [line.speed for line in script.lines if line.speed and line.speed > 1.0]
     count = {action: sum(action in line.fit for line in script.lines) for action in FIT_ACTIONS}
     log.info(
-        "%s: %d lines spoken, %d sped up (at most x%.2f), %d shortened, %d borrowed silence, %d picture slowed, %d cut",
+        "%s: %d lines spoken, %d sped up (at most x%.2f), %d shortened, %d borrowed silence, %d picture slowed, "
+        "%d picture held, %d cut",
         lang,
         len(script.lines),
         len(sped),
@@ -500,6 +501,7 @@ def _log_fit(script: Script) -> None:
         count["shortened"],
         sum(any(a.startswith("borrowed") for a in line.fit) for line in script.lines),
         count["picture_slowed"],
+        count["picture_held"],
         sum(line.over_limit for line in script.lines),
     )
 

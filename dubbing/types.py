@@ -96,8 +96,10 @@ class SpeakerProfile(BaseModel):
 # translator (by the translate stage's estimate, or asked by the voice stage when the line measured too long even
 # with the silence around it at the maximum speed-up), the silence after it, the silence before it (it starts
 # early), a speed-up up to the limit, a slight slow-down of the picture and sound over its span (config
-# `timing.slow_picture`: the output grows by the time added); "cut" when even all that was not enough.
-FIT_ACTIONS = ("shortened", "borrowed_after", "borrowed_before", "sped_up", "picture_slowed", "cut")
+# `timing.slow_picture`: the output grows by the time added), and, with that switch, when the slow-down's limit is
+# not enough, a hold of the picture at the span's end for the rest (so nothing is dropped); "cut" when all that
+# was not enough (only without the switch).
+FIT_ACTIONS = ("shortened", "borrowed_after", "borrowed_before", "sped_up", "picture_slowed", "picture_held", "cut")
 
 
 class ScriptLine(BaseModel):
@@ -148,22 +150,34 @@ class PlacedClip(BaseModel):
 
 class Stretch(BaseModel):
     """A span of the source slowed down (picture and sound together) so that a line fits: the source's
-    `start`..`end` lasts `added_s` longer in the dub (config `timing.slow_picture`)."""
+    `start`..`end` lasts `added_s` longer in the dub (config `timing.slow_picture`). A span of no length
+    (`start` == `end`) is a hold: the picture stops on its frame at `start` for `added_s` and the sound pauses."""
 
     start: float  # source seconds
     end: float
     added_s: float
 
     @property
+    def held(self) -> bool:
+        return self.end <= self.start
+
+    @property
     def factor(self) -> float:
-        """How much slower the span plays (1.1: 10% slower)."""
-        return (self.end - self.start + self.added_s) / max(self.end - self.start, 1e-9)
+        """How much slower the span plays (1.1: 10% slower; a hold: infinitely)."""
+        return float("inf") if self.held else (self.end - self.start + self.added_s) / (self.end - self.start)
 
 
 def stretched_time(t: float, stretches: list[Stretch]) -> float:
     """Where source time `t` falls on the dub's timeline once `stretches` are slowed down (each stretches
-    linearly over its span; everything after it moves by its added time)."""
-    return t + sum(min(max(t - s.start, 0.0), s.end - s.start) * (s.factor - 1.0) for s in stretches)
+    linearly over its span; everything after it moves by its added time; a hold moves `t` from its `start` on)."""
+    return t + sum(added_before(t, s) for s in stretches)
+
+
+def added_before(t: float, stretch: Stretch) -> float:
+    """What `stretch` adds before source time `t` on the dub's timeline."""
+    if stretch.held:
+        return stretch.added_s if t >= stretch.start else 0.0
+    return min(max(t - stretch.start, 0.0), stretch.end - stretch.start) * (stretch.factor - 1.0)
 
 
 class DubTrack(BaseModel):
@@ -194,6 +208,9 @@ class VoiceMatch(BaseModel):
     gender: str | None = None  # the speaker's: 'female' | 'male', estimated (gender_cues) or from the named voice
     gender_cues: dict[str, float] = Field(default_factory=dict)  # f0/formants/embedding votes (+ female, - male)
     f0_hz: list[float] = Field(default_factory=list)  # the speaker's F0 10th, 50th and 90th percentile
+    age_register: str | None = None  # the speaker's age register: 'child' | 'adult-high' | 'adult-low' (from F0)
+    register_reason: str = ""  # the F0 figures and the bounds that put the speaker in it
+    voice_register: str | None = None  # the cast voice's own, from its pitch (bank voices are adults')
     voice_language: str | None = None  # the language (accent) the voice was recorded in, from its name
     voice_gender: str | None = None
     candidates: list[str] = Field(default_factory=list)  # the voices considered, best first, with their similarity

@@ -159,11 +159,14 @@ def test_the_report_and_the_review_row_count_every_fitting_action():
         line(5, 10.0, ["borrowed_before", "sped_up"], speed=1.25, dub_start=9.8, natural_s=1.45, fit_end=11.0),
         # the picture slowed over its window (timing.slow_picture): 1.3 s of speech in 1.04 s at x1.25, not cut
         line(6, 12.0, ["sped_up", "picture_slowed"], speed=1.25, natural_s=1.3, fit_end=13.04),
+        # slowed by the 10% limit, then held for the rest (1.6 s of speech for 1.28 s at x1.25), not cut
+        line(7, 14.0, ["sped_up", "picture_slowed", "picture_held"], speed=1.25, natural_s=1.6, fit_end=15.28),
     ]
     script = Script(source_language="en", language="es", translator="t", lines=lines)
     report = qa.disabled_report(script, qa.Thresholds(max_speedup=1.25))
     assert report.timing["actions"] == {
-        "shortened": 1, "borrowed_after": 2, "borrowed_before": 2, "sped_up": 5, "picture_slowed": 1, "cut": 2,
+        "shortened": 1, "borrowed_after": 2, "borrowed_before": 2, "sped_up": 6, "picture_slowed": 2,
+        "picture_held": 1, "cut": 2,
     }  # fmt: skip
     assert report.timing["borrowed"] == 4 and report.timing["cut_s"] == pytest.approx(0.4)
     rows = {row.index: row for row in report.line_qa}
@@ -173,7 +176,8 @@ def test_the_report_and_the_review_row_count_every_fitting_action():
     assert "shortened" in page_row and "borrowed after" in page_row and "sped" not in page_row
     summary = dict(review.summary_rows(report.model_dump()))["timing"]
     assert "1 shortened" in summary and "2 cut" in summary and "2 borrowed before" in summary
-    assert "1 picture slowed" in summary and "picture slowed" in review.fit_marks(rows[6].fit)
+    assert "2 picture slowed" in summary and "picture slowed" in review.fit_marks(rows[6].fit)
+    assert "1 picture held" in summary and "picture held" in review.fit_marks(rows[7].fit)
 
 
 def test_shorten_backend_none_keeps_to_the_translators_own_renderings():
@@ -251,8 +255,11 @@ def test_a_line_that_still_does_not_fit_slows_the_picture_over_its_window_by_at_
     assert slowed.available_s == pytest.approx(2.08) and slowed.target_s <= slowed.available_s + 1e-6
     assert slowed.actions == ["borrowed_after", "sped_up", "picture_slowed"]
     capped = timing.plan_speed(3.0, window, 1.25, max_slowdown=0.10)  # 2.4 s at x1.25 would need 20%
-    assert capped.slowed_s == pytest.approx(0.2) and capped.over_limit  # 10% of the 2 s span, the rest cut
-    assert capped.cut_s == pytest.approx(2.4 - 2.2, abs=1e-3) and capped.actions[-2:] == ["picture_slowed", "cut"]
+    assert capped.slowed_s == pytest.approx(0.2)  # 10% of the 2 s span, and the rest a hold: nothing cut
+    assert capped.held_s == pytest.approx(2.4 - 2.2, abs=1e-3) and not capped.over_limit and capped.cut_s == 0.0
+    assert capped.speed == 1.25 and capped.target_s <= capped.available_s + 1e-6
+    assert capped.actions[-2:] == ["picture_slowed", "picture_held"]
+    assert timing.plan_speed(3.0, window, 1.25).over_limit  # without the switch: cut, as before
     fits = timing.plan_speed(2.4, window, 1.25, max_slowdown=0.10)  # 1.2x: the speed-up is enough
     assert fits.slowed_s == 0.0 and fits == timing.plan_speed(2.4, window, 1.25)
 
@@ -274,7 +281,7 @@ def _slow_script(natural_s: float, room_s: float, guard_s: float):
 LONG_LINE = "Esta frase tiene bastantes palabras para su hueco tan corto."
 
 
-def _slow_setup():
+def _slow_setup(short: float = 1.05):
     from dubbing import tts
     from dubbing.config import load_settings
 
@@ -284,19 +291,27 @@ def _slow_setup():
     cfg.tts = cfg.tts.model_copy(update={"backend": "espeak"})  # the steps speak with the one measured here
     synth = tts.backend_for(cfg)
     audio, rate = synth.synthesize(LONG_LINE, language="es")
-    room = len(audio) / rate / cfg.timing.max_speedup / 1.05  # the speed limit leaves it 5% short of its window
+    room = len(audio) / rate / cfg.timing.max_speedup / short  # the speed limit leaves it 5% short of its window
     return settings, cfg, synth, room
 
 
-def test_the_track_is_laid_on_the_slowed_timeline_and_lists_each_span(tmp_path):
+def _slowed_track(tmp_path, short: float = 1.05):
+    """The three lines of `_slow_script` fitted with the slow-down on (the first `short` of its window at x1.25)."""
     from dubbing import voice
 
-    _settings, cfg, synth, room = _slow_setup()
+    _settings, cfg, synth, room = _slow_setup(short)
     script, duration = _slow_script(0.0, room, cfg.timing.guard_s)
     fitted, track = voice.speak_track(
         script, synth, cfg.tts, cfg.timing, duration_s=duration, voices={}, voice_wav=tmp_path / "v.wav",
         clip_cache=None,
     )  # fmt: skip
+    return cfg, synth, room, script, duration, fitted, track
+
+
+def test_the_track_is_laid_on_the_slowed_timeline_and_lists_each_span(tmp_path):
+    from dubbing import voice
+
+    cfg, synth, room, script, duration, fitted, track = _slowed_track(tmp_path)
     line = fitted.lines[0]
     assert "picture_slowed" in line.fit and not line.over_limit and line.cut_s is None
     (span,) = track.stretches
@@ -315,9 +330,27 @@ def test_the_track_is_laid_on_the_slowed_timeline_and_lists_each_span(tmp_path):
     assert unslowed.lines[0].over_limit and plain.stretches == [] and plain.duration_s == duration  # off: cut
 
 
-def test_the_dub_of_a_slowed_line_is_longer_by_the_added_time_with_its_subtitles_and_manifest_following(tmp_path):
+def test_a_line_needing_more_than_the_slow_down_limit_is_held_not_cut(tmp_path):
+    """30% short of its window at x1.25: 10% from slowing its span, the rest from a hold at the span's end."""
+    cfg, _synth, _room, script, duration, fitted, track = _slowed_track(tmp_path, short=1.3)
+    line = fitted.lines[0]
+    assert line.fit[-2:] == ["picture_slowed", "picture_held"] and not line.over_limit and line.cut_s is None
+    slowed, held = track.stretches
+    assert slowed.factor == pytest.approx(1.0 + cfg.timing.max_picture_slowdown, abs=2e-3)  # at the limit
+    assert held.held and held.start == held.end == slowed.end and held.added_s > 0
+    added = slowed.added_s + held.added_s
+    assert line.synth_s <= line.fit_end - line.dub_start + 1e-3  # the whole line has room on the dub's timeline
+    assert track.duration_s == pytest.approx(duration + added)
+    later = [fitted.lines[i].dub_start - script.lines[i].start for i in (1, 2)]
+    assert later == [pytest.approx(added, abs=1e-3)] * 2
+
+
+@pytest.mark.parametrize("short", [1.05, 1.3])  # within the 10% slow-down; past it (held for the rest)
+def test_the_dub_of_a_slowed_line_is_longer_by_the_added_time_with_its_subtitles_and_manifest_following(
+    tmp_path, short
+):
     """The steps after the fit on a generated clip: the stretched picture and sound, the mix, the subtitles and
-    the muxed video all on the slowed timeline, and the manifest's entry listing the span."""
+    the muxed video all on the slowed timeline, and the manifest's entry listing the spans."""
     import json
     import subprocess
 
@@ -326,7 +359,7 @@ def test_the_dub_of_a_slowed_line_is_longer_by_the_added_time_with_its_subtitles
     from dubbing.types import Transcript
     from tests.conftest import make_video
 
-    settings, cfg, _synth, room = _slow_setup()
+    settings, cfg, _synth, room = _slow_setup(short)
     script, duration = _slow_script(0.0, room, cfg.timing.guard_s)
     settings.lipsync.enabled, settings.lipsync.preset = False, "ultrafast"
     settings.output.keep_original_audio = True
@@ -346,7 +379,8 @@ def test_the_dub_of_a_slowed_line_is_longer_by_the_added_time_with_its_subtitles
     for name in ("synthesize-and-fit", "stretch-source", "mix", "subtitles", "render-video"):
         context |= steps.run(steps.get_step(name), context)
     track = context["track"]
-    (span,) = track.stretches
+    assert len(track.stretches) == (1 if short < 1.1 else 2) and track.stretches[-1].held == (short > 1.1)
+    added = sum(span.added_s for span in track.stretches)
     assert not any(line.over_limit for line in context["script"].lines)
     streams = {
         s["codec_type"] + str(s["index"]): float(s["duration"])
@@ -356,10 +390,11 @@ def test_the_dub_of_a_slowed_line_is_longer_by_the_added_time_with_its_subtitles
     assert len(streams) == 3
     frame = 1 / (info.fps or 25)
     for what, seconds in streams.items():  # picture, dub and original sound: longer by the added time
-        assert seconds - info.duration_s == pytest.approx(span.added_s, abs=frame), what
-    assert json.loads(steps.language_outputs(context).model_dump_json())["stretched"] == [span.model_dump()]
+        assert seconds - info.duration_s == pytest.approx(added, abs=frame), what
+    listed = json.loads(steps.language_outputs(context).model_dump_json())["stretched"]
+    assert listed == [span.model_dump() for span in track.stretches]
     starts = [_srt_seconds(row.split(" --> ")[0]) for row in layout.srt("es").read_text().splitlines() if "-->" in row]
-    later = [line.start + span.added_s for line in script.lines[1:]]  # each line after the span, where it is heard
+    later = [line.start + added for line in script.lines[1:]]  # each line after the spans, where it is heard
     assert starts[1:] == [pytest.approx(t, abs=2e-3) for t in later]
     assert media.probe(context["dub_audio"]).duration_s == pytest.approx(track.duration_s, abs=0.01)
 
@@ -380,15 +415,19 @@ def _srt_seconds(stamp: str) -> float:
     return int(hours) * 3600 + int(minutes) * 60 + float(rest.replace(",", "."))
 
 
-def test_the_stretch_of_picture_and_sound_puts_every_source_moment_where_the_dub_timeline_has_it(tmp_path):
+@pytest.mark.parametrize("hold_s", [0.0, 0.32])  # whole frames in all (25 fps)
+def test_the_stretch_of_picture_and_sound_puts_every_source_moment_where_the_dub_timeline_has_it(tmp_path, hold_s):
     """A picture whose brightness tells the source time, and a sound of clicks and a tone: after slowing
-    0.5-2.5 s by 0.2 s, each frame and each click is where `stretched_time` puts it, and the tone keeps its pitch."""
+    0.5-2.5 s by 0.2 s (and holding at 2.5 s for `hold_s`: the slow-down's limit reached), each frame and each
+    click is where `stretched_time` puts it, the tone keeps its pitch, and during the hold the picture stands
+    still and the sound pauses."""
     import subprocess
 
     from dubbing import media
     from dubbing.types import Stretch, stretched_time
 
-    spans = [Stretch(start=0.5, end=2.5, added_s=0.2)]
+    spans = [Stretch(start=0.5, end=2.5, added_s=0.2)] + ([Stretch(start=2.5, end=2.5, added_s=hold_s)] * bool(hold_s))
+    added = sum(s.added_s for s in spans)
     video = tmp_path / "clock.mp4"
     subprocess.run(
         ["ffmpeg", "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i",
@@ -396,25 +435,32 @@ def test_the_stretch_of_picture_and_sound_puts_every_source_moment_where_the_dub
          "-pix_fmt", "yuv420p", str(video)],
         check=True,
     )  # fmt: skip
-    out = media.stretch_video(video, tmp_path / "slow.mp4", spans, duration_s=4.2, preset="ultrafast", crf=1)
+    out = media.stretch_video(video, tmp_path / "slow.mp4", spans, duration_s=4 + added, preset="ultrafast", crf=1)
     frames = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     luma = np.frombuffer(frames, np.uint8).reshape(-1, 48 * 64).mean(axis=1)
-    assert len(luma) == round(4.2 * 25)  # 0.2 s longer, to the frame
-    for t_out in (0.2, 1.0, 2.0, 3.0, 3.6):
+    assert len(luma) == round((4 + added) * 25)  # longer by the time added, to the frame
+    if hold_s:  # the frame before 2.5 s stands for the hold
+        held = luma[int(round(2.7 * 25)) : int(round((2.7 + hold_s) * 25))]
+        assert np.ptp(held) <= 1.0 and held[0] == pytest.approx(50 * 2.46, abs=2.5)
+    for t_out in (0.2, 1.0, 2.0, 3.0 + hold_s, 3.6 + hold_s):
         t_src = next(t for t in np.arange(0, 4, 0.001) if stretched_time(t, spans) >= t_out)  # where it came from
         assert luma[int(round(t_out * 25))] == pytest.approx(50 * t_src, abs=2 * 50 / 25 + 1.5), t_out
     rate = 16_000
     sound = np.zeros(4 * rate, np.float32)
     for t in (0.25, 3.0):
         sound[int(t * rate)] = 1.0  # clicks outside the span
-    inside = np.arange(int(1.0 * rate), int(2.0 * rate))
+    inside = np.arange(int(1.0 * rate), int(2.5 * rate))
     sound[inside] = 0.3 * np.sin(2 * np.pi * 440 * inside / rate)
     sf.write(tmp_path / "sound.wav", sound, rate)
     slow, _ = sf.read(media.stretch_audio(tmp_path / "sound.wav", tmp_path / "slow.wav", spans), dtype="float32")
-    assert len(slow) == len(sound) + round(0.2 * rate)  # sample-exact
+    assert len(slow) == len(sound) + round(added * rate)  # sample-exact
+    before = slow[int(2.6 * rate) : int(2.7 * rate)]  # the tone's last 0.1 s, slowed
+    assert np.abs(before).max() > 0.2
+    if hold_s:
+        assert np.abs(slow[int(2.7 * rate) + 1 : int((2.7 + hold_s) * rate) - 1]).max() == 0.0  # the sound pauses
     clicks = np.flatnonzero(np.abs(slow) > 0.9) / rate
     assert list(clicks) == [pytest.approx(0.25, abs=1e-4), pytest.approx(stretched_time(3.0, spans), abs=1e-4)]
     tone = slow[int(stretched_time(1.2, spans) * rate) : int(stretched_time(1.8, spans) * rate)]

@@ -625,3 +625,50 @@ def test_the_report_shows_the_cast_and_flags_a_voice_of_the_other_gender():
     same = {"S1": {**cast, "voice_gender": "female"}}
     kept = qa.build_report(script, qa.Measurements(casting={**casting, "cast": same}), qa.Thresholds(), metric="wer")
     assert not [f for f in kept.flags if f.check == "voice"]
+
+
+def test_the_age_register_follows_the_f0_bounds_and_keeps_adult_voices_within_one_register(kokoro_synth):
+    """child above adult women's range (with the 10th percentile above men's), adult-high within it, adult-low
+    below; bank voices are adults'; for an adult speaker every adult voice is within one register."""
+    low, high = voice.match.REGISTER_BOUNDS_HZ
+    assert voice.speaker_register(high + 40, high)[0] == "child"
+    assert voice.speaker_register(high + 40, low - 30)[0] == "adult-high"  # a raised adult voice, not a child's
+    assert voice.speaker_register((low + high) / 2)[0] == "adult-high"
+    assert voice.speaker_register(low - 40, low - 70)[0] == "adult-low"
+    assert voice.speaker_register(None) == (None, "no voiced speech measured: register unknown")
+    assert "Titze" in voice.speaker_register(low - 40)[1]
+    assert voice.match.voice_register(high + 60) == "adult-high"  # no bank voice is a child's
+    bank = _casting_bank(kokoro_synth, "pt")
+    assert voice.within_register(list(bank.voices), "adult-low", bank) == list(bank.voices)
+    near = voice.within_register(list(bank.voices), "child", bank)
+    assert near and all(voice.match.voice_register(bank.probe(v)[1]) == "adult-high" for v in near)
+
+
+def test_a_child_register_speaker_gets_an_adult_voice_shifted_up_and_the_reason_says_so(kokoro_synth, tmp_path):
+    """A real woman's speech (vrt_face4, about 204 Hz) moved by PSOLA to a child's pitch: no bank voice is a
+    child's, so the voice is an adult's, shifted to the speaker's pitch with raised formants, and voices.json's
+    reason and the report say so."""
+    from dubbing import qa
+    from dubbing.types import VoiceMatch
+
+    woman = _clip("vrt_face4.mp4", tmp_path, "S1")
+    audio, rate = sf.read(woman.reference_clip, dtype="float32")
+    up = VoiceMatch(speaker="S1", backend="praat", voice="-", pitch_hz=310.0, formant_ratio=1.15)
+    sf.write(woman.reference_clip, voice.shift_voice(audio, rate, up), rate)
+    bank = _casting_bank(kokoro_synth, "pt", tmp_path / "bank")
+    match = voice.match.EmbeddingMatcher(eq=False).match([woman], bank, fixed={})["S1"]  # no EQ: half the cost
+    assert match.age_register == "child" and "Titze" in match.register_reason
+    assert match.voice_register in ("adult-low", "adult-high")
+    assert match.pitch_hz == pytest.approx(match.f0_hz[1], rel=0.1) and match.formant_ratio >= 1.1
+    assert "child" in match.reason and "no child's voice" in match.reason and "PSOLA" in match.reason
+    line = ScriptLine(index=0, speaker="S1", start=0.0, end=2.0, source_text="Hi", text="Oi", speed=1.0)
+    script = Script(source_language="en", language="pt", translator="test", lines=[line])
+    cast = {"S1": {"voice": match.label, **{k: getattr(match, k) for k in qa.CAST_FIELDS if k != "voice"}}}
+    casting = {"speaker_count": 1, "speech_s": {"S1": 2.0}, "cast": cast}
+    report = qa.build_report(script, qa.Measurements(casting=casting), qa.Thresholds(), metric="wer")
+    assert report.voice["cast"]["S1"]["age_register"] == "child"
+    assert any("child's register" in f.message for f in report.flags if f.check == "voice")
+    from dubbing import review
+
+    row = dict(review.summary_rows(report.model_dump()))["casting (1 speaker(s) in the source)"]
+    assert "child register: F0 median" in row and "no child's voice" in row

@@ -32,7 +32,9 @@ from dubbing.voice.match import (
     register,
     same_register,
     shift_voice,
+    speaker_register,
     speaker_stats,
+    within_register,
 )
 from dubbing.voice.track import (
     ProbeTableSynthesizer,
@@ -57,6 +59,7 @@ __all__ = [
     "Synthesizer",
     "VoiceBank",
     "VoiceMatcher",
+    "speaker_register",
     "apply_eq",
     "band_levels",
     "bank_cache_key",
@@ -81,6 +84,7 @@ __all__ = [
     "source_speakers",
     "speak_track",
     "speaker_stats",
+    "within_register",
     "timing",
     "track",
 ]

@@ -51,6 +51,15 @@ GENDER_F0_HZ, GENDER_F0_OCTAVE = 160.0, 0.2
 GENDER_FORMANT_HZ, GENDER_FORMANT_OCTAVE = 2100.0, 0.05
 GENDER_EMBEDDING_SCALE, GENDER_NEIGHBOURS = 0.1, 3
 BAND_LIMITED_DB = -50.0  # power at 4-5 kHz below this (of the whole): telephone audio, its formants unreliable
+# Age register from the speaker's speaking F0 (Titze, Principles of Voice Production, 1994, speaking fundamental
+# frequency: adult men about 85-180 Hz, adult women about 165-255 Hz, children about 250-300 Hz and up): below the
+# women's range "adult-low", within it "adult-high", above it (the median, with the 10th percentile still above the
+# men's range, so an adult's raised voice is not taken for a child's) "child". Bank voices are adults' recordings
+# (no Kokoro or espeak voice is a child's), so a voice's own register is adult-low or adult-high from its pitch.
+REGISTERS = ("adult-low", "adult-high", "child")
+REGISTER_BOUNDS_HZ = (165.0, 255.0)  # adult-low | adult-high | child
+REGISTER_DISTANCE = 1  # voices at most this many registers from the speaker's are cast when the pool has any
+CHILD_FORMANTS = (1.1, 1.2)  # a child's shorter vocal tract: an adult voice shifted to a child's pitch gets these
 PITCH_PENALTY = 0.01  # per semitone between a voice's own pitch and the speaker's: less shifting, fewer artefacts
 DISTINCT_MARGIN = 0.02  # two speakers' voices must be this much further apart than each is from its speaker
 PRAAT_SEED = 16  # Praat's random pulses in a voice shift are seeded (see shift_voice)
@@ -476,6 +485,10 @@ class EmbeddingMatcher:
             s: gender_cues(st.median_pitch, st.formants, st.embedding, references) for s, st in sorted(stats.items())
         }
         genders = {s: estimate_gender(c) for s, c in cues.items()}
+        registers = {
+            s: speaker_register(st.median_pitch, st.f0_percentiles[0] if st.f0_percentiles else None)
+            for s, st in stats.items()
+        }
 
         def closeness(speaker: str, voice: str) -> float:
             """Timbre (embedding cosine), less a little for each semitone the voice's own pitch is off."""
@@ -492,6 +505,8 @@ class EmbeddingMatcher:
         options, considered, notes, natives = {}, {}, {}, {}
         for speaker in sorted(stats.keys() - fixed.keys()):  # sorted: the same order (and ties) in every process
             native, others, notes[speaker] = casting_pool(genders[speaker], stats[speaker].median_pitch, bank)
+            wanted = registers[speaker][0]
+            native, others = within_register(native, wanted, bank), within_register(others, wanted, bank)
             natives[speaker] = len(native)
             rank = partial(closeness, speaker)
             native, others = sorted(native, key=rank, reverse=True), sorted(others, key=rank, reverse=True)
@@ -504,7 +519,8 @@ class EmbeddingMatcher:
             if bank.can_blend and len(primary) > 1:
                 candidates += [f"{primary[0]}*{w:.2f}+{primary[1]}*{1 - w:.2f}" for w in BLEND_WEIGHTS]
             considered[speaker] = [f"{v} {rank(v):.3f}" for v in (native[:3] + others[:3])]
-            options[speaker] = [o for v in candidates for o in self._variants(speaker, stats[speaker], v, bank)]
+            child = wanted == "child"
+            options[speaker] = [o for v in candidates for o in self._variants(speaker, stats[speaker], v, bank, child)]
         # The speaker with the closest option chooses first; each later speaker takes its closest option that is
         # further from every voice already chosen than those voices are from their own speakers.
         for speaker in sorted(options, key=lambda s: -max(m.similarity_after or 0.0 for m, _ in options[s])):
@@ -517,6 +533,8 @@ class EmbeddingMatcher:
             m.gender, m.gender_cues = genders[speaker], cues[speaker]
             m.f0_hz = list(stats[speaker].f0_percentiles)
             m.candidates = considered.get(speaker, [])
+            m.age_register, m.register_reason = registers[speaker]
+            m.voice_register = voice_register(bank.heard(m.voice)[1])
             m.reason = casting_reason(
                 m, bank, named=speaker in fixed, natives=natives.get(speaker, 0), note=notes.get(speaker, "")
             )
@@ -544,15 +562,18 @@ class EmbeddingMatcher:
         return (worst < 0 and free, free, bank.native(match.voice), worst < 0, -max(worst, 0.0), own)
 
     def _variants(
-        self, speaker: str, target: SpeakerStats, voice: str, bank: VoiceBank
+        self, speaker: str, target: SpeakerStats, voice: str, bank: VoiceBank, child: bool = False
     ) -> list[tuple[VoiceMatch, np.ndarray]]:
         """One voice as it is, and shifted to the speaker's pitch with each formant ratio, each with and without
-        the EQ toward the speaker's spectrum; with their embeddings and similarities to the speaker."""
+        the EQ toward the speaker's spectrum; with their embeddings and similarities to the speaker. For a child
+        (`child`) only the shifts to their pitch with raised formants (CHILD_FORMANTS): no bank voice is a child's,
+        and an adult voice at its own pitch would age the speaker however close its timbre."""
         v_emb, v_median, v_spread = bank.heard(voice)  # the clip the variants are made from, not the table's
         raw = speaker_embedding.cosine(target.embedding, v_emb)
         audio, rate = bank.audio(voice)
         plain = VoiceMatch(speaker=speaker, backend=bank.backend, voice=voice, similarity_bank=raw)
         options = [plain]
+        shifts = bool(self.shift and target.median_pitch and v_median)
         if self.shift and target.median_pitch and v_median:
             pitch_range = float(np.clip(target.pitch_spread / v_spread, 0.6, 1.6)) if v_spread > 0 else 1.0
             options += [
@@ -563,9 +584,11 @@ class EmbeddingMatcher:
                         "pitch_range": round(pitch_range, 2),
                     }
                 )
-                for r in FORMANT_GRID
+                for r in (CHILD_FORMANTS if child else FORMANT_GRID)
             ]
         scored = [(plain.model_copy(update={"similarity_after": raw}), v_emb)]
+        if child and shifts:  # only the shifted voices
+            options, scored = options[1:], []
         for option in options:
             shifted = shift_voice(audio, rate, option)
             variants = [option] if option is not plain else []
@@ -607,7 +630,8 @@ def casting_reason(match: VoiceMatch, bank: VoiceBank, *, named: bool, natives: 
     heard = f"{match.gender or 'gender unknown'} ({cues})" if cues else (match.gender or "gender not measured")
     if named:
         cross = match.voice_gender and match.gender and match.voice_gender != match.gender
-        return f"named by the user; speaker estimated {heard}" + ("; cross-gender, as named" if cross else "")
+        child = "; a child's register, cast with the voice named" if match.age_register == "child" else ""
+        return f"named by the user; speaker estimated {heard}" + ("; cross-gender, as named" if cross else "") + child
     accent = f"{match.voice_language or '?'} accent"
     if bank.native(match.voice):
         where = "native"
@@ -617,7 +641,60 @@ def casting_reason(match: VoiceMatch, bank: VoiceBank, *, named: bool, natives: 
         where = f"no native {match.gender or ''} voice for {bank.language or '?'}: {accent}"
     similarity = f", similarity {match.similarity_after:.2f}" if match.similarity_after is not None else ""
     parts = [f"speaker {heard}", f"{where} {match.voice_gender or ''} voice".replace("  ", " "), note]
+    parts.append(register_note(match))
     return "; ".join(p for p in parts if p) + f"; closest timbre among those{similarity}"
+
+
+def register_note(match: VoiceMatch) -> str:
+    """What the reason says of the register: always for a child (an adult's voice stands in), else when the
+    voice's own register differs from the speaker's."""
+    if match.age_register == "child":
+        how = (
+            f"PSOLA-shifted to {match.pitch_hz:.0f} Hz, formants x{match.formant_ratio:.2f}"
+            if match.pitch_hz
+            else ("not shifted (shifting is off)")
+        )
+        return f"a child's register, and the bank has no child's voice: an adult {match.voice_register} voice {how}"
+    if match.age_register and match.voice_register and match.voice_register != match.age_register:
+        return f"register {match.age_register}, the voice's own {match.voice_register}"
+    return ""
+
+
+def speaker_register(median_hz: float | None, p10_hz: float | None = None) -> tuple[str | None, str]:
+    """The speaker's register (REGISTERS) from the median and 10th percentile of their F0, and why."""
+    if median_hz is None:
+        return None, "no voiced speech measured: register unknown"
+    low, high = REGISTER_BOUNDS_HZ
+    spread = f" (10th percentile {p10_hz:.0f} Hz)" if p10_hz is not None else ""
+    heard = f"F0 median {median_hz:.0f} Hz{spread}"
+    if median_hz > high and (p10_hz is None or p10_hz > low):
+        return "child", f"{heard}: above adult women's speaking range ({low:.0f}-{high:.0f} Hz, Titze 1994)"
+    if median_hz > high:
+        return (
+            "adult-high",
+            f"{heard}: median above {high:.0f} Hz but much of the speech below {low:.0f} Hz: a raised adult voice",
+        )
+    if median_hz >= low:
+        return "adult-high", f"{heard}: within adult women's speaking range ({low:.0f}-{high:.0f} Hz, Titze 1994)"
+    return "adult-low", f"{heard}: below adult women's speaking range (from {low:.0f} Hz, Titze 1994)"
+
+
+def voice_register(pitch_hz: float | None) -> str | None:
+    """A bank voice's register from its own probe pitch: an adult's (the banks hold no child's voice)."""
+    if pitch_hz is None:
+        return None
+    return "adult-low" if pitch_hz < REGISTER_BOUNDS_HZ[0] else "adult-high"
+
+
+def register_distance(a: str | None, b: str | None) -> int:
+    """How many registers apart two are (0 when either is unknown)."""
+    return abs(REGISTERS.index(a) - REGISTERS.index(b)) if a and b else 0
+
+
+def within_register(voices: list[str], wanted: str | None, bank: VoiceBank) -> list[str]:
+    """The voices within REGISTER_DISTANCE of the speaker's register (all of them when none is)."""
+    near = [v for v in voices if register_distance(voice_register(bank.probe(v)[1]), wanted) <= REGISTER_DISTANCE]
+    return near or voices
 
 
 def register(pitch_hz: float | None) -> str | None:

@@ -5,7 +5,8 @@ short line down to fill a long slot) and never beyond the language's maximum; bo
 line when that line is another speaker's or far away; a line that still does not fit at the maximum may also start
 a little early, in the silence after the previous dub (at most `max_lead_s`); and when the user allows it
 (`timing.slow_picture`), the picture and sound of its span are slowed down a little (at most `max_slowdown`, 10%),
-which makes the dub longer by the time added; never overlap the next line. What was done to each line is its list
+and what it still needs at that limit is a hold of the picture at the span's end, which makes the dub longer by
+the time added (with the switch on, no line is cut); never overlap the next line. What was done to each line is its list
 of `Fit.actions`. Placement is by absolute sample index, so a long video cannot drift.
 """
 
@@ -20,7 +21,7 @@ from dubbing.tools import require_tool, run_on_samples
 from dubbing.types import FIT_ACTIONS
 
 FADE_S = 0.02
-SHORTENED, BORROWED_AFTER, BORROWED_BEFORE, SPED_UP, PICTURE_SLOWED, CUT = (
+SHORTENED, BORROWED_AFTER, BORROWED_BEFORE, SPED_UP, PICTURE_SLOWED, PICTURE_HELD, CUT = (
     FIT_ACTIONS  # what fitting did to a line (types)
 )
 STRETCH_TOLERANCE = 0.015  # a clip within 1.5% of its target length is left alone (stretching costs quality)
@@ -59,6 +60,12 @@ class Fit:
     borrowed: bool  # the clip runs past its own slot into the following silence
     lead_s: float = 0.0  # the clip starts this much before its slot (silence borrowed before it)
     slowed_s: float = 0.0  # seconds the picture's slow-down over the window adds (included in `available_s`)
+    held_s: float = 0.0  # seconds the picture holds at the window's end when the slow-down's limit is not enough
+
+    @property
+    def added_s(self) -> float:
+        """What the line adds to the dub's timeline (the slow-down and the hold)."""
+        return round(self.slowed_s + self.held_s, 3)
 
     @property
     def cut_s(self) -> float:
@@ -69,7 +76,7 @@ class Fit:
     def actions(self) -> list[str]:
         """What fitting did to the line (timing's part: `track` adds "shortened")."""
         done = [(BORROWED_AFTER, self.borrowed), (BORROWED_BEFORE, self.lead_s > 0), (SPED_UP, self.speed > 1.0)]
-        done += [(PICTURE_SLOWED, self.slowed_s > 0), (CUT, self.over_limit)]
+        done += [(PICTURE_SLOWED, self.slowed_s > 0), (PICTURE_HELD, self.held_s > 0), (CUT, self.over_limit)]
         return [name for name, did in done if did]
 
 
@@ -105,8 +112,9 @@ def plan_speed(natural_s: float, window: Window, max_speedup: float, max_slowdow
     """Speed up only as much as needed: first within the soft window, then borrowing up to the hard one, then
     starting early (as little as gets the line within the maximum speed-up), then (with `max_slowdown` > 0)
     slowing the picture over the window from the clip's start to the hard end by as little as it needs, at most
-    `max_slowdown` of that span (0.1: 10% slower); never slow the speech down; when even that is not enough,
-    report it."""
+    `max_slowdown` of that span (0.1: 10% slower), and what the line still needs at that limit as a hold of the
+    picture at the window's end (so with the slow-down allowed, nothing is ever cut); never slow the speech down;
+    without the slow-down, a line that does not fit is reported over the limit."""
     lead = 0.0
     if natural_s <= window.soft_s:
         speed, available = 1.0, window.soft_s
@@ -119,16 +127,18 @@ def plan_speed(natural_s: float, window: Window, max_speedup: float, max_slowdow
         available = window.hard_s + lead
         speed = max(1.0, natural_s / available)
     over = speed > max_speedup + 1e-6
-    slowed = 0.0
+    slowed = held = 0.0
     if over and max_slowdown > 0:  # whole milliseconds: the stretch step cuts the source at these times
         needed = math.ceil((natural_s / max_speedup - available) * 1000 - 1e-6) / 1000
         slowed = max(0.0, min(needed, math.floor(available * max_slowdown * 1000) / 1000))
-        available += slowed
+        held = round(max(0.0, needed - slowed), 3)  # at the limit: the rest as a hold
+        available += slowed + held
         speed = max(1.0, natural_s / available)
         over = speed > max_speedup + 1e-6
     speed = round(min(speed, max_speedup), 4)
     target = natural_s / speed
-    return Fit(speed, target, available, over, window.start + target - lead > window.end + 1e-6, lead, slowed)
+    borrowed = window.start + target - lead > window.end + 1e-6
+    return Fit(speed, target, available, over, borrowed, lead, slowed, held)
 
 
 class RateEstimator:

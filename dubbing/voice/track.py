@@ -163,6 +163,20 @@ def match_voices(
     return matcher.match(speakers, bank, dict(cfg.voices)) if speakers else {}
 
 
+def line_stretches(start: float, end: float, fit: Fit) -> list[Stretch]:
+    """The spans of the source a line's fit slows down: its window from where its dub starts to `end`, and a hold
+    at `end` for what the slow-down's limit could not give."""
+    spans = [Stretch(start=start, end=end, added_s=fit.slowed_s)] if fit.slowed_s > 0 else []
+    return spans + ([Stretch(start=end, end=end, added_s=fit.held_s)] if fit.held_s > 0 else [])
+
+
+def stretch_note(span: Stretch) -> str:
+    if span.held:
+        return f"picture held at {span.start:.2f}s of the source for {span.added_s:.3f}s (the slow-down's limit)"
+    where = f"from {span.start:.2f}s to {span.end:.2f}s of the source"
+    return f"picture slowed x{span.factor:.3f} {where} (+{span.added_s:.3f}s)"
+
+
 def speak_track(
     script: Script,
     synth: Synthesizer,
@@ -229,10 +243,10 @@ def speak_track(
         audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args, first=ahead.take(i))
         shortened = line.length_action in ("shortened", "shortened_over")  # by the translate stage's estimate
         for _ in range(SHORTEN_ROUNDS if timing.shorten else 0):
-            if not (fit.over_limit or fit.slowed_s > 0) or shorten is None:  # a shorter text before a slower picture
+            if not (fit.over_limit or fit.added_s > 0) or shorten is None:  # a shorter text before a slower picture
                 break
             asked = line.model_copy(update={"text": text})
-            shorter = shorten(asked, (fit.available_s - fit.slowed_s) * timing.max_speedup, natural_s)
+            shorter = shorten(asked, (fit.available_s - fit.added_s) * timing.max_speedup, natural_s)
             if not (shorter and shorter.strip() and shorter != text):
                 break
             notes.append(f"shortened by the translation stage (was: {text})")
@@ -245,14 +259,10 @@ def speak_track(
                 f"does not fit: {natural_s:.2f}s of speech for {fit.available_s:.2f}s even at "
                 f"x{timing.max_speedup}; cut by {fit.cut_s:.2f}s"
             )
-        if fit.slowed_s > 0:
-            span = Stretch(start=round(line.start - fit.lead_s, 3), end=round(window.hard_end, 3), added_s=fit.slowed_s)
-            notes.append(
-                f"picture slowed x{span.factor:.3f} from {span.start:.2f}s to {span.end:.2f}s of the source "
-                f"(+{fit.slowed_s:.3f}s)"
-            )
+        spans = line_stretches(round(line.start - fit.lead_s, 3), round(window.hard_end, 3), fit)
+        notes += [stretch_note(span) for span in spans]
         start = round(line.start - fit.lead_s + shift, 3)  # on the dub's timeline
-        hard_end = window.hard_end + shift + fit.slowed_s
+        hard_end = window.hard_end + shift + fit.added_s
         lines.append(
             line.model_copy(
                 update={
@@ -272,10 +282,9 @@ def speak_track(
         )
         clips.append((start, audio))
         end = min(start + clip_s, hard_end)
-        if fit.slowed_s > 0:
-            stretches.append(span)
-            shift = round(shift + fit.slowed_s, 3)
-        previous_end = window.hard_end if fit.slowed_s > 0 else round(end, 3) - shift  # a slowed line fills its window
+        stretches += spans
+        shift = round(shift + fit.added_s, 3)
+        previous_end = window.hard_end if spans else round(end, 3) - shift  # a slowed line fills its window
         placed.append(
             PlacedClip(
                 index=line.index,
