@@ -668,15 +668,15 @@ def speaker_register(median_hz: float | None, p10_hz: float | None = None) -> tu
     spread = f" (10th percentile {p10_hz:.0f} Hz)" if p10_hz is not None else ""
     heard = f"F0 median {median_hz:.0f} Hz{spread}"
     if median_hz > high and (p10_hz is None or p10_hz > low):
-        return "child", f"{heard}: above adult women's speaking range ({low:.0f}-{high:.0f} Hz, Titze 1994)"
+        return "child", f"{heard}: above the adult speaking range (over {high:.0f} Hz, Titze 1994)"
     if median_hz > high:
         return (
             "adult-high",
             f"{heard}: median above {high:.0f} Hz but much of the speech below {low:.0f} Hz: a raised adult voice",
         )
     if median_hz >= low:
-        return "adult-high", f"{heard}: within adult women's speaking range ({low:.0f}-{high:.0f} Hz, Titze 1994)"
-    return "adult-low", f"{heard}: below adult women's speaking range (from {low:.0f} Hz, Titze 1994)"
+        return "adult-high", f"{heard}: the higher adult speaking range ({low:.0f}-{high:.0f} Hz, Titze 1994)"
+    return "adult-low", f"{heard}: the lower adult speaking range (under {low:.0f} Hz, Titze 1994)"
 
 
 def voice_register(pitch_hz: float | None) -> str | None:
