@@ -231,10 +231,15 @@ def track_faces(video: Path, info: MediaInfo, settings: Settings, layout: RunLay
     """Every face tracked once per video; it needs no transcript, so it runs beside the transcription."""
     if not info.has_video or not settings.lipsync.enabled:
         return None
-    tracked = lipsync.track(video, layout.tracked_faces_npz, max_faces=settings.lipsync.max_faces)
-    if settings.lipsync.mouth_box is None:
-        return tracked
-    return tracked.model_copy(update={"checks": lipsync.checks_with_marked_mouth(tracked.checks)})
+    return _faces_of(video, layout.tracked_faces_npz, settings)
+
+
+def _faces_of(video: Path, landmarks: Path, settings: Settings) -> FaceTracks:
+    """Every face of `video` tracked into `landmarks`; none where the user marked the mouth, which the render
+    animates instead."""
+    if settings.lipsync.mouth_box is not None:
+        return lipsync.untracked(video, landmarks)
+    return lipsync.track(video, landmarks, max_faces=settings.lipsync.max_faces)
 
 
 def choose_speaking_faces(
@@ -540,7 +545,7 @@ def stretch_source(
     background = media.stretch_audio(separated[1], layout.stretched_background(lang), spans) if separated else None
     faces_after = None
     if faces is not None and settings.lipsync.enabled:
-        tracked = lipsync.track(picture, layout.stretched_tracked_faces(lang), max_faces=settings.lipsync.max_faces)
+        tracked = _faces_of(picture, layout.stretched_tracked_faces(lang), settings)
         faces_after = lipsync.speaking_faces(
             tracked,
             layout.stretched_faces(lang),

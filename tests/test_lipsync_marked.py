@@ -77,7 +77,7 @@ def test_a_dub_with_no_face_found_animates_the_marked_box_and_saves_what_it_drew
     assert renderer == "marked" and fps == tracked.fps and len(gap) == result.frames and np.nanmax(gap) > 0.1
 
 
-def test_the_track_faces_step_says_the_marked_box_is_animated_where_no_face_is_found(tmp_path, emoji_dub):
+def test_the_track_faces_step_says_the_marked_box_is_animated_and_tracks_no_face(tmp_path, emoji_dub):
     source, _drive, _spans, box, _out, _result = emoji_dub
     settings = load_settings()
     marked = settings.model_copy(update={"lipsync": settings.lipsync.model_copy(update={"mouth_box": box})})
@@ -86,8 +86,10 @@ def test_the_track_faces_step_says_the_marked_box_is_animated_where_no_face_is_f
     plain = steps.track_faces(source, media.probe(source), settings, layout)
     tracked = steps.track_faces(source, media.probe(source), marked, layout)
     assert plain is not None and tracked is not None
-    assert plain.checks[0].code == tracked.checks[0].code == "no-face"
-    assert "nothing to lipsync" in plain.checks[0].message and "marked mouth box" in tracked.checks[0].message
+    assert plain.checks[0].code == "no-face" and "nothing to lipsync" in plain.checks[0].message
+    assert [c.code for c in tracked.checks] == ["marked-mouth"] and "marked mouth box" in tracked.checks[0].message
+    empty = FaceData.load(layout.tracked_faces_npz)  # what the steps after read: every frame, no face
+    assert empty.frames == tracked.frames == plain.frames and not (empty.ids >= 0).any()
 
 
 def test_the_drawn_renderer_opens_a_tracked_cartoon_mouth_where_the_speech_is_loud(tmp_path):

@@ -23,7 +23,7 @@ from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
 from dubbing.lipsync import visemes
 from dubbing.lipsync.faces import FaceData, choose_active, face_box, mouth_gap, track_faces
-from dubbing.lipsync.marked import MarkedMouth, checks_with_marked_mouth, fit_mouth_box
+from dubbing.lipsync.marked import MarkedMouth, fit_mouth_box, marked_mouth_check
 from dubbing.lipsync.render import BACKENDS, Clip, Renderer
 from dubbing.lipsync.video import (
     FrameWriter,
@@ -44,7 +44,6 @@ __all__ = [
     "FaceData",
     "LipsyncResult",
     "analyse",
-    "checks_with_marked_mouth",
     "drawn_mouths",
     "mouths_path",
     "read_tracks",
@@ -346,6 +345,15 @@ def track(video: Path, landmarks: Path, *, max_faces: int = 2) -> FaceTracks:
     faces, _stream = track_video(video, max_faces=max_faces)
     faces.save(landmarks)
     return _summary(video, faces, landmarks, line_faces=[])
+
+
+def untracked(video: Path, landmarks: Path) -> FaceTracks:
+    """For a video whose mouth the user marked (lipsync.mouth_box): the render animates the box, not a face, so
+    the face mesh is not run; an empty track is saved so the steps after read it as any other."""
+    stream = probe_video(video)
+    faces = FaceData.empty(stream.frames, stream.fps_float, stream.width, stream.height)
+    faces.save(landmarks)
+    return _summary(video, faces, landmarks, line_faces=[]).model_copy(update={"checks": [marked_mouth_check()]})
 
 
 def read_tracks(video: Path, landmarks: Path) -> FaceTracks:

@@ -222,8 +222,8 @@ class DrawnRenderer:
         return out
 
 
-def checks_with_marked_mouth(checks: list[InputCheck]) -> list[InputCheck]:
-    """The checks of a video whose mouth the user marked (lipsync.mouth_box): no face found is then expected,
-    and the marked box is what gets animated."""
-    marked = "no face found in any frame: the marked mouth box (lipsync.mouth_box) is animated"
-    return [c.model_copy(update={"message": marked}) if c.code == "no-face" else c for c in checks]
+def marked_mouth_check() -> InputCheck:
+    """What the report says of a video whose mouth the user marked (lipsync.mouth_box): the box is animated,
+    and no face is tracked for it."""
+    message = "the marked mouth box (lipsync.mouth_box) is animated; faces are not tracked"
+    return InputCheck(code="marked-mouth", value=100.0, message=message)

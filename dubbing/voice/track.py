@@ -226,77 +226,76 @@ def speak_track(
         )
         return window, match, estimators.setdefault(match.voice, RateEstimator(match.seconds_per_char))
 
-    ahead = _SpeakAhead(synth, script.language, timing.max_speedup, slowdown, clip_cache)
-    for i, line in enumerate(lines_in):
-        window, match, estimator = setting(i, previous_end)
-        if i + 1 < len(lines_in):  # the next line is spoken on another core while this one is fitted
-            ahead.submit(i + 1, lines_in[i + 1].text, *setting(i + 1, previous_end))
-        text, notes = line.text, list(line.notes)
-        if not text.strip():
+    with _SpeakAhead(synth, script.language, timing.max_speedup, slowdown, clip_cache) as ahead:
+        for i, line in enumerate(lines_in):
+            window, match, estimator = setting(i, previous_end)
+            if i + 1 < len(lines_in):  # the next line is spoken on another core while this one is fitted
+                ahead.submit(i + 1, lines_in[i + 1].text, *setting(i + 1, previous_end))
+            text, notes = line.text, list(line.notes)
+            if not text.strip():
+                lines.append(
+                    line.model_copy(
+                        update={"synth_s": 0.0, "speed": 1.0, "voice": match.label, "over_limit": False, "fit": []}
+                    )
+                )
+                continue
+            fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache, slowdown)
+            audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args, first=ahead.take(i))
+            shortened = line.length_action in ("shortened", "shortened_over")  # by the translate stage's estimate
+            for _ in range(SHORTEN_ROUNDS if timing.shorten else 0):
+                if not (fit.over_limit or fit.added_s > 0) or shorten is None:  # a shorter text before a slower picture
+                    break
+                asked = line.model_copy(update={"text": text})
+                shorter = shorten(asked, (fit.available_s - fit.added_s) * timing.max_speedup, natural_s)
+                if not (shorter and shorter.strip() and shorter != text):
+                    break
+                notes.append(f"shortened by the translation stage (was: {text})")
+                text, shortened = shorter, True
+                audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
+            clip_s = len(audio) / rate
+            actions = [SHORTENED] * shortened + fit.actions
+            if fit.over_limit:
+                notes.append(
+                    f"does not fit: {natural_s:.2f}s of speech for {fit.available_s:.2f}s even at "
+                    f"x{timing.max_speedup}; cut by {fit.cut_s:.2f}s"
+                )
+            spans = line_stretches(round(line.start - fit.lead_s, 3), round(window.hard_end, 3), fit)
+            notes += [stretch_note(span) for span in spans]
+            start = round(line.start - fit.lead_s + shift, 3)  # on the dub's timeline
+            hard_end = window.hard_end + shift + fit.added_s
             lines.append(
                 line.model_copy(
-                    update={"synth_s": 0.0, "speed": 1.0, "voice": match.label, "over_limit": False, "fit": []}
+                    update={
+                        "text": text,
+                        "synth_s": round(clip_s, 3),
+                        "natural_s": round(natural_s, 3),
+                        "fit_end": round(hard_end, 3),
+                        "speed": fit.speed,
+                        "over_limit": fit.over_limit,
+                        "dub_start": start,
+                        "fit": actions,
+                        "cut_s": round(fit.cut_s, 3) if fit.over_limit else None,
+                        "voice": match.label,
+                        "notes": notes,
+                    }
                 )
             )
-            continue
-        fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache, slowdown)
-        audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args, first=ahead.take(i))
-        shortened = line.length_action in ("shortened", "shortened_over")  # by the translate stage's estimate
-        for _ in range(SHORTEN_ROUNDS if timing.shorten else 0):
-            if not (fit.over_limit or fit.added_s > 0) or shorten is None:  # a shorter text before a slower picture
-                break
-            asked = line.model_copy(update={"text": text})
-            shorter = shorten(asked, (fit.available_s - fit.added_s) * timing.max_speedup, natural_s)
-            if not (shorter and shorter.strip() and shorter != text):
-                break
-            notes.append(f"shortened by the translation stage (was: {text})")
-            text, shortened = shorter, True
-            audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args)
-        clip_s = len(audio) / rate
-        actions = [SHORTENED] * shortened + fit.actions
-        if fit.over_limit:
-            notes.append(
-                f"does not fit: {natural_s:.2f}s of speech for {fit.available_s:.2f}s even at "
-                f"x{timing.max_speedup}; cut by {fit.cut_s:.2f}s"
+            clips.append((start, audio))
+            end = min(start + clip_s, hard_end)
+            stretches += spans
+            shift = round(shift + fit.added_s, 3)
+            previous_end = window.hard_end if spans else round(end, 3) - shift  # a slowed line fills its window
+            placed.append(
+                PlacedClip(
+                    index=line.index,
+                    start=start,
+                    end=round(end, 3),
+                    speed=fit.speed,
+                    over_limit=fit.over_limit,
+                    fit=actions,
+                    cut_s=round(fit.cut_s, 3),
+                )
             )
-        spans = line_stretches(round(line.start - fit.lead_s, 3), round(window.hard_end, 3), fit)
-        notes += [stretch_note(span) for span in spans]
-        start = round(line.start - fit.lead_s + shift, 3)  # on the dub's timeline
-        hard_end = window.hard_end + shift + fit.added_s
-        lines.append(
-            line.model_copy(
-                update={
-                    "text": text,
-                    "synth_s": round(clip_s, 3),
-                    "natural_s": round(natural_s, 3),
-                    "fit_end": round(hard_end, 3),
-                    "speed": fit.speed,
-                    "over_limit": fit.over_limit,
-                    "dub_start": start,
-                    "fit": actions,
-                    "cut_s": round(fit.cut_s, 3) if fit.over_limit else None,
-                    "voice": match.label,
-                    "notes": notes,
-                }
-            )
-        )
-        clips.append((start, audio))
-        end = min(start + clip_s, hard_end)
-        stretches += spans
-        shift = round(shift + fit.added_s, 3)
-        previous_end = window.hard_end if spans else round(end, 3) - shift  # a slowed line fills its window
-        placed.append(
-            PlacedClip(
-                index=line.index,
-                start=start,
-                end=round(end, 3),
-                speed=fit.speed,
-                over_limit=fit.over_limit,
-                fit=actions,
-                cut_s=round(fit.cut_s, 3),
-            )
-        )
-    ahead.close()
     rate = rate or DEFAULT_RATE
     total_s = round(duration_s + shift, 6) if stretches else duration_s
     voice_path = media.write_audio(voice_wav, place_clips(clips, rate, total_s), rate)
@@ -361,7 +360,11 @@ class _SpeakAhead:
     def take(self, index: int) -> Future[Said] | None:
         return self.pending.pop(index, None)
 
-    def close(self) -> None:
+    def __enter__(self) -> _SpeakAhead:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Ends the workers however the loop ends: lines queued ahead are dropped, not spoken."""
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
