@@ -271,3 +271,19 @@ class NoSeparator:
 
 
 BACKENDS: dict[str, type] = {"classical": ClassicalSeparator, "demucs": DemucsSeparator, "none": NoSeparator}
+
+
+def compile_kernels() -> None:
+    """Separate two seconds of generated sound once, so that numba compiles librosa's kernels into the
+    environment's own cache: scripts/setup calls this, and a user's first run does not pay for the compilation."""
+    import tempfile
+
+    rate = 48_000
+    t = np.arange(2 * rate) / rate
+    noise = np.random.default_rng(0).normal(0.0, 0.05, (t.size, 2))
+    sound = (0.3 * np.sin(2 * np.pi * 220 * t)[:, None] + noise).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="dub-kernels-") as folder:
+        mixed = write_audio(Path(folder) / "mix.wav", sound, rate, subtype="FLOAT")
+        ClassicalSeparator().separate(
+            mixed, Path(folder) / "speech.wav", Path(folder) / "background.wav", speech=[(0.5, 1.5)]
+        )
