@@ -104,7 +104,10 @@ def envelope(
     return opened.astype(np.float32), opened > 0.08
 
 
-LEAD_S = 0.04  # visual speech leads the audio by a few tens of milliseconds
+# How far the mouth moves ahead of the sound: enough to make up for the envelope's own lag (its release and the
+# per-frame averaging), no more. 40 ms put the drawn mouth a whole frame early at 25 fps and cost the lip-follow
+# r 0.15-0.2 on five clips (benchmarks/bench_lip_follow.py, docs/lipsync.md); 10 ms gave the best r on all five.
+LEAD_S = 0.01
 
 
 def drive_from_audio(audio: np.ndarray, rate: int, fps: float, frames: int) -> MouthDrive:
