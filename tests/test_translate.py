@@ -18,7 +18,7 @@ from dubbing import translate, tts
 from dubbing.config import TranslateConfig, load_settings
 from dubbing.errors import DubbingError
 from dubbing.translate import isochrony
-from dubbing.translate.base import Glossary, finish, spanish_marks
+from dubbing.translate.base import Glossary, finish, spanish_marks, split_trailing_break
 from dubbing.translate.condense import condense
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +47,22 @@ def test_bergamot_raw_engine_avoids_the_package_postprocessing_bug():
     pt = translate.build_translator("bergamot", source="en", target="pt")
     (line,) = pt.translate(["See you next year."])
     assert "próximo ano" in line and "não próximo" not in line
+
+
+def test_a_broken_off_line_is_translated_without_its_break_and_gets_it_back():
+    assert split_trailing_break("I - ") == ("I", " -")
+    assert split_trailing_break("Well, I was thinking...") == ("Well, I was thinking", "...")
+    assert split_trailing_break("...") == ("...", "") and split_trailing_break("Yes.") == ("Yes.", "")
+    pt = translate.translator_for(TranslateConfig(backend="bergamot"), "en", "pt")
+    alone = pt.translate(["I", "So"])
+    # the raw engine invents words for a bare break: "I -" -> "Eu - Eu", "I..." -> "Que bom que gostou..."
+    assert pt.translate(["I -", "I...", "So -"]) == [alone[0] + " -", alone[0] + "...", alone[1] + " -"]
+
+
+def test_apertium_keeps_a_last_empty_line():
+    es = translate.translator_for(load_settings().for_language("es").translate, "en", "es")
+    out = es.translate(["Thank you.", ""])
+    assert len(out) == 2 and out[1] == ""
 
 
 def test_spanish_defaults_chain_bergamot_and_apertium_through_portuguese():

@@ -29,6 +29,7 @@ from dubbing.translate.base import (
     Translator,
     TranslatorBackend,
     finish,
+    split_trailing_break,
     translate_groups,
 )
 from dubbing.translate.bergamot import BergamotTranslator
@@ -153,10 +154,12 @@ class ConfiguredTranslator:
 
     def translate(self, lines: list[str]) -> list[str]:
         protected, renderings = self._protect(lines)
-        out = self.inner.translate(protected)
+        words, breaks = zip(*map(split_trailing_break, protected), strict=True) if lines else ((), ())
+        out = self.inner.translate(list(words))
         if len(out) != len(lines):
             raise RuntimeError(f"{self.name} returned {len(out)} lines for {len(lines)}")
-        return [self._finish(s, t, r) for s, t, r in zip(lines, out, renderings, strict=True)]
+        sources = [split_trailing_break(line)[0] for line in lines]
+        return [self._finish(s, t, r) + b for s, t, b, r in zip(sources, out, breaks, renderings, strict=True)]
 
     def shorten(self, lines: list[str], requests: list[ShortenRequest]) -> list[list[str]]:
         protected, renderings = self._protect(lines)

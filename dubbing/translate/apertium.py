@@ -94,7 +94,7 @@ class ApertiumTranslator:
             if proc.returncode != 0:
                 raise DubbingError(f"apertium {mode} failed: {proc.stderr.strip()[-200:]}")
             text = proc.stdout
-        out = text.rstrip("\n").split("\n")
+        out = text.removesuffix("\n").split("\n")  # one newline per line: a last line may be empty
         if len(out) != len(lines):
             raise RuntimeError(f"apertium returned {len(out)} lines for {len(lines)}")
         return out

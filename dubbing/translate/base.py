@@ -162,6 +162,19 @@ def match_case(source: str, text: str) -> str:
     return text
 
 
+_TRAILING_BREAK = re.compile(r"\s*(?:-+|\u2013|\u2014|\.{3}|\u2026)\s*$")
+
+
+def split_trailing_break(line: str) -> tuple[str, str]:
+    """A line broken off ("I -", "So..."), as (the words, the break). Small engines invent words for a bare
+    break: Bergamot gives "I -" as "Eu - Eu" and "I..." as "Que bom que gostou...". The words are translated
+    alone and the break put back."""
+    match = _TRAILING_BREAK.search(line)
+    if not match or not line[: match.start()].strip():
+        return line, ""
+    return line[: match.start()], match.group(0).rstrip()
+
+
 def finish(source: str, text: str, target: str) -> str:
     """The orthography fixes applied to every backend's output."""
     text = tidy(text)
