@@ -62,7 +62,7 @@ def main() -> None:
     if not MEDIA.is_dir():
         sys.exit(f"no test media at {MEDIA}")
     leads = [float(x) for x in args.leads.split(",")]
-    print(f"lip r at lag 0 (best lag ms, its r) of the mouth drawn for the {LANGUAGE} dub, per mouth lead; goal >= {GOAL}")
+    print(f"lip r at lag 0 (best lag, its r) of the mouth drawn for the {LANGUAGE} dub, per mouth lead; goal >= {GOAL}")
     print("| clip | fps | " + " | ".join(f"lead {1000 * x:g} ms" for x in leads) + " |")
     print("|---|---|" + "---|" * len(leads))
     worst = dict.fromkeys(leads, 1.0)
