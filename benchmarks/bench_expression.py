@@ -6,7 +6,9 @@ musetalk_sun.mp4 (22 s, a woman standing, no sound of its own) is dubbed with mu
 speech) with the switch on, and the output tracked again with the face mesh. Measured there:
 1. Brows: the brows' height above the upper lids (in eye-corner distances) in the output minus the source's, per
    frame, against the raise the animation asked for: Pearson r, and the median rise at the raised frames.
-2. Blinks: eye openness dips (under 3/4 of the median, as bench_avatar counts them) in the output and the source;
+2. Head dips: the face's height in the frame (the median y of its landmarks, in face heights) in the output minus
+   the source's, per frame, against the dip the animation asked for: Pearson r, and the median dip where asked.
+3. Blinks: eye openness dips (under 3/4 of the median, as bench_avatar counts them) in the output and the source;
    the animation's added blinks found in the output within 2 frames, and how many of them start in a pause.
 """
 
@@ -22,7 +24,7 @@ from bench_lipsync import print_measures  # this folder is the script's own: sys
 
 from dubbing.lipsync import choose_active, lipsync_video, load_audio, mouth_drive, track_video
 from dubbing.lipsync.expression import SOURCE_BLINK, dub_expression, eye_openness
-from dubbing.lipsync.faces import FaceData, face_axes
+from dubbing.lipsync.faces import FaceData, face_axes, face_box
 from dubbing.lipsync.render import BROW_L, BROW_R, EYE_L_UP, EYE_R_UP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +43,16 @@ def per_frame(faces: FaceData, measure) -> np.ndarray:
 def brow_height(face: np.ndarray) -> float:
     _right, _down, scale = face_axes(face)
     return float(face[EYE_L_UP + EYE_R_UP, 1].mean() - face[BROW_L + BROW_R, 1].mean()) / scale
+
+
+def head_y(face: np.ndarray) -> float:
+    """Where the face sits: the median y of its landmarks (what a dip moves)."""
+    return float(np.median(face[:, 1]))
+
+
+def face_height(face: np.ndarray) -> float:
+    x0, y0, x1, y1 = face_box(face)
+    return y1 - y0
 
 
 def onsets(opened: np.ndarray) -> np.ndarray:
@@ -69,6 +81,10 @@ def main() -> None:
     ok = ~np.isnan(rise)
     r = float(np.corrcoef(rise[ok], moves.brows[:n][ok])[0, 1])
     raised = ok & (moves.brows[:n] > 0.25)
+    dip = ((per_frame(out, head_y) - per_frame(source, head_y)) / per_frame(source, face_height))[:n]
+    fine = ~np.isnan(dip)
+    r_dip = float(np.corrcoef(dip[fine], moves.nod[:n][fine])[0, 1])
+    dipped = fine & (moves.nod[:n] > 0.5 * moves.nod.max())
     added = onsets(np.where(moves.blink > 0.5, 0.0, 1.0))  # the animation's own closures
     seen_out, seen_src = onsets(per_frame(out, eye_openness)), onsets(per_frame(source, eye_openness))
     found = sum(bool(np.abs(seen_out - a).min() <= 2) for a in added) if seen_out.size else 0
@@ -77,6 +93,10 @@ def main() -> None:
         ("brow rise in the output vs the raise asked, Pearson r", f"{r:.2f}",
          f"median rise {np.median(rise[raised]):.3f} eye-corner distances at the {raised.sum()} raised frames, "
          f"{np.median(rise[ok & (moves.brows[:n] < 0.02)]):.3f} elsewhere"),
+        ("head dip in the output vs the dip asked, Pearson r", f"{r_dip:.2f}",
+         f"median dip {np.median(dip[dipped]):.4f} face heights at the {dipped.sum()} frames asked over half the "
+         f"deepest ({np.median(moves.nod[:n][dipped]):.4f} asked), "
+         f"{np.median(dip[fine & (moves.nod[:n] < 0.001)]):.4f} elsewhere"),
         ("blinks added / found in the output", f"{len(added)} / {found}",
          f"{in_pause} of {len(added)} start in a pause of the dub; blinks seen: source {seen_src.size}, "
          f"output {seen_out.size} in {n / fps:.0f} s"),

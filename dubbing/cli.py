@@ -1044,7 +1044,9 @@ def lipsync_command(
     expression: Annotated[
         bool,
         typer.Option(
-            "--expression", help="The brows rise on the audio's stressed words, blinks in its pauses.", metavar=FLAG
+            "--expression",
+            help="The brows rise and the head dips on the audio's stressed words, blinks in its pauses.",
+            metavar=FLAG,
         ),
     ] = False,
 ) -> None:

@@ -1,5 +1,6 @@
-"""Expression for dubs (`lipsync.expression`): the brows rise where the dub stresses a word and blinks are added
-only in the dub's pauses, away from the source's own; frames with neither are rendered exactly as without it."""
+"""Expression for dubs (`lipsync.expression`): the brows rise and the head dips where the dub stresses a word and
+blinks are added only in the dub's pauses, away from the source's own; frames with none of them are rendered
+exactly as without it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from dubbing import backends
 from dubbing.config import load_settings
 from dubbing.lipsync import choose_active, load_audio, mouth_drive, render_faces
 from dubbing.lipsync.avatar import BLINK_MIN_S
-from dubbing.lipsync.expression import dub_blinks, dub_expression, source_blinks
-from dubbing.lipsync.faces import LEFT_EYE_OUTER, RIGHT_EYE_OUTER, track_faces
+from dubbing.lipsync.expression import NOD_MIN, dip_head, dub_blinks, dub_expression, source_blinks
+from dubbing.lipsync.faces import LEFT_EYE_OUTER, RIGHT_EYE_OUTER, detect_photo, face_box, track_faces
 from dubbing.lipsync.render import BACKENDS
 from dubbing.lipsync.video import probe_video, read_frames
 from tests.conftest import media_file
@@ -31,7 +32,7 @@ class Frames:
         self.frames.append(frame)
 
 
-def test_brows_follow_the_dubs_stress_and_blinks_its_pauses(tmp_path):
+def test_brows_and_head_follow_the_dubs_stress_and_blinks_its_pauses(tmp_path):
     video = media_file("vrt_face1.mp4")
     stream = probe_video(video)
     fps = stream.fps_float
@@ -42,7 +43,8 @@ def test_brows_follow_the_dubs_stress_and_blinks_its_pauses(tmp_path):
     speech = load_audio(drive_wav)
     drive = mouth_drive(speech, fps, faces.frames)
     moves = dub_expression(faces, speech, drive, fps)
-    assert len(moves.brows) == len(moves.blink) == faces.frames
+    assert len(moves.brows) == len(moves.blink) == len(moves.nod) == faces.frames
+    assert np.corrcoef(moves.brows, moves.nod)[0, 1] > 0.99 and 0 < moves.nod.max() <= 0.02  # with the brows, subtly
     # the brows rise while the dub speaks (its stressed words), not in its silences
     assert moves.brows.max() > 0.05 and 0 < moves.brows.max() <= 0.5
     assert drive.speech[int(np.argmax(moves.brows))] or moves.brows[~drive.speech].max() < moves.brows.max()
@@ -72,6 +74,25 @@ def test_brows_follow_the_dubs_stress_and_blinks_its_pauses(tmp_path):
     assert face is not None and rows.size
     eyes_y = float(face[[LEFT_EYE_OUTER, RIGHT_EYE_OUTER], 1].mean())
     assert np.median(np.nonzero(changed)[0]) < eyes_y + 0.1 * (face[:, 1].max() - face[:, 1].min())
+    # at the deepest dip the whole face sits lower by what was asked; where no dip is drawn nothing moves
+    nodded = render(nod=moves.nod)
+    t = int(np.argmax(moves.nod))
+    before, after = detect_photo(plain[t]), detect_photo(nodded[t])
+    assert before is not None and after is not None
+    asked = float(moves.nod[t]) * (face_box(before)[3] - face_box(before)[1])
+    assert asked > 1.0 and abs(float(np.median(after[:, 1] - before[:, 1])) - asked) < 0.3 * asked + 0.3
+    assert abs(float(np.median(after[:, 0] - before[:, 0]))) < 0.5
+    for t in np.flatnonzero(moves.nod < NOD_MIN)[::7]:
+        assert np.array_equal(plain[t], nodded[t])
+
+
+def test_a_face_at_the_frames_edge_does_not_dip():
+    frame = next(iter(read_frames(media_file("vrt_face1.mp4"), probe_video(media_file("vrt_face1.mp4")))))
+    face = detect_photo(frame)
+    assert face is not None
+    top = int(face_box(face)[1]) + 2  # the forehead cut by the frame's top edge: no room above the face
+    cropped, moved = dip_head(frame[top:], face - [0, top], 0.012)
+    assert np.array_equal(cropped, frame[top:]) and np.array_equal(moved, face - [0, top])
 
 
 def test_added_blinks_fall_in_the_dubs_pauses_away_from_the_sources_own():

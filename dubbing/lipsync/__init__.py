@@ -3,7 +3,7 @@
 Modules: `video` (ffmpeg frame pipes), `faces` (mesh tracking, cuts, speakers), `visemes` (mouth targets
 from audio and phonemes), `render` (the `Renderer` protocol and its backends), `marked` (drawn mouths: a box
 the user marks where the mesh finds no face, and the `drawn` renderer), `avatar` (a talking video from one
-photo), `expression` (a dub's brows and blinks from its voice, with the avatar's pieces), `inspect` (input
+photo), `expression` (a dub's brows, head dips and blinks from its voice, with the avatar's pieces), `inspect` (input
 checks and a contact sheet). This module composes them.
 """
 
@@ -154,23 +154,28 @@ def render_faces(
     *,
     blink: np.ndarray | None = None,
     brows: np.ndarray | None = None,
+    nod: np.ndarray | None = None,
     mouths: list[float] | None = None,
 ) -> int:
     """Stream every frame through the renderer into `writer`; returns how many frames had a face animated. A
     `mouths` list given gets, per frame written, the inner-lip gap of the face as the renderer drew it (NaN: no
     face); it is left empty when the renderer does not say what it drew (no `drawn`). `blink`: per-frame eye
-    closure the renderer adds; `brows`: per-frame brow raise in [0, 1] drawn before it (`expression`)."""
+    closure the renderer adds; `brows`: per-frame brow raise in [0, 1] and `nod`: the head's dip in face heights,
+    both drawn before it (`expression`)."""
     tracks = {int(k): faces.track_frames(int(k)) for k in np.unique(faces.active) if k >= 0}
     draw: Callable[[np.ndarray, int, np.ndarray | None, int], np.ndarray] = renderer.render
-    if brows is not None:
-        from dubbing.lipsync.expression import raise_brows  # here: it builds on avatar.py, which imports this module
+    if brows is not None or nod is not None:
+        # here: expression builds on avatar.py, which imports this module
+        from dubbing.lipsync.expression import NOD_MIN, dip_head, raise_brows
 
-        def with_brows(image: np.ndarray, t: int, face: np.ndarray | None, track: int) -> np.ndarray:
-            if face is not None and t < len(brows) and brows[t] >= 1 / 64:
+        def expressive(image: np.ndarray, t: int, face: np.ndarray | None, track: int) -> np.ndarray:
+            if face is not None and nod is not None and t < len(nod) and nod[t] >= NOD_MIN:
+                image, face = dip_head(image, face, float(nod[t]))
+            if face is not None and brows is not None and t < len(brows) and brows[t] >= 1 / 64:
                 image, face = raise_brows(image, face, float(brows[t]))
             return renderer.render(image, t, face, track)
 
-        draw = with_brows
+        draw = expressive
 
     clip = Clip(
         fps=fps, drive=drive, audio=audio, audio_rate=DRIVE_RATE, tracks=tracks, frames_at=frames_at, blink=blink
@@ -262,7 +267,8 @@ def lipsync_video(
     """Re-voice VIDEO with AUDIO (its audio stream `audio_track`, from 1): the most prominent face (or the active
     speaker per line) mouths the new audio; with `mouth_box` (x, y, w, h: a drawn face the mesh does not find),
     the mouth marked there does in every frame, and no face is tracked. With `expression`, the tracked face's
-    brows rise on the audio's stressed words and it blinks in its pauses too (`expression.dub_expression`).
+    brows rise and the head dips on the audio's stressed words and it blinks in its pauses too
+    (`expression.dub_expression`).
     A video without a face is passed through re-encoded, so the caller still gets a picture. `backend_options`
     are the renderer's own (only those set: another renderer's options are an error)."""
     stream = probe_video(video)
@@ -316,6 +322,7 @@ def lipsync_video(
                 renderer,
                 blink=moves.blink if moves else None,
                 brows=moves.brows if moves else None,
+                nod=moves.nod if moves else None,
                 mouths=mouths,
             )
             name, count = renderer.name, len(faces.tracks())
@@ -428,7 +435,7 @@ def render_dub(
 ) -> LipsyncResult | None:
     """The lipsynced picture (no audio) of one language: the dub `voice` drives each line's speaking face, or
     the mouth marked at `mouth_box` (config `lipsync.mouth_box`) in every frame; with `expression` (config
-    `lipsync.expression`) its brows and blinks follow the dub too. None when no face was tracked and none was
+    `lipsync.expression`) its brows, head and blinks follow the dub too. None when no face was tracked and none was
     marked: the original picture is kept (the report says so)."""
     data = None
     if mouth_box is None:
