@@ -47,6 +47,7 @@ from dubbing.types import (
     Script,
     ScriptLine,
     Transcript,
+    Utterance,
     VoiceMatch,
 )
 
@@ -890,17 +891,23 @@ def back_transcribe(
     audio: Path, duration_s: float, lines: Sequence[ScriptLine], lang: str, hear: Hear
 ) -> tuple[Transcript, dict]:
     """The dub voice (the file `audio`) heard back in pieces (`listening_pieces`, all in one `hear` call), word
-    times on the dub's timeline, and what was heard (pieces, seconds). A piece of several lines heard as nothing
-    is heard again line by line (one more call for all such lines): whisper base gave nothing for 8 s of two
-    Dutch MBROLA lines that it heard well one at a time."""
+    times on the dub's timeline, and what was heard (pieces, seconds). The lines of a several-line piece in which
+    nothing was heard are heard again each on its own (one more call for all such lines): whisper base gave
+    nothing for 8 s of two Dutch MBROLA lines that it heard well one at a time, and stopped after the first of
+    two French lines in one piece."""
     spans = sorted(dub_span(line) for line in lines if line.text.strip())
     pieces = listening_pieces(lines, duration_s)
     found = [u for u in hear(audio, lang, pieces).utterances if u.text.strip()] if pieces else []
     again = []
     for start, end in pieces:
         inside = [(a, b) for a, b in spans if start <= a < end]
-        if len(inside) > 1 and not any(u.start < end and u.end > start for u in found):
-            again += [(round(max(start, a - 0.25), 3), round(min(end, b + 0.25), 3)) for a, b in inside]
+        if len(inside) < 2:
+            continue
+        for i, (a, b) in enumerate(inside):  # padded, but never into the neighbouring lines
+            lo = inside[i - 1][1] if i else start
+            hi = inside[i + 1][0] if i + 1 < len(inside) else end
+            if not _heard_in(found, a, b):
+                again.append((round(max(lo, a - 0.25), 3), round(min(hi, b + 0.25), 3)))
     again = _disjoint(again)
     if again:
         found += [u for u in hear(audio, lang, again).utterances if u.text.strip()]
@@ -908,6 +915,11 @@ def back_transcribe(
     heard_s = sum(b - a for a, b in pieces) + sum(b - a for a, b in again)
     info = {"pieces": len(pieces) + len(again), "heard_s": round(heard_s, 2), "dub_s": round(duration_s, 2)}
     return Transcript(language=lang, duration_s=round(duration_s, 3), utterances=found), info
+
+
+def _heard_in(found: Sequence[Utterance], start: float, end: float) -> bool:
+    """Whether a word (or, without word times, an utterance) heard lies partly in start..end."""
+    return any(w.start < end and w.end > start for u in found for w in (u.words or [u]))
 
 
 def _disjoint(pieces: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -198,7 +198,7 @@ def test_listening_pieces_hold_the_lines_and_not_the_silence_between_them():
     assert qa.listening_pieces(lines, 50.0, max_s=10.0, pad_s=0.2) == [(0.0, 9.2), (11.8, 18.2), (29.8, 33.2)]
 
 
-def test_back_transcription_hears_every_piece_in_one_call_and_a_silent_piece_again_line_by_line():
+def test_back_transcription_hears_every_piece_in_one_call_and_an_unheard_line_again_on_its_own():
     lines = [line(0, 0.0, "uno", 1.0), line(1, 1.0, "dos", 1.0), line(2, 12.0, "tres", 1.0)]
     calls = []
 
@@ -211,9 +211,22 @@ def test_back_transcription_hears_every_piece_in_one_call_and_a_silent_piece_aga
 
     heard, info = qa.back_transcribe(Path("dub.wav"), 15.0, lines, "es", hear)
     assert calls[0] == [(0.0, 2.2), (11.8, 13.2)]  # both pieces in one call, the silences left out
-    assert calls[1] == [(0.0, 1.25), (1.25, 2.2)]  # the first piece (two lines) heard as nothing: line by line
+    assert calls[1] == [(0.0, 1.0), (1.0, 2.2)]  # the first piece (two lines) heard as nothing: line by line
     assert [u.text for u in heard.utterances] == ["uno", "dos", "tres"]
     assert info == {"pieces": 4, "heard_s": 5.8, "dub_s": 15.0}
+
+    calls.clear()
+
+    def stops_early(audio: Path, language: str, pieces: list[tuple[float, float]]) -> Transcript:
+        calls.append(pieces)  # the first call hears the first line of the first piece and stops there
+        words = {0.5: "uno", 1.5: "dos", 12.5: "tres"}
+        found = [Word(start=t - 0.2, end=t + 0.2, word=w) for t, w in words.items()
+                 if any(a <= t <= b for a, b in pieces) and (len(calls) > 1 or t != 1.5)]  # fmt: skip
+        return Transcript(language=language, duration_s=15, utterances=[Utterance.from_words([w], "es") for w in found])
+
+    heard, info = qa.back_transcribe(Path("dub.wav"), 15.0, lines, "es", stops_early)
+    assert calls[1] == [(1.0, 2.2)]  # only the line nothing was heard in, not the end of the line before it
+    assert [u.text for u in heard.utterances] == ["uno", "dos", "tres"]
 
 
 def test_thresholds_come_from_the_qa_config_the_mix_and_the_timing():
