@@ -919,7 +919,8 @@ def back_transcribe(
 
 def _heard_in(found: Sequence[Utterance], start: float, end: float) -> bool:
     """Whether a word (or, without word times, an utterance) heard lies partly in start..end."""
-    return any(w.start < end and w.end > start for u in found for w in (u.words or [u]))
+    spans = [(w.start, w.end) for u in found for w in u.words] + [(u.start, u.end) for u in found if not u.words]
+    return any(a < end and b > start for a, b in spans)
 
 
 def _disjoint(pieces: list[tuple[float, float]]) -> list[tuple[float, float]]:
