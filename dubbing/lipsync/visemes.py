@@ -105,8 +105,8 @@ def envelope(
 
 
 # How far the mouth moves ahead of the sound: enough to make up for the envelope's own lag (its release and the
-# per-frame averaging), no more. 40 ms put the drawn mouth a whole frame early at 25 fps and cost the lip-follow
-# r 0.15-0.2 on five clips (benchmarks/bench_lip_follow.py, docs/lipsync.md); 10 ms gave the best r on all five.
+# per-frame averaging), no more. 40 ms put the drawn mouth a whole frame early at 25-30 fps: its lip-follow r was
+# 0.06-0.22 under 10 ms's on five clips (benchmarks/bench_lip_follow.py, docs/lipsync.md); 10 ms gave the best r.
 LEAD_S = 0.01
 
 
