@@ -612,7 +612,8 @@ def _wait_for_api() -> None:
 
 
 def _check_configured_api() -> None:
-    """A configured Prefect server that does not answer is one line, not Prefect's traceback minutes later."""
+    """A configured Prefect server that does not answer is one line, not Prefect's traceback minutes later. It is
+    asked three times, 10 s each at most, a second apart: a server busy on a loaded machine answers late."""
     import urllib.request
 
     from prefect.settings import get_current_settings
@@ -620,12 +621,15 @@ def _check_configured_api() -> None:
     url = get_current_settings().api.url
     if not url or "prefect.cloud" in url:
         return
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as reply:
-            if reply.status == 200:
-                return
-    except OSError:
-        pass
+    for attempt in range(3):
+        if attempt:
+            time.sleep(1.0)
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
     raise DubbingError(
         f"the Prefect server at {url} does not answer: start it (`dub server`), or unset PREFECT_API_URL "
         "(and `prefect config unset PREFECT_API_URL` if your profile sets it) to run with a temporary one"
