@@ -27,12 +27,11 @@ import numpy as np
 from bench_speed import build_inputs  # this folder is the script's own: sys.path[0]
 from bench_voice import SENTENCES
 
-from dubbing import asr, backends, media, speaker_embedding, tts
+from dubbing import asr, media, speaker_embedding, steps, tts
 from dubbing.config import load_settings
 from dubbing.lipsync import choose_active, lipsync_video, track_video
 from dubbing.types import ANALYSIS_RATE
 
-ROOT = Path(__file__).resolve().parent.parent
 SECONDS = 60.0
 WALL_GOAL = {"draft": 0.6, "final": 1.0}  # of the video's duration, for one language
 EXTRA_LANGUAGE = 0.3
@@ -73,8 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         audio = media.extract_analysis_audio(video, Path(tmp) / "talk60.16k.wav")
         cfg = settings.asr
-        transcriber = backends.build(asr.BACKENDS, cfg.backend, "ASR", cfg.options, model=cfg.model,
-                                     compute_type=cfg.compute_type, beam_size=cfg.beam_size, vad=cfg.vad)  # fmt: skip
+        transcriber = steps.transcriber(cfg)  # the run's own (pooled) model, with the preset's beam
         cpu, wall, _ = timed(lambda: transcriber.transcribe(audio, language="en"))
         rows.append((f"transcription: Whisper base int8, beam {cfg.beam_size}, VAD", cpu, wall, False))
         cpu, wall, tracked = timed(lambda: track_video(video))

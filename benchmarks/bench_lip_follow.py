@@ -17,10 +17,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from dubbing import lipsync, media, qa
 from dubbing.lipsync import visemes
+from dubbing.types import FaceTracks
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
@@ -37,20 +41,38 @@ def dub(clip: str, out: Path) -> None:
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=os.environ | {"HF_HUB_OFFLINE": "1"})
 
 
-def follow(clip: str, out: Path, lead_s: float) -> dict:
-    """The report's lip-sync figures for the picture rendered again from `out` with the mouth `lead_s` ahead."""
-    video = MEDIA / f"{clip}.mp4"
-    tracks = lipsync.read_tracks(video, out / "source" / "faces.npz")
+@dataclass
+class Run:
+    """What a finished run left that the lipsync render and QA's lip-sync figure read."""
+
+    video: Path
+    tracks: FaceTracks
+    voice: Path
+    lines: list[tuple[float, float, str]]
+    samples: np.ndarray
+
+
+def load_run(clip: str, out: Path) -> Run:
     track = json.loads((out / LANGUAGE / "track.json").read_text())
     texts = {line["index"]: line["text"] for line in json.loads((out / LANGUAGE / "script.json").read_text())["lines"]}
-    lines = [(c["start"], c["end"], texts.get(c["index"], "")) for c in track["clips"]]
     voice = next((out / LANGUAGE).glob("*.voice.wav"))
+    video = MEDIA / f"{clip}.mp4"
+    return Run(
+        video=video,
+        tracks=lipsync.read_tracks(video, out / "source" / "faces.npz"),
+        voice=voice,
+        lines=[(c["start"], c["end"], texts.get(c["index"], "")) for c in track["clips"]],
+        samples=media.read_audio(voice, qa.ANALYSIS_RATE)[0],
+    )
+
+
+def follow(run: Run, out: Path, lead_s: float) -> dict:
+    """The report's lip-sync figures for the picture rendered again with the mouth `lead_s` ahead."""
     visemes.LEAD_S = lead_s
     picture = out / f"lead-{lead_s:g}.picture.mp4"
-    lipsync.render_dub(video, tracks, voice, picture, lines=lines, language=LANGUAGE)
+    lipsync.render_dub(run.video, run.tracks, run.voice, picture, lines=run.lines, language=LANGUAGE)
     gap, fps, _renderer = lipsync.drawn_mouths(picture)
-    samples, _ = media.read_audio(voice, qa.ANALYSIS_RATE)
-    summary, _ = qa.lip_sync(gap, qa.frame_envelope(samples, qa.ANALYSIS_RATE, fps, len(gap)), fps, {})
+    summary, _ = qa.lip_sync(gap, qa.frame_envelope(run.samples, qa.ANALYSIS_RATE, fps, len(gap)), fps, {})
     return summary | {"fps": fps}
 
 
@@ -69,9 +91,10 @@ def main() -> None:
     for clip in CLIPS:
         out = args.work / clip
         dub(clip, out)
+        run = load_run(clip, out)
         cells = []
         for lead in leads:
-            s = follow(clip, out, lead)
+            s = follow(run, out, lead)
             worst[lead] = min(worst[lead], s["correlation"])
             cells.append(f"{s['correlation']:.2f} ({s['best_lag_ms']:+.0f} ms, {s['best_lag_correlation']:.2f})")
         print(f"| {clip} | {s['fps']:g} | " + " | ".join(cells) + " |", flush=True)
