@@ -539,6 +539,7 @@ class Render:
         self.returncode: int | None = None
         self.started = self.ended = 0.0
         self.total = 0
+        self._follower: threading.Thread | None = None
 
     @property
     def running(self) -> bool:
@@ -568,7 +569,8 @@ class Render:
             self.total = len(steps.STEPS)
             self.lang, self.done, self.lines, self.returncode = lang, set(), [], None
             self.started, self.ended = time.monotonic(), 0.0
-            threading.Thread(target=self._follow, args=(self.proc,), daemon=True).start()
+            self._follower = threading.Thread(target=self._follow, args=(self.proc,), daemon=True)
+            self._follower.start()
         return self.status()
 
     def _follow(self, proc: subprocess.Popen) -> None:
@@ -613,8 +615,13 @@ class Render:
         }
 
     def stop(self) -> None:
-        """End a running render (the studio is closing): `dub run` resumes from its finished steps next time."""
+        """End a running render (the studio is closing): `dub run` resumes from its finished steps next time.
+        Returns once the follower has read the end, so `running` is false after it."""
         if self.proc is not None and self.returncode is None:
             self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self._follower is not None:
+            self._follower.join(timeout=30)
