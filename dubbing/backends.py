@@ -10,12 +10,13 @@ later stage of the run needs it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -28,6 +29,7 @@ T = TypeVar("T")
 _pool: dict[tuple[Hashable, ...], Any] = {}
 _key_locks: dict[tuple[Hashable, ...], threading.Lock] = {}
 _pool_lock = threading.Lock()
+_holders: Counter[str] = Counter()
 loads: Counter[str] = Counter()  # models loaded so far in this process, per kind (observability and tests)
 
 
@@ -139,6 +141,24 @@ def release(*kinds: str) -> None:
         for key in [k for k in _pool if not kinds or k[0] in kinds]:
             del _pool[key]
             _key_locks.pop(key, None)
+
+
+@contextlib.contextmanager
+def holding(*kinds: str) -> Iterator[None]:
+    """Keep the pooled models of these kinds while inside; when the last holder of a kind leaves, `release` it.
+    The languages synthesized side by side share one voice model and one line-shortening LLM, and once the last
+    synthesis ends their memory (the LLM alone is 1.8 GB) is free for the render and QA after it."""
+    with _pool_lock:
+        _holders.update(kinds)
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _holders.subtract(kinds)
+            idle = [kind for kind in kinds if _holders[kind] <= 0]
+        if idle:
+            release(*idle)
+            log.debug("released the %s models: no step holds them now", ", ".join(idle))
 
 
 def pooled(kind: str | None = None) -> list[tuple[Hashable, ...]]:

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class Step:
     retries: int = 0  # retried on faults (timeouts, connection errors), never on a user's bad input
     cached: bool = True  # persisted and keyed on the inputs' content, so a rerun resumes after the last finished
     reuse: Callable[[dict[str, Any]], Any] | None = None  # a value the user supplied instead of running it
+    deferred: bool = False  # not waited for by `run_graph`: only the later steps that read its outputs wait
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -266,14 +268,15 @@ def choose_speaking_faces(
 
 def translate_script(transcript: Transcript, lang: str, cfg: LanguageConfig, layout: RunLayout) -> Script:
     """Translate every line, shortening those that will not fit their slot at the allowed speed-up."""
-    script = translate.translate_script(
-        transcript,
-        lang,
-        cfg.translate,
-        estimate=tts.estimator(cfg),
-        max_speedup=cfg.timing.max_speedup,
-        length_basis=tts.length_basis(cfg),
-    )
+    with backends.holding("llm"):  # an LLM translator's memory is free again when no language uses it
+        script = translate.translate_script(
+            transcript,
+            lang,
+            cfg.translate,
+            estimate=tts.estimator(cfg),
+            max_speedup=cfg.timing.max_speedup,
+            length_basis=tts.length_basis(cfg),
+        )
     layout.script_edited(lang).unlink(missing_ok=True)  # a fresh translation: no user's script any more
     save_script(script, layout)
     return script
@@ -459,17 +462,18 @@ def synthesize_track(
     lang = script.language
     cache = layout.clip_cache(lang)
     before = {p: p.stat().st_mtime_ns for p in cache.glob("*.wav")} if cache.exists() else {}
-    fitted, track = voice.speak_track(
-        script,
-        tts.synthesizer_for(cfg),
-        cfg.tts,
-        cfg.timing,
-        duration_s=info.duration_s,
-        voices=voices,
-        voice_wav=layout.voice(lang),
-        clip_cache=layout.clip_cache(lang),
-        shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)),
-    )
+    with backends.holding("tts", "llm"):  # the voice model and the shortening LLM, until the last synthesis ends
+        fitted, track = voice.speak_track(
+            script,
+            tts.synthesizer_for(cfg),
+            cfg.tts,
+            cfg.timing,
+            duration_s=info.duration_s,
+            voices=voices,
+            voice_wav=layout.voice(lang),
+            clip_cache=layout.clip_cache(lang),
+            shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)),
+        )
     save_script(fitted, layout)
     write_json(layout.track(lang), track.model_dump())
     _log_fit(fitted)
@@ -1087,8 +1091,8 @@ STEPS: tuple[Step, ...] = (
     Step("source-subtitles", write_source_subtitles, ("source_subtitles",), "source"),
     Step("separate", separate_audio, ("separated",), "source"),
     Step("speaker-profiles", profile_speakers, ("profiles",), "source"),
-    Step("track-faces", track_faces, ("tracked_faces",), "source"),
-    Step("speaking-faces", choose_speaking_faces, ("faces",), "source"),
+    Step("track-faces", track_faces, ("tracked_faces",), "source", deferred=True),
+    Step("speaking-faces", choose_speaking_faces, ("faces",), "source", deferred=True),
     # Translation backends may call a network service: retry with backoff.
     Step("translate", translate_script, ("script",), "language", retries=2, reuse=edited_script),
     Step("match-voices", match_voices, ("voices",), "language"),
@@ -1184,36 +1188,111 @@ def run_graph(scope_steps: Sequence[Step], context: Context, runner: StepRunner 
     MediaPipe, ffmpeg) runs outside the GIL. After a failure no new step starts; once the running ones end, the
     error of the earliest failed step in table order is raised (the probe's "not a readable media file", not the
     audio extraction's ffmpeg message beside it). Each thread runs in a copy of the caller's context variables
-    (Prefect's run context)."""
-    made_by = producers(scope_steps)
-    results: dict[str, Context] = {}
-    waiting = list(scope_steps)
-    running: dict[Future[Context], Step] = {}
-    errors: dict[str, BaseException] = {}
-    pool = ThreadPoolExecutor(max_workers=max(1, len(scope_steps)), thread_name_prefix="step")
+    (Prefect's run context).
+
+    A `deferred` step is not waited for: this returns once the others end, the deferred ones go on, and their
+    outputs are in the returned context as futures. A later step that reads one waits for it in its own thread
+    (`run_graph` of the languages): translation and synthesis start while the faces are still being tracked, and
+    only the steps that read the faces wait for them. `settled` waits for them all."""
+    graph = _GraphRun(scope_steps, context, runner)
     try:
-        while waiting or running:
-            for step in [s for s in waiting if not errors and set(made_by[s.name].values()) <= results.keys()]:
-                waiting.remove(step)
-                inputs = context | {name: results[maker][name] for name, maker in made_by[step.name].items()}
-                running[pool.submit(contextvars.copy_context().run, runner, step, inputs)] = step
-            if not running:
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                step = running.pop(future)
-                try:
-                    results[step.name] = future.result()
-                except BaseException as exc:  # raised below, once the running steps end
-                    errors[step.name] = exc
-    finally:
-        pool.shutdown(wait=not running, cancel_futures=True)  # an interrupt does not wait for the running steps
-    for step in scope_steps:
-        if step.name in errors:
-            raise errors[step.name]
+        graph.advance(graph.foreground_done)
+    except BaseException:
+        graph.pool.shutdown(wait=False, cancel_futures=True)  # an interrupt does not wait for the running steps
+        raise
+    if graph.errors:
+        graph.close()
+        for step in scope_steps:
+            if step.name in graph.errors:
+                raise graph.errors[step.name]
+    later = graph.pending()
+    if later:
+        threading.Thread(
+            target=contextvars.copy_context().run, args=(graph.finish,), name="deferred-steps", daemon=True
+        ).start()
+    else:
+        graph.close()
     for step in scope_steps:  # later outputs of the same name win, as in table order
-        context = context | results[step.name]
+        context = context | (graph.promised[step.name] if step in later else graph.results[step.name])
     return context
+
+
+def settled(context: Context) -> Context:
+    """The context with the deferred steps' outputs waited for (their futures replaced by their values)."""
+    return {name: value.result() if isinstance(value, Future) else value for name, value in context.items()}
+
+
+class _GraphRun:
+    """One `run_graph`: which steps wait, run and have ended, and the futures of the deferred steps' outputs."""
+
+    def __init__(self, scope_steps: Sequence[Step], context: Context, runner: StepRunner) -> None:
+        self.steps, self.context, self.runner = list(scope_steps), context, runner
+        self.made_by = producers(scope_steps)
+        self.results: dict[str, Context] = {}
+        self.waiting = list(scope_steps)
+        self.running: dict[Future[Context], Step] = {}
+        self.errors: dict[str, BaseException] = {}
+        self.promised: dict[str, dict[str, Future[Any]]] = {
+            step.name: {name: Future() for name in step.outputs} for step in scope_steps if step.deferred
+        }
+        self.pool = ThreadPoolExecutor(max_workers=max(1, len(scope_steps)), thread_name_prefix="step")
+
+    def foreground_done(self) -> bool:
+        return not self.errors and all(s.name in self.results for s in self.steps if not s.deferred)
+
+    def pending(self) -> list[Step]:
+        return [s for s in self.steps if s.name not in self.results]
+
+    def advance(self, done: Callable[[], bool]) -> None:
+        """Start the steps whose inputs are made, record those that end, until `done` or nothing can run."""
+        while (self.waiting or self.running) and not done():
+            for step in [s for s in self.waiting if not self.errors and self._ready(s)]:
+                self.waiting.remove(step)
+                made = {name: self.results[maker][name] for name, maker in self.made_by[step.name].items()}
+                call = contextvars.copy_context().run
+                self.running[self.pool.submit(call, _run_resolved, self.runner, step, self.context | made)] = step
+            if not self.running:
+                break
+            finished, _ = wait(self.running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                step = self.running.pop(future)
+                try:
+                    self.results[step.name] = future.result()
+                except BaseException as exc:  # raised once the running steps end
+                    self.errors[step.name] = exc
+                self._keep(step)
+
+    def _ready(self, step: Step) -> bool:
+        return set(self.made_by[step.name].values()) <= self.results.keys()
+
+    def _keep(self, step: Step) -> None:
+        """A deferred step's outputs (or its error) to the futures its readers wait on."""
+        for name, promise in self.promised.get(step.name, {}).items():
+            if step.name in self.results:
+                promise.set_result(self.results[step.name][name])
+            else:
+                promise.set_exception(self.errors[step.name])
+
+    def finish(self) -> None:
+        """The deferred steps, in the background; those that cannot run pass the earliest error on to readers."""
+        try:
+            self.advance(lambda: False)
+        finally:
+            self.close()
+            first = next((self.errors[s.name] for s in self.steps if s.name in self.errors), None)
+            for promises in self.promised.values():
+                for promise in promises.values():
+                    if not promise.done():
+                        promise.set_exception(first or DubbingError("a step of the run was stopped before it ended"))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=not self.running, cancel_futures=True)
+
+
+def _run_resolved(runner: StepRunner, step: Step, inputs: Context) -> Context:
+    """Run a step once the deferred values it reads are made (waited for here, in the step's own thread)."""
+    made = {name: value.result() for name, value in inputs.items() if name in step.inputs and isinstance(value, Future)}
+    return runner(step, inputs | made)
 
 
 # ---------------------------------------------------------------- reading a value back from the run's files

@@ -104,3 +104,14 @@ def test_pooled_models_load_once_across_threads_and_release_frees_them():
     assert backends.pooled("test-kind") == []
     assert backends.shared("test-kind", ("a", 1), load) is made[2]  # loaded again after release
     backends.release("test-kind")
+
+
+def test_a_held_model_is_released_when_its_last_holder_leaves():
+    from dubbing import backends
+
+    backends.shared("held-kind", ("a",), object)
+    with backends.holding("held-kind"):
+        with backends.holding("held-kind"):  # two languages synthesizing side by side
+            pass
+        assert backends.pooled("held-kind")  # the other still holds it
+    assert backends.pooled("held-kind") == []

@@ -99,3 +99,63 @@ def test_the_earliest_failed_step_in_table_order_names_the_error():
     graph = (Step("probe", probe, ("info",), "source"), Step("extract", extract, ("wav",), "source"))
     with pytest.raises(DubbingError, match="not a readable media file"):
         steps.run_graph(graph, {"seed": 1})
+
+
+def test_a_deferred_step_goes_on_after_the_graph_returns_and_only_its_readers_wait_for_it():
+    """Face tracking is deferred: the languages start beside it, and only the steps that read the faces wait."""
+    release_faces = threading.Event()
+    order: list[str] = []
+
+    def track(seed: int) -> str:
+        assert release_faces.wait(timeout=120)
+        order.append("tracked")
+        return f"faces of {seed}"
+
+    def transcribe(seed: int) -> str:
+        return f"words {seed}"
+
+    source = (
+        Step("track", track, ("faces",), "source", deferred=True),
+        Step("transcribe", transcribe, ("transcript",), "source"),
+    )
+    context = steps.run_graph(source, {"seed": 1})  # returns while `track` still waits
+    assert context["transcript"] == "words 1" and not release_faces.is_set()
+
+    def translate(transcript: str) -> str:
+        order.append("translated")
+        release_faces.set()  # would deadlock if translating waited for the faces
+        return transcript.upper()
+
+    def render(faces: str, script: str) -> str:
+        return f"{script} on {faces}"
+
+    language = (
+        Step("translate", translate, ("script",), "language"),
+        Step("render", render, ("picture",), "language"),
+    )
+    context = steps.run_graph(language, context)
+    assert context["picture"] == "WORDS 1 on faces of 1" and order == ["translated", "tracked"]
+    assert steps.settled(context)["faces"] == "faces of 1"
+
+
+def test_a_deferred_steps_error_reaches_the_steps_that_read_its_outputs():
+    returned = threading.Event()
+
+    def track(seed: int) -> str:
+        assert returned.wait(timeout=120)  # fails after the graph returned (before, the graph itself raises)
+        raise DubbingError("no face found")
+
+    def choose(tracks: str) -> str:
+        return tracks
+
+    source = (
+        Step("track", track, ("tracks",), "source", deferred=True),
+        Step("choose", choose, ("faces",), "source", deferred=True),
+        Step("transcribe", lambda seed: "words", ("transcript",), "source"),
+    )
+    context = steps.run_graph(source, {"seed": 1})
+    returned.set()
+    with pytest.raises(DubbingError, match="no face found"):  # the step after it never ran: the same error
+        steps.run_graph((Step("render", lambda faces: faces, ("picture",), "language"),), context)
+    with pytest.raises(DubbingError, match="no face found"):
+        steps.settled(context)

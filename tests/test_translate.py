@@ -639,6 +639,26 @@ def test_llama_translates_each_line_keeps_glossary_terms_and_shortens():
     assert all(len(c) < len(out[2]) for c in candidates)
 
 
+@pytest.mark.slow
+def test_the_local_model_is_freed_once_no_step_holds_it():
+    """The shortening LLM was 1.8 GB kept for the whole run: `backends.holding` lets the pool drop it, and nothing
+    else (no exit hook) keeps it alive."""
+    import gc
+    import weakref
+
+    from dubbing import backends
+
+    _llama_or_skip()
+    with backends.holding("llm"):
+        translator = translate.build_translator("llama", source="en", target="es", options={"context_tokens": 1024})
+        model = weakref.ref(translator.model)
+        del translator
+        gc.collect()
+        assert model() is not None  # pooled while a step holds it
+    gc.collect()
+    assert model() is None
+
+
 def test_missing_llama_model_is_named_before_a_run():
     problems = translate.check(TranslateConfig(backend="llama", model="no-such-model"))
     assert problems and "unknown model 'no-such-model'" in problems[0]

@@ -1,6 +1,7 @@
 """Dub one video into several languages: the steps of `dubbing.steps.STEPS`, each as a Prefect task.
 
-The once-per-video steps run once; then one `dub-language` subflow per language, several at a time. Within
+The once-per-video steps run once; then one `dub-language` subflow per language, several at a time (face
+tracking, a deferred step, goes on beside them: only the steps that read the faces wait for it). Within
 each, the steps run as a graph (`steps.run_graph`): a step starts once the values it reads are made. Every
 stage is a task whose cache key is its inputs' content, its config and the code version, with results
 persisted: a rerun resumes at the first unfinished stage, and adding a language re-runs only that language.
@@ -236,6 +237,8 @@ def _dub_video(
             get_run_logger().error("%s failed: %s", lang, exc)
         done += 1
         update_progress_artifact(bar, 100 * done / total)
+    if outputs:  # the faces, tracked beside the languages, are made: every finished language read them
+        context = steps.settled(context)
     outputs = {lang: outputs[lang] for lang in targets if lang in outputs}  # in the order the user gave them
     errors = {lang: errors[lang] for lang in targets if lang in errors}
     if errors and not outputs:  # nothing finished: the run fails with its own error, as a one-language run does

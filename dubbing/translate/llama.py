@@ -8,12 +8,12 @@ valid.
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import logging
 import os
 import re
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +46,6 @@ class LocalModel:
             raise DubbingError(f"the llama translator needs llama-cpp-python: run scripts/setup ({exc})") from None
         self.path = path
         self.lock = threading.Lock()
-        atexit.register(self.close)  # before interpreter teardown, where llama-cpp-python's own __del__ fails
         self.llm: Any = Llama(
             model_path=str(path),
             n_ctx=context_tokens,
@@ -55,12 +54,10 @@ class LocalModel:
             seed=0,
             verbose=False,
         )
-
-    def close(self) -> None:
-        with self.lock:
-            llm, self.llm = getattr(self, "llm", None), None
-        if llm is not None:
-            llm.close()
+        # Closed when the pool lets it go (`backends.holding`: 1.8 GB back once synthesis ends), else at exit, before
+        # interpreter teardown, where llama-cpp-python's own __del__ fails. Not an atexit hook on `self`: that would
+        # keep the model alive for the whole process.
+        self.close = weakref.finalize(self, self.llm.close)
 
     def chat(self, messages: list[dict], max_tokens: int, repeat_penalty: float = 1.0) -> str:
         with self.lock:
