@@ -11,6 +11,8 @@ later stage of the run needs it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import json
 import logging
 import threading
@@ -141,6 +143,15 @@ def release(*kinds: str) -> None:
         for key in [k for k in _pool if not kinds or k[0] in kinds]:
             del _pool[key]
             _key_locks.pop(key, None)
+    gc.collect()  # a model in a reference cycle is freed now, not at some later collection
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed memory in its heaps; give it back to the system, so what a released model held is free for
+    the steps after it (and the run's memory shows it). Nothing to do where the C library is not glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @contextlib.contextmanager
