@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -1195,23 +1195,15 @@ def run_graph(scope_steps: Sequence[Step], context: Context, runner: StepRunner 
     (`run_graph` of the languages): translation and synthesis start while the faces are still being tracked, and
     only the steps that read the faces wait for them. `settled` waits for them all."""
     graph = _GraphRun(scope_steps, context, runner)
-    try:
-        graph.advance(graph.foreground_done)
-    except BaseException:
-        graph.pool.shutdown(wait=False, cancel_futures=True)  # an interrupt does not wait for the running steps
-        raise
-    if graph.errors:
-        graph.close()
-        for step in scope_steps:
-            if step.name in graph.errors:
-                raise graph.errors[step.name]
+    graph.advance(graph.foreground_done)
+    for step in scope_steps:
+        if step.name in graph.errors:
+            raise graph.errors[step.name]
     later = graph.pending()
     if later:
         threading.Thread(
             target=contextvars.copy_context().run, args=(graph.finish,), name="deferred-steps", daemon=True
         ).start()
-    else:
-        graph.close()
     for step in scope_steps:  # later outputs of the same name win, as in table order
         context = context | (graph.promised[step.name] if step in later else graph.results[step.name])
     return context
@@ -1235,7 +1227,6 @@ class _GraphRun:
         self.promised: dict[str, dict[str, Future[Any]]] = {
             step.name: {name: Future() for name in step.outputs} for step in scope_steps if step.deferred
         }
-        self.pool = ThreadPoolExecutor(max_workers=max(1, len(scope_steps)), thread_name_prefix="step")
 
     def foreground_done(self) -> bool:
         return not self.errors and all(s.name in self.results for s in self.steps if not s.deferred)
@@ -1249,8 +1240,7 @@ class _GraphRun:
             for step in [s for s in self.waiting if not self.errors and self._ready(s)]:
                 self.waiting.remove(step)
                 made = {name: self.results[maker][name] for name, maker in self.made_by[step.name].items()}
-                call = contextvars.copy_context().run
-                self.running[self.pool.submit(call, _run_resolved, self.runner, step, self.context | made)] = step
+                self.running[_start(step, self.runner, self.context | made)] = step
             if not self.running:
                 break
             finished, _ = wait(self.running, return_when=FIRST_COMPLETED)
@@ -1278,21 +1268,28 @@ class _GraphRun:
         try:
             self.advance(lambda: False)
         finally:
-            self.close()
             first = next((self.errors[s.name] for s in self.steps if s.name in self.errors), None)
             for promises in self.promised.values():
                 for promise in promises.values():
                     if not promise.done():
                         promise.set_exception(first or DubbingError("a step of the run was stopped before it ended"))
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=not self.running, cancel_futures=True)
 
+def _start(step: Step, runner: StepRunner, inputs: Context) -> Future[Context]:
+    """Run a step in a thread of its own, in a copy of the caller's context variables, once the deferred values it
+    reads are made (waited for in that thread). A daemon thread: a run that fails, or is interrupted, exits at once
+    instead of waiting at exit for the steps still running beside it (the face tracking of a long video)."""
+    future: Future[Context] = Future()
 
-def _run_resolved(runner: StepRunner, step: Step, inputs: Context) -> Context:
-    """Run a step once the deferred values it reads are made (waited for here, in the step's own thread)."""
-    made = {name: value.result() for name, value in inputs.items() if name in step.inputs and isinstance(value, Future)}
-    return runner(step, inputs | made)
+    def work() -> None:
+        try:
+            made = {n: v.result() for n, v in inputs.items() if n in step.inputs and isinstance(v, Future)}
+            future.set_result(runner(step, inputs | made))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the step
+            future.set_exception(exc)
+
+    threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"step-{step.name}", daemon=True).start()
+    return future
 
 
 # ---------------------------------------------------------------- reading a value back from the run's files

@@ -243,3 +243,17 @@ def test_the_source_language_and_speaker_count_given_override_detection(clip, tm
     transcript = json.loads((tmp_path / "o" / manifest.transcript).read_text())
     assert manifest.source_language == "es" and transcript["language"] == "es"
     assert manifest.speakers == ["S1"]
+
+
+def test_the_source_analysis_sent_to_another_process_carries_the_deferred_values_not_futures():
+    """A Dask runner pickles what a language task gets; the face tracking may still run when the languages start."""
+    import pickle
+    import threading
+    from concurrent.futures import Future
+
+    from dubbing.flows.dub_video import SourceAnalysis
+
+    faces: Future[str] = Future()
+    threading.Thread(target=faces.set_result, args=("tracked faces",)).start()
+    sent = pickle.loads(pickle.dumps(SourceAnalysis({"faces": faces, "transcript": "words"})))
+    assert sent.context == {"faces": "tracked faces", "transcript": "words"}

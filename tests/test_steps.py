@@ -3,6 +3,8 @@ every step sees the values it would see in table order."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -159,3 +161,18 @@ def test_a_deferred_steps_error_reaches_the_steps_that_read_its_outputs():
         steps.run_graph((Step("render", lambda faces: faces, ("picture",), "language"),), context)
     with pytest.raises(DubbingError, match="no face found"):
         steps.settled(context)
+
+
+def test_a_run_that_ends_while_a_deferred_step_runs_exits_without_waiting_for_it():
+    """A run whose languages all failed ends at once, not after the face tracking of a long video finishes."""
+    code = (
+        "import sys, threading\n"
+        "from dubbing import steps\n"
+        "from dubbing.steps import Step\n"
+        "graph = (Step('track', lambda seed: threading.Event().wait(), ('faces',), 'source', deferred=True),\n"
+        "         Step('transcribe', lambda seed: 'words', ('transcript',), 'source'))\n"
+        "context = steps.run_graph(graph, {'seed': 1})\n"
+        "sys.exit(3 if context['transcript'] == 'words' else 4)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)  # a hang fails
+    assert proc.returncode == 3, proc.stderr

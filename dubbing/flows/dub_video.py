@@ -110,6 +110,11 @@ class SourceAnalysis:
 
     context: dict[str, Any]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Sent to another process (a Dask worker), it first waits for the deferred steps' values (the faces): a
+        future does not travel. In this process (the thread-pool runner) the languages start without them."""
+        return {"context": steps.settled(self.context)}
+
 
 @flow(name="dub-language", flow_run_name="dub-{lang}")
 def dub_language(source: SourceAnalysis, lang: str, cfg: LanguageConfig) -> LanguageOutputs:
