@@ -158,7 +158,7 @@ def _trim_heap() -> None:
 def holding(*kinds: str) -> Iterator[None]:
     """Keep the pooled models of these kinds while inside; when the last holder of a kind leaves, `release` it.
     The languages synthesized side by side share one voice model and one line-shortening LLM, and once the last
-    synthesis ends their memory (the LLM alone is 1.8 GB) is free for the render and QA after it."""
+    synthesis ends their memory (the LLM alone is 1.2 GB) is free for the render and QA after it."""
     with _pool_lock:
         _holders.update(kinds)
     try:

@@ -1187,15 +1187,15 @@ def run_graph(scope_steps: Sequence[Step], context: Context, runner: StepRunner 
     sees exactly the values it would see in table order. The stages' native code (CTranslate2, ONNX Runtime,
     MediaPipe, ffmpeg) runs outside the GIL. After a failure no new step starts; once the running ones end, the
     error of the earliest failed step in table order is raised (the probe's "not a readable media file", not the
-    audio extraction's ffmpeg message beside it). Each thread runs in a copy of the caller's context variables
-    (Prefect's run context).
+    audio extraction's ffmpeg message beside it); a deferred step still running is not waited for. Each thread
+    runs in a copy of the caller's context variables (Prefect's run context).
 
     A `deferred` step is not waited for: this returns once the others end, the deferred ones go on, and their
     outputs are in the returned context as futures. A later step that reads one waits for it in its own thread
     (`run_graph` of the languages): translation and synthesis start while the faces are still being tracked, and
     only the steps that read the faces wait for them. `settled` waits for them all."""
     graph = _GraphRun(scope_steps, context, runner)
-    graph.advance(graph.foreground_done)
+    graph.advance(graph.foreground_ended)
     for step in scope_steps:
         if step.name in graph.errors:
             raise graph.errors[step.name]
@@ -1228,8 +1228,12 @@ class _GraphRun:
             step.name: {name: Future() for name in step.outputs} for step in scope_steps if step.deferred
         }
 
-    def foreground_done(self) -> bool:
-        return not self.errors and all(s.name in self.results for s in self.steps if not s.deferred)
+    def foreground_ended(self) -> bool:
+        """Every step that is not deferred has ended, or one failed and none of them still runs: a failed
+        transcription is told at once, not after the tracking of a long video beside it."""
+        if self.errors:
+            return not any(not step.deferred for step in self.running.values())
+        return all(s.name in self.results for s in self.steps if not s.deferred)
 
     def pending(self) -> list[Step]:
         return [s for s in self.steps if s.name not in self.results]

@@ -176,3 +176,24 @@ def test_a_run_that_ends_while_a_deferred_step_runs_exits_without_waiting_for_it
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)  # a hang fails
     assert proc.returncode == 3, proc.stderr
+
+
+def test_a_failed_step_is_told_without_waiting_for_a_deferred_step_beside_it():
+    never, tracked = threading.Event(), threading.Event()
+
+    def track(seed: int) -> str:
+        never.wait(timeout=300)  # the face tracking of a long video
+        tracked.set()
+        return "faces"
+
+    def transcribe(seed: int) -> str:
+        raise DubbingError("no speech found")
+
+    graph = (
+        Step("track", track, ("faces",), "source", deferred=True),
+        Step("transcribe", transcribe, ("transcript",), "source"),
+    )
+    with pytest.raises(DubbingError, match="no speech found"):
+        steps.run_graph(graph, {"seed": 1})
+    assert not tracked.is_set()  # raised while the tracking still ran
+    never.set()
