@@ -140,11 +140,13 @@ def release(*kinds: str) -> None:
     """Drop pooled models of these kinds (all kinds when none is named) so their memory can be reclaimed; the next
     use loads them again."""
     with _pool_lock:
-        for key in [k for k in _pool if not kinds or k[0] in kinds]:
+        dropped = [k for k in _pool if not kinds or k[0] in kinds]
+        for key in dropped:
             del _pool[key]
             _key_locks.pop(key, None)
-    gc.collect()  # a model in a reference cycle is freed now, not at some later collection
-    _trim_heap()
+    if dropped:  # a translate step whose translator is no LLM releases "llm" too: nothing to collect then
+        gc.collect()  # a model in a reference cycle is freed now, not at some later collection
+        _trim_heap()
 
 
 def _trim_heap() -> None:

@@ -1287,8 +1287,7 @@ def _start(step: Step, runner: StepRunner, inputs: Context) -> Future[Context]:
 
     def work() -> None:
         try:
-            made = {n: v.result() for n, v in inputs.items() if n in step.inputs and isinstance(v, Future)}
-            future.set_result(runner(step, inputs | made))
+            future.set_result(runner(step, inputs | settled({n: v for n, v in inputs.items() if n in step.inputs})))
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the step
             future.set_exception(exc)
 
