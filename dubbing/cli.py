@@ -1492,15 +1492,36 @@ def main() -> None:
         _api.start()
     protect_logs()
     try:
-        app()  # standalone: usage errors print their usage line and exit 2
-    except DubbingError as exc:
-        _fail(str(exc), exc.exit_code)
-    except OSError as exc:
-        if exc.errno not in USER_FIXABLE_ERRNOS:
+        try:
+            app()  # standalone: usage errors print their usage line and exit 2
+        except DubbingError as exc:
+            _fail(str(exc), exc.exit_code)
+        except OSError as exc:
+            if exc.errno not in USER_FIXABLE_ERRNOS:
+                raise
+            _fail(f"{exc.strerror} ({exc.filename}); finished stages are kept and reused by the next run")
+        finally:
+            _status.clear()
+    except SystemExit as exc:
+        if command not in LONG_COMMANDS or not isinstance(exc.code, int | None):
             raise
-        _fail(f"{exc.strerror} ({exc.filename}); finished stages are kept and reused by the next run")
-    finally:
-        _status.clear()
+        _exit_now(exc.code or 0)
+
+
+def _exit_now(code: int) -> None:
+    """End a long command without the interpreter's teardown (freeing the models' libraries and thousands of
+    modules): 2.9 s from the last line to the exit on 2 cores, 0.3 s without it. The usual exit's work is still
+    done, in its order: Prefect's queued logs and events sent while its server still answers (the threading exit
+    hooks), then the exit hooks (children ended, the server stopped)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    threading._shutdown()  # type: ignore[attr-defined]  # what the interpreter's exit runs first
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _interrupted(signum: int, _frame: object) -> None:
