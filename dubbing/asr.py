@@ -20,7 +20,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 from pydantic import Field, field_validator
 
-from dubbing import models
+from dubbing import models, progress
 from dubbing.backends import NoOptions
 from dubbing.errors import DubbingError
 from dubbing.types import ANALYSIS_RATE, Transcript, Utterance, Word
@@ -191,6 +191,7 @@ class FasterWhisperTranscriber:
             for seg in segments:
                 words = [make_word(start + w.start, start + w.end, w.word, w.probability) for w in seg.words or []]
                 utterances.append(utterance([w for w in words if w], seg.text, language))
+                progress.advance(start + seg.end, duration, "s of audio")
         return finish(utterances, language or "und", duration)
 
     def transcribe_pieces(
@@ -220,6 +221,7 @@ class FasterWhisperTranscriber:
         for seg in segments:
             words = [make_word(w.start, w.end, w.word, w.probability) for w in seg.words or []]
             utterances.append(utterance([w for w in words if w], seg.text, language))
+            progress.advance(seg.end, clips[-1]["end"], "s of audio")
         return finish(utterances, language, length)
 
 

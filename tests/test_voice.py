@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing import backends, models, speaker_embedding, tts, voice
+from dubbing import backends, models, progress, speaker_embedding, tts, voice
 from dubbing.config import load_settings
 from dubbing.errors import DubbingError
 from dubbing.types import (
@@ -319,7 +319,11 @@ def test_speak_track_fits_lines_and_uses_the_shorten_hook(tmp_path):
 
     voices = {"A": VoiceMatch(speaker="A", backend="espeak", voice="es+m3", pitch_hz=110.0)}
     wav, clips = tmp_path / "out" / "es" / "clip.es.voice.wav", tmp_path / "out" / "es" / "clips"
-    fitted, track = _speak("es", lines, 7.0, wav, voices=voices, clip_cache=clips, shorten=shorten)
+    events: list[progress.Event] = []
+    with progress.listening(events.append), progress.step("synthesize-and-fit", "es"):
+        fitted, track = _speak("es", lines, 7.0, wav, voices=voices, clip_cache=clips, shorten=shorten)
+    assert events and {(e.stage, e.language) for e in events} == {("synthesize-and-fit", "es")}
+    assert events[0].detail == "0/3 lines" and all(e.detail.endswith("/3 lines") for e in events)
     assert [a[0] for a in asked] == [1] and asked[0][2] > asked[0][1]
     assert fitted.lines[1].text == "Es demasiado larga." and any("shortened" in n for n in fitted.lines[1].notes)
     assert Path(track.voice_path) == wav and track.voices == voices

@@ -69,9 +69,10 @@ def _transient(_task: Task, _run: Any, state: Any) -> bool:
 def run_stage(step: Task, *, language: str | None = None, **arguments: Any) -> Any:
     """Run a stage task and report it as a progress event, noting when its result came from the cache."""
     progress.report(step.name, 0.0, language)
-    state = step(**arguments, return_state=True)
-    if state.name == "Cached" and not _files_exist(state.result()):
-        state = step.with_options(refresh_cache=True)(**arguments, return_state=True)  # its files were deleted
+    with progress.step(step.name, language):  # what the stage's own progress reports as
+        state = step(**arguments, return_state=True)
+        if state.name == "Cached" and not _files_exist(state.result()):
+            state = step.with_options(refresh_cache=True)(**arguments, return_state=True)  # its files were deleted
     result = state.result()  # raises the stage's own error
     progress.report(step.name, 1.0, language, "cached" if state.name == "Cached" else "")
     _kill_if_asked(step.name, language)

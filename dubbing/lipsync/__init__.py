@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dubbing import backends
+from dubbing import backends, progress
 from dubbing.config import MouthBox
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
@@ -189,7 +189,7 @@ def render_faces(
             now = getattr(renderer, "drawn", None) if face is not None else None
             drawn.append(np.nan if now is None else mouth_gap(now))
 
-    for t, frame in enumerate(frames):
+    for t, frame in enumerate(progress.counted(frames, faces.frames, "frames")):
         track = int(faces.active[t]) if t < faces.frames else -1
         face = faces.face_of(t, track)
         animated += face is not None

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from dubbing import progress
 from dubbing.errors import DubbingError
 from dubbing.files import atomic_path
 
@@ -393,7 +394,7 @@ def track_faces(
     width = height = 0
     tracker = MeshTracker(max_faces)
     try:
-        for t, frame in enumerate(frames):
+        for t, frame in enumerate(progress.counted(frames, expected_frames, "frames")):
             height, width = frame.shape[:2]
             if cuts(frame):
                 cut_frames.append(t)

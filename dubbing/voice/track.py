@@ -19,7 +19,7 @@ from typing import Protocol, cast
 import numpy as np
 import soundfile as sf
 
-from dubbing import media, speaker_embedding
+from dubbing import media, progress, speaker_embedding
 from dubbing.backends import build, capable
 from dubbing.config import TimingConfig, TTSConfig
 from dubbing.errors import DubbingError
@@ -239,6 +239,7 @@ def speak_track(
                     )
                 )
                 continue
+            progress.advance(i, len(lines_in), "lines")
             fit_args = (script.language, match, window, estimator, timing.max_speedup, clip_cache, slowdown)
             audio, rate, natural_s, fit = _speak_line(synth, text, *fit_args, first=ahead.take(i))
             shortened = line.length_action in ("shortened", "shortened_over")  # by the translate stage's estimate
