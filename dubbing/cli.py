@@ -510,6 +510,8 @@ def run(
     _status.show("loading the pipeline")
     from dubbing.flows.dub_video import dub_video
 
+    if dask is None and script is None and not layout.transcript.exists():  # a new run: it will transcribe
+        steps.preload_source_models(load_settings(preset, config))  # while the Prefect API starts
     flow = dub_video if dask is None else dub_video.with_options(task_runner=_dask_runner(dask))
     flow = flow.with_options(on_completion=[_remember_run], on_failure=[_remember_run])  # type: ignore[list-item]
     _wait_for_api()

@@ -46,7 +46,15 @@ from dubbing import (
     tts,
     voice,
 )
-from dubbing.config import ASRConfig, LanguageConfig, OutputConfig, Settings, check_language, shortfalls
+from dubbing.config import (
+    ASRConfig,
+    DiarizeConfig,
+    LanguageConfig,
+    OutputConfig,
+    Settings,
+    check_language,
+    shortfalls,
+)
 from dubbing.errors import DubbingError
 from dubbing.files import write_json, write_text
 from dubbing.layout import RunLayout, layout_for, manifest_of
@@ -160,6 +168,28 @@ def transcriber(cfg: ASRConfig) -> asr.Transcriber:
     )
 
 
+def diarizer(cfg: DiarizeConfig) -> diarize.Diarizer:
+    """The pooled diarization model (speaker embeddings)."""
+    return backends.shared_build("diarize", diarize.BACKENDS, cfg.backend, "diarization", cfg.options)
+
+
+def preload_source_models(settings: Settings) -> threading.Thread:
+    """Load the transcription and diarization models on a thread of their own, into the pool the transcribe step
+    takes them from: started while the CLI waits for the Prefect API, a new run's first step finds them loaded. A
+    model that fails to load here is left to the step, which loads it again and says what is wrong."""
+
+    def load() -> None:
+        try:
+            transcriber(settings.asr)
+            diarizer(settings.diarize)
+        except Exception:  # noqa: BLE001 - reported by the step
+            log.debug("preloading the source models failed", exc_info=True)
+
+    thread = threading.Thread(target=load, name="preload-models", daemon=True)
+    thread.start()
+    return thread
+
+
 def transcribe(
     video: Path,
     audio: Path | None,
@@ -174,8 +204,7 @@ def transcribe(
     cfg = settings.diarize
     turns = []
     if transcript.utterances:
-        diarizer = backends.shared_build("diarize", diarize.BACKENDS, cfg.backend, "diarization", cfg.options)
-        turns = diarizer.diarize(analysis_wav, speakers=cfg.speakers)
+        turns = diarizer(cfg).diarize(analysis_wav, speakers=cfg.speakers)
     transcript = diarize.attribute(transcript, turns, min_s=cfg.min_line_s, max_s=cfg.max_line_s, pause_s=cfg.pause_s)
     for warning in transcript.warnings:
         log.warning(warning)

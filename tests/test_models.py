@@ -115,3 +115,20 @@ def test_a_held_model_is_released_when_its_last_holder_leaves():
             pass
         assert backends.pooled("held-kind")  # the other still holds it
     assert backends.pooled("held-kind") == []
+
+
+def test_the_source_models_preload_into_the_pool_the_transcribe_step_takes_them_from():
+    """What `dub run` starts while the Prefect API starts: Whisper and the diarizer, loaded once for the step."""
+    from dubbing import backends, steps
+    from dubbing.config import load_settings
+
+    settings = load_settings("draft")
+    backends.release("asr", "diarize")
+    loads = dict(backends.loads)
+    thread = steps.preload_source_models(settings)
+    thread.join(300)
+    assert not thread.is_alive()
+    assert backends.loads["asr"] == loads.get("asr", 0) + 1 and backends.loads["diarize"] == loads.get("diarize", 0) + 1
+    steps.transcriber(settings.asr), steps.diarizer(settings.diarize)  # what the step asks for: nothing loads again
+    assert backends.loads["asr"] == loads.get("asr", 0) + 1 and backends.loads["diarize"] == loads.get("diarize", 0) + 1
+    backends.release("asr", "diarize")
