@@ -922,7 +922,7 @@ class RunningStep(NamedTuple):
 
 
 def _running_text(running: dict[str, RunningStep], now: float) -> str:
-    """The running steps of one bar, as the terminal shows them: `lipsync-render 340/1500 frames 12s, mix 3s`."""
+    """The running steps of one bar, as the terminal shows them: `lipsync 340/1500 frames 12s, mix 3s`."""
     return ", ".join(
         " ".join(filter(None, (stage, step.detail, f"{now - step.started:.0f}s"))) for stage, step in running.items()
     )

@@ -27,10 +27,10 @@ def test_a_steps_own_progress_is_reported_under_its_name_and_throttled():
 
 def test_the_terminal_shows_each_running_step_with_its_progress_and_time():
     running = {
-        "lipsync-render": cli.RunningStep(100.0, 0.4, "340/1500 frames"),
+        "lipsync": cli.RunningStep(100.0, 0.4, "340/1500 frames"),
         "mix": cli.RunningStep(107.2, 0.0, ""),
     }
-    assert cli._running_text(running, 112.0) == "lipsync-render 340/1500 frames 12s, mix 5s"
+    assert cli._running_text(running, 112.0) == "lipsync 340/1500 frames 12s, mix 5s"
 
 
 def test_plain_output_says_how_far_a_long_step_is_and_when_it_is_done(capsys):
