@@ -74,6 +74,23 @@ class _StatusLine:
 
 _status = _StatusLine()
 
+
+@contextmanager
+def _status_progress(text: str) -> Iterator[None]:
+    """A one-step command's own progress (frames, seconds of audio) on its status line, after `text`."""
+    from dubbing import progress
+
+    _status.show(text)
+    started = time.monotonic()
+
+    def on_event(event: progress.Event) -> None:
+        if event.detail:
+            _status.show(f"{text}: {event.detail}, {time.monotonic() - started:.0f}s")
+
+    with progress.step(text), progress.listening(on_event):
+        yield
+
+
 FLAG = ""  # a boolean option's metavar: shown as a plain flag in --help, not `<bool>`
 
 
@@ -1062,8 +1079,9 @@ def transcribe_command(
     context: steps.Context = {"video": media_path, "audio": None, "settings": settings, "layout": layout}
     context |= {"audio_track": audio_track, "info": info}
     context["separated"] = None
-    for name in ["extract-audio", "transcribe", "source-subtitles"] + (["speaker-profiles"] if profiles else []):
-        context |= steps.run(steps.get_step(name), context)
+    with _status_progress("transcribing"):
+        for name in ["extract-audio", "transcribe", "source-subtitles"] + (["speaker-profiles"] if profiles else []):
+            context |= steps.run(steps.get_step(name), context)
     transcript = context["transcript"]
     srt, vtt = context["source_subtitles"]
     table = Table(title=escape(f"{media_path.name}: {info.duration_s:.1f} s, language {transcript.language}"))
@@ -1121,7 +1139,8 @@ def lipsync_command(
     from dubbing.lipsync.marked import parse_mouth_box
 
     box = parse_mouth_box(mouth_box) if mouth_box is not None else None
-    _status.show("rendering the marked mouth" if box else "tracking the face and rendering the mouth")
+    doing = "rendering the marked mouth" if box else "tracking the face and rendering the mouth"
+    _status.show(doing)
     remove_temporaries_of(out)  # what a killed `dub lipsync` into the same file left
     if audio_track != 1:
         from dubbing.media import check_audio_track
@@ -1129,19 +1148,20 @@ def lipsync_command(
         check_audio_track(audio, audio_track)
 
     options = {"model_path": model_path} if model_path else {}  # the renderer says if it takes none
-    result = lipsync.lipsync_video(
-        video,
-        audio,
-        out,
-        offset_ms=offset_ms,
-        backend=backend,
-        backend_options=options,
-        fmt=fmt,
-        resolution=resolution,
-        audio_track=audio_track,
-        mouth_box=box,
-        expression=expression,
-    )
+    with _status_progress(doing):
+        result = lipsync.lipsync_video(
+            video,
+            audio,
+            out,
+            offset_ms=offset_ms,
+            backend=backend,
+            backend_options=options,
+            fmt=fmt,
+            resolution=resolution,
+            audio_track=audio_track,
+            mouth_box=box,
+            expression=expression,
+        )
     if result.animated_frames == 0:
         err_console.print(
             f"warning: no face found in {video}; the picture is unchanged, only the audio is new ({MARK_THE_MOUTH})",
@@ -1219,9 +1239,9 @@ def avatar(
             sf.write(audio, samples, rate, subtype="PCM_16")
             spoken_by = f", {samples.size / rate:.1f} s spoken by {synth.name} {voice_name}"
         assert audio is not None
-        _status.show("animating the photo")
-        result = make_avatar(portrait, audio, out, fps=fps, resolution=resolution, fmt=fmt, seed=seed,
-                             expression=not still)  # fmt: skip
+        with _status_progress("animating the photo"):
+            result = make_avatar(portrait, audio, out, fps=fps, resolution=resolution, fmt=fmt, seed=seed,
+                                 expression=not still)  # fmt: skip
     console.print(f"{result.out}: {result.frames} frames at {fps:g} fps{spoken_by}")
 
 
@@ -1257,11 +1277,11 @@ def inspect_command(
     stream = probe_video(video)
     if box is not None:
         fit_mouth_box(box, stream.width, stream.height)
-    _status.show("tracking the faces")
     kept: dict = {}
-    faces, data = lipsync.analyse(
-        video, None, max_faces=max_faces, keep=tuple(sample_indices(stream.frames)), kept=kept
-    )
+    with _status_progress("tracking the faces"):
+        faces, data = lipsync.analyse(
+            video, None, max_faces=max_faces, keep=tuple(sample_indices(stream.frames)), kept=kept
+        )
     sheet = sheet or Path(f"{video.stem}.inspect.png")
     contact_sheet(kept, data, sheet, mouth_box=box)
     console.print(

@@ -3,6 +3,8 @@ and shown by the CLI as bars on a terminal and as plain lines elsewhere."""
 
 from __future__ import annotations
 
+import io
+import sys
 import time
 
 from dubbing import cli, progress
@@ -47,3 +49,20 @@ def test_plain_output_says_how_far_a_long_step_is_and_when_it_is_done(capsys):
     assert [line.split("] ", 1)[1] for line in capsys.readouterr().err.splitlines()] == [
         "source: transcribe reused from the cache"
     ]
+
+
+def test_a_one_step_command_shows_its_progress_on_its_status_line(monkeypatch):
+    """`dub lipsync`, `dub avatar`, `dub inspect`, `dub transcribe`: no bars, the status line counts instead."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with cli._status_progress("tracking the faces"):
+        taken = list(progress.counted(range(3), 3, "frames"))
+    shown = [state for state in terminal.getvalue().split("\r\x1b[2K") if state]
+    assert taken == [0, 1, 2] and shown[0] == "dub: tracking the faces..."
+    assert shown[1].startswith("dub: tracking the faces: 1/3 frames, ") and "3/3 frames" in shown[-1]
+    cli._status.clear()
