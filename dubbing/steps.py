@@ -532,10 +532,13 @@ class ShortenBetweenPasses:
             self.asked[key] = (line, budget_s, natural_s)
         return self.answers.get(key)
 
-    def answer(self, shorten: voice.Shorten) -> None:
+    def answer(self, shorten: voice.Shorten) -> bool:
+        """Rewrite the lines asked since the last answer; whether any of them got a shorter text."""
         for key, (line, budget_s, natural_s) in self.asked.items():
             self.answers[key] = shorten(line, budget_s, natural_s)
+        shortened = any(self.answers[key] for key in self.asked)
         self.asked.clear()
+        return shortened
 
 
 def speak_in_passes(
@@ -551,9 +554,10 @@ def speak_in_passes(
             spoken = speak(hook)
         if not hook.asked:
             return spoken
-        log.info("%s: shortening %d line(s) that do not fit, then speaking them again", language, len(hook.asked))
+        log.info("%s: shortening %d line(s) that do not fit", language, len(hook.asked))
         with backends.holding("llm"):  # released before the next pass loads the voice model again
-            hook.answer(shortener())
+            if not hook.answer(shortener()):
+                return spoken  # nothing shorter: the next pass would speak the same
     with backends.holding("tts"):
         return speak(hook)
 

@@ -286,6 +286,9 @@ def test_lines_are_shortened_between_passes_with_no_voice_model_in_memory(tmp_pa
     script, loaded = script.model_copy(update={"lines": script.lines[1:]}), []
     steps.speak_in_passes(speak, lambda: shorten, "es")  # lines that fit: one pass, nothing asked
     assert loaded == [1] and len(asked) == 2
+    script, loaded = too_long_script(), []
+    kept, _ = steps.speak_in_passes(speak, lambda: lambda *_: None, "es")  # nothing shorter: no pass again
+    assert loaded == [1] and kept.lines[0].text == LONG_TEXT and kept.lines[0].over_limit
 
 
 # ---------------------------------------------------------------- slowing the picture down (timing.slow_picture)
