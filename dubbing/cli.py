@@ -508,7 +508,8 @@ def run(
         "subtitles_only": subtitles_only, "voices": voice or [],
     }  # fmt: skip
     layout = RunLayout(out=out, name=video.stem)
-    key = run_key(load_settings(preset, config), command)
+    settings = load_settings(preset, config)
+    key = run_key(settings, command)
     if _unchanged(video, layout, key):
         return
     from dubbing import steps
@@ -528,7 +529,7 @@ def run(
     from dubbing.flows.dub_video import dub_video
 
     if dask is None and script is None and not layout.transcript.exists():  # a new run: it will transcribe
-        steps.preload_source_models(load_settings(preset, config))  # while the Prefect API starts
+        steps.preload_source_models(settings)  # while the Prefect API starts
     flow = dub_video if dask is None else dub_video.with_options(task_runner=_dask_runner(dask))
     flow = flow.with_options(on_completion=[_remember_run], on_failure=[_remember_run])  # type: ignore[list-item]
     _wait_for_api()
